@@ -1,0 +1,73 @@
+# fdm build. `make` builds build/fdm and the Lua module build/fdm/core.so;
+# `make test` runs every test; `make bench` times the UNets against PyTorch.
+# Missing Debian packages are installed on first use (tools/deps.sh).
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+SAN      ?=
+OPT      ?= -O3 -march=native
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
+            -Iruntime -Ikernels/cpu $(shell pkg-config --cflags lua5.4 cairo 2>/dev/null)
+LDLIBS   += -lopenblas -lpng -lz -lgif -lm -fopenmp $(shell pkg-config --libs cairo 2>/dev/null)
+ifeq ($(SAN),1)
+  CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDLIBS += -fsanitize=address,undefined
+  BUILD  := build-san
+else
+  BUILD  := build
+endif
+
+MAIN_SRC := runtime/main.c runtime/repl.c
+CORE_SRC := $(filter-out $(MAIN_SRC),$(wildcard runtime/*.c)) $(wildcard kernels/cpu/*.c)
+CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
+MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all deps test test-c bench install clean data fuzz
+all: $(BUILD)/fdm $(BUILD)/fdm/core.so
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): tools/deps.sh
+	@bash tools/deps.sh
+	@mkdir -p build && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libfdm.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
+	$(CC) $(CFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libfdm.a -llua5.4 -lreadline $(LDLIBS)
+
+# the module for a stock lua5.4: `require "fdm"` finds lua/fdm/init.lua,
+# which loads fdm.core from this .so (lua5.4 itself provides the Lua API)
+$(BUILD)/fdm/core.so: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) $(LDLIBS)
+
+-include $(CORE_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
+-include mk/*.mk
+
+LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests/?.lua;;" \
+          LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
+
+test: all $(TEST_DEPS)
+	$(LUA_ENV) busted --lpath="" --cpath="" -o utfTerminal tests/
+	$(MAKE) --no-print-directory test-c
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm
+	install -m 755 $(BUILD)/fdm $(DESTDIR)$(PREFIX)/bin/fdm
+	install -m 755 $(BUILD)/fdm/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm/core.so
+	install -m 644 lua/fdm/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/
+
+clean:
+	rm -rf build build-san
+
+# C-level tests: mk/*.mk files append executables to C_TESTS
+test-c: $(C_TESTS)
+	@set -e; for t in $(C_TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 ./$$t; done

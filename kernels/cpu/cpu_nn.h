@@ -1,0 +1,102 @@
+/*
+** cpu_nn.h: CPU kernels for neural-network ops. Plain functions over
+** contiguous float32 NCHW buffers; the caller (runtime/op_*.c) checks shapes,
+** allocates every buffer (outputs, gradients and the scratch "work" whose
+** size the matching *_work function returns, in floats) and owns them.
+** Kernels never fail, never allocate, know nothing of Lua or tensors.
+** Gradient outputs are OVERWRITTEN (not accumulated) unless noted.
+** Threading: OpenMP over both cores and OpenBLAS sgemm; results do not
+** depend on the thread count beyond float summation order.
+*/
+#ifndef CPU_NN_H
+#define CPU_NN_H
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct {
+  int N, C, H, W;        /* input */
+  int K;                 /* output channels */
+  int kh, kw, sh, sw, ph, pw, dh, dw, groups;
+  int OH, OW;            /* output spatial size (computed by the caller) */
+} cpu_conv_params;
+/* conv2d: x [N,C,H,W], w [K, C/groups, kh, kw], b [K] or NULL, y [N,K,OH,OW] */
+size_t cpu_conv2d_work(const cpu_conv_params *p);
+void cpu_conv2d_forward(const cpu_conv_params *p, const float *x, const float *w,
+                        const float *b, float *y, float *work);
+/* any of gx, gw, gb may be NULL (not needed) */
+void cpu_conv2d_backward(const cpu_conv_params *p, const float *x, const float *w,
+                         const float *gy, float *gx, float *gw, float *gb, float *work);
+
+/* conv_transpose2d: x [N,C,H,W], w [C, K/groups, kh, kw] (PyTorch layout),
+** b [K] or NULL, y [N,K,OH,OW] with OH = (H-1)*sh - 2*ph + dh*(kh-1) + oph + 1 */
+size_t cpu_conv_transpose2d_work(const cpu_conv_params *p);
+void cpu_conv_transpose2d_forward(const cpu_conv_params *p, const float *x, const float *w,
+                                  const float *b, float *y, float *work);
+void cpu_conv_transpose2d_backward(const cpu_conv_params *p, const float *x, const float *w,
+                                   const float *gy, float *gx, float *gw, float *gb, float *work);
+
+/* pooling: x [N*C planes of H x W] -> y [N*C planes of OH x OW].
+** avg: count_include_pad = true (PyTorch default). max: idx stores the argmax
+** position inside each input plane (for backward). */
+void cpu_avg_pool2d_forward(int NC, int H, int W, int OH, int OW, int kh, int kw,
+                            int sh, int sw, int ph, int pw, const float *x, float *y);
+void cpu_avg_pool2d_backward(int NC, int H, int W, int OH, int OW, int kh, int kw,
+                             int sh, int sw, int ph, int pw, const float *gy, float *gx);
+void cpu_max_pool2d_forward(int NC, int H, int W, int OH, int OW, int kh, int kw,
+                            int sh, int sw, int ph, int pw, const float *x, float *y, int64_t *idx);
+void cpu_max_pool2d_backward(int NC, int H, int W, int OH, int OW,
+                             const float *gy, const int64_t *idx, float *gx);
+
+/* upsampling, PyTorch semantics. nearest: src = floor(dst * in/out).
+** bilinear: align_corners as in torch.nn.functional.interpolate. */
+void cpu_upsample_nearest_forward(int NC, int H, int W, int OH, int OW, const float *x, float *y);
+void cpu_upsample_nearest_backward(int NC, int H, int W, int OH, int OW, const float *gy, float *gx);
+void cpu_upsample_bilinear_forward(int NC, int H, int W, int OH, int OW, int align_corners,
+                                   const float *x, float *y);
+void cpu_upsample_bilinear_backward(int NC, int H, int W, int OH, int OW, int align_corners,
+                                    const float *gy, float *gx);
+
+/* batch norm over x [N, C, S] (S = H*W, 1 for 1-D input).
+** training: computes batch mean and biased var, writes save_mean / save_invstd [C],
+** and updates running_mean/var (if non-NULL) with momentum using the UNBIASED var.
+** eval: uses running stats (save_* are still filled: mean and 1/sqrt(var+eps)).
+** weight/bias may be NULL (affine = false). */
+void cpu_batch_norm_forward(int N, int C, int S, const float *x, const float *weight,
+                            const float *bias, float *running_mean, float *running_var,
+                            int training, float momentum, float eps, float *y,
+                            float *save_mean, float *save_invstd);
+/* gweight/gbias may be NULL. training selects batch-stat vs running-stat backward. */
+void cpu_batch_norm_backward(int N, int C, int S, const float *x, const float *weight,
+                             const float *save_mean, const float *save_invstd, int training,
+                             const float *gy, float *gx, float *gweight, float *gbias);
+/* fused batch norm + exact GELU (the UNet's Conv->BN->GELU): y = gelu(bn(x)); also
+** writes the pre-activation bn(x) into pre (needed by backward). */
+void cpu_batch_norm_gelu_forward(int N, int C, int S, const float *x, const float *weight,
+                                 const float *bias, float *running_mean, float *running_var,
+                                 int training, float momentum, float eps, float *pre, float *y,
+                                 float *save_mean, float *save_invstd);
+
+/* group norm: x [N, C, S], G groups, weight/bias [C] or NULL; mean/rstd [N*G] */
+void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
+                            const float *bias, float eps, float *y, float *mean, float *rstd);
+void cpu_group_norm_backward(int N, int C, int S, int G, const float *x, const float *weight,
+                             const float *mean, const float *rstd, const float *gy,
+                             float *gx, float *gweight, float *gbias);
+/* layer norm over the last D elements of M rows; weight/bias [D] or NULL */
+void cpu_layer_norm_forward(int M, int D, const float *x, const float *weight,
+                            const float *bias, float eps, float *y, float *mean, float *rstd);
+void cpu_layer_norm_backward(int M, int D, const float *x, const float *weight,
+                             const float *mean, const float *rstd, const float *gy,
+                             float *gx, float *gweight, float *gbias);
+
+/* softmax over the middle axis of [outer, D, inner] */
+void cpu_softmax_forward(int64_t outer, int64_t D, int64_t inner, int log, const float *x, float *y);
+/* gx from y (the forward output) and gy */
+void cpu_softmax_backward(int64_t outer, int64_t D, int64_t inner, int log, const float *y,
+                          const float *gy, float *gx);
+
+/* exact-erf GELU and its derivative, vectorisable */
+void cpu_gelu_forward(int64_t n, const float *x, float *y);
+void cpu_gelu_backward(int64_t n, const float *x, const float *gy, float *gx);
+
+#endif

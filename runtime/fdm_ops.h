@@ -1,0 +1,94 @@
+/*
+** fdm_ops.h: tensor ops of the core (autograd-aware). Dims here are 0-based
+** (bindings convert from Lua's 1-based). Every op returns a NEW reference or
+** NULL with fdm_lasterror() set. Ops check dtypes/devices/shapes and name
+** themselves in errors.
+*/
+#ifndef FDM_OPS_H
+#define FDM_OPS_H
+#include "fdm.h"
+
+typedef enum {
+  FDM_ADD, FDM_SUB, FDM_MUL, FDM_DIV, FDM_POW, FDM_MAXIMUM, FDM_MINIMUM,
+  FDM_EQ, FDM_NE, FDM_LT, FDM_LE, FDM_GT, FDM_GE, FDM_AND, FDM_OR,
+  FDM_NBINOP
+} fdm_binop;
+
+typedef enum {
+  FDM_NEG, FDM_ABS, FDM_SQRT, FDM_RSQRT, FDM_EXP, FDM_LOG, FDM_SIN, FDM_COS,
+  FDM_SQUARE, FDM_SIGN, FDM_RELU, FDM_SIGMOID, FDM_TANH, FDM_GELU,
+  FDM_GELU_TANH, FDM_SILU, FDM_NOT, FDM_RECIPROCAL,
+  FDM_NUNOP
+} fdm_unop;
+
+const char *fdm_binop_name(fdm_binop op);
+const char *fdm_unop_name(fdm_unop op);
+
+/* elementwise (broadcasting), result dtype: bool for comparisons/logic,
+** else the promoted dtype (int64 op float32 -> float32) */
+fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b);
+fdm_tensor *fdm_binary_scalar(fdm_binop op, fdm_tensor *a, double s, int scalar_first);
+fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a);
+fdm_tensor *fdm_scale(fdm_tensor *a, double s);          /* a * s */
+fdm_tensor *fdm_add_scaled(fdm_tensor *a, fdm_tensor *b, double alpha); /* a + alpha*b */
+fdm_tensor *fdm_clamp(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi);
+fdm_tensor *fdm_where(fdm_tensor *cond, fdm_tensor *a, fdm_tensor *b);
+/* in place (no autograd recording; refused on tensors that need grad while grad mode is on) */
+int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b);
+int fdm_binary_scalar_(fdm_binop op, fdm_tensor *a, double s);
+int fdm_unary_(fdm_unop op, fdm_tensor *a);
+int fdm_clamp_(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi);
+int fdm_copy_(fdm_tensor *dst, fdm_tensor *src);        /* broadcasts src, converts dtype */
+int fdm_fill_(fdm_tensor *dst, double v);
+int fdm_add_scaled_(fdm_tensor *a, fdm_tensor *b, double alpha);  /* a += alpha*b */
+
+/* views (share storage) */
+fdm_tensor *fdm_view(fdm_tensor *t, int ndim, const int64_t *shape);     /* one -1 allowed */
+fdm_tensor *fdm_reshape(fdm_tensor *t, int ndim, const int64_t *shape);  /* copies if needed */
+fdm_tensor *fdm_narrow(fdm_tensor *t, int dim, int64_t start, int64_t len);
+fdm_tensor *fdm_slice(fdm_tensor *t, int dim, int64_t start, int64_t stop, int64_t step); /* stop exclusive */
+fdm_tensor *fdm_select(fdm_tensor *t, int dim, int64_t i);
+fdm_tensor *fdm_permute(fdm_tensor *t, const int *perm);
+fdm_tensor *fdm_transpose(fdm_tensor *t, int d0, int d1);
+fdm_tensor *fdm_expand(fdm_tensor *t, int ndim, const int64_t *shape);   /* -1 keeps a size */
+fdm_tensor *fdm_squeeze(fdm_tensor *t, int dim);                          /* dim -1: all */
+fdm_tensor *fdm_unsqueeze(fdm_tensor *t, int dim);
+fdm_tensor *fdm_detach(fdm_tensor *t);
+
+/* copying ops */
+fdm_tensor *fdm_cat(int n, fdm_tensor *const *ts, int dim);
+fdm_tensor *fdm_stack(int n, fdm_tensor *const *ts, int dim);
+fdm_tensor *fdm_flip(fdm_tensor *t, int ndims, const int *dims);
+fdm_tensor *fdm_roll(fdm_tensor *t, int n, const int64_t *shifts, const int *dims);
+/* pads[0],pads[1] pad the last dim (left,right), pads[2],pads[3] the one before ... */
+fdm_tensor *fdm_pad(fdm_tensor *t, int npad, const int64_t *pads, double value);
+fdm_tensor *fdm_to_dtype(fdm_tensor *t, fdm_dtype dt);
+
+/* reductions; ndims = 0 reduces everything */
+fdm_tensor *fdm_sum(fdm_tensor *t, int ndims, const int *dims, int keepdim);
+fdm_tensor *fdm_mean(fdm_tensor *t, int ndims, const int *dims, int keepdim);
+fdm_tensor *fdm_var(fdm_tensor *t, int ndims, const int *dims, int correction, int keepdim);
+/* max/min over a dim: values (autograd) and int64 indices (*indices, new ref, may be NULL) */
+fdm_tensor *fdm_max_dim(fdm_tensor *t, int dim, int keepdim, int is_min, fdm_tensor **indices);
+fdm_tensor *fdm_max_all(fdm_tensor *t, int is_min);
+fdm_tensor *fdm_argmax(fdm_tensor *t, int dim, int keepdim, int is_min);   /* dim -1000: flat */
+fdm_tensor *fdm_quantile(fdm_tensor *t, double q, int dim, int keepdim);   /* dim -1000: flat */
+fdm_tensor *fdm_any_all(fdm_tensor *t, int is_all);
+
+/* linear algebra: matmul with PyTorch's rules (1-D, 2-D, batched broadcast) */
+fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b);
+
+/* gather along dim with int64 index (0-based), as torch.gather */
+fdm_tensor *fdm_gather(fdm_tensor *t, int dim, fdm_tensor *index);
+
+/* random numbers: Philox4x32-10, counter-based */
+void fdm_manual_seed(uint64_t seed);
+void fdm_rng_get(uint64_t *seed, uint64_t *offset);
+void fdm_rng_set(uint64_t seed, uint64_t offset);
+fdm_tensor *fdm_randn(int ndim, const int64_t *shape, fdm_device dev);
+fdm_tensor *fdm_rand(int ndim, const int64_t *shape, fdm_device dev);
+fdm_tensor *fdm_randint(int64_t lo, int64_t hi, int ndim, const int64_t *shape, fdm_device dev);
+fdm_tensor *fdm_randperm(int64_t n, fdm_device dev);
+fdm_tensor *fdm_arange(double start, double stop, double step, fdm_dtype dt, fdm_device dev);
+fdm_tensor *fdm_linspace(double start, double stop, int64_t n, fdm_dtype dt, fdm_device dev);
+#endif
