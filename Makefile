@@ -25,7 +25,7 @@ MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
 DEPS_STAMP := build/.deps-ok
 
 .PHONY: all deps test test-c bench install clean data fuzz
-all: $(BUILD)/fdm $(BUILD)/fdm/core.so
+all: $(BUILD)/fdm $(BUILD)/lua/fdm/core.so
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): tools/deps.sh
@@ -45,7 +45,7 @@ $(BUILD)/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
 
 # the module for a stock lua5.4: `require "fdm"` finds lua/fdm/init.lua,
 # which loads fdm.core from this .so (lua5.4 itself provides the Lua API)
-$(BUILD)/fdm/core.so: $(CORE_OBJ)
+$(BUILD)/lua/fdm/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) $(LDLIBS)
 
@@ -53,7 +53,7 @@ $(BUILD)/fdm/core.so: $(CORE_OBJ)
 -include mk/*.mk
 
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests/?.lua;;" \
-          LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
+          LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
 
 test: all $(TEST_DEPS)
 	$(LUA_ENV) busted --lpath="" --cpath="" -o utfTerminal tests/
@@ -62,7 +62,7 @@ test: all $(TEST_DEPS)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm
 	install -m 755 $(BUILD)/fdm $(DESTDIR)$(PREFIX)/bin/fdm
-	install -m 755 $(BUILD)/fdm/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm/core.so
+	install -m 755 $(BUILD)/lua/fdm/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm/core.so
 	install -m 644 lua/fdm/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/
 
 clean:

@@ -1,0 +1,114 @@
+/*
+** upsample.c: nearest and bilinear resizing of N*C planes with the index
+** arithmetic of PyTorch's F.interpolate (size given, no scale_factor), so
+** results match it bit for bit up to float summation order.
+*/
+#include "cpu_nn.h"
+#include <string.h>
+
+/* nearest: src = min(floor(dst * (in/out)), in-1), scale in float as PyTorch */
+static inline int nearest_src(int dst, int in, int out) {
+  if (in == out) return dst;
+  float scale = (float)in / (float)out;
+  int s = (int)__builtin_floorf((float)dst * scale);
+  return s < in - 1 ? s : in - 1;
+}
+
+void cpu_upsample_nearest_forward(int NC, int H, int W, int OH, int OW, const float *x, float *y) {
+  #pragma omp parallel for schedule(static)
+  for (int nc = 0; nc < NC; nc++) {
+    const float *xp = x + (size_t)nc * H * W;
+    float *yp = y + (size_t)nc * OH * OW;
+    for (int oh = 0; oh < OH; oh++) {
+      const float *row = xp + (size_t)nearest_src(oh, H, OH) * W;
+      for (int ow = 0; ow < OW; ow++) yp[(size_t)oh * OW + ow] = row[nearest_src(ow, W, OW)];
+    }
+  }
+}
+
+void cpu_upsample_nearest_backward(int NC, int H, int W, int OH, int OW, const float *gy, float *gx) {
+  #pragma omp parallel for schedule(static)
+  for (int nc = 0; nc < NC; nc++) {
+    float *gp = gx + (size_t)nc * H * W;
+    const float *yp = gy + (size_t)nc * OH * OW;
+    memset(gp, 0, sizeof(float) * H * W);
+    for (int oh = 0; oh < OH; oh++) {
+      float *row = gp + (size_t)nearest_src(oh, H, OH) * W;
+      for (int ow = 0; ow < OW; ow++) row[nearest_src(ow, W, OW)] += yp[(size_t)oh * OW + ow];
+    }
+  }
+}
+
+/* bilinear source taps along one axis: i0, i1 = i0 + (i0 < in-1), weights l0, l1 */
+typedef struct { int i0, i1; float l0, l1; } lerp_tap;
+
+static inline lerp_tap bilinear_tap(int dst, int in, int out, int align_corners) {
+  lerp_tap t;
+  float src;
+  if (align_corners) {
+    float scale = out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+    src = scale * (float)dst;
+  } else {
+    float scale = (float)in / (float)out;
+    src = scale * ((float)dst + 0.5f) - 0.5f;
+    if (src < 0.0f) src = 0.0f;
+  }
+  t.i0 = (int)src;
+  if (t.i0 > in - 1) t.i0 = in - 1;
+  t.i1 = t.i0 + (t.i0 < in - 1 ? 1 : 0);
+  t.l1 = src - (float)t.i0;
+  t.l0 = 1.0f - t.l1;
+  return t;
+}
+
+/* the column taps fit on the stack for any realistic width; wider outputs
+** recompute them per row */
+#define UPS_MAX_TAPS 1024
+
+void cpu_upsample_bilinear_forward(int NC, int H, int W, int OH, int OW, int align_corners,
+                                   const float *x, float *y) {
+  #pragma omp parallel for schedule(static)
+  for (int nc = 0; nc < NC; nc++) {
+    lerp_tap wt[UPS_MAX_TAPS];
+    int cached = OW <= UPS_MAX_TAPS;
+    if (cached)
+      for (int ow = 0; ow < OW; ow++) wt[ow] = bilinear_tap(ow, W, OW, align_corners);
+    const float *xp = x + (size_t)nc * H * W;
+    float *yp = y + (size_t)nc * OH * OW;
+    for (int oh = 0; oh < OH; oh++) {
+      lerp_tap ht = bilinear_tap(oh, H, OH, align_corners);
+      const float *r0 = xp + (size_t)ht.i0 * W, *r1 = xp + (size_t)ht.i1 * W;
+      for (int ow = 0; ow < OW; ow++) {
+        lerp_tap t = cached ? wt[ow] : bilinear_tap(ow, W, OW, align_corners);
+        yp[(size_t)oh * OW + ow] = ht.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1]) +
+                                   ht.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1]);
+      }
+    }
+  }
+}
+
+void cpu_upsample_bilinear_backward(int NC, int H, int W, int OH, int OW, int align_corners,
+                                    const float *gy, float *gx) {
+  #pragma omp parallel for schedule(static)
+  for (int nc = 0; nc < NC; nc++) {
+    lerp_tap wt[UPS_MAX_TAPS];
+    int cached = OW <= UPS_MAX_TAPS;
+    if (cached)
+      for (int ow = 0; ow < OW; ow++) wt[ow] = bilinear_tap(ow, W, OW, align_corners);
+    float *gp = gx + (size_t)nc * H * W;
+    const float *yp = gy + (size_t)nc * OH * OW;
+    memset(gp, 0, sizeof(float) * H * W);
+    for (int oh = 0; oh < OH; oh++) {
+      lerp_tap ht = bilinear_tap(oh, H, OH, align_corners);
+      float *r0 = gp + (size_t)ht.i0 * W, *r1 = gp + (size_t)ht.i1 * W;
+      for (int ow = 0; ow < OW; ow++) {
+        lerp_tap t = cached ? wt[ow] : bilinear_tap(ow, W, OW, align_corners);
+        float g = yp[(size_t)oh * OW + ow];
+        r0[t.i0] += ht.l0 * t.l0 * g;
+        r0[t.i1] += ht.l0 * t.l1 * g;
+        r1[t.i0] += ht.l1 * t.l0 * g;
+        r1[t.i1] += ht.l1 * t.l1 * g;
+      }
+    }
+  }
+}

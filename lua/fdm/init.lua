@@ -1,0 +1,27 @@
+-- fdm: the Lua face of the runtime. `local fdm = require "fdm"`.
+-- The C core (fdm.core) provides tensors, ops and autograd; the modules
+-- below add the layers, optimizers, I/O and tools written in Lua.
+local core = require "fdm.core"
+
+local fdm = {}
+for k, v in pairs(core) do fdm[k] = v end
+package.loaded["fdm"] = fdm   -- submodules may require "fdm" while it loads
+
+require("fdm.tensor")(fdm, core)          -- printing and Lua-level tensor methods
+
+local function optional(name)
+  local ok, mod = pcall(require, name)
+  if ok then return mod end
+  if not tostring(mod):find("module '" .. name .. "' not found", 1, true) then error(mod, 0) end
+  return nil
+end
+
+fdm.F = core.F or {}
+local functional = optional "fdm.functional"
+if functional then functional(fdm.F, fdm) end
+fdm.io = optional "fdm.io" or core.io
+fdm.nn = optional "fdm.nn"
+fdm.optim = optional "fdm.optim"
+fdm.progress = optional "fdm.progress"
+
+return fdm

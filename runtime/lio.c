@@ -1,0 +1,448 @@
+/*
+** lio.c: Lua bindings of the file formats (fdm.io.*). The formats live in
+** io_*.c (plain C, see fdm_io.h); this file converts tensors to and from
+** their buffers and raises "<function>: '<path>': <problem>" on failure.
+** Scratch memory comes from Lua userdata anchored on the stack, so a Lua
+** error never leaks it; tensor references are released before raising.
+*/
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
+#include <stdlib.h>
+#include "fdm_lua.h"
+#include "fdm_ops.h"
+#include "fdm_io.h"
+
+enum { R_01, R_PM1, R_BYTE };
+
+static int io_fail(lua_State *L, const char *fn, const char *path) {
+  return luaL_error(L, "%s: '%s': %s", fn, path, fdm_lasterror());
+}
+
+static int opt_range(lua_State *L, int idx, const char *fn, int allow_byte) {
+  if (lua_type(L, idx) != LUA_TTABLE) return R_01;
+  lua_getfield(L, idx, "range");
+  int r = R_01;
+  if (!lua_isnil(L, -1)) {
+    const char *s = lua_tostring(L, -1);
+    if (s && strcmp(s, "01") == 0) r = R_01;
+    else if (s && strcmp(s, "pm1") == 0) r = R_PM1;
+    else if (s && allow_byte && strcmp(s, "byte") == 0) r = R_BYTE;
+    else return luaL_error(L, "%s: range must be \"01\" or \"pm1\"%s", fn, allow_byte ? " or \"byte\"" : "");
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+static void *scratch(lua_State *L, int anchor, size_t n) {
+  void *p = lua_newuserdatauv(L, n ? n : 1, 0);
+  lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+  return p;
+}
+
+/* ---- tensors <-> 8-bit images ---- */
+
+static inline uint8_t quant(float v, int range) {
+  if (range == R_PM1) v = (v + 1.0f) * 0.5f;
+  v = v * 255.0f + 0.5f;
+  if (!(v > 0.0f)) return 0;      /* also NaN */
+  if (v >= 255.0f) return 255;
+  return (uint8_t)v;
+}
+
+/* [H,W] or [C,H,W] (C = 1, 3, 4) -> image with pixels in a userdata anchored
+** at `anchor`. Returns -1 with the error set (nothing to free). */
+static int tensor_to_image(lua_State *L, int anchor, fdm_tensor *t, int range, fdm_image *im) {
+  char sb[96];
+  if (t->device != FDM_CPU) return fdm_seterror("image tensor is on %s, not cpu", fdm_device_name(t->device));
+  int C, H, W;
+  if (t->ndim == 2) { C = 1; H = (int)t->shape[0]; W = (int)t->shape[1]; }
+  else if (t->ndim == 3 && (t->shape[0] == 1 || t->shape[0] == 3 || t->shape[0] == 4)) {
+    C = (int)t->shape[0]; H = (int)t->shape[1]; W = (int)t->shape[2];
+  } else
+    return fdm_seterror("image tensor must be [H, W] or [C, H, W] with C = 1, 3 or 4, got %s",
+                        fdm_shapestr(t, sb, sizeof sb));
+  if (t->ndim == 2 ? (t->shape[0] > 1 << 20 || t->shape[1] > 1 << 20)
+                   : (t->shape[1] > 1 << 20 || t->shape[2] > 1 << 20))
+    return fdm_seterror("image too large: %s", fdm_shapestr(t, sb, sizeof sb));
+  if (H < 1 || W < 1) return fdm_seterror("empty image %s", fdm_shapestr(t, sb, sizeof sb));
+  fdm_tensor *c;
+  int byte = t->dtype == FDM_UINT8;
+  if (byte || t->dtype == FDM_FLOAT32) c = fdm_contiguous(t);
+  else {
+    fdm_tensor *f = fdm_to_dtype(t, FDM_FLOAT32);
+    if (!f) return -1;
+    c = fdm_contiguous(f);
+    fdm_release(f);
+  }
+  if (!c) return -1;
+  size_t hw = (size_t)H * W;
+  uint8_t *px = scratch(L, anchor, hw * C);
+  if (byte) {
+    const uint8_t *s = fdm_data(c);
+    for (int k = 0; k < C; k++)
+      for (size_t i = 0; i < hw; i++) px[i * C + k] = s[k * hw + i];
+  } else {
+    const float *s = fdm_data(c);
+    for (int k = 0; k < C; k++)
+      for (size_t i = 0; i < hw; i++) px[i * C + k] = quant(s[k * hw + i], range);
+  }
+  fdm_release(c);
+  im->w = W; im->h = H; im->c = C; im->px = px;
+  return 0;
+}
+
+/* images given as a [N,C,H,W] (or [N,H,W]) tensor or a Lua list of tensors */
+static int collect_images(lua_State *L, int idx, int anchor, int range, const char *fn,
+                          const char *path, fdm_image **out) {
+  fdm_tensor *t = fdm_lua_test(L, idx);
+  int n;
+  if (t) {
+    if (t->ndim != 4 && t->ndim != 3) {
+      char sb[96];
+      return luaL_error(L, "%s: images must be [N, C, H, W] or a list of [C, H, W] tensors, got %s",
+                        fn, fdm_shapestr(t, sb, sizeof sb));
+    }
+    if (t->shape[0] > 1 << 20) return luaL_error(L, "%s: too many images", fn);
+    n = (int)t->shape[0];
+  } else if (lua_type(L, idx) == LUA_TTABLE) {
+    n = (int)luaL_len(L, idx);
+  } else
+    return luaL_error(L, "%s: images must be a tensor or a list of tensors", fn);
+  if (n < 1) return luaL_error(L, "%s: no images", fn);
+  fdm_image *ims = scratch(L, anchor, sizeof(fdm_image) * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    int r;
+    if (t) {
+      fdm_tensor *s = fdm_select(t, 0, i);
+      if (!s) return io_fail(L, fn, path);
+      r = tensor_to_image(L, anchor, s, range, &ims[i]);
+      fdm_release(s);
+    } else {
+      lua_geti(L, idx, i + 1);
+      fdm_tensor *s = fdm_lua_test(L, -1);
+      if (!s) return luaL_error(L, "%s: image %d is not a tensor", fn, i + 1);
+      r = tensor_to_image(L, anchor, s, range, &ims[i]);
+      lua_pop(L, 1);
+    }
+    if (r != 0) return luaL_error(L, "%s: '%s': image %d: %s", fn, path, i + 1, fdm_lasterror());
+  }
+  *out = ims;
+  return n;
+}
+
+/* list of strings (numbers are converted) anchored; returns count */
+static int opt_strings(lua_State *L, int opts, const char *field, int anchor, const char *fn,
+                       const char *const **out) {
+  *out = NULL;
+  if (lua_type(L, opts) != LUA_TTABLE) return 0;
+  lua_getfield(L, opts, field);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+  if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "%s: %s must be a list of strings", fn, field);
+  int n = (int)luaL_len(L, -1);
+  int tbl = lua_gettop(L);
+  const char **v = scratch(L, anchor, sizeof(char *) * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, tbl, i + 1);
+    v[i] = luaL_tolstring(L, -1, NULL);
+    lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);  /* keep the string alive */
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  *out = v;
+  return n;
+}
+
+static const char *opt_string(lua_State *L, int opts, const char *field, int anchor) {
+  if (lua_type(L, opts) != LUA_TTABLE) return NULL;
+  lua_getfield(L, opts, field);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
+  const char *s = luaL_tolstring(L, -1, NULL);
+  lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+  lua_pop(L, 1);
+  return s;
+}
+
+/* ---- PNG ---- */
+
+static int l_read_png(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int range = opt_range(L, 2, "read_png", 1);
+  fdm_image im;
+  if (fdm_png_read(path, &im) != 0) return io_fail(L, "read_png", path);
+  int64_t shape[3] = {im.c, im.h, im.w};
+  fdm_tensor *t = fdm_empty(range == R_BYTE ? FDM_UINT8 : FDM_FLOAT32, 3, shape, FDM_CPU);
+  if (!t) { fdm_image_free(&im); return io_fail(L, "read_png", path); }
+  size_t hw = (size_t)im.w * im.h;
+  if (range == R_BYTE) {
+    uint8_t *d = fdm_data(t);
+    for (int k = 0; k < im.c; k++)
+      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k];
+  } else {
+    float *d = fdm_data(t);
+    float a = range == R_PM1 ? 2.0f / 255.0f : 1.0f / 255.0f, b = range == R_PM1 ? -1.0f : 0.0f;
+    for (int k = 0; k < im.c; k++)
+      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k] * a + b;
+  }
+  fdm_image_free(&im);
+  fdm_lua_push(L, t);
+  return 1;
+}
+
+static int l_write_png(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  fdm_tensor *t = fdm_lua_check(L, 2);
+  int range = opt_range(L, 3, "write_png", 0);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  fdm_image im;
+  if (tensor_to_image(L, anchor, t, range, &im) != 0 || fdm_png_write(path, &im) != 0)
+    return io_fail(L, "write_png", path);
+  return 0;
+}
+
+/* ---- grids and GIFs ---- */
+
+static int default_scale(const fdm_image *ims, int n) {
+  int big = 1;
+  for (int i = 0; i < n; i++) {
+    if (ims[i].w > big) big = ims[i].w;
+    if (ims[i].h > big) big = ims[i].h;
+  }
+  return big >= 64 ? 1 : (64 + big - 1) / big;
+}
+
+static int l_save_grid(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int range = opt_range(L, 3, "save_grid", 0);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  fdm_image *ims;
+  int n = collect_images(L, 2, anchor, range, "save_grid", path, &ims);
+  fdm_grid_opts o;
+  memset(&o, 0, sizeof o);
+  o.nrow = (int)fdm_lua_optint(L, 3, "nrow", 0);
+  o.scale = (int)fdm_lua_optint(L, 3, "scale", 0);
+  if (o.scale < 0 || o.scale > 64) return luaL_error(L, "save_grid: scale must be in 1..64");
+  o.nrow_captions = opt_strings(L, 3, "row_captions", anchor, "save_grid", &o.row_captions);
+  o.ncol_captions = opt_strings(L, 3, "col_captions", anchor, "save_grid", &o.col_captions);
+  o.ncaptions = opt_strings(L, 3, "captions", anchor, "save_grid", &o.captions);
+  o.title = opt_string(L, 3, "title", anchor);
+  if (fdm_draw_grid(path, ims, n, &o) != 0) return io_fail(L, "save_grid", path);
+  return 0;
+}
+
+static int l_write_gif(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int range = opt_range(L, 3, "write_gif", 0);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  fdm_image *ims;
+  int n = collect_images(L, 2, anchor, range, "write_gif", path, &ims);
+  int delay = (int)fdm_lua_optint(L, 3, "delay_ms", 80);
+  int loop = (int)fdm_lua_optint(L, 3, "loop", 0);
+  lua_Integer scale = fdm_lua_optint(L, 3, "scale", 0);
+  if (scale < 0 || scale > 64) return luaL_error(L, "write_gif: scale must be in 1..64");
+  if (scale == 0) scale = default_scale(ims, n);
+  if (fdm_gif_write(path, ims, n, delay, loop, (int)scale) != 0) return io_fail(L, "write_gif", path);
+  return 0;
+}
+
+/* ---- plots ---- */
+
+static double *num_list(lua_State *L, int idx, int anchor, int *n, const char *what, int k) {
+  *n = (int)luaL_len(L, idx);
+  double *v = scratch(L, anchor, sizeof(double) * (size_t)(*n ? *n : 1));
+  for (int i = 0; i < *n; i++) {
+    lua_geti(L, idx, i + 1);
+    int ok;
+    v[i] = lua_tonumberx(L, -1, &ok);
+    if (!ok) luaL_error(L, "plot_curves: series %d: %s[%d] is not a number", k, what, i + 1);
+    lua_pop(L, 1);
+  }
+  return v;
+}
+
+static int l_plot_curves(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  int ns = (int)luaL_len(L, 2);
+  fdm_plot_series *s = scratch(L, anchor, sizeof(fdm_plot_series) * (size_t)(ns ? ns : 1));
+  for (int k = 0; k < ns; k++) {
+    lua_geti(L, 2, k + 1);
+    int st = lua_gettop(L);
+    if (lua_type(L, st) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d is not a table", k + 1);
+    lua_getfield(L, st, "name");
+    s[k].name = lua_isnil(L, -1) ? NULL : luaL_tolstring(L, -1, NULL);
+    if (s[k].name) { lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1); }
+    lua_pop(L, 1);
+    lua_getfield(L, st, "y");
+    if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d has no y list", k + 1);
+    s[k].y = num_list(L, lua_gettop(L), anchor, &s[k].n, "y", k + 1);
+    lua_pop(L, 1);
+    lua_getfield(L, st, "x");
+    s[k].x = NULL;
+    if (!lua_isnil(L, -1)) {
+      int nx;
+      if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d: x must be a list", k + 1);
+      s[k].x = num_list(L, lua_gettop(L), anchor, &nx, "x", k + 1);
+      if (nx != s[k].n)
+        return luaL_error(L, "plot_curves: series %d has %d x values and %d y values", k + 1, nx, s[k].n);
+    }
+    lua_pop(L, 2);
+  }
+  fdm_plot_opts o;
+  memset(&o, 0, sizeof o);
+  o.logy = fdm_lua_optbool(L, 3, "logy", 1);
+  o.width = (int)fdm_lua_optint(L, 3, "width", 800);
+  o.height = (int)fdm_lua_optint(L, 3, "height", 500);
+  o.title = opt_string(L, 3, "title", anchor);
+  o.xlabel = opt_string(L, 3, "xlabel", anchor);
+  o.ylabel = opt_string(L, 3, "ylabel", anchor);
+  if (fdm_plot_curves(path, s, ns, &o) != 0) return io_fail(L, "plot_curves", path);
+  return 0;
+}
+
+/* ---- safetensors ---- */
+
+static int l_load_safetensors(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return luaL_error(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return luaL_error(L, "load_safetensors: '%s': not a regular file", path);
+  }
+  size_t n = (size_t)st.st_size;
+  const uint8_t *map = (const uint8_t *)"";
+  if (n > 0) {
+    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      close(fd);
+      return luaL_error(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
+    }
+    map = m;
+  }
+  close(fd);
+  fdm_st_file f;
+  if (fdm_st_parse(map, n, &f) != 0) {
+    if (n) munmap((void *)map, n);
+    return io_fail(L, "load_safetensors", path);
+  }
+  lua_createtable(L, 0, f.n);
+  for (int i = 0; i < f.n; i++) {
+    const fdm_st_entry *e = &f.e[i];
+    fdm_tensor *t = fdm_empty(fdm_st_target(e->dtype), e->ndim, e->shape, FDM_CPU);
+    if (!t) {
+      fdm_st_free(&f);
+      if (n) munmap((void *)map, n);
+      return io_fail(L, "load_safetensors", path);
+    }
+    fdm_st_convert(&f, e, fdm_data(t));
+    fdm_lua_push(L, t);
+    lua_setfield(L, -2, e->name);
+  }
+  lua_createtable(L, 0, f.nmeta);
+  for (int i = 0; i < f.nmeta; i++) {
+    lua_pushstring(L, f.meta[i].value);
+    lua_setfield(L, -2, f.meta[i].key);
+  }
+  fdm_st_free(&f);
+  if (n) munmap((void *)map, n);
+  return 2;
+}
+
+static int l_save_safetensors(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  int n = 0, nmeta = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 2)) { n++; lua_pop(L, 1); }
+  if (lua_istable(L, 3)) { lua_pushnil(L); while (lua_next(L, 3)) { nmeta++; lua_pop(L, 1); } }
+  fdm_st_tensor *ts = scratch(L, anchor, sizeof(fdm_st_tensor) * (size_t)(n ? n : 1));
+  fdm_st_meta *meta = scratch(L, anchor, sizeof(fdm_st_meta) * (size_t)(nmeta ? nmeta : 1));
+  int k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      return luaL_error(L, "save_safetensors: '%s': tensor names must be strings", path);
+    const char *name = lua_tostring(L, -2);
+    fdm_tensor *t = fdm_lua_test(L, -1);
+    if (!t) return luaL_error(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
+    if (t->device != FDM_CPU)
+      return luaL_error(L, "save_safetensors: '%s': tensor '%s' is on %s; move it to cpu first",
+                        path, name, fdm_device_name(t->device));
+    fdm_tensor *c = fdm_contiguous(t);
+    if (!c) return io_fail(L, "save_safetensors", path);
+    fdm_lua_push(L, c);   /* the anchor owns it from here */
+    lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+    ts[k].name = name;    /* keys stay alive in tbl */
+    ts[k].dtype = c->dtype; ts[k].ndim = c->ndim; ts[k].shape = c->shape; ts[k].data = fdm_data(c);
+    k++;
+    lua_pop(L, 1);
+  }
+  k = 0;
+  if (nmeta) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      if (lua_type(L, -2) != LUA_TSTRING)
+        return luaL_error(L, "save_safetensors: '%s': metadata keys must be strings", path);
+      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        return luaL_error(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
+                          path, lua_tostring(L, -2));
+      meta[k].key = (char *)lua_tostring(L, -2);
+      lua_pushvalue(L, -1);
+      meta[k].value = (char *)lua_tostring(L, -1);  /* converts the copy, not the table value */
+      lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+      k++;
+      lua_pop(L, 1);
+    }
+  }
+  if (fdm_st_write(path, n, ts, nmeta, meta) != 0) return io_fail(L, "save_safetensors", path);
+  return 0;
+}
+
+/* ---- IDX ---- */
+
+static int l_read_idx(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uint8_t *buf; size_t n;
+  if (fdm_read_maybe_gz(path, (size_t)1 << 36, &buf, &n) != 0) return io_fail(L, "read_idx", path);
+  fdm_idx_info info;
+  if (fdm_idx_parse(buf, n, &info) != 0) { free(buf); return io_fail(L, "read_idx", path); }
+  fdm_tensor *t = fdm_empty(fdm_idx_target(info.type), info.ndim, info.shape, FDM_CPU);
+  if (!t) { free(buf); return io_fail(L, "read_idx", path); }
+  fdm_idx_convert(&info, buf, fdm_data(t));
+  free(buf);
+  fdm_lua_push(L, t);
+  return 1;
+}
+
+static const luaL_Reg io_funcs[] = {
+  {"read_png", l_read_png},
+  {"write_png", l_write_png},
+  {"save_grid", l_save_grid},
+  {"write_gif", l_write_gif},
+  {"plot_curves", l_plot_curves},
+  {"load_safetensors", l_load_safetensors},
+  {"save_safetensors", l_save_safetensors},
+  {"read_idx", l_read_idx},
+  {NULL, NULL}
+};
+
+void fdm_open_io(lua_State *L) {
+  luaL_newlib(L, io_funcs);
+  lua_setfield(L, -2, "io");
+}

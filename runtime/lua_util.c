@@ -1,0 +1,137 @@
+/* lua_util.c: the helpers every binding file shares (fdm_lua.h). */
+#include <string.h>
+#include "fdm_lua.h"
+#include "fdm_internal.h"
+
+fdm_tensor *fdm_lua_test(lua_State *L, int idx) {
+  fdm_tensor **box = luaL_testudata(L, idx, FDM_TENSOR_MT);
+  return box ? *box : NULL;
+}
+
+fdm_tensor *fdm_lua_check(lua_State *L, int idx) {
+  fdm_tensor **box = luaL_testudata(L, idx, FDM_TENSOR_MT);
+  if (!box) {
+    luaL_typeerror(L, idx, "tensor");
+    return NULL;
+  }
+  if (!*box || !(*box)->storage)
+    luaL_argerror(L, idx, "tensor was freed (t:free() or a <close> variable) and cannot be used");
+  return *box;
+}
+
+int fdm_lua_error(lua_State *L) { return luaL_error(L, "%s", fdm_lasterror()); }
+
+/* Tensor storage is invisible to Lua's collector; without help a loop that
+** makes big tensors would grow until the Lua heap (tiny) triggers a cycle.
+** So after enough new bytes (at least 256 MiB, or as much as is alive) we
+** run a full collection, which keeps resident memory flat. */
+static size_t bytes_since_gc;
+
+void fdm_lua_push(lua_State *L, fdm_tensor *t) {
+  if (!t) { fdm_lua_error(L); return; }
+  if (t->storage && t->storage->refs == 1) {
+    bytes_since_gc += t->storage->nbytes;
+    size_t live = fdm_live_bytes(), limit = live > ((size_t)256 << 20) ? live : ((size_t)256 << 20);
+    if (bytes_since_gc > limit) {
+      bytes_since_gc = 0;
+      lua_gc(L, LUA_GCCOLLECT);
+    }
+  }
+  fdm_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = t;
+  luaL_setmetatable(L, FDM_TENSOR_MT);
+}
+
+int fdm_lua_shape(lua_State *L, int idx, int64_t *shape) {
+  int nd = 0;
+  if (lua_istable(L, idx) && !fdm_lua_test(L, idx)) {
+    nd = (int)luaL_len(L, idx);
+    if (nd > FDM_MAXDIM) luaL_error(L, "shape has %d dims, at most %d are supported", nd, FDM_MAXDIM);
+    for (int d = 0; d < nd; d++) {
+      lua_geti(L, idx, d + 1);
+      int ok;
+      lua_Integer v = lua_tointegerx(L, -1, &ok);
+      if (!ok) luaL_error(L, "shape entry %d must be an integer, got %s", d + 1, luaL_typename(L, -1));
+      shape[d] = v;
+      lua_pop(L, 1);
+    }
+    return nd;
+  }
+  while (lua_type(L, idx + nd) == LUA_TNUMBER) {
+    if (nd == FDM_MAXDIM) luaL_error(L, "at most %d dims are supported", FDM_MAXDIM);
+    int ok;
+    shape[nd] = lua_tointegerx(L, idx + nd, &ok);
+    if (!ok) luaL_error(L, "size %d must be an integer, got %s", nd + 1, lua_tostring(L, idx + nd));
+    nd++;
+  }
+  return nd;
+}
+
+static int getfield(lua_State *L, int idx, const char *field) {
+  if (idx == 0 || !lua_istable(L, idx)) return LUA_TNIL;
+  return lua_getfield(L, idx, field);
+}
+
+fdm_dtype fdm_lua_optdtype(lua_State *L, int idx, const char *field, fdm_dtype def) {
+  fdm_dtype d = def;
+  int ty = getfield(L, idx, field);
+  if (ty == LUA_TSTRING) {
+    if (fdm_dtype_from_name(lua_tostring(L, -1), &d))
+      luaL_error(L, "unknown dtype '%s' (float32, float16, bfloat16, int64, uint8, bool)", lua_tostring(L, -1));
+  } else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a dtype name", field);
+  if (idx && lua_istable(L, idx)) lua_pop(L, 1);
+  return d;
+}
+
+fdm_device fdm_lua_optdevice(lua_State *L, int idx, const char *field, fdm_device def) {
+  fdm_device d = def;
+  int ty = getfield(L, idx, field);
+  if (ty == LUA_TSTRING) {
+    if (fdm_device_from_name(lua_tostring(L, -1), &d)) luaL_error(L, "unknown device '%s' (cpu, cuda)", lua_tostring(L, -1));
+  } else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a device name", field);
+  if (idx && lua_istable(L, idx)) lua_pop(L, 1);
+  return d;
+}
+
+lua_Integer fdm_lua_optint(lua_State *L, int idx, const char *field, lua_Integer def) {
+  lua_Integer v = def;
+  int ty = getfield(L, idx, field);
+  if (ty != LUA_TNIL) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok) luaL_error(L, "option '%s' must be an integer, got %s", field, luaL_typename(L, -1));
+  }
+  if (idx && lua_istable(L, idx)) lua_pop(L, 1);
+  return v;
+}
+
+lua_Number fdm_lua_optnum(lua_State *L, int idx, const char *field, lua_Number def) {
+  lua_Number v = def;
+  int ty = getfield(L, idx, field);
+  if (ty != LUA_TNIL) {
+    if (ty != LUA_TNUMBER) luaL_error(L, "option '%s' must be a number, got %s", field, luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
+  }
+  if (idx && lua_istable(L, idx)) lua_pop(L, 1);
+  return v;
+}
+
+int fdm_lua_optbool(lua_State *L, int idx, const char *field, int def) {
+  int v = def;
+  int ty = getfield(L, idx, field);
+  if (ty != LUA_TNIL) v = lua_toboolean(L, -1);
+  if (idx && lua_istable(L, idx)) lua_pop(L, 1);
+  return v;
+}
+
+int fdm_lua_dim(lua_State *L, int idx, int ndim) {
+  int ok;
+  lua_Integer d = lua_tointegerx(L, idx, &ok);
+  if (!ok) luaL_argerror(L, idx, "dim must be an integer");
+  int n = ndim > 0 ? ndim : 1;
+  if (d < 0) d += n + 1;
+  if (d < 1 || d > n)
+    return luaL_error(L, "dim %d out of range for a %d-d tensor (dims count from 1; negative from the end)",
+                      (int)lua_tointeger(L, idx), ndim);
+  return (int)d - 1;
+}

@@ -1,0 +1,298 @@
+/*
+** main.c: the `fdm` executable. A lua5.4-style standalone interpreter whose
+** state comes with the fdm library preloaded: `fdm` is a global in scripts,
+** in -e code and in the REPL (runtime/repl.c). This file only handles the
+** command line and sets up the state; it is modelled on lua.c so that
+** `fdm script.lua a b` behaves as `lua script.lua a b` does.
+*/
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "fdm_lua.h"
+#include "fdm_repl.h"
+
+static const char *usage_text =
+  "usage: " FDM_PROGNAME " [options] [script [args]]\n"
+  "Available options are:\n"
+  "  -e code   run the string 'code'\n"
+  "  -l mod    require library 'mod' into global 'mod'\n"
+  "  -i        enter the REPL after running script or -e code\n"
+  "  -v        show version information\n"
+  "  -h        show this help\n"
+  "  --        stop handling options\n"
+  "  -         run stdin as a script and stop handling options\n"
+  "With no script and no -e, opens the REPL (stdin a terminal) or runs stdin.\n"
+  "Environment: FDM_LUA_PATH (Lua library directory or ?-templates),\n"
+  "FDM_HISTORY (REPL history file, default ~/.fdm_history).\n";
+
+/* ---- Ctrl-C while a chunk runs (as lua.c) ----
+** A signal handler may not touch the Lua state, except lua_sethook, which is
+** meant for this: the hook runs at the next instruction and raises the error
+** in Lua's own context, so it unwinds through pcall cleanly. */
+static lua_State *globalL = NULL;
+
+static void lstop(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+static void laction(int sig) {
+  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+  signal(sig, SIG_DFL);  /* a second Ctrl-C before the hook fires kills, as in lua */
+  lua_sethook(globalL, lstop, flag, 1);
+}
+
+/* adds a traceback to string messages; turns other error objects into text */
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int fdm_docall(lua_State *L, int narg, int nres) {
+  int status;
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  globalL = L;
+  signal(SIGINT, laction);
+  status = lua_pcall(L, narg, nres, base);
+  signal(SIGINT, SIG_DFL);
+  lua_remove(L, base);
+  return status;
+}
+
+int fdm_report(lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    fflush(stdout);  /* keep the script's output before the error in pipes */
+    fprintf(stderr, "%s: %s\n", FDM_PROGNAME, msg ? msg : "(error object is not a string)");
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+/* ---- the Lua library path ---- */
+
+static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* prepends to package.path where the fdm Lua files live: FDM_LUA_PATH (a
+** directory, or templates when it contains '?'), else next to the
+** executable: the build tree (build/fdm -> lua/) or an install
+** (PREFIX/bin/fdm -> PREFIX/share/lua/5.4). Also returns in docs the path
+** of docs/api.md when running from the source tree. */
+static void set_lua_path(lua_State *L, char *docs, size_t ndocs) {
+  char exe[PATH_MAX], buf[PATH_MAX + 64];  /* exe: the executable, then its root */
+  const char *env = getenv("FDM_LUA_PATH");
+  luaL_Buffer b;
+  docs[0] = '\0';
+  luaL_buffinit(L, &b);
+  if (env && *env) {
+    if (strchr(env, '?')) luaL_addstring(&b, env);
+    else {
+      lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", env, env);
+      luaL_addvalue(&b);
+    }
+  }
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    for (int up = 0; up < 2; up++) {  /* .../build/fdm -> ... (the root) */
+      char *slash = strrchr(exe, '/');
+      if (slash) *slash = '\0';
+    }
+    const char *dir = NULL;
+    snprintf(buf, sizeof buf, "%s/lua/fdm/init.lua", exe);
+    if (file_exists(buf)) {
+      dir = "lua";
+      snprintf(buf, sizeof buf, "%s/docs/api.md", exe);
+      if (file_exists(buf) && ndocs >= PATH_MAX && realpath(buf, docs) == NULL)
+        docs[0] = '\0';
+    } else
+      dir = "share/lua/5.4";
+    if (!(env && *env)) {
+      lua_pushfstring(L, "%s/%s/?.lua;%s/%s/?/init.lua", exe, dir, exe, dir);
+      luaL_addvalue(&b);
+    }
+  }
+  luaL_pushresult(&b);
+  if (lua_rawlen(L, -1) == 0) { lua_pop(L, 1); return; }
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s;%s", lua_tostring(L, -3), lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 3);
+}
+
+/* ---- the command line ---- */
+
+typedef struct {
+  int script;     /* index in argv of the script, 0 when none */
+  int has_e, has_l, has_i, has_v, has_h;
+} Args;
+
+/* first pass: checks options; returns 0 on a bad option (usage printed) */
+static int collect_args(int argc, char **argv, Args *a) {
+  int i;
+  memset(a, 0, sizeof *a);
+  for (i = 1; i < argc; i++) {
+    const char *o = argv[i];
+    if (o[0] != '-') break;                /* the script */
+    if (o[1] == '\0') break;               /* "-": stdin is the script */
+    if (strcmp(o, "--") == 0) { i++; break; }
+    switch (o[1]) {
+    case 'e': case 'l':
+      if (o[1] == 'e') a->has_e = 1; else a->has_l = 1;
+      if (o[2] == '\0' && ++i >= argc) {
+        fprintf(stderr, "%s: '%s' needs argument\n%s", FDM_PROGNAME, o, usage_text);
+        return 0;
+      }
+      break;
+    case 'i': case 'v': case 'h':
+      if (o[2] != '\0') goto bad;
+      if (o[1] == 'i') a->has_i = 1;
+      if (o[1] == 'v') a->has_v = 1;
+      if (o[1] == 'h') a->has_h = 1;
+      break;
+    default: bad:
+      fprintf(stderr, "%s: unrecognized option '%s'\n%s", FDM_PROGNAME, o, usage_text);
+      return 0;
+    }
+  }
+  a->script = i < argc ? i : 0;
+  return 1;
+}
+
+/* arg[0] = script, arg[1..] its arguments, interpreter and options at
+** negative indices (lua.c's layout) */
+static void create_arg_table(lua_State *L, int argc, char **argv, int script) {
+  int i;
+  lua_createtable(L, argc > script ? argc - script - 1 : 0, script + 1);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+/* second pass: -e code and -l mod, in command-line order */
+static int run_options(lua_State *L, int argc, char **argv, int last) {
+  int i;
+  for (i = 1; i < last && i < argc; i++) {
+    const char *o = argv[i];
+    if (strcmp(o, "--") == 0) break;
+    if (o[1] != 'e' && o[1] != 'l') continue;
+    const char *x = o[2] ? o + 2 : argv[++i];
+    int status;
+    if (o[1] == 'e') {
+      status = luaL_loadbuffer(L, x, strlen(x), "=(command line)");
+      if (status == LUA_OK) status = fdm_docall(L, 0, 0);
+    } else {
+      lua_getglobal(L, "require");
+      lua_pushstring(L, x);
+      status = fdm_docall(L, 1, 1);
+      if (status == LUA_OK) lua_setglobal(L, x);
+    }
+    if (fdm_report(L, status) != LUA_OK) return 0;
+  }
+  return 1;
+}
+
+/* runs the file fname (NULL: stdin) with args[0..n-1] as its ... */
+static int run_file(lua_State *L, const char *fname, char **args, int n) {
+  int i, status = luaL_loadfile(L, fname);
+  if (status == LUA_OK) {
+    luaL_checkstack(L, n + 3, "too many arguments to script");
+    for (i = 0; i < n; i++) lua_pushstring(L, args[i]);
+    status = fdm_docall(L, n, 0);
+  }
+  return fdm_report(L, status) == LUA_OK;
+}
+
+static int run_script(lua_State *L, int argc, char **argv, int script) {
+  const char *fname = argv[script];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0)
+    fname = NULL;  /* "-" is stdin, unless after "--" */
+  return run_file(L, fname, argv + script + 1, argc - script - 1);
+}
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = (char **)lua_touserdata(L, 2);
+  Args *a = (Args *)lua_touserdata(L, 3);
+  char docs[PATH_MAX];
+  int status;
+
+  luaL_checkversion(L);
+  luaL_openlibs(L);
+  /* the C core is linked into this binary: `require "fdm.core"` (from
+  ** lua/fdm/init.lua) must find it here rather than look for core.so */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_fdm_core);
+  lua_setfield(L, -2, "fdm.core");
+  lua_pop(L, 1);
+  set_lua_path(L, docs, sizeof docs);
+  create_arg_table(L, argc, argv, a->script);
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "fdm");
+  status = fdm_docall(L, 1, 1);
+  if (fdm_report(L, status) != LUA_OK) return 0;
+  lua_setglobal(L, "fdm");
+  fdm_repl_open(L, docs[0] ? docs : NULL);
+
+  if (!run_options(L, argc, argv, a->script ? a->script : argc)) return 0;
+  if (a->script && !run_script(L, argc, argv, a->script)) return 0;
+  if (a->has_i)
+    fdm_repl(L);
+  else if (a->script == 0 && !a->has_e && !a->has_v) {
+    if (isatty(0)) fdm_repl(L);
+    else if (!run_file(L, NULL, NULL, 0)) return 0;  /* piped: a script, as lua */
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  Args a;
+  if (argc < 1 || argv[0] == NULL) { static char *none[] = {FDM_PROGNAME, NULL}; argc = 1; argv = none; }
+  if (!collect_args(argc, argv, &a)) return EXIT_FAILURE;
+  if (a.has_h) { fputs(usage_text, stdout); return EXIT_SUCCESS; }
+  if (a.has_v) {
+    printf("%s %s (%s)\n", FDM_PROGNAME, FDM_VERSION, LUA_RELEASE);
+    fflush(stdout);
+    if (!a.script && !a.has_e && !a.has_l && !a.has_i) return EXIT_SUCCESS;  /* `fdm -v` alone */
+  }
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    fprintf(stderr, "%s: cannot create state: not enough memory\n", FDM_PROGNAME);
+    return EXIT_FAILURE;
+  }
+  /* everything that may raise runs inside pmain, so even a memory error
+  ** during setup is reported instead of aborting */
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  lua_pushlightuserdata(L, &a);
+  int status = lua_pcall(L, 3, 1, 0);
+  int ok = status == LUA_OK && lua_toboolean(L, -1);
+  fdm_report(L, status);
+  lua_close(L);
+  return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}

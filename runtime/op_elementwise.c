@@ -1,0 +1,524 @@
+/* op_elementwise.c: broadcasting binary ops, unary ops, clamp, where, and
+** their in-place forms and gradients. Arithmetic runs in float32 or int64. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fdm_internal.h"
+#include "iter.h"
+#include "cpu_nn.h"
+
+static const char *binop_names[FDM_NBINOP] = {
+  "add", "sub", "mul", "div", "pow", "maximum", "minimum",
+  "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or"};
+static const char *unop_names[FDM_NUNOP] = {
+  "neg", "abs", "sqrt", "rsqrt", "exp", "log", "sin", "cos", "square", "sign", "relu",
+  "sigmoid", "tanh", "gelu", "gelu_tanh", "silu", "logical_not", "reciprocal"};
+
+const char *fdm_binop_name(fdm_binop op) { return (unsigned)op < FDM_NBINOP ? binop_names[op] : "?"; }
+const char *fdm_unop_name(fdm_unop op) { return (unsigned)op < FDM_NUNOP ? unop_names[op] : "?"; }
+
+static int is_compare(fdm_binop op) { return op >= FDM_EQ; }
+
+int fdm_broadcast_shape(const char *op, const fdm_tensor *a, const fdm_tensor *b, int64_t *out) {
+  int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+  for (int d = 0; d < nd; d++) {
+    int da = d - (nd - a->ndim), db = d - (nd - b->ndim);
+    int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
+    if (sa != sb && sa != 1 && sb != 1) {
+      char b1[128], b2[128];
+      return fdm_seterror("%s: shapes %s and %s cannot be broadcast together (dim %d: %lld vs %lld)",
+                          op, fdm_shapestr(a, b1, sizeof b1), fdm_shapestr(b, b2, sizeof b2),
+                          d + 1, (long long)sa, (long long)sb);
+    }
+    out[d] = sa == 1 ? sb : sa;
+  }
+  return nd;
+}
+
+static fdm_dtype compute_dtype(const char *op, const fdm_tensor *a, const fdm_tensor *b, int *err) {
+  *err = 0;
+  const fdm_tensor *ts[2] = {a, b};
+  for (int i = 0; i < 2; i++)
+    if (ts[i] && (ts[i]->dtype == FDM_FLOAT16 || ts[i]->dtype == FDM_BFLOAT16)) {
+      *err = fdm_check_float(op, ts[i]);
+      return FDM_FLOAT32;
+    }
+  if (a->dtype == FDM_FLOAT32 || (b && b->dtype == FDM_FLOAT32)) return FDM_FLOAT32;
+  return FDM_INT64;
+}
+
+/* t converted to dt when needed (new ref) */
+static fdm_tensor *as_dtype(fdm_tensor *t, fdm_dtype dt) {
+  if (t->dtype == dt) { fdm_retain(t); return t; }
+  int prev = fdm_set_grad_enabled(0);
+  fdm_tensor *r = fdm_to_dtype(t, dt);
+  fdm_set_grad_enabled(prev);
+  return r;
+}
+
+/* ---- typed loops ---- */
+#define BIN_FLOAT_CASES(RUN) \
+  case FDM_ADD: RUN(x + y); break; case FDM_SUB: RUN(x - y); break; \
+  case FDM_MUL: RUN(x * y); break; case FDM_DIV: RUN(x / y); break; \
+  case FDM_POW: RUN(powf(x, y)); break; \
+  case FDM_MAXIMUM: RUN((x > y || isnan(x)) ? x : y); break; \
+  case FDM_MINIMUM: RUN((x < y || isnan(x)) ? x : y); break; \
+  default: break;
+#define CMP_CASES(RUN) \
+  case FDM_EQ: RUN(x == y); break; case FDM_NE: RUN(x != y); break; \
+  case FDM_LT: RUN(x < y); break; case FDM_LE: RUN(x <= y); break; \
+  case FDM_GT: RUN(x > y); break; case FDM_GE: RUN(x >= y); break; \
+  case FDM_AND: RUN(x != 0 && y != 0); break; case FDM_OR: RUN(x != 0 || y != 0); break; \
+  default: break;
+
+static int64_t ipow(int64_t x, int64_t y) {
+  if (y < 0) return x == 1 ? 1 : x == -1 ? (y & 1 ? -1 : 1) : 0;
+  int64_t r = 1;
+  while (y) { if (y & 1) r *= x; x *= x; y >>= 1; }
+  return r;
+}
+
+/* out[...] = op(a, b) over the iterator (out, a, b); out may alias a (in-place) */
+static int run_binary(fdm_binop op, fdm_tensor *out, fdm_tensor *a, fdm_tensor *b) {
+  fdm_tensor *ops[3] = {out, a, b};
+  fdm_iter it;
+  iter_init(&it, out->ndim, out->shape, 3, ops);
+  void *p0 = fdm_data(out);
+  const void *p1 = fdm_data(a), *p2 = fdm_data(b);
+  if (a->dtype == FDM_FLOAT32) {
+    const float *pa = p1, *pb = p2;
+    if (is_compare(op)) {
+      uint8_t *po = p0;
+#define RUN(E) ITER_FOR(it, { float x = pa[o1], y = pb[o2]; po[o0] = (uint8_t)(E); })
+      switch (op) { CMP_CASES(RUN) }
+#undef RUN
+    } else {
+      float *po = p0;
+#define RUN(E) ITER_FOR(it, { float x = pa[o1], y = pb[o2]; po[o0] = (E); })
+      switch (op) { BIN_FLOAT_CASES(RUN) }
+#undef RUN
+    }
+  } else {
+    const int64_t *pa = p1, *pb = p2;
+    if (is_compare(op)) {
+      uint8_t *po = p0;
+#define RUN(E) ITER_FOR(it, { int64_t x = pa[o1], y = pb[o2]; po[o0] = (uint8_t)(E); })
+      switch (op) { CMP_CASES(RUN) }
+#undef RUN
+    } else {
+      int64_t *po = p0;
+      int divzero = 0;
+#define RUN(E) ITER_FOR(it, { int64_t x = pa[o1], y = pb[o2]; po[o0] = (E); })
+      switch (op) {
+        case FDM_ADD: RUN(x + y); break; case FDM_SUB: RUN(x - y); break;
+        case FDM_MUL: RUN(x * y); break;
+        case FDM_DIV:  /* integer division truncates like torch.div(rounding_mode='trunc') */
+          ITER_FOR(it, { int64_t y = pb[o2]; if (y == 0) divzero = 1; else po[o0] = pa[o1] / y; });
+          break;
+        case FDM_POW: RUN(ipow(x, y)); break;
+        case FDM_MAXIMUM: RUN(x > y ? x : y); break; case FDM_MINIMUM: RUN(x < y ? x : y); break;
+        default: break;
+      }
+#undef RUN
+      if (divzero) return fdm_seterror("div: integer division by zero");
+    }
+  }
+  return 0;
+}
+
+/* ---- autograd for binary ops ---- */
+static int binary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_binop op = (fdm_binop)n->i[0];
+  fdm_tensor *a = n->saved[0], *b = n->saved[1], *out = n->nsaved > 2 ? n->saved[2] : NULL;
+  fdm_tensor *ga = NULL, *gb = NULL, *t = NULL, *u = NULL;
+  switch (op) {
+    case FDM_ADD: ga = g; gb = g; fdm_retain(g); fdm_retain(g); break;
+    case FDM_SUB: ga = g; fdm_retain(g); if (n->needs[1]) gb = fdm_unary(FDM_NEG, g); break;
+    case FDM_MUL:
+      if (n->needs[0]) ga = fdm_binary(FDM_MUL, g, b);
+      if (n->needs[1]) gb = fdm_binary(FDM_MUL, g, a);
+      break;
+    case FDM_DIV:
+      if (n->needs[0]) ga = fdm_binary(FDM_DIV, g, b);
+      if (n->needs[1]) {   /* -g * out / b */
+        t = fdm_binary(FDM_MUL, g, out); u = t ? fdm_binary(FDM_DIV, t, b) : NULL;
+        gb = u ? fdm_unary(FDM_NEG, u) : NULL;
+      }
+      break;
+    case FDM_POW:
+      if (n->needs[0]) {   /* g * b * a^(b-1) */
+        t = fdm_binary_scalar(FDM_SUB, b, 1.0, 0);
+        u = t ? fdm_binary(FDM_POW, a, t) : NULL;
+        fdm_release(t); t = u ? fdm_binary(FDM_MUL, u, b) : NULL;
+        ga = t ? fdm_binary(FDM_MUL, g, t) : NULL;
+        fdm_release(t); fdm_release(u); t = u = NULL;
+      }
+      if (n->needs[1]) {   /* g * out * log(a) */
+        t = fdm_unary(FDM_LOG, a);
+        u = t ? fdm_binary(FDM_MUL, out, t) : NULL;
+        gb = u ? fdm_binary(FDM_MUL, g, u) : NULL;
+      }
+      break;
+    case FDM_MAXIMUM: case FDM_MINIMUM: {
+      /* the gradient goes to the chosen operand; ties split it in half, as PyTorch */
+      fdm_tensor *m = fdm_binary(op == FDM_MAXIMUM ? FDM_GT : FDM_LT, a, b);
+      fdm_tensor *e = fdm_binary(FDM_EQ, a, b);
+      fdm_tensor *mf = m ? fdm_to_dtype(m, FDM_FLOAT32) : NULL, *ef = e ? fdm_to_dtype(e, FDM_FLOAT32) : NULL;
+      fdm_tensor *wa = (mf && ef) ? fdm_add_scaled(mf, ef, 0.5) : NULL;
+      if (wa && n->needs[0]) ga = fdm_binary(FDM_MUL, g, wa);
+      if (wa && n->needs[1]) {
+        fdm_tensor *wb = fdm_binary_scalar(FDM_SUB, wa, 1.0, 1);
+        gb = wb ? fdm_binary(FDM_MUL, g, wb) : NULL;
+        fdm_release(wb);
+      }
+      fdm_release(m); fdm_release(e); fdm_release(mf); fdm_release(ef); fdm_release(wa);
+      break;
+    }
+    default: return fdm_seterror("%s is not differentiable", fdm_binop_name(op));
+  }
+  fdm_release(t); fdm_release(u);
+  int rc = 0;
+  if (n->needs[0]) { if (!ga) rc = -1; else { gin[0] = fdm_reduce_to_input(n, 0, ga); if (!gin[0]) rc = -1; } }
+  if (n->needs[1] && rc == 0) { if (!gb) rc = -1; else { gin[1] = fdm_reduce_to_input(n, 1, gb); if (!gin[1]) rc = -1; } }
+  fdm_release(ga); fdm_release(gb);
+  return rc;
+}
+
+fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
+  const char *name = fdm_binop_name(op);
+  fdm_tensor *chk[2] = {a, b};
+  if (fdm_backend_check(name, 2, chk)) return NULL;
+  int64_t shape[FDM_MAXDIM];
+  int nd = fdm_broadcast_shape(name, a, b, shape), err;
+  if (nd < 0) return NULL;
+  fdm_dtype cd = compute_dtype(name, a, b, &err);
+  if (err) return NULL;
+  if (op == FDM_AND || op == FDM_OR) cd = (a->dtype == FDM_FLOAT32 || b->dtype == FDM_FLOAT32) ? FDM_FLOAT32 : FDM_INT64;
+  fdm_tensor *ca = as_dtype(a, cd), *cb = ca ? as_dtype(b, cd) : NULL, *out = NULL;
+  if (!cb) goto done;
+  out = fdm_empty(is_compare(op) ? FDM_BOOL : cd, nd, shape, a->device);
+  if (!out) goto done;
+  if (run_binary(op, out, ca, cb)) { fdm_release(out); out = NULL; goto done; }
+  if (!is_compare(op) && cd == FDM_FLOAT32) {
+    fdm_tensor *in[2] = {a, b};
+    fdm_node *node = fdm_node_new(name, binary_backward, 2, in);
+    if (node) {
+      node->i[0] = op;
+      fdm_node_save(node, ca); fdm_node_save(node, cb);
+      if (op == FDM_DIV || op == FDM_POW) fdm_node_save(node, out);
+      fdm_node_attach(out, node);
+    }
+  }
+done:
+  fdm_release(ca); fdm_release(cb);
+  return out;
+}
+
+static fdm_tensor *scalar_like(const fdm_tensor *a, double s) {
+  int integral = (s == floor(s) && fabs(s) < 9.0e15);
+  fdm_dtype dt = (a->dtype == FDM_INT64 || a->dtype == FDM_UINT8 || a->dtype == FDM_BOOL) && integral
+                 ? FDM_INT64 : FDM_FLOAT32;
+  return fdm_full(dt, 0, NULL, s, a->device);
+}
+
+fdm_tensor *fdm_binary_scalar(fdm_binop op, fdm_tensor *a, double s, int scalar_first) {
+  fdm_tensor *st = scalar_like(a, s);
+  if (!st) return NULL;
+  fdm_tensor *r = scalar_first ? fdm_binary(op, st, a) : fdm_binary(op, a, st);
+  fdm_release(st);
+  return r;
+}
+
+fdm_tensor *fdm_scale(fdm_tensor *a, double s) { return fdm_binary_scalar(FDM_MUL, a, s, 0); }
+
+fdm_tensor *fdm_add_scaled(fdm_tensor *a, fdm_tensor *b, double alpha) {
+  if (alpha == 1.0) return fdm_binary(FDM_ADD, a, b);
+  fdm_tensor *sb = fdm_scale(b, alpha);
+  if (!sb) return NULL;
+  fdm_tensor *r = fdm_binary(FDM_ADD, a, sb);
+  fdm_release(sb);
+  return r;
+}
+
+int fdm_check_inplace(const char *op, fdm_tensor *t) {
+  if (!t->storage) return fdm_seterror("%s: tensor was freed (t:free()) and cannot be used", op);
+  if (fdm_grad_enabled() && t->requires_grad)
+    return fdm_seterror("%s: in-place operation on a tensor that requires grad; "
+                        "use fdm.no_grad(function() ... end) or t:detach()", op);
+  return 0;
+}
+
+int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
+  const char *name = fdm_binop_name(op);
+  fdm_tensor *chk[2] = {a, b};
+  if (fdm_check_inplace(name, a) || fdm_backend_check(name, 2, chk)) return -1;
+  if (is_compare(op)) return fdm_seterror("%s_: comparisons have no in-place form", name);
+  if (a->dtype != FDM_FLOAT32 && a->dtype != FDM_INT64)
+    return fdm_seterror("%s_: in-place arithmetic needs a float32 or int64 tensor, got %s", name,
+                        fdm_dtype_name(a->dtype));
+  int64_t shape[FDM_MAXDIM];
+  int nd = fdm_broadcast_shape(name, a, b, shape);
+  if (nd < 0) return -1;
+  if (nd != a->ndim || memcmp(shape, a->shape, nd * sizeof *shape) != 0) {
+    char b1[128], b2[128];
+    return fdm_seterror("%s_: the result shape would be broadcast beyond the in-place tensor's "
+                        "(%s with %s)", name, fdm_shapestr(a, b1, sizeof b1), fdm_shapestr(b, b2, sizeof b2));
+  }
+  if (a->dtype == FDM_INT64 && b->dtype == FDM_FLOAT32)
+    return fdm_seterror("%s_: result type float32 cannot be cast to the int64 in-place tensor", name);
+  fdm_tensor *cb = as_dtype(b, a->dtype);
+  if (!cb) return -1;
+  /* an operand that overlaps the destination is copied first */
+  if (cb->storage == a->storage && cb != a) { fdm_tensor *c = fdm_clone(cb); fdm_release(cb); cb = c; if (!cb) return -1; }
+  int rc = run_binary(op, a, a, cb);
+  fdm_release(cb);
+  return rc;
+}
+
+int fdm_binary_scalar_(fdm_binop op, fdm_tensor *a, double s) {
+  fdm_tensor *st = fdm_full(a->dtype == FDM_INT64 ? FDM_INT64 : FDM_FLOAT32, 0, NULL, s, a->device);
+  if (!st) return -1;
+  int rc = fdm_binary_(op, a, st);
+  fdm_release(st);
+  return rc;
+}
+
+int fdm_add_scaled_(fdm_tensor *a, fdm_tensor *b, double alpha) {
+  if (a->dtype == FDM_FLOAT32 && b->dtype == FDM_FLOAT32 && fdm_is_contiguous(a) &&
+      fdm_is_contiguous(b) && fdm_same_shape(a, b) && a->storage && b->storage &&
+      a->storage != b->storage && !(fdm_grad_enabled() && a->requires_grad)) {
+    float *pa = fdm_data(a); const float *pb = fdm_data(b);
+    int64_t n = fdm_numel(a);
+    float al = (float)alpha;
+#pragma omp parallel for schedule(static) if (n > FDM_PAR_MIN)
+    for (int64_t k = 0; k < n; k++) pa[k] += al * pb[k];
+    return 0;
+  }
+  if (alpha == 1.0) return fdm_binary_(FDM_ADD, a, b);
+  int prev = fdm_set_grad_enabled(0);
+  fdm_tensor *sb = fdm_scale(b, alpha);
+  fdm_set_grad_enabled(prev);
+  if (!sb) return -1;
+  int rc = fdm_binary_(FDM_ADD, a, sb);
+  fdm_release(sb);
+  return rc;
+}
+
+/* ---- unary ---- */
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float gelu_tanhf(float x) {
+  const float k = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+static void unary_float(fdm_unop op, int64_t n, const float *x, float *y) {
+#define U(E) _Pragma("omp parallel for schedule(static) if(n > FDM_PAR_MIN)") \
+  for (int64_t k = 0; k < n; k++) { float v = x[k]; y[k] = (E); } break;
+  switch (op) {
+    case FDM_NEG: U(-v) case FDM_ABS: U(fabsf(v)) case FDM_SQRT: U(sqrtf(v))
+    case FDM_RSQRT: U(1.0f / sqrtf(v)) case FDM_EXP: U(expf(v)) case FDM_LOG: U(logf(v))
+    case FDM_SIN: U(sinf(v)) case FDM_COS: U(cosf(v)) case FDM_SQUARE: U(v * v)
+    case FDM_SIGN: U((float)((v > 0) - (v < 0))) case FDM_RELU: U(v > 0 ? v : 0.0f)
+    case FDM_SIGMOID: U(sigmoidf(v)) case FDM_TANH: U(tanhf(v))
+    case FDM_GELU: cpu_gelu_forward(n, x, y); break;
+    case FDM_GELU_TANH: U(gelu_tanhf(v)) case FDM_SILU: U(v * sigmoidf(v))
+    case FDM_RECIPROCAL: U(1.0f / v)
+    default: break;
+  }
+#undef U
+}
+
+/* gx = g * f'(x) where y = f(x) is available too */
+static void unary_grad(fdm_unop op, int64_t n, const float *x, const float *y, const float *g, float *gx) {
+#define U(E) _Pragma("omp parallel for schedule(static) if(n > FDM_PAR_MIN)") \
+  for (int64_t k = 0; k < n; k++) { float v = x[k], o = y[k], d = g[k]; (void)v; (void)o; gx[k] = (E); } break;
+  switch (op) {
+    case FDM_NEG: U(-d) case FDM_ABS: U(d * (float)((v > 0) - (v < 0)))
+    case FDM_SQRT: U(d * 0.5f / o) case FDM_RSQRT: U(-0.5f * d * o * o * o)
+    case FDM_EXP: U(d * o) case FDM_LOG: U(d / v) case FDM_SIN: U(d * cosf(v))
+    case FDM_COS: U(-d * sinf(v)) case FDM_SQUARE: U(2.0f * v * d) case FDM_SIGN: U(0.0f)
+    case FDM_RELU: U(v > 0 ? d : 0.0f) case FDM_SIGMOID: U(d * o * (1.0f - o))
+    case FDM_TANH: U(d * (1.0f - o * o))
+    case FDM_GELU: cpu_gelu_backward(n, x, g, gx); break;
+    case FDM_GELU_TANH: {
+      const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+      U(({ float in = k0 * (v + k1 * v * v * v), th = tanhf(in);
+           d * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * k0 * (1.0f + 3.0f * k1 * v * v)); }))
+    }
+    case FDM_SILU: U(({ float s = sigmoidf(v); d * (s + v * s * (1.0f - s)); }))
+    case FDM_RECIPROCAL: U(-d * o * o)
+    default: break;
+  }
+#undef U
+}
+
+static int unary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_tensor *x = n->saved[0], *y = n->saved[1];
+  fdm_tensor *gx = fdm_empty_like(x);
+  if (!gx) return -1;
+  unary_grad((fdm_unop)n->i[0], fdm_numel(x), fdm_data(x), fdm_data(y), fdm_data(g), fdm_data(gx));
+  gin[0] = gx;
+  return 0;
+}
+
+fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
+  const char *name = fdm_unop_name(op);
+  if (fdm_backend_check(name, 1, &a)) return NULL;
+  if (op == FDM_NOT) {
+    fdm_tensor *z = fdm_full(a->dtype == FDM_FLOAT32 ? FDM_FLOAT32 : FDM_INT64, 0, NULL, 0, a->device);
+    fdm_tensor *r = z ? fdm_binary(FDM_EQ, a, z) : NULL;
+    fdm_release(z);
+    return r;
+  }
+  int int_ok = (op == FDM_NEG || op == FDM_ABS || op == FDM_SIGN || op == FDM_SQUARE || op == FDM_RELU);
+  if (a->dtype == FDM_FLOAT16 || a->dtype == FDM_BFLOAT16) { fdm_check_float(name, a); return NULL; }
+  if (a->dtype != FDM_FLOAT32 && int_ok) {
+    fdm_tensor *ca = as_dtype(a, FDM_INT64);
+    if (!ca) return NULL;
+    fdm_tensor *c = fdm_contiguous(ca), *out = c ? fdm_empty_like(c) : NULL;
+    if (out) {
+      const int64_t *x = fdm_data(c); int64_t *y = fdm_data(out), n = fdm_numel(c);
+      for (int64_t k = 0; k < n; k++) {
+        int64_t v = x[k];
+        y[k] = op == FDM_NEG ? -v : op == FDM_ABS ? (v < 0 ? -v : v) :
+               op == FDM_SIGN ? (v > 0) - (v < 0) : op == FDM_RELU ? (v > 0 ? v : 0) : v * v;
+      }
+    }
+    fdm_release(ca); fdm_release(c);
+    return out;
+  }
+  fdm_tensor *ca = as_dtype(a, FDM_FLOAT32);
+  fdm_tensor *c = ca ? fdm_contiguous(ca) : NULL, *out = c ? fdm_empty_like(c) : NULL;
+  fdm_release(ca);
+  if (!out) { fdm_release(c); return NULL; }
+  unary_float(op, fdm_numel(c), fdm_data(c), fdm_data(out));
+  if (op != FDM_SIGN) {
+    fdm_node *node = fdm_node_new(name, unary_backward, 1, &a);
+    if (node) {
+      node->i[0] = op;
+      fdm_node_save(node, c); fdm_node_save(node, out);
+      fdm_node_attach(out, node);
+    }
+  }
+  fdm_release(c);
+  return out;
+}
+
+int fdm_unary_(fdm_unop op, fdm_tensor *a) {
+  const char *name = fdm_unop_name(op);
+  if (fdm_check_inplace(name, a)) return -1;
+  int prev = fdm_set_grad_enabled(0);
+  fdm_tensor *r = fdm_unary(op, a);
+  fdm_set_grad_enabled(prev);
+  if (!r) return -1;
+  int rc = fdm_copy_(a, r);
+  fdm_release(r);
+  return rc;
+}
+
+/* ---- clamp ---- */
+static int clamp_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_tensor *x = n->saved[0], *gx = fdm_empty_like(x);
+  if (!gx) return -1;
+  const float *px = fdm_data(x), *pg = fdm_data(g);
+  float *po = fdm_data(gx);
+  float lo = (float)n->f[0], hi = (float)n->f[1];
+  int hl = (int)n->i[0], hh = (int)n->i[1];
+  int64_t m = fdm_numel(x);
+  for (int64_t k = 0; k < m; k++)
+    po[k] = ((hl && px[k] < lo) || (hh && px[k] > hi)) ? 0.0f : pg[k];
+  gin[0] = gx;
+  return 0;
+}
+
+fdm_tensor *fdm_clamp(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi) {
+  if (fdm_backend_check("clamp", 1, &a)) return NULL;
+  if (a->dtype == FDM_INT64) {
+    fdm_tensor *r = fdm_clone(a);
+    if (r && fdm_clamp_(r, lo, hi, has_lo, has_hi)) { fdm_release(r); return NULL; }
+    return r;
+  }
+  if (fdm_check_float("clamp", a)) return NULL;
+  fdm_tensor *c = fdm_contiguous(a), *out = c ? fdm_empty_like(c) : NULL;
+  if (!out) { fdm_release(c); return NULL; }
+  const float *x = fdm_data(c); float *y = fdm_data(out);
+  float l = (float)lo, h = (float)hi;
+  int64_t n = fdm_numel(c);
+#pragma omp parallel for schedule(static) if (n > FDM_PAR_MIN)
+  for (int64_t k = 0; k < n; k++) {
+    float v = x[k];
+    if (has_lo && v < l) v = l;
+    if (has_hi && v > h) v = h;
+    y[k] = v;
+  }
+  fdm_node *node = fdm_node_new("clamp", clamp_backward, 1, &a);
+  if (node) {
+    node->f[0] = lo; node->f[1] = hi; node->i[0] = has_lo; node->i[1] = has_hi;
+    fdm_node_save(node, c);
+    fdm_node_attach(out, node);
+  }
+  fdm_release(c);
+  return out;
+}
+
+int fdm_clamp_(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi) {
+  if (fdm_check_inplace("clamp_", a)) return -1;
+  if (has_lo && fdm_binary_scalar_(FDM_MAXIMUM, a, lo)) return -1;
+  if (has_hi && fdm_binary_scalar_(FDM_MINIMUM, a, hi)) return -1;
+  return 0;
+}
+
+/* ---- where ---- */
+static int where_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_tensor *cond = n->saved[0];
+  fdm_tensor *z = fdm_zeros(FDM_FLOAT32, 0, NULL, g->device);
+  if (!z) return -1;
+  int rc = 0;
+  for (int i = 1; i <= 2 && rc == 0; i++) {
+    if (!n->needs[i]) continue;
+    fdm_tensor *w = i == 1 ? fdm_where(cond, g, z) : fdm_where(cond, z, g);
+    gin[i] = w ? fdm_reduce_to_input(n, i, w) : NULL;
+    fdm_release(w);
+    if (!gin[i]) rc = -1;
+  }
+  fdm_release(z);
+  return rc;
+}
+
+fdm_tensor *fdm_where(fdm_tensor *cond, fdm_tensor *a, fdm_tensor *b) {
+  fdm_tensor *chk[3] = {cond, a, b};
+  if (fdm_backend_check("where", 3, chk)) return NULL;
+  if (cond->dtype != FDM_BOOL)
+    { fdm_seterror("where: condition must be a bool tensor, got %s", fdm_dtype_name(cond->dtype)); return NULL; }
+  int64_t s1[FDM_MAXDIM], shape[FDM_MAXDIM];
+  int nd1 = fdm_broadcast_shape("where", a, b, s1), err;
+  if (nd1 < 0) return NULL;
+  fdm_tensor tmp = {0};
+  tmp.ndim = nd1; memcpy(tmp.shape, s1, sizeof s1);
+  int nd = fdm_broadcast_shape("where", cond, &tmp, shape);
+  if (nd < 0) return NULL;
+  fdm_dtype cd = compute_dtype("where", a, b, &err);
+  if (err) return NULL;
+  fdm_tensor *ca = as_dtype(a, cd), *cb = ca ? as_dtype(b, cd) : NULL, *out = NULL;
+  if (cb) out = fdm_empty(cd, nd, shape, a->device);
+  if (out) {
+    fdm_tensor *ops[4] = {out, cond, ca, cb};
+    fdm_iter it;
+    iter_init(&it, nd, shape, 4, ops);
+    const uint8_t *pc = fdm_data(cond);
+    if (cd == FDM_FLOAT32) {
+      float *po = fdm_data(out); const float *pa = fdm_data(ca), *pb = fdm_data(cb);
+      ITER_FOR(it, { po[o0] = pc[o1] ? pa[o2] : pb[o3]; });
+    } else {
+      int64_t *po = fdm_data(out); const int64_t *pa = fdm_data(ca), *pb = fdm_data(cb);
+      ITER_FOR(it, { po[o0] = pc[o1] ? pa[o2] : pb[o3]; });
+    }
+    if (cd == FDM_FLOAT32) {
+      fdm_tensor *in[3] = {cond, a, b};
+      fdm_node *node = fdm_node_new("where", where_backward, 3, in);
+      if (node) { fdm_node_save(node, cond); fdm_node_attach(out, node); }
+    }
+  }
+  fdm_release(ca); fdm_release(cb);
+  return out;
+}

@@ -1,0 +1,134 @@
+/* tensor.c: tensor and storage lifetime (reference counting), shapes, strides. */
+#include <stdlib.h>
+#include <string.h>
+#include "fdm.h"
+#include "fdm_autograd.h"
+#include "fdm_backend.h"
+#include "fdm_ops.h"
+
+static size_t live_bytes;   /* tensor storage alive, all devices */
+
+size_t fdm_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
+static fdm_storage *storage_new(size_t nbytes, fdm_device dev) {
+  const fdm_backend *be = fdm_backend_get(dev);
+  if (!be) return NULL;
+  fdm_storage *s = malloc(sizeof *s);
+  if (!s) { fdm_seterror("out of memory allocating a storage header"); return NULL; }
+  s->data = be->alloc(nbytes);
+  if (!s->data) {
+    free(s);
+    fdm_seterror("out of memory: cannot allocate %.1f MiB on %s", nbytes / 1048576.0,
+                 fdm_device_name(dev));
+    return NULL;
+  }
+  s->refs = 1; s->device = dev; s->nbytes = nbytes;
+  __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
+  return s;
+}
+
+static void storage_release(fdm_storage *s) {
+  if (!s || --s->refs > 0) return;
+  const fdm_backend *be = fdm_backend_get(s->device);
+  if (be) be->release(s->data, s->nbytes);
+  __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+  free(s);
+}
+
+static void set_contiguous_strides(fdm_tensor *t) {
+  int64_t st = 1;
+  for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = st; st *= t->shape[d]; }
+}
+
+fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev) {
+  if (ndim < 0 || ndim > FDM_MAXDIM) {
+    fdm_seterror("tensors have at most %d dims, asked for %d", FDM_MAXDIM, ndim);
+    return NULL;
+  }
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) { fdm_seterror("negative size %lld in a shape", (long long)shape[d]); return NULL; }
+    if (shape[d] && n > INT64_MAX / 16 / shape[d]) { fdm_seterror("shape too large"); return NULL; }
+    n *= shape[d];
+  }
+  fdm_tensor *t = calloc(1, sizeof *t);
+  if (!t) { fdm_seterror("out of memory"); return NULL; }
+  t->storage = storage_new((size_t)n * fdm_dtype_size(dt), dev);
+  if (!t->storage) { free(t); return NULL; }
+  t->refs = 1; t->dtype = dt; t->device = dev; t->ndim = ndim;
+  for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+  set_contiguous_strides(t);
+  return t;
+}
+
+fdm_tensor *fdm_zeros(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev) {
+  fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
+  if (t) memset(t->storage->data, 0, t->storage->nbytes);
+  return t;
+}
+
+fdm_tensor *fdm_full(fdm_dtype dt, int ndim, const int64_t *shape, double v, fdm_device dev) {
+  fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
+  if (t && fdm_fill_(t, v) != 0) { fdm_release(t); return NULL; }
+  return t;
+}
+
+fdm_tensor *fdm_empty_like(const fdm_tensor *t) { return fdm_empty(t->dtype, t->ndim, t->shape, t->device); }
+fdm_tensor *fdm_zeros_like(const fdm_tensor *t) { return fdm_zeros(t->dtype, t->ndim, t->shape, t->device); }
+
+void fdm_retain(fdm_tensor *t) { if (t) t->refs++; }
+
+void fdm_release(fdm_tensor *t) {
+  if (!t || --t->refs > 0) return;
+  storage_release(t->storage);
+  fdm_release(t->grad);
+  if (t->grad_fn) fdm_node_release(t->grad_fn);
+  free(t);
+}
+
+void fdm_free_data(fdm_tensor *t) {
+  storage_release(t->storage);
+  t->storage = NULL;
+  fdm_release(t->grad); t->grad = NULL;
+  if (t->grad_fn) { fdm_node_release(t->grad_fn); t->grad_fn = NULL; }
+}
+
+int64_t fdm_numel(const fdm_tensor *t) {
+  int64_t n = 1;
+  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+  return n;
+}
+
+int fdm_is_contiguous(const fdm_tensor *t) {
+  int64_t st = 1;
+  for (int d = t->ndim - 1; d >= 0; d--) {
+    if (t->shape[d] != 1 && t->stride[d] != st) return 0;
+    st *= t->shape[d];
+  }
+  return 1;
+}
+
+void *fdm_data(const fdm_tensor *t) {
+  if (!t->storage) return NULL;
+  return (char *)t->storage->data + t->offset * (int64_t)fdm_dtype_size(t->dtype);
+}
+
+int fdm_same_shape(const fdm_tensor *a, const fdm_tensor *b) {
+  if (a->ndim != b->ndim) return 0;
+  for (int d = 0; d < a->ndim; d++) if (a->shape[d] != b->shape[d]) return 0;
+  return 1;
+}
+
+/* a view: new tensor header over t's storage (used by runtime/op_view.c) */
+fdm_tensor *fdm_make_view(fdm_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                          int64_t offset) {
+  fdm_tensor *v = calloc(1, sizeof *v);
+  if (!v) { fdm_seterror("out of memory"); return NULL; }
+  v->refs = 1; v->dtype = t->dtype; v->device = t->device; v->ndim = ndim;
+  memcpy(v->shape, shape, ndim * sizeof *shape);
+  memcpy(v->stride, stride, ndim * sizeof *stride);
+  v->offset = offset;
+  v->storage = t->storage;
+  t->storage->refs++;
+  return v;
+}

@@ -1,0 +1,452 @@
+/*
+** test_conv.c: checks the conv / conv_transpose / pooling / upsampling
+** kernels of cpu_nn.h against naive double-precision loops on random shapes,
+** checks the backward passes both against the naive gradients and with the
+** adjoint identity <A x, gy> = <x, A^T gy>, and times the UNet-sized conv.
+** Usage: test_conv [--bench]   (--bench adds timings of more UNet shapes)
+** Exit code 1 on any failure.
+*/
+#include "cpu_nn.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int failures = 0, checks = 0;
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rng(void) {
+  rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+  return rng_state;
+}
+static int irand(int lo, int hi) { return lo + (int)(rng() % (uint64_t)(hi - lo + 1)); } /* [lo,hi] */
+static float frand(void) { return (float)((rng() >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f; }
+
+static float *randv(size_t n) {
+  float *p = malloc(sizeof(float) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) p[i] = frand();
+  return p;
+}
+static double *zerod(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+static float *nanv(size_t n) { /* poisoned outputs: every element must be written */
+  float *p = malloc(sizeof(float) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) p[i] = NAN;
+  return p;
+}
+
+/* compares got against the reference; relative to the reference's max magnitude */
+static void check(const char *what, const char *shape, const float *got, const double *ref,
+                  size_t n, double tol) {
+  double scale = 1e-6, worst = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs((double)got[i] - ref[i]);
+    if (!(e <= worst)) { worst = e; wi = i; }  /* NaN counts as worst */
+  }
+  checks++;
+  if (!(worst <= tol * scale)) {
+    failures++;
+    printf("FAIL %s %s: max err %.3g at [%zu] got %.7g want %.7g (scale %.3g)\n", what, shape,
+           worst, wi, got[wi], ref[wi], scale);
+  }
+}
+/* |a - b| within tol of scale (the sum of |terms|, as the dots may cancel) */
+static void check_scalar(const char *what, const char *shape, double a, double b, double scale,
+                         double tol) {
+  checks++;
+  if (!(fabs(a - b) <= tol * fmax(1e-6, scale))) {
+    failures++;
+    printf("FAIL %s %s: %.9g vs %.9g\n", what, shape, a, b);
+  }
+}
+static double dotf(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+static double dotabs(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += fabs((double)a[i] * b[i]);
+  return s;
+}
+
+/* ---------------------------------------------------------------- conv */
+
+/* naive conv (transposed = 0) or conv_transpose (1): forward into y, and
+** the gradients for gy. Every term is one product x*w at a tap. */
+static void naive_conv(int transposed, const cpu_conv_params *p, const float *x, const float *w,
+                       const float *b, const float *gy, double *y, double *gx, double *gw,
+                       double *gb) {
+  int G = p->groups, Cg = p->C / G, Kg = p->K / G;
+  /* the spatial side that the kernel slides over (conv: x; transpose: y) */
+  int Hs = transposed ? p->OH : p->H, Ws = transposed ? p->OW : p->W;
+  int Ht = transposed ? p->H : p->OH, Wt = transposed ? p->W : p->OW;
+  size_t ysz = (size_t)p->N * p->K * p->OH * p->OW;
+  for (size_t i = 0; i < ysz; i++) y[i] = b ? b[(i / ((size_t)p->OH * p->OW)) % p->K] : 0.0;
+  for (int n = 0; n < p->N; n++)
+    for (int g = 0; g < G; g++)
+      for (int c = 0; c < Cg; c++)
+        for (int k = 0; k < Kg; k++)
+          for (int ki = 0; ki < p->kh; ki++)
+            for (int kj = 0; kj < p->kw; kj++)
+              for (int th = 0; th < Ht; th++)
+                for (int tw = 0; tw < Wt; tw++) {
+                  int sh_ = th * p->sh - p->ph + ki * p->dh, sw_ = tw * p->sw - p->pw + kj * p->dw;
+                  if (sh_ < 0 || sh_ >= Hs || sw_ < 0 || sw_ >= Ws) continue;
+                  size_t xi, yi, wi;
+                  if (!transposed) {
+                    xi = (((size_t)n * p->C + g * Cg + c) * p->H + sh_) * p->W + sw_;
+                    yi = (((size_t)n * p->K + g * Kg + k) * p->OH + th) * p->OW + tw;
+                    wi = (((size_t)(g * Kg + k) * Cg + c) * p->kh + ki) * p->kw + kj;
+                  } else {
+                    xi = (((size_t)n * p->C + g * Cg + c) * p->H + th) * p->W + tw;
+                    yi = (((size_t)n * p->K + g * Kg + k) * p->OH + sh_) * p->OW + sw_;
+                    wi = (((size_t)(g * Cg + c) * Kg + k) * p->kh + ki) * p->kw + kj;
+                  }
+                  y[yi] += (double)x[xi] * w[wi];
+                  gx[xi] += (double)gy[yi] * w[wi];
+                  gw[wi] += (double)gy[yi] * x[xi];
+                }
+  for (int k = 0; k < p->K; k++) gb[k] = 0;
+  for (size_t i = 0; i < ysz; i++) gb[(i / ((size_t)p->OH * p->OW)) % p->K] += gy[i];
+}
+
+static void conv_case(int transposed, const cpu_conv_params *p, int use_bias, int gmask) {
+  char shape[200];
+  snprintf(shape, sizeof shape,
+           "%s N%d C%d K%d %dx%d->%dx%d k%dx%d s%d,%d p%d,%d d%d,%d g%d bias%d mask%d",
+           transposed ? "convT" : "conv", p->N, p->C, p->K, p->H, p->W, p->OH, p->OW, p->kh,
+           p->kw, p->sh, p->sw, p->ph, p->pw, p->dh, p->dw, p->groups, use_bias, gmask);
+  size_t xsz = (size_t)p->N * p->C * p->H * p->W, ysz = (size_t)p->N * p->K * p->OH * p->OW;
+  size_t wsz = transposed ? (size_t)p->C * (p->K / p->groups) * p->kh * p->kw
+                          : (size_t)p->K * (p->C / p->groups) * p->kh * p->kw;
+  float *x = randv(xsz), *w = randv(wsz), *b = use_bias ? randv(p->K) : NULL, *gy = randv(ysz);
+  float *y = nanv(ysz), *gx = nanv(xsz), *gw = nanv(wsz), *gb = nanv(p->K);
+  double *ry = zerod(ysz), *rgx = zerod(xsz), *rgw = zerod(wsz), *rgb = zerod(p->K);
+  size_t wk = transposed ? cpu_conv_transpose2d_work(p) : cpu_conv2d_work(p);
+  float *work = nanv(wk);
+  naive_conv(transposed, p, x, w, b, gy, ry, rgx, rgw, rgb);
+  float *ggx = gmask & 1 ? gx : NULL, *ggw = gmask & 2 ? gw : NULL, *ggb = gmask & 4 ? gb : NULL;
+  if (!transposed) {
+    cpu_conv2d_forward(p, x, w, b, y, work);
+    cpu_conv2d_backward(p, x, w, gy, ggx, ggw, ggb, work);
+  } else {
+    cpu_conv_transpose2d_forward(p, x, w, b, y, work);
+    cpu_conv_transpose2d_backward(p, x, w, gy, ggx, ggw, ggb, work);
+  }
+  check("forward y", shape, y, ry, ysz, 1e-5);
+  if (ggx) check("backward gx", shape, gx, rgx, xsz, 1e-5);
+  if (ggw) check("backward gw", shape, gw, rgw, wsz, 1e-5);
+  if (ggb) check("backward gb", shape, gb, rgb, p->K, 1e-5);
+  /* adjoint identities (bias-free forward is linear in x and in w):
+  ** <y(x) - b, gy> = <x, gx> = <w, gw> */
+  if (ggx || ggw) {
+    double lhs = 0, sc = 0;
+    for (size_t i = 0; i < ysz; i++) {
+      double t = ((double)y[i] - (b ? b[(i / ((size_t)p->OH * p->OW)) % p->K] : 0.0)) * gy[i];
+      lhs += t; sc += fabs(t);
+    }
+    if (ggx) check_scalar("adjoint <y,gy>=<x,gx>", shape, lhs, dotf(x, gx, xsz), sc, 1e-5);
+    if (ggw) check_scalar("adjoint <y,gy>=<w,gw>", shape, lhs, dotf(w, gw, wsz), sc, 1e-5);
+  }
+  free(x); free(w); free(b); free(gy); free(y); free(gx); free(gw); free(gb);
+  free(ry); free(rgx); free(rgw); free(rgb); free(work);
+}
+
+static cpu_conv_params mkp(int N, int C, int K, int H, int W, int kh, int kw, int sh, int sw,
+                           int ph, int pw, int dh, int dw, int groups) {
+  cpu_conv_params p = {N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, groups, 0, 0};
+  p.OH = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+  p.OW = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+  return p;
+}
+static cpu_conv_params mkpt(int N, int C, int K, int H, int W, int kh, int kw, int sh, int sw,
+                            int ph, int pw, int dh, int dw, int groups, int oph, int opw) {
+  cpu_conv_params p = {N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, groups, 0, 0};
+  p.OH = (H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1;
+  p.OW = (W - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1;
+  return p;
+}
+
+static void test_conv(void) {
+  /* the UNet's shapes (small batches) and the code paths: batched small
+  ** images, whole large images, 1x1 in place, row chunks of a huge image */
+  cpu_conv_params fixed[] = {
+    mkp(0, 2, 3, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1), /* empty batch */
+    mkp(3, 4, 5, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(3, 4, 6, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1, 2),
+    mkp(8, 3, 4, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(5, 6, 4, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1),
+    mkp(4, 1, 4, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(4, 4, 1, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(3, 6, 4, 26, 27, 1, 1, 1, 1, 0, 0, 1, 1, 2),
+    mkp(9, 6, 4, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1),
+    mkp(2, 5, 3, 30, 29, 5, 3, 1, 2, 2, 1, 2, 1, 1),
+    mkp(1, 16, 4, 400, 400, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+  };
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) conv_case(0, &fixed[i], i & 1, 7);
+  cpu_conv_params fixedt[] = {
+    mkpt(3, 6, 4, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(2, 4, 6, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 2, 0, 0),
+    mkpt(8, 5, 4, 1, 1, 7, 7, 7, 7, 0, 0, 1, 1, 1, 0, 0),
+    mkpt(3, 4, 4, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1),
+    mkpt(2, 4, 6, 27, 26, 1, 1, 1, 1, 0, 0, 1, 1, 2, 0, 0),
+  };
+  for (size_t i = 0; i < sizeof fixedt / sizeof *fixedt; i++) conv_case(1, &fixedt[i], !(i & 1), 7);
+  /* random shapes, every gradient subset */
+  for (int it = 0; it < 400; it++) {
+    int transposed = it & 1;
+    int G = irand(1, 3), kh = irand(1, 4), kw = irand(1, 4), sh = irand(1, 3), sw = irand(1, 3);
+    int dh = irand(1, 2), dw = irand(1, 2), ph = irand(0, 2), pw = irand(0, 2);
+    int N = irand(1, 12), C = G * irand(1, 4), K = G * irand(1, 4), H = irand(1, 13), W = irand(1, 13);
+    cpu_conv_params p;
+    if (!transposed) {
+      p = mkp(N, C, K, H, W, kh, kw, sh, sw, ph, pw, dh, dw, G);
+    } else {
+      int oph = irand(0, (sh > dh ? sh : dh) - 1), opw = irand(0, (sw > dw ? sw : dw) - 1);
+      p = mkpt(N, C, K, H, W, kh, kw, sh, sw, ph, pw, dh, dw, G, oph, opw);
+    }
+    if (p.OH < 1 || p.OW < 1) { it--; continue; }
+    conv_case(transposed, &p, irand(0, 1), irand(0, 7));
+  }
+}
+
+/* ------------------------------------------------------------- pooling */
+
+static void pool_case(int NC, int H, int W, int k, int s, int p, int ceil_mode) {
+  char shape[160];
+  int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+  if (ceil_mode) { /* PyTorch: ceil, but the last window must start inside input or left pad */
+    OH = (H + 2 * p - k + s - 1) / s + 1; if ((OH - 1) * s >= H + p) OH--;
+    OW = (W + 2 * p - k + s - 1) / s + 1; if ((OW - 1) * s >= W + p) OW--;
+  }
+  snprintf(shape, sizeof shape, "NC%d %dx%d->%dx%d k%d s%d p%d ceil%d", NC, H, W, OH, OW, k, s, p, ceil_mode);
+  size_t xs = (size_t)NC * H * W, ys = (size_t)NC * OH * OW;
+  float *x = randv(xs), *gy = randv(ys), *y = nanv(ys), *gx = nanv(xs);
+  double *ry = zerod(ys), *rgx = zerod(xs);
+  int64_t *idx = malloc(sizeof(int64_t) * (ys ? ys : 1));
+  if (NC > 1) x[1] = x[0];  /* a tie: the first maximum must win */
+
+  /* avg, count_include_pad: divisor = window positions inside [-p, n+p) */
+  for (int nc = 0; nc < NC; nc++)
+    for (int oh = 0; oh < OH; oh++)
+      for (int ow = 0; ow < OW; ow++) {
+        double sum = 0;
+        int cnt = 0;
+        for (int ki = 0; ki < k; ki++)
+          for (int kj = 0; kj < k; kj++) {
+            int ih = oh * s - p + ki, iw = ow * s - p + kj;
+            if (ih >= H + p || iw >= W + p) continue;
+            cnt++;
+            if (ih >= 0 && ih < H && iw >= 0 && iw < W) sum += x[((size_t)nc * H + ih) * W + iw];
+          }
+        ry[((size_t)nc * OH + oh) * OW + ow] = sum / cnt;
+        for (int ki = 0; ki < k; ki++)
+          for (int kj = 0; kj < k; kj++) {
+            int ih = oh * s - p + ki, iw = ow * s - p + kj;
+            if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+              rgx[((size_t)nc * H + ih) * W + iw] += gy[((size_t)nc * OH + oh) * OW + ow] / cnt;
+          }
+      }
+  cpu_avg_pool2d_forward(NC, H, W, OH, OW, k, k, s, s, p, p, x, y);
+  cpu_avg_pool2d_backward(NC, H, W, OH, OW, k, k, s, s, p, p, gy, gx);
+  check("avg_pool y", shape, y, ry, ys, 1e-6);
+  check("avg_pool gx", shape, gx, rgx, xs, 1e-6);
+  check_scalar("avg_pool adjoint", shape, dotf(y, gy, ys), dotf(x, gx, xs), dotabs(y, gy, ys), 1e-5);
+
+  memset(rgx, 0, sizeof(double) * xs);
+  for (int nc = 0; nc < NC; nc++)
+    for (int oh = 0; oh < OH; oh++)
+      for (int ow = 0; ow < OW; ow++) {
+        double m = -INFINITY;
+        int64_t mi = -1;
+        for (int ki = 0; ki < k; ki++)
+          for (int kj = 0; kj < k; kj++) {
+            int ih = oh * s - p + ki, iw = ow * s - p + kj;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            double v = x[((size_t)nc * H + ih) * W + iw];
+            if (v > m) { m = v; mi = (int64_t)ih * W + iw; }
+          }
+        size_t o = ((size_t)nc * OH + oh) * OW + ow;
+        ry[o] = m;
+        rgx[(size_t)nc * H * W + mi] += gy[o];
+      }
+  cpu_max_pool2d_forward(NC, H, W, OH, OW, k, k, s, s, p, p, x, y, idx);
+  cpu_max_pool2d_backward(NC, H, W, OH, OW, gy, idx, gx);
+  check("max_pool y", shape, y, ry, ys, 0);
+  check("max_pool gx", shape, gx, rgx, xs, 1e-6);
+  free(x); free(gy); free(y); free(gx); free(ry); free(rgx); free(idx);
+}
+
+static void test_pool(void) {
+  pool_case(4, 28, 28, 2, 2, 0, 0);
+  pool_case(3, 7, 7, 2, 2, 0, 0);
+  pool_case(3, 7, 7, 3, 2, 1, 1);
+  for (int it = 0; it < 200; it++) {
+    int k = irand(1, 4), s = irand(1, 3), p = irand(0, k / 2);
+    int H = irand(1, 12), W = irand(1, 12);
+    if (H + 2 * p < k || W + 2 * p < k) { it--; continue; }
+    pool_case(irand(1, 5), H, W, k, s, p, irand(0, 1));
+  }
+  /* NaN propagates through max */
+  float x[4] = {1, NAN, 3, 2}, y[1];
+  int64_t idx[1];
+  cpu_max_pool2d_forward(1, 2, 2, 1, 1, 2, 2, 2, 2, 0, 0, x, y, idx);
+  checks++;
+  if (!(y[0] != y[0] && idx[0] == 1)) { failures++; printf("FAIL max_pool NaN: %g idx %lld\n", y[0], (long long)idx[0]); }
+}
+
+/* ------------------------------------------------------------ upsample */
+
+/* independent reference of the PyTorch formulas, in double where harmless */
+static void ref_taps(int d, int in, int out, int mode, int *i0, int *i1, double *l1) {
+  if (mode == 0) { /* nearest */
+    int s = in == out ? d : (int)floorf((float)d * ((float)in / (float)out));
+    *i0 = *i1 = s < in - 1 ? s : in - 1; *l1 = 0; return;
+  }
+  float src;
+  if (mode == 2) src = out > 1 ? (float)d * ((float)(in - 1) / (float)(out - 1)) : 0.0f;
+  else src = fmaxf(((float)d + 0.5f) * ((float)in / (float)out) - 0.5f, 0.0f);
+  *i0 = (int)floorf(src);
+  if (*i0 > in - 1) *i0 = in - 1;
+  *i1 = *i0 < in - 1 ? *i0 + 1 : *i0;
+  *l1 = src - *i0;
+}
+
+static void ups_case(int NC, int H, int W, int OH, int OW, int mode /* 0 near, 1 bilin, 2 bilin ac */) {
+  char shape[120];
+  snprintf(shape, sizeof shape, "NC%d %dx%d->%dx%d %s", NC, H, W, OH, OW,
+           mode == 0 ? "nearest" : mode == 1 ? "bilinear" : "bilinear align_corners");
+  size_t xs = (size_t)NC * H * W, ys = (size_t)NC * OH * OW;
+  float *x = randv(xs), *gy = randv(ys), *y = nanv(ys), *gx = nanv(xs);
+  double *ry = zerod(ys), *rgx = zerod(xs);
+  for (int nc = 0; nc < NC; nc++)
+    for (int oh = 0; oh < OH; oh++)
+      for (int ow = 0; ow < OW; ow++) {
+        int h[2], w[2];
+        double lh, lw;
+        ref_taps(oh, H, OH, mode, &h[0], &h[1], &lh);
+        ref_taps(ow, W, OW, mode, &w[0], &w[1], &lw);
+        double wh[2] = {1 - lh, lh}, ww[2] = {1 - lw, lw};
+        size_t o = ((size_t)nc * OH + oh) * OW + ow;
+        for (int a = 0; a < 2; a++)
+          for (int b = 0; b < 2; b++) {
+            size_t i = ((size_t)nc * H + h[a]) * W + w[b];
+            ry[o] += wh[a] * ww[b] * x[i];
+            rgx[i] += wh[a] * ww[b] * gy[o];
+          }
+      }
+  if (mode == 0) {
+    cpu_upsample_nearest_forward(NC, H, W, OH, OW, x, y);
+    cpu_upsample_nearest_backward(NC, H, W, OH, OW, gy, gx);
+  } else {
+    cpu_upsample_bilinear_forward(NC, H, W, OH, OW, mode == 2, x, y);
+    cpu_upsample_bilinear_backward(NC, H, W, OH, OW, mode == 2, gy, gx);
+  }
+  check("upsample y", shape, y, ry, ys, 1e-6);
+  check("upsample gx", shape, gx, rgx, xs, 1e-6);
+  check_scalar("upsample adjoint", shape, dotf(y, gy, ys), dotf(x, gx, xs), dotabs(y, gy, ys), 1e-5);
+  free(x); free(gy); free(y); free(gx); free(ry); free(rgx);
+}
+
+static void test_upsample(void) {
+  /* values printed by PyTorch's F.interpolate for [[1,2],[3,4]] */
+  const float x[4] = {1, 2, 3, 4};
+  const double near3[9] = {1, 1, 2, 1, 1, 2, 3, 3, 4};
+  const double bil4[16] = {1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5,
+                           2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4};
+  const double bil4ac[16] = {1, 4 / 3., 5 / 3., 2, 5 / 3., 2, 7 / 3., 8 / 3.,
+                             7 / 3., 8 / 3., 3, 10 / 3., 3, 10 / 3., 11 / 3., 4};
+  float y[16];
+  cpu_upsample_nearest_forward(1, 2, 2, 3, 3, x, y);
+  check("nearest known", "2x2->3x3", y, near3, 9, 1e-7);
+  cpu_upsample_bilinear_forward(1, 2, 2, 4, 4, 0, x, y);
+  check("bilinear known", "2x2->4x4", y, bil4, 16, 1e-7);
+  cpu_upsample_bilinear_forward(1, 2, 2, 4, 4, 1, x, y);
+  check("bilinear ac known", "2x2->4x4", y, bil4ac, 16, 1e-6);
+  for (int mode = 0; mode < 3; mode++) {
+    ups_case(3, 7, 7, 14, 14, mode);
+    ups_case(2, 14, 14, 28, 28, mode);
+    ups_case(2, 9, 5, 4, 11, mode);
+    ups_case(2, 1, 1, 3, 2, mode);
+    ups_case(1, 3, 1500, 2, 1501, mode); /* wider than the cached taps */
+  }
+  for (int it = 0; it < 150; it++)
+    ups_case(irand(1, 4), irand(1, 12), irand(1, 12), irand(1, 25), irand(1, 25), it % 3);
+}
+
+/* -------------------------------------------------------------- timing */
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* times forward and backward (gx, gw, gb) of one conv; returns fwd+bwd GFLOP/s */
+static double bench_conv(int transposed, cpu_conv_params p, int reps, int quiet) {
+  size_t xsz = (size_t)p.N * p.C * p.H * p.W, ysz = (size_t)p.N * p.K * p.OH * p.OW;
+  size_t wsz = transposed ? (size_t)p.C * (p.K / p.groups) * p.kh * p.kw
+                          : (size_t)p.K * (p.C / p.groups) * p.kh * p.kw;
+  size_t wk = transposed ? cpu_conv_transpose2d_work(&p) : cpu_conv2d_work(&p);
+  float *x = randv(xsz), *w = randv(wsz), *b = randv(p.K), *y = randv(ysz), *gy = randv(ysz);
+  float *gx = randv(xsz), *gw = randv(wsz), *gb = randv(p.K), *work = randv(wk);
+  /* MACs of one pass: every output position of the smaller-side tensor times taps */
+  double flop = transposed ? 2.0 * p.N * p.H * p.W * p.C * (p.K / p.groups) * p.kh * p.kw
+                           : 2.0 * p.N * p.OH * p.OW * p.K * (p.C / p.groups) * p.kh * p.kw;
+  double tf = 1e30, tb = 1e30;
+  for (int r = 0; r < reps + 1; r++) { /* first rep warms up */
+    double t0 = now();
+    if (transposed) cpu_conv_transpose2d_forward(&p, x, w, b, y, work);
+    else cpu_conv2d_forward(&p, x, w, b, y, work);
+    double t1 = now();
+    if (transposed) cpu_conv_transpose2d_backward(&p, x, w, gy, gx, gw, gb, work);
+    else cpu_conv2d_backward(&p, x, w, gy, gx, gw, gb, work);
+    double t2 = now();
+    if (r) { tf = fmin(tf, t1 - t0); tb = fmin(tb, t2 - t1); }
+  }
+  if (!quiet)
+    printf("  %-6s N%-3d C%-3d K%-3d %2dx%-2d -> %2dx%-2d k%d s%d: fwd %7.2f ms %6.1f GFLOP/s | "
+           "bwd %7.2f ms %6.1f GFLOP/s | work %.1f MB\n",
+           transposed ? "convT" : "conv", p.N, p.C, p.K, p.H, p.W, p.OH, p.OW, p.kh, p.sh,
+           tf * 1e3, flop / tf * 1e-9, tb * 1e3, 2 * flop / tb * 1e-9, wk * 4.0 / 1048576);
+  free(x); free(w); free(b); free(y); free(gy); free(gx); free(gw); free(gb); free(work);
+  return 3 * flop / (tf + tb) * 1e-9;
+}
+
+int main(int argc, char **argv) {
+  int bench = argc > 1 && !strcmp(argv[1], "--bench");
+  test_conv();
+  test_pool();
+  test_upsample();
+  printf("%d checks, %d failures\n", checks, failures);
+#ifdef _OPENMP
+  printf("timing with %d OpenMP threads:\n", omp_get_max_threads());
+#endif
+  double gf = bench_conv(0, mkp(64, 64, 64, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1), 3, 0);
+  printf("UNet conv N64 C64 K64 28x28 k3 fwd+bwd: %.1f GFLOP/s\n", gf);
+  if (bench) {
+    cpu_conv_params shapes[] = {
+      mkp(256, 1, 64, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+      mkp(256, 64, 64, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+      mkp(256, 64, 128, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1, 1),
+      mkp(256, 128, 128, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+      mkp(256, 128, 256, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1),
+      mkp(256, 256, 256, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+      mkp(256, 64, 1, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+      mkp(256, 128, 64, 28, 28, 1, 1, 1, 1, 0, 0, 1, 1, 1),
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) bench_conv(0, shapes[i], 2, 0);
+    bench_conv(1, mkpt(256, 256, 128, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0), 2, 0);
+    bench_conv(1, mkpt(256, 128, 64, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0), 2, 0);
+    bench_conv(1, mkpt(256, 256, 256, 1, 1, 7, 7, 7, 7, 0, 0, 1, 1, 1, 0, 0), 2, 0);
+  }
+  if (failures) { printf("FAILED\n"); return 1; }
+  printf("OK\n");
+  return 0;
+}
