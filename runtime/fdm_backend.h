@@ -17,4 +17,7 @@ typedef struct fdm_backend {
 const fdm_backend *fdm_backend_get(fdm_device dev);
 /* every operand of an op must be on one available device; returns -1 + error */
 int fdm_backend_check(const char *op, int n, fdm_tensor *const *ts);
+/* the CPU allocator's cache of freed blocks */
+size_t fdm_empty_cache(void);    /* frees it, returns the bytes released */
+size_t fdm_cached_bytes(void);
 #endif

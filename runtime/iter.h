@@ -82,6 +82,16 @@ static inline void iter_row(const fdm_iter *it, int64_t r, int64_t *off) {
         for (int64_t j = j0_; j < j1_; j++) { \
           int64_t o0 = off_[0] + j, o1 = off_[1] + j, o2 = off_[2] + j, o3 = off_[3] + j; \
           (void)o1; (void)o2; (void)o3; __VA_ARGS__; } \
+      } else if (s0_ == 1 && s1_ == 1 && s2_ == 0 && it_->nop == 3) { \
+        const int64_t o2 = off_[2], o3 = 0; \
+        for (int64_t j = j0_; j < j1_; j++) { \
+          int64_t o0 = off_[0] + j, o1 = off_[1] + j; \
+          (void)o1; (void)o2; (void)o3; __VA_ARGS__; } \
+      } else if (s0_ == 1 && s1_ == 0 && s2_ == 1 && it_->nop == 3) { \
+        const int64_t o1 = off_[1], o3 = 0; \
+        for (int64_t j = j0_; j < j1_; j++) { \
+          int64_t o0 = off_[0] + j, o2 = off_[2] + j; \
+          (void)o1; (void)o2; (void)o3; __VA_ARGS__; } \
       } else { \
         for (int64_t j = j0_; j < j1_; j++) { \
           int64_t o0 = off_[0] + j * s0_, o1 = off_[1] + j * s1_; \

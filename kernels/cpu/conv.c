@@ -30,6 +30,9 @@
 #define CONV_TARGET_COLS 640
 #define CONV_BUDGET ((size_t)48 << 20)
 #define CONV_MAX_SLOTS 64
+#ifndef CONV_DIRECT_MAX_CO
+#define CONV_DIRECT_MAX_CO 2   /* most column-space channels for direct loops */
+#endif
 
 typedef struct {
   int N, G, ci, co;          /* batch, groups, image / column-space channels */
@@ -81,7 +84,7 @@ static void conv_plan(conv_geom *g) {
   g->rows = g->Ho;
   /* with one or two column-space channels (the UNet's output conv) the gemm
   ** degenerates to a matrix-vector product and im2col dominates: loop directly */
-  g->direct = g->co <= 2 && g->sw == 1;
+  g->direct = g->co <= CONV_DIRECT_MAX_CO && g->sw == 1;
   if (g->direct) {
     /* one image at a time, no scratch but the weight-gradient partials */
   } else if (HWo > 0 && HWo < CONV_TARGET_COLS && g->N > 1) {

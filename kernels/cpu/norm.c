@@ -160,6 +160,7 @@ void cpu_batch_norm_backward(int N, int C, int S, const float *x, const float *w
 
 void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
                             const float *bias, float eps, float *y, float *mean, float *rstd) {
+  if (G <= 0) return; /* the caller checks shapes; just never divide by zero */
   int Cg = C / G;
   int64_t L = (int64_t)Cg * S, blocks = (int64_t)N * G;
 #pragma omp parallel for schedule(static) if (blocks * L >= PAR_MIN)
@@ -187,6 +188,7 @@ void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const fl
 void cpu_group_norm_backward(int N, int C, int S, int G, const float *x, const float *weight,
                              const float *mean, const float *rstd, const float *gy,
                              float *gx, float *gweight, float *gbias) {
+  if (G <= 0) return;
   int Cg = C / G;
   int64_t L = (int64_t)Cg * S, blocks = (int64_t)N * G;
   if (gx) {

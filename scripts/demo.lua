@@ -1,0 +1,88 @@
+-- demo.lua: flow matching on a 2-D toy distribution, end to end in ~30 s on
+-- two CPU cores. Trains an MLP velocity field u(x, t) to carry Gaussian noise
+-- to a two-spirals distribution, samples it with Euler steps, and writes
+--   out/demo.png       data | samples | the flow at a few times (captioned)
+--   out/demo_loss.png  the training loss curve (log scale)
+-- Usage: fdm scripts/demo.lua [--steps N] [--seed S]
+local fdm = require "fdm"
+local nn, F = fdm.nn, fdm.F
+
+local opts = { steps = 1500, seed = 101, batch = 512, lr = 3e-3, euler = 100 }
+for i = 1, #arg, 2 do
+  local k = arg[i]:match("^%-%-(.+)$")
+  if not k or opts[k] == nil then error("unknown option " .. tostring(arg[i]) .. " (--steps, --seed, --batch, --lr, --euler)") end
+  opts[k] = tonumber(arg[i + 1]) or error("option --" .. k .. " needs a number")
+end
+fdm.manual_seed(opts.seed)
+print(("demo: flow matching on two spirals, seed %d, %d steps"):format(opts.seed, opts.steps))
+
+-- two interleaved spirals, scaled to roughly [-1, 1]^2
+local function spirals(n)
+  local t = fdm.rand(n, 1) * 3 * math.pi + 0.5
+  local arm = (fdm.rand(n, 1):gt(0.5)):float() * 2 - 1            -- +-1
+  local x = fdm.cat({ t * t:cos() * arm, t * t:sin() * arm }, 2) / 10
+  return x + fdm.randn(n, 2) * 0.02
+end
+
+local model = nn.Sequential(
+  nn.Linear(3, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
+  nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 2))
+local opt = fdm.optim.Adam(model:parameters(), { lr = opts.lr })
+local sched = fdm.optim.CosineAnnealingLR(opt, opts.steps, 1e-4)
+
+local losses = {}
+local bar = fdm.progress.bar { total = opts.steps, desc = "train" }
+for step = 1, opts.steps do
+  local x1 = spirals(opts.batch)
+  local x0 = fdm.randn(opts.batch, 2)
+  local t = fdm.rand(opts.batch, 1)
+  local xt = x0 * (1 - t) + x1 * t                               -- the straight path
+  local pred = model(fdm.cat({ xt, t }, 2))
+  local loss = F.mse_loss(pred, x1 - x0)                          -- target velocity
+  opt:zero_grad()
+  loss:backward()
+  opt:step()
+  sched:step()
+  losses[#losses + 1] = loss:item()
+  bar:update(1, { loss = ("%.4f"):format(losses[#losses]) })
+end
+bar:close()
+
+-- Euler integration from noise, keeping a few snapshots
+local function density(points, size)        -- 2-D histogram as a [1, size, size] image
+  size = size or 96
+  local img = fdm.zeros(size * size)
+  local p = points:tolist()
+  local v = img:tolist()
+  for _, xy in ipairs(p) do
+    local i = math.floor((xy[1] + 1.2) / 2.4 * size)
+    local j = math.floor((1.2 - xy[2]) / 2.4 * size)
+    if i >= 0 and i < size and j >= 0 and j < size then v[j * size + i + 1] = v[j * size + i + 1] + 1 end
+  end
+  local t = fdm.tensor(v):view(1, size, size)
+  return (t / math.max(t:max():item(), 1)):sqrt()                -- sqrt: show the thin tails too
+end
+
+local n = 6000
+local frames, captions = {}, {}
+model:eval()
+fdm.no_grad(function()
+  local x = fdm.randn(n, 2)
+  local T = opts.euler
+  for i = 0, T - 1 do
+    if i % (T // 4) == 0 then
+      frames[#frames + 1] = density(x); captions[#captions + 1] = ("t = %.2f"):format(i / T)
+    end
+    local t = fdm.full({ n, 1 }, i / T)
+    x = x + model(fdm.cat({ x, t }, 2)) / T
+  end
+  frames[#frames + 1] = density(x); captions[#captions + 1] = "samples (t = 1)"
+end)
+frames[#frames + 1] = density(spirals(n)); captions[#captions + 1] = "data"
+
+os.execute("mkdir -p out")
+fdm.io.save_grid("out/demo.png", fdm.stack(frames), { nrow = #frames, captions = captions,
+  title = "flow matching: noise -> two spirals (Euler, " .. opts.euler .. " steps)" })
+fdm.io.plot_curves("out/demo_loss.png", { { name = "flow-matching loss", y = losses } },
+  { logy = true, title = "training loss", xlabel = "step", ylabel = "MSE" })
+print(("final loss %.4f; wrote out/demo.png and out/demo_loss.png"):format(losses[#losses]))
