@@ -14,6 +14,9 @@ ifeq ($(SAN),1)
   CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDLIBS += -fsanitize=address,undefined
   BUILD  := build-san
+  # lua5.4 itself is not instrumented: preload the sanitizer runtimes for the module
+  SAN_ENV = LD_PRELOAD="$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)" \
+            ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
   BUILD  := build
 endif
@@ -53,10 +56,10 @@ $(BUILD)/lua/fdm/core.so: $(CORE_OBJ)
 -include mk/*.mk
 
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests/?.lua;;" \
-          LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
+          LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" FDM_BIN="$(CURDIR)/$(BUILD)/fdm" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
 
 test: all $(TEST_DEPS)
-	$(LUA_ENV) busted --lpath="" --cpath="" -o utfTerminal tests/
+	$(LUA_ENV) $(SAN_ENV) lua5.4 /usr/bin/busted --lpath="" --cpath="" -o utfTerminal tests/
 	$(MAKE) --no-print-directory test-c
 
 install: all
@@ -70,4 +73,4 @@ clean:
 
 # C-level tests: mk/*.mk files append executables to C_TESTS
 test-c: $(C_TESTS)
-	@set -e; for t in $(C_TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 ./$$t; done
+	@set -e; for t in $(C_TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 $(SAN_ENV) ./$$t; done

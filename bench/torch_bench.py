@@ -277,6 +277,9 @@ def export(path, D, N):
 CONFIGS = {
     "uncond_D128_B256": ("uncond", 128, 256),
     "cc_D64_B64": ("cc", 64, 64),
+    "tc_D64_B64": ("tc", 64, 64),
+    "uncond_D8_B1": ("uncond", 8, 1),
+    "cc_D8_B1": ("cc", 8, 1),
 }
 
 
@@ -300,7 +303,7 @@ def inputs(kind, N):
     return [x, c, t, mask]
 
 
-def bench(names, iters, warmup):
+def bench(names, iters, warmup, modes=("train", "eval")):
     for name in names:
         kind, D, N = CONFIGS[name]
         torch.manual_seed(0)
@@ -315,14 +318,17 @@ def bench(names, iters, warmup):
             loss.backward()
             opt.step()
 
-        m.train()
-        for _ in range(warmup):
-            step()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        dt = (time.perf_counter() - t0) / iters
-        print(f"RESULT {name} train {N / dt:.2f} {dt:.5f}", flush=True)
+        if "train" in modes:
+            m.train()
+            for _ in range(warmup):
+                step()
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                step()
+            dt = (time.perf_counter() - t0) / iters
+            print(f"RESULT {name} train {N / dt:.2f} {dt:.5f}", flush=True)
+        if "eval" not in modes:
+            continue
         m.eval()
         with torch.no_grad():
             for _ in range(warmup):
@@ -342,10 +348,11 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "..", "tests", "golden", "unet_small.safetensors"))
     ap.add_argument("--hidden", type=int, default=8)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--iters", type=int, default=int(os.environ.get("BENCH_ITERS", "3")))
+    ap.add_argument("--iters", type=int, default=int(os.environ.get("BENCH_ITERS", "2")))
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default="uncond_D128_B256,cc_D64_B64")
+    ap.add_argument("--modes", default="train,eval")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.count:
@@ -354,7 +361,7 @@ def main():
     if a.export:
         export(a.out, a.hidden, a.batch)
     if a.bench:
-        bench(a.configs.split(","), a.iters, a.warmup)
+        bench(a.configs.split(","), a.iters, a.warmup, a.modes.split(","))
     if not (a.count or a.export or a.bench):
         ap.print_help()
         return 2

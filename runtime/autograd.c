@@ -34,6 +34,13 @@ void fdm_node_save(fdm_node *n, fdm_tensor *t) {
   n->saved[n->nsaved++] = t;
 }
 
+/* A node that kept its own output would form a cycle (out -> grad_fn -> out)
+** and never be freed; it keeps a header over the same storage instead. */
+void fdm_node_save_output(fdm_node *n, fdm_tensor *out) {
+  fdm_tensor *alias = fdm_make_view(out, out->ndim, out->shape, out->stride, out->offset);
+  if (alias) n->saved[n->nsaved++] = alias;
+}
+
 void fdm_node_attach(fdm_tensor *out, fdm_node *n) {
   if (!n) return;
   out->grad_fn = n;

@@ -48,6 +48,8 @@ int fdm_set_grad_enabled(int on);   /* returns previous */
 fdm_node *fdm_node_new(const char *name, fdm_backward_fn bw, int ninputs, fdm_tensor *const *inputs);
 void fdm_node_save(fdm_node *n, fdm_tensor *t);        /* retains t into n->saved[n->nsaved++] */
 void fdm_node_attach(fdm_tensor *out, fdm_node *n);    /* out takes over the node reference */
+/* saves the op's own output (without its history, which would be a cycle) */
+void fdm_node_save_output(fdm_node *n, fdm_tensor *out);
 void fdm_node_release(fdm_node *n);
 
 /* Runs backward from root. grad NULL means ones (root must have 1 element).

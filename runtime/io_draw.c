@@ -279,7 +279,7 @@ int fdm_plot_curves(const char *path, const fdm_plot_series *sr, int ns, const f
         cairo_move_to(cr, px0, py); cairo_line_to(cr, px1, py); cairo_stroke(cr);
         cairo_set_source_rgb(cr, 0, 0, 0);
         snprintf(buf, sizeof buf, "1e%d", d);
-        if (d >= -2 && d <= 3) snprintf(buf, sizeof buf, "%g", pow(10, d));
+        if (d >= -3 && d <= 4) snprintf(buf, sizeof buf, "%g", pow(10, d));
         draw_text(cr, buf, px0 - 6, py + fs / 3, 2);
       }
       if (nd <= 6 && d < (int)yhi)

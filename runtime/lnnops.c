@@ -256,9 +256,16 @@ static int l_tanh(lua_State *L) { return unary(L, FDM_TANH); }
 
 static int softmax_common(lua_State *L, int log) {
   fdm_tensor *x = fdm_lua_check(L, 1);
-  int dim;
-  if (lua_isnoneornil(L, 2)) dim = x->ndim ? x->ndim - 1 : 0;
-  else dim = x->ndim ? fdm_lua_dim(L, 2, x->ndim) : fdm_lua_dim(L, 2, 1);
+  int nd = x->ndim ? x->ndim : 1, dim = nd - 1;
+  if (!lua_isnoneornil(L, 2)) {
+    if (!lua_isinteger(L, 2))
+      return luaL_error(L, "%s: dim must be an integer, got %s", log ? "log_softmax" : "softmax", luaL_typename(L, 2));
+    lua_Integer d = lua_tointeger(L, 2);
+    if (d == 0 || d > nd || d < -nd)
+      return luaL_error(L, "%s: dim %d out of range for a %d-d tensor (dims count from 1; negative from the end)",
+                        log ? "log_softmax" : "softmax", (int)d, x->ndim);
+    dim = (int)(d > 0 ? d - 1 : nd + d);
+  }
   fdm_lua_push(L, fdm_softmax(x, dim, log));
   return 1;
 }

@@ -173,7 +173,9 @@ static int l_tensor(lua_State *L) {
   if (lua_istable(L, 1)) nd = -1 + 1, infer_nested(L, 1, 0, 0, shape, &nd, &kind);
   else kind = lua_isboolean(L, 1) ? 0 : lua_isinteger(L, 1) ? 1 : 2;
   int opts = lua_istable(L, 2) ? 2 : 0;
-  fdm_dtype def = kind == 2 ? FDM_FLOAT32 : kind == 1 ? FDM_INT64 : FDM_BOOL;
+  /* Lua's integer/float subtypes are too easy to mix up to pick a dtype from
+  ** (2^3 is a float, 6//2 an integer): numbers make float32, booleans bool */
+  fdm_dtype def = kind == 0 ? FDM_BOOL : FDM_FLOAT32;
   fdm_dtype dt = fdm_lua_optdtype(L, opts, "dtype", def);
   fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
   fdm_tensor *t = fdm_empty(dt, nd, shape, FDM_CPU);

@@ -5,6 +5,8 @@
 
 fdm_tensor *fdm_lua_test(lua_State *L, int idx) {
   fdm_tensor **box = luaL_testudata(L, idx, FDM_TENSOR_MT);
+  if (box && (!*box || !(*box)->storage))
+    luaL_argerror(L, idx, "tensor was freed (t:free() or a <close> variable) and cannot be used");
   return box ? *box : NULL;
 }
 
@@ -23,18 +25,19 @@ int fdm_lua_error(lua_State *L) { return luaL_error(L, "%s", fdm_lasterror()); }
 
 /* Tensor storage is invisible to Lua's collector; without help a loop that
 ** makes big tensors would grow until the Lua heap (tiny) triggers a cycle.
-** So after enough new bytes (at least 256 MiB, or as much as is alive) we
+** So after enough new bytes (at least 32 MiB, or as much as was alive after the last one) we
 ** run a full collection, which keeps resident memory flat. */
-static size_t bytes_since_gc;
+static size_t bytes_since_gc, live_after_gc;
 
 void fdm_lua_push(lua_State *L, fdm_tensor *t) {
   if (!t) { fdm_lua_error(L); return; }
   if (t->storage && t->storage->refs == 1) {
     bytes_since_gc += t->storage->nbytes;
-    size_t live = fdm_live_bytes(), limit = live > ((size_t)256 << 20) ? live : ((size_t)256 << 20);
+    size_t limit = live_after_gc > ((size_t)32 << 20) ? live_after_gc : ((size_t)32 << 20);
     if (bytes_since_gc > limit) {
       bytes_since_gc = 0;
       lua_gc(L, LUA_GCCOLLECT);
+      live_after_gc = fdm_live_bytes();
     }
   }
   fdm_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
@@ -131,7 +134,7 @@ int fdm_lua_dim(lua_State *L, int idx, int ndim) {
   int n = ndim > 0 ? ndim : 1;
   if (d < 0) d += n + 1;
   if (d < 1 || d > n)
-    return luaL_error(L, "dim %d out of range for a %d-d tensor (dims count from 1; negative from the end)",
-                      (int)lua_tointeger(L, idx), ndim);
+    return luaL_argerror(L, idx, lua_pushfstring(L, "dim %d out of range for a %d-d tensor (dims count from 1; "
+                         "negative from the end)", (int)lua_tointeger(L, idx), ndim));
   return (int)d - 1;
 }

@@ -1,6 +1,7 @@
 /* op_elementwise.c: broadcasting binary ops, unary ops, clamp, where, and
 ** their in-place forms and gradients. Arithmetic runs in float32 or int64. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"
@@ -107,20 +108,15 @@ static int run_binary(fdm_binop op, fdm_tensor *out, fdm_tensor *a, fdm_tensor *
 #undef RUN
     } else {
       int64_t *po = p0;
-      int divzero = 0;
 #define RUN(E) ITER_FOR(it, { int64_t x = pa[o1], y = pb[o2]; po[o0] = (E); })
       switch (op) {
         case FDM_ADD: RUN(x + y); break; case FDM_SUB: RUN(x - y); break;
         case FDM_MUL: RUN(x * y); break;
-        case FDM_DIV:  /* integer division truncates like torch.div(rounding_mode='trunc') */
-          ITER_FOR(it, { int64_t y = pb[o2]; if (y == 0) divzero = 1; else po[o0] = pa[o1] / y; });
-          break;
         case FDM_POW: RUN(ipow(x, y)); break;
         case FDM_MAXIMUM: RUN(x > y ? x : y); break; case FDM_MINIMUM: RUN(x < y ? x : y); break;
         default: break;
       }
 #undef RUN
-      if (divzero) return fdm_seterror("div: integer division by zero");
     }
   }
   return 0;
@@ -194,6 +190,7 @@ fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
   fdm_dtype cd = compute_dtype(name, a, b, &err);
   if (err) return NULL;
   if (op == FDM_AND || op == FDM_OR) cd = (a->dtype == FDM_FLOAT32 || b->dtype == FDM_FLOAT32) ? FDM_FLOAT32 : FDM_INT64;
+  if (op == FDM_DIV) cd = FDM_FLOAT32;   /* true division, as PyTorch's / */
   fdm_tensor *ca = as_dtype(a, cd), *cb = ca ? as_dtype(b, cd) : NULL, *out = NULL;
   if (!cb) goto done;
   out = fdm_empty(is_compare(op) ? FDM_BOOL : cd, nd, shape, a->device);
@@ -205,7 +202,7 @@ fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
     if (node) {
       node->i[0] = op;
       fdm_node_save(node, ca); fdm_node_save(node, cb);
-      if (op == FDM_DIV || op == FDM_POW) fdm_node_save(node, out);
+      if (op == FDM_DIV || op == FDM_POW) fdm_node_save_output(node, out);
       fdm_node_attach(out, node);
     }
   }
@@ -251,6 +248,9 @@ int fdm_check_inplace(const char *op, fdm_tensor *t) {
 int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
   const char *name = fdm_binop_name(op);
   fdm_tensor *chk[2] = {a, b};
+  char iname[32];
+  snprintf(iname, sizeof iname, "%s_", name);
+  name = iname;
   if (fdm_check_inplace(name, a) || fdm_backend_check(name, 2, chk)) return -1;
   if (is_compare(op)) return fdm_seterror("%s_: comparisons have no in-place form", name);
   if (a->dtype != FDM_FLOAT32 && a->dtype != FDM_INT64)
@@ -264,7 +264,7 @@ int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
     return fdm_seterror("%s_: the result shape would be broadcast beyond the in-place tensor's "
                         "(%s with %s)", name, fdm_shapestr(a, b1, sizeof b1), fdm_shapestr(b, b2, sizeof b2));
   }
-  if (a->dtype == FDM_INT64 && b->dtype == FDM_FLOAT32)
+  if (a->dtype == FDM_INT64 && (b->dtype == FDM_FLOAT32 || op == FDM_DIV))
     return fdm_seterror("%s_: result type float32 cannot be cast to the int64 in-place tensor", name);
   fdm_tensor *cb = as_dtype(b, a->dtype);
   if (!cb) return -1;
@@ -396,7 +396,7 @@ fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
     fdm_node *node = fdm_node_new(name, unary_backward, 1, &a);
     if (node) {
       node->i[0] = op;
-      fdm_node_save(node, c); fdm_node_save(node, out);
+      fdm_node_save(node, c); fdm_node_save_output(node, out);
       fdm_node_attach(out, node);
     }
   }
@@ -405,7 +405,8 @@ fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
 }
 
 int fdm_unary_(fdm_unop op, fdm_tensor *a) {
-  const char *name = fdm_unop_name(op);
+  char name[32];
+  snprintf(name, sizeof name, "%s_", fdm_unop_name(op));
   if (fdm_check_inplace(name, a)) return -1;
   int prev = fdm_set_grad_enabled(0);
   fdm_tensor *r = fdm_unary(op, a);

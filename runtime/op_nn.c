@@ -208,7 +208,7 @@ static int conv_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
 }
 
 static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_tensor *w, fdm_tensor *b,
-                             const fdm_conv_opts *o);
+                             const fdm_conv_opts *o, const fdm_tensor *shown);
 
 /* [C, H, W] inputs: run as a batch of one */
 static fdm_tensor *conv_entry(const char *op, int transposed, fdm_tensor *x, fdm_tensor *w, fdm_tensor *b,
@@ -220,7 +220,7 @@ static fdm_tensor *conv_entry(const char *op, int transposed, fdm_tensor *x, fdm
   if (nn_check(op, 3, chk)) return NULL;
   if (x->ndim == 3) {
     fdm_tensor *x4 = fdm_unsqueeze(x, 0);
-    fdm_tensor *y4 = x4 ? conv_impl(op, transposed, x4, w, b, o) : NULL;
+    fdm_tensor *y4 = x4 ? conv_impl(op, transposed, x4, w, b, o, x) : NULL;
     fdm_tensor *y = y4 ? fdm_squeeze(y4, 0) : NULL;
     fdm_release(x4); fdm_release(y4);
     return y;
@@ -229,11 +229,12 @@ static fdm_tensor *conv_entry(const char *op, int transposed, fdm_tensor *x, fdm
     fdm_seterror("%s: expected input [N, C, H, W] or [C, H, W], got %s", op, SHP(x, b1));
     return NULL;
   }
-  return conv_impl(op, transposed, x, w, b, o);
+  return conv_impl(op, transposed, x, w, b, o, x);
 }
 
+/* shown: the input as the caller gave it (for error messages) */
 static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_tensor *w, fdm_tensor *b,
-                             const fdm_conv_opts *o) {
+                             const fdm_conv_opts *o, const fdm_tensor *shown) {
   char b1[128], b2[128];
   if (w->ndim != 4) {
     fdm_seterror(transposed ? "%s: weight must be 4-D [C_in, C_out/groups, kh, kw], got %s"
@@ -258,7 +259,7 @@ static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_
   if (!transposed) {
     if ((int64_t)w->shape[1] * G != p.C) {
       fdm_seterror("%s: input has %d channels but weight expects %lld (groups %d); input %s, weight %s", op,
-                   p.C, (long long)w->shape[1] * G, G, SHP(x, b1), SHP(w, b2));
+                   p.C, (long long)w->shape[1] * G, G, SHP(shown, b1), SHP(w, b2));
       return NULL;
     }
     p.K = (int)w->shape[0];
@@ -273,18 +274,18 @@ static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_
     int64_t hp = (int64_t)p.H + 2 * p.ph, wp = (int64_t)p.W + 2 * p.pw;
     if (hp < ekh || wp < ekw) {
       fdm_seterror("%s: input %s padded to %lldx%lld is smaller than the (dilated) kernel %lldx%lld; weight %s",
-                   op, SHP(x, b1), (long long)hp, (long long)wp, (long long)ekh, (long long)ekw, SHP(w, b2));
+                   op, SHP(shown, b1), (long long)hp, (long long)wp, (long long)ekh, (long long)ekw, SHP(w, b2));
       return NULL;
     }
     p.OH = (int)((hp - ekh) / p.sh + 1); p.OW = (int)((wp - ekw) / p.sw + 1);
   } else {
     if (w->shape[0] != p.C) {
       fdm_seterror("%s: input has %d channels but weight expects %lld (weight is [C_in, C_out/groups, kh, kw]); "
-                   "input %s, weight %s", op, p.C, (long long)w->shape[0], SHP(x, b1), SHP(w, b2));
+                   "input %s, weight %s", op, p.C, (long long)w->shape[0], SHP(shown, b1), SHP(w, b2));
       return NULL;
     }
     if (p.C % G) {
-      fdm_seterror("%s: input channels %d not divisible by groups %d; input %s", op, p.C, G, SHP(x, b1));
+      fdm_seterror("%s: input channels %d not divisible by groups %d; input %s", op, p.C, G, SHP(shown, b1));
       return NULL;
     }
     p.K = (int)(w->shape[1] * G);
@@ -298,7 +299,7 @@ static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_
     int64_t ow = ((int64_t)p.W - 1) * p.sw - 2 * p.pw + ekw - 1 + o->output_padding[1] + 1;
     if (oh < 1 || ow < 1) {
       fdm_seterror("%s: output size %lldx%lld is too small for input %s, weight %s", op, (long long)oh,
-                   (long long)ow, SHP(x, b1), SHP(w, b2));
+                   (long long)ow, SHP(shown, b1), SHP(w, b2));
       return NULL;
     }
     p.OH = (int)oh; p.OW = (int)ow;

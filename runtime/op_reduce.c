@@ -249,7 +249,7 @@ fdm_tensor *fdm_max_all(fdm_tensor *t, int is_min) {
   fdm_release(flat);
   if (v && t->dtype == FDM_FLOAT32) {
     fdm_node *n = fdm_node_new(op, maxall_backward, 1, &t);
-    if (n) { fdm_node_save(n, t); fdm_node_save(n, v); fdm_node_attach(v, n); }
+    if (n) { fdm_node_save(n, t); fdm_node_save_output(n, v); fdm_node_attach(v, n); }
   }
   return v;
 }

@@ -135,7 +135,7 @@ describe("autograd", function()
 
   it("in-place ops on tensors that require grad are refused (allowed in no_grad)", function()
     local x = leaf({ 1, 2 })
-    raises(function() x:add_(1) end, "add_")
+    raises(function() x:add_(1) end, "add", "requires grad")
     raises(function() x:mul_(2) end)
     raises(function() x:fill_(0) end)
     local y = x * 2

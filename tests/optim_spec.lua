@@ -8,7 +8,7 @@ local nn = fdm.nn
 
 -- gives p the gradient g (through autograd: d/dp sum(p * g) = g)
 local function set_grad(p, g)
-  p:zero_grad()
+  p:zero_grad();
   (p * g):sum():backward()
 end
 
@@ -160,7 +160,7 @@ describe("optim against PyTorch 1.13 (golden)", function()
         local params = fresh()
         local opt = optim[cls](params, opts)
         for s = 1, 2 do grads(params, s); opt:step() end
-        local saved_p = { params[1]:clone(), params[2]:clone() }
+        local saved_p = { params[1]:detach():clone(), params[2]:detach():clone() }
         local params2 = { saved_p[1]:requires_grad_(), saved_p[2]:requires_grad_() }
         local opt2 = optim[cls](params2, { lr = 123 })
         if how == "tensors" then
@@ -185,7 +185,7 @@ describe("optim against PyTorch 1.13 (golden)", function()
     local opt = optim.Adam(params, { lr = 0.01 })
     grads(params, 1); opt:step()
     local t = opt:state_tensors()
-    local opt2 = optim.Adam({ params[1]:clone():requires_grad_(), params[2]:clone():requires_grad_() }, { lr = 1 })
+    local opt2 = optim.Adam({ params[1]:detach():clone():requires_grad_(), params[2]:detach():clone():requires_grad_() }, { lr = 1 })
     opt2:load_state_tensors(t)
     assert.is_true(math.abs(opt2.param_groups[1].lr - 0.01) < 1e-9)
     assert.are.equal(1, opt2.state[opt2.param_groups[1].params[1]].step)

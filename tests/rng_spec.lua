@@ -178,8 +178,8 @@ describe("rng", function()
     local f = assert(io.open(path, "w"))
     f:write(script)
     f:close()
-    local env = string.format("LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s/build/?.so;;'",
-      ROOT, ROOT, ROOT)
+    local env = string.format("LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s/build/lua/?.so;%s/build/?.so;;'",
+      ROOT, ROOT, ROOT, ROOT)
     local results = {}
     for _, n in ipairs { 1, 2, 4 } do
       local cmd = string.format("cd '%s' && OMP_NUM_THREADS=%d %s lua5.4 '%s' 2>&1", ROOT, n, env, path)

@@ -66,7 +66,7 @@ def write_safetensors(path, tensors, metadata):
     blobs = []
     off = 0
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.array(tensors[name], order="C", copy=True)   # (ascontiguousarray turns 0-d into 1-d)
         if a.dtype not in _DT:
             raise TypeError("%s: unsupported dtype %s" % (name, a.dtype))
         if a.dtype != np.bool_:

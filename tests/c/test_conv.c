@@ -3,7 +3,7 @@
 ** kernels of cpu_nn.h against naive double-precision loops on random shapes,
 ** checks the backward passes both against the naive gradients and with the
 ** adjoint identity <A x, gy> = <x, A^T gy>, and times the UNet-sized conv.
-** Usage: test_conv [--bench]   (--bench adds timings of more UNet shapes)
+** Usage: [TEST_SEED=n] test_conv [--bench]   (--bench times more UNet shapes)
 ** Exit code 1 on any failure.
 */
 #include "cpu_nn.h"
@@ -187,7 +187,7 @@ static void test_conv(void) {
     mkp(3, 6, 4, 26, 27, 1, 1, 1, 1, 0, 0, 1, 1, 2),
     mkp(9, 6, 4, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1),
     mkp(2, 5, 3, 30, 29, 5, 3, 1, 2, 2, 1, 2, 1, 1),
-    mkp(1, 16, 4, 400, 400, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(1, 64, 4, 224, 224, 3, 3, 1, 1, 1, 1, 1, 1, 1), /* chunked rows (2 slots) */
   };
   for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) conv_case(0, &fixed[i], i & 1, 7);
   cpu_conv_params fixedt[] = {
@@ -256,7 +256,7 @@ static void pool_case(int NC, int H, int W, int k, int s, int p, int ceil_mode) 
   cpu_avg_pool2d_forward(NC, H, W, OH, OW, k, k, s, s, p, p, x, y);
   cpu_avg_pool2d_backward(NC, H, W, OH, OW, k, k, s, s, p, p, gy, gx);
   check("avg_pool y", shape, y, ry, ys, 1e-6);
-  check("avg_pool gx", shape, gx, rgx, xs, 1e-6);
+  check("avg_pool gx", shape, gx, rgx, xs, 1e-5);
   check_scalar("avg_pool adjoint", shape, dotf(y, gy, ys), dotf(x, gx, xs), dotabs(y, gy, ys), 1e-5);
 
   memset(rgx, 0, sizeof(double) * xs);
@@ -279,7 +279,7 @@ static void pool_case(int NC, int H, int W, int k, int s, int p, int ceil_mode) 
   cpu_max_pool2d_forward(NC, H, W, OH, OW, k, k, s, s, p, p, x, y, idx);
   cpu_max_pool2d_backward(NC, H, W, OH, OW, gy, idx, gx);
   check("max_pool y", shape, y, ry, ys, 0);
-  check("max_pool gx", shape, gx, rgx, xs, 1e-6);
+  check("max_pool gx", shape, gx, rgx, xs, 1e-5);
   free(x); free(gy); free(y); free(gx); free(ry); free(rgx); free(idx);
 }
 
@@ -349,7 +349,7 @@ static void ups_case(int NC, int H, int W, int OH, int OW, int mode /* 0 near, 1
     cpu_upsample_bilinear_backward(NC, H, W, OH, OW, mode == 2, gy, gx);
   }
   check("upsample y", shape, y, ry, ys, 1e-6);
-  check("upsample gx", shape, gx, rgx, xs, 1e-6);
+  check("upsample gx", shape, gx, rgx, xs, 1e-5);
   check_scalar("upsample adjoint", shape, dotf(y, gy, ys), dotf(x, gx, xs), dotabs(y, gy, ys), 1e-5);
   free(x); free(gy); free(y); free(gx); free(ry); free(rgx);
 }
@@ -421,6 +421,8 @@ static double bench_conv(int transposed, cpu_conv_params p, int reps, int quiet)
 
 int main(int argc, char **argv) {
   int bench = argc > 1 && !strcmp(argv[1], "--bench");
+  const char *seed = getenv("TEST_SEED"); /* other random shapes, for soak runs */
+  if (seed && atoll(seed)) rng_state = (uint64_t)atoll(seed) * 0x9E3779B97F4A7C15ull;
   test_conv();
   test_pool();
   test_upsample();

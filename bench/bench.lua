@@ -1,0 +1,294 @@
+-- bench/bench.lua: images/s of the Part B UNets in fdm, against PyTorch.
+--
+--   make bench                              (mk/bench.mk; OMP_NUM_THREADS=2)
+--   ./build/fdm bench/bench.lua             (the same, by hand)
+--
+-- For UnconditionalUNet D=128 batch 256 and ClassConditionalUNet D=64 batch
+-- 64 (28x28 inputs), after warm-up:
+--   train: one step = forward, MSE loss, backward, Adam step
+--   eval:  one forward under no_grad, eval mode
+-- then bench/torch_bench.py on the same configs (torch.set_num_threads(2)),
+-- when python3 with torch is importable, and a table fdm / PyTorch.
+-- Finally the Lua dispatch overhead: one train step with every C entry
+-- point (fdm.*, fdm.F.*, tensor methods and operators) wrapped by a timer;
+-- Lua time = step wall time - time inside C calls (outermost only) - the
+-- wrappers' own cost (calibrated); and a tiny config (D=8, batch 1) whose
+-- step time bounds the fixed per-step cost from above.
+--
+-- Environment:
+--   BENCH_ITERS    timed iterations per measurement (default 2)
+--   BENCH_WARMUP   warm-up iterations (default 1)
+--   BENCH_CONFIGS  comma list (default uncond_D128_B256,cc_D64_B64)
+--   BENCH_MODES    train,eval (default both)
+--   BENCH_TORCH    0 skips PyTorch;  BENCH_PYTHON the interpreter (/usr/bin/python3)
+--   BENCH_OVERHEAD 0 skips the dispatch-overhead measurement
+-- For a profile of one loop: BENCH_CONFIGS=cc_D64_B64 BENCH_MODES=train
+--   BENCH_TORCH=0 BENCH_OVERHEAD=0 perf record -g ./build/fdm bench/bench.lua
+local fdm = rawget(_G, "fdm") or require "fdm"
+local unet = require "fdm.unet"
+local F = fdm.F
+
+local function env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local ITERS = tonumber(env("BENCH_ITERS", "2"))
+local WARMUP = tonumber(env("BENCH_WARMUP", "1"))
+local CONFIG_LIST = env("BENCH_CONFIGS", "uncond_D128_B256,cc_D64_B64")
+local MODE_LIST = env("BENCH_MODES", "train,eval")
+local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
+local DO_OVERHEAD = env("BENCH_OVERHEAD", "1") ~= "0"
+local PYTHON = env("BENCH_PYTHON", "/usr/bin/python3")
+
+local HERE = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")) or "bench"
+
+---------------------------------------------------------------- clock
+local clock, clock_name
+do
+  local ok, sys = pcall(require, "system")          -- lua-system (busted's dependency)
+  if ok and type(sys) == "table" and sys.monotime then
+    clock, clock_name = sys.monotime, "system.monotime"
+  elseif type(fdm.time) == "function" then
+    clock, clock_name = fdm.time, "fdm.time"
+  else
+    clock, clock_name = function()
+      local p = io.popen("date +%s.%N"); local s = p:read("*l"); p:close(); return tonumber(s)
+    end, "date +%s.%N (coarse)"
+  end
+end
+
+local function split(s)
+  local out = {}
+  for w in s:gmatch("[^,%s]+") do out[#out + 1] = w end
+  return out
+end
+local MODES = {}
+for _, m in ipairs(split(MODE_LIST)) do MODES[m] = true end
+
+---------------------------------------------------------------- configs
+local CONFIGS = {
+  uncond_D128_B256 = { kind = "uncond", D = 128, N = 256 },
+  cc_D64_B64 = { kind = "cc", D = 64, N = 64 },
+  tc_D64_B64 = { kind = "tc", D = 64, N = 64 },
+  uncond_D8_B1 = { kind = "uncond", D = 8, N = 1 },
+  cc_D8_B1 = { kind = "cc", D = 8, N = 1 },
+}
+
+local function make(cfg)
+  fdm.manual_seed(0)
+  local m
+  if cfg.kind == "uncond" then m = unet.UnconditionalUNet(1, cfg.D)
+  elseif cfg.kind == "tc" then m = unet.TimeConditionalUNet(1, cfg.D)
+  else m = unet.ClassConditionalUNet(1, cfg.D, 10) end
+  local N = cfg.N
+  local args = { fdm.randn(N, 1, 28, 28) }
+  if cfg.kind == "tc" then args[2] = fdm.rand(N, 1) end
+  if cfg.kind == "cc" then
+    args[2] = F.one_hot(fdm.randint(0, 10, { N }), 10):float()
+    args[3] = fdm.rand(N, 1)
+    args[4] = unet.class_dropout_mask(N, 0.1)
+  end
+  local target = fdm.randn(N, 1, 28, 28)
+  local opt = fdm.optim.Adam(m:parameters(), { lr = 1e-4 })
+  local function train_step()
+    opt:zero_grad()
+    local loss = F.mse_loss(m(table.unpack(args)), target)
+    loss:backward()
+    opt:step()
+  end
+  local function eval_step()
+    return fdm.no_grad(function() return m(table.unpack(args)) end)
+  end
+  return m, train_step, eval_step
+end
+
+local function time_loop(f, iters, warmup)
+  for _ = 1, warmup do f(); collectgarbage("step", 0) end
+  collectgarbage(); collectgarbage()
+  local t0 = clock()
+  for _ = 1, iters do f() end
+  return (clock() - t0) / iters
+end
+
+---------------------------------------------------------------- header
+local function machine()
+  local f = io.open("/proc/cpuinfo")
+  local model = "?"
+  if f then
+    for line in f:lines() do
+      local m = line:match("^model name%s*:%s*(.+)$")
+      if m then model = m break end
+    end
+    f:close()
+  end
+  local p = io.popen("nproc 2>/dev/null")
+  local n = p and p:read("*l") or "?"
+  if p then p:close() end
+  return model .. ", " .. n .. " cores"
+end
+
+print(("fdm bench: %s; OMP_NUM_THREADS=%s; iters %d, warm-up %d; clock %s"):format(
+  machine(), os.getenv("OMP_NUM_THREADS") or "(unset)", ITERS, WARMUP, clock_name))
+
+---------------------------------------------------------------- fdm runs
+local results = {}   -- results[cfg][mode] = {fdm = img/s, torch = img/s}
+local order = split(CONFIG_LIST)
+for _, name in ipairs(order) do
+  local cfg = assert(CONFIGS[name], "unknown config " .. name)
+  results[name] = {}
+  local m, train_step, eval_step = make(cfg)
+  io.write(("%-18s %d params\n"):format(name, m:num_parameters()))
+  if MODES.train then
+    m:train()
+    local dt = time_loop(train_step, ITERS, WARMUP)
+    results[name].train = { fdm = cfg.N / dt, fdm_s = dt }
+    io.write(("  fdm   train %9.2f img/s  (%.4f s/step)\n"):format(cfg.N / dt, dt)); io.flush()
+  end
+  if MODES.eval then
+    m:eval()
+    local dt = time_loop(eval_step, ITERS, WARMUP)
+    results[name].eval = { fdm = cfg.N / dt, fdm_s = dt }
+    io.write(("  fdm   eval  %9.2f img/s  (%.4f s/forward)\n"):format(cfg.N / dt, dt)); io.flush()
+  end
+  m, train_step, eval_step = nil, nil, nil
+  collectgarbage(); collectgarbage()
+end
+
+---------------------------------------------------------------- PyTorch
+local torch_ok = false
+if DO_TORCH then
+  local probe = os.execute(PYTHON .. " -c 'import torch' >/dev/null 2>&1")
+  if probe then
+    local torch_cfgs = {}
+    for _, name in ipairs(order) do torch_cfgs[#torch_cfgs + 1] = name end
+    local cmd = ("%s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs %s --modes %s 2>&1"):format(
+      PYTHON, HERE, ITERS, WARMUP, table.concat(torch_cfgs, ","), MODE_LIST)
+    print("PyTorch: " .. cmd)
+    local p = io.popen(cmd)
+    for line in p:lines() do
+      local name, mode, ips, s = line:match("^RESULT (%S+) (%S+) (%S+) (%S+)")
+      if name and results[name] and results[name][mode] then
+        results[name][mode].torch = tonumber(ips)
+        results[name][mode].torch_s = tonumber(s)
+        torch_ok = true
+        io.write(("  torch %-16s %-5s %9.2f img/s  (%.4f s)\n"):format(name, mode, tonumber(ips), tonumber(s)))
+      else
+        io.write("  torch: " .. line .. "\n")
+      end
+      io.flush()
+    end
+    p:close()
+  else
+    print("PyTorch: " .. PYTHON .. " cannot import torch; skipped")
+  end
+end
+
+print()
+print(("%-18s %-6s %12s %12s %10s"):format("config", "mode", "fdm img/s", "torch img/s", "fdm/torch"))
+print(string.rep("-", 62))
+for _, name in ipairs(order) do
+  for _, mode in ipairs({ "train", "eval" }) do
+    local r = results[name][mode]
+    if r then
+      print(("%-18s %-6s %12.2f %12s %10s"):format(name, mode, r.fdm,
+        r.torch and ("%.2f"):format(r.torch) or "-",
+        r.torch and ("%.3f"):format(r.fdm / r.torch) or "-"))
+    end
+  end
+end
+print()
+
+---------------------------------------------------------------- dispatch overhead
+if DO_OVERHEAD then
+  -- wrap every C function reachable from Lua code: fdm.*, fdm.F.*, tensor
+  -- methods and arithmetic metamethods. Only the outermost call is timed (a
+  -- C op called from a Lua-written method counts once, as C).
+  local SKIP = { no_grad = true }   -- calls back into Lua
+  local stats = { calls = 0, ctime = 0 }
+  local depth = 0
+  local saved = {}
+  local function finish(t0, ...)
+    stats.ctime = stats.ctime + (clock() - t0)
+    depth = 0
+    return ...
+  end
+  local function wrap(tbl, k, f)
+    saved[#saved + 1] = { tbl, k, f }
+    rawset(tbl, k, function(...)
+      if depth > 0 then return f(...) end
+      depth = 1
+      stats.calls = stats.calls + 1
+      return finish(clock(), f(...))
+    end)
+  end
+  local function wrap_table(tbl)
+    local keys = {}
+    for k, f in pairs(tbl) do
+      if type(f) == "function" and not SKIP[k] and debug.getinfo(f, "S").what == "C" then keys[#keys + 1] = k end
+    end
+    for _, k in ipairs(keys) do wrap(tbl, k, tbl[k]) end
+  end
+  local function unwrap_all()
+    for i = #saved, 1, -1 do rawset(saved[i][1], saved[i][2], saved[i][3]) end
+    saved = {}
+  end
+  local mt = debug.getregistry()["fdm.Tensor"]
+  local function instrument()
+    wrap_table(fdm); wrap_table(F); wrap_table(fdm.Tensor)
+    for _, k in ipairs({ "__add", "__sub", "__mul", "__div", "__pow", "__unm" }) do
+      if mt[k] then wrap(mt, k, mt[k]) end
+    end
+  end
+
+  -- cost of one wrapper around a trivial C call
+  local n = 200000
+  local probe = fdm.is_grad_enabled
+  local t0 = clock()
+  for _ = 1, n do probe() end
+  local raw = clock() - t0
+  instrument()
+  t0 = clock()
+  for _ = 1, n do fdm.is_grad_enabled() end
+  local wrapped = clock() - t0
+  unwrap_all()
+  local per_wrap = math.max(0, (wrapped - raw) / n)
+
+  print(("Lua dispatch overhead (one instrumented step after warm-up; wrapper cost %.2f us/call subtracted)"):format(per_wrap * 1e6))
+  print(("%-18s %-6s %8s %10s %10s %10s %8s %9s"):format("config", "mode", "C calls", "wall s", "in C s", "Lua s", "Lua %", "us/call"))
+  local over_order = {}
+  for _, name in ipairs(order) do over_order[#over_order + 1] = name end
+  over_order[#over_order + 1] = "uncond_D8_B1"
+  over_order[#over_order + 1] = "cc_D8_B1"
+  local tiny = {}
+  for _, name in ipairs(over_order) do
+    local cfg = CONFIGS[name]
+    local m, train_step, eval_step = make(cfg)
+    for _, mode in ipairs({ "train", "eval" }) do
+      if MODES[mode] then
+        local f = mode == "train" and train_step or eval_step
+        if mode == "train" then m:train() else m:eval() end
+        f(); f()   -- warm-up (Adam state, allocator)
+        collectgarbage(); collectgarbage()
+        -- plain timing too, for the tiny configs (upper bound of fixed cost)
+        local plain = time_loop(f, cfg.N == 1 and 20 or 1, 0)
+        instrument()
+        stats.calls, stats.ctime, depth = 0, 0, 0
+        local w0 = clock()
+        f()
+        local wall = clock() - w0
+        unwrap_all()
+        local lua = math.max(0, wall - stats.ctime - stats.calls * per_wrap)
+        print(("%-18s %-6s %8d %10.4f %10.4f %10.4f %7.2f%% %9.2f"):format(name, mode, stats.calls, wall,
+          stats.ctime, lua, 100 * lua / wall, 1e6 * lua / stats.calls))
+        if cfg.N == 1 then tiny[#tiny + 1] = ("%s %s: %.2f ms/step (%.0f steps/s), %d C calls -> %.1f us per call all-in"):format(
+          name, mode, plain * 1e3, 1 / plain, stats.calls, 1e6 * plain / stats.calls) end
+      end
+    end
+    m, train_step, eval_step = nil, nil, nil
+    collectgarbage()
+  end
+  print("tiny configs (kernels negligible; an upper bound of the fixed per-op cost: Lua + binding + C dispatch + tiny kernel):")
+  for _, s in ipairs(tiny) do print("  " .. s) end
+end
