@@ -267,10 +267,11 @@ def export(path, D, N):
         m.eval()
         with torch.no_grad():
             out[f"{tag}.out_eval"] = m(*[a.detach() for a in args])
-    meta = {"hidden": str(D), "batch": str(N), "torch": torch.__version__,
-            "made_by": "/usr/bin/python3 bench/torch_bench.py --export"}
+    # metadata values are JSON texts (tests/helpers.lua decodes each)
+    meta = {k: json.dumps(v) for k, v in {"hidden": D, "batch": N, "torch": torch.__version__,
+            "made_by": "/usr/bin/python3 bench/torch_bench.py --export"}.items()}
     save_safetensors(path, out, meta)
-    print("wrote", path, len(out), "tensors")
+    print("wrote", os.path.relpath(path), len(out), "tensors")
 
 
 # --------------------------------------------------------------- bench

@@ -3,4 +3,4 @@
 # BENCH_ITERS (timed iterations, default 2), BENCH_WARMUP, BENCH_CONFIGS,
 # BENCH_MODES, BENCH_TORCH=0, BENCH_OVERHEAD=0: see bench/bench.lua.
 bench: all
-	$(LUA_ENV) ./$(BUILD)/fdm bench/bench.lua
+	$(LUA_ENV) lua5.4 bench/bench.lua

@@ -772,6 +772,8 @@ void fdm_open_tensor(lua_State *L) {
   luaL_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, mod, "Tensor");          /* core.Tensor: the method table, Lua adds to it */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mt, "__methods");        /* for the REPL's completion */
   lua_pushcclosure(L, l_index, 1);
   lua_setfield(L, mt, "__index");
   static const luaL_Reg meta[] = {

@@ -2,8 +2,8 @@
 ** the normalisations, on the CPU kernels of kernels/cpu/cpu_nn.h. Each op
 ** checks its arguments (errors name the op and the shapes), makes its inputs
 ** contiguous, runs the kernel and records a node whose backward calls the
-** matching backward kernel. Ops that save their own output save an alias of
-** its storage (not the tensor object, which holds the node: no cycle). */
+** matching backward kernel. Ops that save their own output use
+** fdm_node_save_output (no tensor <-> node cycle). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,9 +25,6 @@ static int nn_check(const char *op, int n, fdm_tensor *const *ts) {
   }
   return 0;
 }
-
-/* a tensor object sharing t's storage, without its history (for saving outputs) */
-static fdm_tensor *alias(fdm_tensor *t) { return fdm_make_view(t, t->ndim, t->shape, t->stride, t->offset); }
 
 static fdm_tensor *contig_or_null(fdm_tensor *t) { return t ? fdm_contiguous(t) : NULL; }
 
@@ -783,11 +780,9 @@ fdm_tensor *fdm_softmax(fdm_tensor *x, int dim, int log) {
   fdm_release(xc);
   fdm_node *n = fdm_node_new(op, softmax_backward, 1, &x);
   if (n) {
-    fdm_tensor *a = alias(out);
-    if (!a) { fdm_node_release(n); fdm_release(out); return NULL; }
     n->i[0] = outer; n->i[1] = D; n->i[2] = inner; n->i[3] = log;
-    fdm_node_save(n, a);
-    fdm_release(a);
+    fdm_node_save_output(n, out);
+    if (n->nsaved != 1) { fdm_node_release(n); fdm_release(out); return NULL; }
     fdm_node_attach(out, n);
   }
   return out;

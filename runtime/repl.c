@@ -88,7 +88,8 @@ static void add_keys(lua_State *L, Cands *c, int t, int funcs, int nometa) {
 
 /* what `v.x`/`v:x` finds through metatables: each __index table in the
 ** chain; when __index is a function (properties computed in C, as tensors
-** may do), the methods are usually kept in the metatable itself. */
+** do), the methods are listed in the metatable's __methods, or kept in the
+** metatable itself. */
 static void add_chain(lua_State *L, Cands *c, int v, int funcs) {
   int top = lua_gettop(L), d;
   lua_pushvalue(L, v);
@@ -103,7 +104,13 @@ static void add_chain(lua_State *L, Cands *c, int v, int funcs) {
       lua_settop(L, cur);
       continue;
     }
-    if (t == LUA_TFUNCTION) add_keys(L, c, cur + 1, funcs, 1);
+    if (t == LUA_TFUNCTION) {
+      /* a metatable may publish the methods its __index function serves
+      ** as __methods (tensors do); else they may sit in the metatable */
+      lua_pushliteral(L, "__methods");
+      if (lua_rawget(L, cur + 1) == LUA_TTABLE) add_keys(L, c, cur + 3, funcs, 0);
+      else add_keys(L, c, cur + 1, funcs, 1);
+    }
     break;
   }
   lua_settop(L, top);

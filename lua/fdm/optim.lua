@@ -361,7 +361,8 @@ end
 -- shared Adam math (torch.optim._single_tensor_adam / adamw, 1.13):
 --   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
 --   denom = sqrt(v) / sqrt(1-b2^t) + eps;  p -= lr/(1-b1^t) * m/denom
--- two temporaries per parameter (g*g reused for the denominator, and m/denom)
+-- two temporaries per parameter (g*g reused for the denominator, and m/denom);
+-- 10 passes over the parameter's size
 local function adam_update(p, grad, g, st, decoupled)
   local b1, b2 = g.betas[1], g.betas[2]
   local lr, wd = g.lr, g.weight_decay
@@ -398,10 +399,11 @@ local function adam_update(p, grad, g, st, decoupled)
     if has_method(vmax, "maximum_") then vmax:maximum_(v) else vmax:copy_(fdm.maximum(vmax, v)) end
     src = vmax
   end
+  -- sqrt(v)/bc2_sqrt + eps == (sqrt(v) + eps*bc2_sqrt)/bc2_sqrt: the division
+  -- by bc2_sqrt moves into the scalar step (one pass less over the tensor)
   local denom = inplace_sqrt(tmp, src)
-  denom:div_(bc2_sqrt)
-  denom:add_(g.eps)
-  p:add_(fdm.div(m, denom), -step_size)
+  denom:add_(g.eps * bc2_sqrt)
+  p:add_(fdm.div(m, denom), -step_size * bc2_sqrt)
 end
 
 local Adam = setmetatable({}, { __index = Optimizer })
