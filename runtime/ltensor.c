@@ -568,7 +568,10 @@ static int var_std(lua_State *L, int sd) {
   int dims[FDM_MAXDIM], keep = 0, n = 0, unbiased = 1;
   int opts = 0;
   if (lua_istable(L, 2) && luaL_len(L, 2) == 0) opts = 2;
-  else { n = reduce_dims(L, 2, t, dims, &keep); if (lua_istable(L, 3)) opts = 3; }
+  else {
+    n = reduce_dims(L, 2, t, dims, &keep);
+    if (lua_istable(L, 3)) { opts = 3; keep = 0; }   /* var(dim, {unbiased=, keepdim=}) */
+  }
   if (opts) { unbiased = fdm_lua_optbool(L, opts, "unbiased", 1); keep = fdm_lua_optbool(L, opts, "keepdim", keep); }
   fdm_tensor *v = fdm_var(t, n, dims, unbiased ? 1 : 0, keep);
   if (v && sd) { fdm_tensor *s = fdm_unary(FDM_SQRT, v); fdm_release(v); v = s; }

@@ -269,36 +269,64 @@ fdm_tensor *fdm_argmax(fdm_tensor *t, int dim, int keepdim, int is_min) {
   return v ? idx : NULL;
 }
 
-/* ---- quantile (linear interpolation, as torch.quantile) ---- */
-static int cmp_float(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
+/* ---- quantile (linear interpolation, as torch.quantile) ----
+** The two order statistics are found by sorting each row (no gradient), then
+** picked with gather and interpolated with ordinary ops, which gives the
+** gradient: (1 - frac) to the lower element, frac to the upper one. */
+typedef struct { float v; int64_t i; } valpos;
+static int cmp_valpos(const void *a, const void *b) {
+  float x = ((const valpos *)a)->v, y = ((const valpos *)b)->v;
   if (isnan(x)) return isnan(y) ? 0 : 1;
   if (isnan(y)) return -1;
   return (x > y) - (x < y);
 }
 
 fdm_tensor *fdm_quantile(fdm_tensor *t, double q, int dim, int keepdim) {
-  rowsplit rs;
   if (q < 0 || q > 1 || isnan(q)) { fdm_seterror("quantile: q must be in [0, 1], got %g", q); return NULL; }
-  if (fdm_check_float("quantile", t)) return NULL;
-  int rc = dim == -1000 ? split_rows("quantile", t, 0, NULL, keepdim, &rs)
-                        : split_rows("quantile", t, 1, &dim, keepdim, &rs);
-  if (rc) return NULL;
-  if (rs.inner == 0) { fdm_release(rs.rows); fdm_seterror("quantile: empty input"); return NULL; }
-  fdm_tensor *out = fdm_empty(FDM_FLOAT32, rs.out_nd, rs.out_shape, t->device);
-  float *buf = out ? malloc(rs.inner * sizeof(float)) : NULL;
-  if (!buf) { fdm_release(out); fdm_release(rs.rows); if (out) fdm_seterror("quantile: out of memory"); return NULL; }
-  const float *x = fdm_data(rs.rows); float *y = fdm_data(out);
-  for (int64_t r = 0; r < rs.outer; r++) {
-    memcpy(buf, x + r * rs.inner, rs.inner * sizeof(float));
-    qsort(buf, rs.inner, sizeof(float), cmp_float);
-    double pos = q * (double)(rs.inner - 1);
-    int64_t lo = (int64_t)floor(pos), hi = lo + 1 < rs.inner ? lo + 1 : lo;
-    double frac = pos - (double)lo;
-    y[r] = (float)(buf[lo] + frac * (buf[hi] - buf[lo]));
+  if (fdm_backend_check("quantile", 1, &t) || fdm_check_float("quantile", t)) return NULL;
+  if (dim != -1000 && (dim < 0 || dim >= t->ndim)) { fdm_seterror("quantile: dim %d out of range for a %d-d tensor", dim + 1, t->ndim); return NULL; }
+  /* rows: [outer, inner] with the reduced dim(s) last, built with recorded ops */
+  int perm[FDM_MAXDIM], k = 0;
+  int64_t outer = 1, inner = 1, out_shape[FDM_MAXDIM];
+  int out_nd = 0;
+  for (int d = 0; d < t->ndim; d++) {
+    int red = dim == -1000 || d == dim;
+    if (!red) { perm[k++] = d; outer *= t->shape[d]; out_shape[out_nd++] = t->shape[d]; }
+    else if (keepdim) out_shape[out_nd++] = 1;
   }
+  for (int d = 0; d < t->ndim; d++) if (dim == -1000 || d == dim) { perm[k++] = d; inner *= t->shape[d]; }
+  if (inner == 0) { fdm_seterror("quantile: empty input"); return NULL; }
+  int64_t rshape[2] = {outer, inner}, ishape[2] = {outer, 1};
+  fdm_tensor *p = fdm_permute(t, perm), *rows = p ? fdm_reshape(p, 2, rshape) : NULL;
+  fdm_release(p);
+  if (!rows) return NULL;
+  fdm_tensor *lo = fdm_empty(FDM_INT64, 2, ishape, t->device), *hi = fdm_empty(FDM_INT64, 2, ishape, t->device);
+  fdm_tensor *frac = fdm_empty(FDM_FLOAT32, 2, ishape, t->device), *rc = fdm_contiguous(rows);
+  valpos *buf = malloc(inner * sizeof *buf);
+  fdm_tensor *out = NULL;
+  if (!lo || !hi || !frac || !rc || !buf) { if (!buf) fdm_seterror("quantile: out of memory"); goto done; }
+  {
+    const float *x = fdm_data(rc);
+    int64_t *pl = fdm_data(lo), *ph = fdm_data(hi);
+    float *pf = fdm_data(frac);
+    double pos = q * (double)(inner - 1);
+    int64_t l = (int64_t)floor(pos), h = l + 1 < inner ? l + 1 : l;
+    for (int64_t r = 0; r < outer; r++) {
+      for (int64_t j = 0; j < inner; j++) { buf[j].v = x[r * inner + j]; buf[j].i = j; }
+      qsort(buf, inner, sizeof *buf, cmp_valpos);
+      pl[r] = buf[l].i; ph[r] = buf[h].i; pf[r] = (float)(pos - (double)l);
+    }
+  }
+  {
+    fdm_tensor *vl = fdm_gather(rows, 1, lo), *vh = vl ? fdm_gather(rows, 1, hi) : NULL;
+    fdm_tensor *dv = vh ? fdm_binary(FDM_SUB, vh, vl) : NULL, *st = dv ? fdm_binary(FDM_MUL, dv, frac) : NULL;
+    fdm_tensor *v = st ? fdm_binary(FDM_ADD, vl, st) : NULL;
+    out = v ? fdm_reshape(v, out_nd, out_shape) : NULL;
+    fdm_release(vl); fdm_release(vh); fdm_release(dv); fdm_release(st); fdm_release(v);
+  }
+done:
   free(buf);
-  fdm_release(rs.rows);
+  fdm_release(lo); fdm_release(hi); fdm_release(frac); fdm_release(rc); fdm_release(rows);
   return out;
 }
 
