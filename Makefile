@@ -47,10 +47,12 @@ $(BUILD)/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
 	$(CC) $(CFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libfdm.a -llua5.4 -lreadline $(LDLIBS)
 
 # the module for a stock lua5.4: `require "fdm"` finds lua/fdm/init.lua,
-# which loads fdm.core from this .so (lua5.4 itself provides the Lua API)
+# which loads fdm.core from this .so (lua5.4 itself provides the Lua API).
+# nodelete: Lua unloads C modules at exit while OpenMP/OpenBLAS threads may
+# still run code from them; keeping the .so mapped avoids a crash at exit.
 $(BUILD)/lua/fdm/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) $(LDLIBS)
+	$(CC) $(CFLAGS) -shared -Wl,-z,nodelete -o $@ $(CORE_OBJ) $(LDLIBS)
 
 -include $(CORE_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
 -include mk/*.mk

@@ -7,17 +7,13 @@
 static int l_devices(lua_State *L) {
   lua_newtable(L);
   int n = 0;
-  for (int d = 0; d < FDM_NDEVICE; d++) {
-    fdm_backend_check("devices", 0, NULL);
-    int prev_ok = fdm_backend_get((fdm_device)d) != NULL;
-    if (prev_ok) { lua_pushstring(L, fdm_device_name((fdm_device)d)); lua_rawseti(L, -2, ++n); }
-  }
+  for (int d = 0; d < FDM_NDEVICE; d++)
+    if (fdm_backend_get((fdm_device)d)) {   /* the devices this build can use */
+      lua_pushstring(L, fdm_device_name((fdm_device)d));
+      lua_rawseti(L, -2, ++n);
+    }
   return 1;
 }
-
-/* DEV-ONLY weak refs while the nn and io layers are being written */
-void fdm_open_nnops(lua_State *L) __attribute__((weak));
-void fdm_open_io(lua_State *L) __attribute__((weak));
 
 int luaopen_fdm_core(lua_State *L) {
   lua_newtable(L);
@@ -26,7 +22,7 @@ int luaopen_fdm_core(lua_State *L) {
   lua_pushcfunction(L, l_devices);
   lua_setfield(L, -2, "devices");
   fdm_open_tensor(L);
-  if (fdm_open_nnops) fdm_open_nnops(L);
-  if (fdm_open_io) fdm_open_io(L);
+  fdm_open_nnops(L);
+  fdm_open_io(L);
   return 1;
 }

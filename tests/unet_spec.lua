@@ -11,6 +11,17 @@ local F = fdm.F
 local GOLDEN = H.here("golden/unet_small.safetensors")
 local TOL = { atol = 1e-4, rtol = 1e-4 }
 
+-- Gradients deep in the net sum thousands of products through ~20
+-- BatchNorm backwards: float32 noise scales with the tensor's magnitude, not
+-- the element's. Measured: PyTorch's own float32 gradients differ from its
+-- float64 ones by up to 4.7e-4 in uncond in_block.net.0.net.0.weight, whose
+-- largest element is 162 (fdm's float32 is as close to float64 as PyTorch's).
+-- So: atol 1e-4 + 1e-5 * max|expected| per tensor, rtol 1e-4.
+local function scaled_tol(exp)
+  local m = exp:abs():max():item()
+  return { atol = 1e-4 + 1e-5 * m, rtol = 1e-4 }
+end
+
 local MAKERS = {
   uncond = function(D) return unet.UnconditionalUNet(1, D) end,
   tc = function(D) return unet.TimeConditionalUNet(1, D) end,
@@ -171,9 +182,11 @@ describe("unet against PyTorch (golden, D=8, batch 4)", function()
       local out = net(table.unpack(args))
       H.assert_close(out, g[tag .. ".out"], TOL, tag .. ".out")
       ;(out * g[tag .. ".r"]):sum():backward()
-      H.assert_close(x.grad, g[tag .. ".x.grad"], TOL, tag .. ".x.grad")
+      local xg = g[tag .. ".x.grad"]
+      H.assert_close(x.grad, xg, scaled_tol(xg), tag .. ".x.grad")
       for _, e in ipairs(net:named_parameters()) do
-        H.assert_close(e[2].grad, g[tag .. ".grad." .. e[1]], TOL, tag .. ".grad." .. e[1])
+        local eg = g[tag .. ".grad." .. e[1]]
+        H.assert_close(e[2].grad, eg, scaled_tol(eg), tag .. ".grad." .. e[1])
       end
       for _, e in ipairs(net:named_buffers()) do
         H.assert_close(e[2], g[tag .. ".after." .. e[1]], TOL, tag .. ".after." .. e[1])

@@ -441,13 +441,16 @@ function Module:zero_grad()
   for _, p in ipairs(self:parameters()) do p:zero_grad() end
 end
 
--- moves (or converts) every parameter and buffer; float dtypes only for a
--- dtype conversion. Gradients are dropped.
+-- moves (or converts) every parameter and buffer; a dtype conversion
+-- touches floating-point tensors only (float16/bfloat16 parameters do not
+-- require grad: the core allows that for float32 only). Gradients are dropped.
 local devices = { cpu = true, cuda = true }
 function Module:to(target)
   assert(type(target) == "string", "Module:to: a device or dtype name expected")
   local is_device = devices[target] or target:match("^cuda") ~= nil
-  local function conv(t, is_param)
+  -- wants_grad: a parameter that required grad (remembered across a
+  -- half-precision round trip, where the core does not allow it)
+  local function conv(t, wants_grad)
     if is_device then
       if t.device == target then return t end
     else
@@ -456,13 +459,22 @@ function Module:to(target)
       if dt == target then return t end
     end
     local n = no_grad(function() return t:to(target) end)
-    if is_param and t.requires_grad then n = n:detach():requires_grad_() end
+    if wants_grad then
+      n = n:detach()
+      if n.dtype == "float32" then n:requires_grad_() end
+    end
     return n
   end
   for _, m in ipairs(self:modules()) do
+    local wants = rawget(m, "_wants_grad") or {}
+    rawset(m, "_wants_grad", wants)
     for _, name in ipairs(m._param_names) do
       local p = m._parameters[name]
-      if p ~= nil then m._parameters[name] = conv(p, true) end
+      if p ~= nil then
+        local w = p.requires_grad or (wants[name] and p.dtype ~= "float32")
+        m._parameters[name] = conv(p, w)
+        wants[name] = w or nil
+      end
     end
     for _, name in ipairs(m._buffer_names) do
       local b = m._buffers[name]
