@@ -16,12 +16,14 @@
 -- step time bounds the fixed per-step cost from above.
 --
 -- Environment:
---   BENCH_ITERS    timed iterations per measurement (default 2)
+--   BENCH_ITERS    timed iterations per measurement (default 1: one uncond
+--                  D=128 batch-256 step takes tens of seconds on 2 cores)
 --   BENCH_WARMUP   warm-up iterations (default 1)
 --   BENCH_CONFIGS  comma list (default uncond_D128_B256,cc_D64_B64)
 --   BENCH_MODES    train,eval (default both)
 --   BENCH_TORCH    0 skips PyTorch;  BENCH_PYTHON the interpreter (/usr/bin/python3)
 --   BENCH_OVERHEAD 0 skips the dispatch-overhead measurement
+--   BENCH_OVERHEAD_CONFIGS  configs instrumented (default cc_D64_B64,uncond_D8_B1,cc_D8_B1)
 -- For a profile of one loop: BENCH_CONFIGS=cc_D64_B64 BENCH_MODES=train
 --   BENCH_TORCH=0 BENCH_OVERHEAD=0 perf record -g ./build/fdm bench/bench.lua
 local fdm = rawget(_G, "fdm") or require "fdm"
@@ -34,13 +36,14 @@ local function env(name, default)
   return v
 end
 
-local ITERS = tonumber(env("BENCH_ITERS", "2"))
+local ITERS = tonumber(env("BENCH_ITERS", "1"))
 local WARMUP = tonumber(env("BENCH_WARMUP", "1"))
 local CONFIG_LIST = env("BENCH_CONFIGS", "uncond_D128_B256,cc_D64_B64")
 local MODE_LIST = env("BENCH_MODES", "train,eval")
 local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
 local DO_OVERHEAD = env("BENCH_OVERHEAD", "1") ~= "0"
 local PYTHON = env("BENCH_PYTHON", "/usr/bin/python3")
+local OVERHEAD_LIST = env("BENCH_OVERHEAD_CONFIGS", "cc_D64_B64,uncond_D8_B1,cc_D8_B1")
 
 local HERE = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")) or "bench"
 
@@ -129,8 +132,16 @@ local function machine()
   return model .. ", " .. n .. " cores"
 end
 
-print(("fdm bench: %s; OMP_NUM_THREADS=%s; iters %d, warm-up %d; clock %s"):format(
-  machine(), os.getenv("OMP_NUM_THREADS") or "(unset)", ITERS, WARMUP, clock_name))
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  if not f then return "?" end
+  local s = f:read("*l"); f:close()
+  return s:match("^(%S+ %S+ %S+)") or s
+end
+
+print(("fdm bench %s: %s; OMP_NUM_THREADS=%s OMP_WAIT_POLICY=%s; iters %d, warm-up %d; clock %s; load average %s"):format(
+  os.date("!%Y-%m-%d %H:%M UTC"), machine(), os.getenv("OMP_NUM_THREADS") or "(unset)",
+  os.getenv("OMP_WAIT_POLICY") or "(unset)", ITERS, WARMUP, clock_name, loadavg()))
 
 ---------------------------------------------------------------- fdm runs
 local results = {}   -- results[cfg][mode] = {fdm = img/s, torch = img/s}
@@ -257,10 +268,7 @@ if DO_OVERHEAD then
 
   print(("Lua dispatch overhead (one instrumented step after warm-up; wrapper cost %.2f us/call subtracted)"):format(per_wrap * 1e6))
   print(("%-18s %-6s %8s %10s %10s %10s %8s %9s"):format("config", "mode", "C calls", "wall s", "in C s", "Lua s", "Lua %", "us/call"))
-  local over_order = {}
-  for _, name in ipairs(order) do over_order[#over_order + 1] = name end
-  over_order[#over_order + 1] = "uncond_D8_B1"
-  over_order[#over_order + 1] = "cc_D8_B1"
+  local over_order = split(OVERHEAD_LIST)
   local tiny = {}
   for _, name in ipairs(over_order) do
     local cfg = CONFIGS[name]
@@ -269,10 +277,10 @@ if DO_OVERHEAD then
       if MODES[mode] then
         local f = mode == "train" and train_step or eval_step
         if mode == "train" then m:train() else m:eval() end
-        f(); f()   -- warm-up (Adam state, allocator)
+        f()   -- warm-up (Adam state, allocator)
         collectgarbage(); collectgarbage()
         -- plain timing too, for the tiny configs (upper bound of fixed cost)
-        local plain = time_loop(f, cfg.N == 1 and 20 or 1, 0)
+        local plain = cfg.N == 1 and time_loop(f, 20, 1) or 0
         instrument()
         stats.calls, stats.ctime, depth = 0, 0, 0
         local w0 = clock()

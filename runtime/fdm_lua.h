@@ -38,6 +38,7 @@ int fdm_lua_dim(lua_State *L, int idx, int ndim);
 void fdm_open_tensor(lua_State *L);   /* ltensor.c: creation, views, math, autograd */
 void fdm_open_nnops(lua_State *L);    /* lnnops.c: conv, pools, norms, ... (table F) */
 void fdm_open_io(lua_State *L);       /* lio.c: png, safetensors, idx, gif, grids, plots */
+void fdm_open_optim(lua_State *L);    /* loptim.c: fused optimizer steps */
 
 int luaopen_fdm_core(lua_State *L);
 

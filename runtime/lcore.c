@@ -24,5 +24,6 @@ int luaopen_fdm_core(lua_State *L) {
   fdm_open_tensor(L);
   fdm_open_nnops(L);
   fdm_open_io(L);
+  fdm_open_optim(L);
   return 1;
 }

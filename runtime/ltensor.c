@@ -2,6 +2,7 @@
 ** elementwise math, reductions, autograd, RNG. Thin: check, call, push. */
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "fdm_lua.h"
 #include "fdm_internal.h"
@@ -658,6 +659,13 @@ static int l_memory(lua_State *L) {
   return 2;
 }
 static int l_empty_cache(lua_State *L) { lua_pushinteger(L, (lua_Integer)fdm_empty_cache()); return 1; }
+/* monotonic wall clock in seconds, for progress bars and benchmarks */
+static int l_time(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec * 1e-9);
+  return 1;
+}
 static int l_isatty(lua_State *L) { lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1))); return 1; }
 static int l_is_tensor(lua_State *L) { lua_pushboolean(L, fdm_lua_test(L, 1) != NULL); return 1; }
 
@@ -764,7 +772,7 @@ static const luaL_Reg functions[] = {
   {"full_like", l_full_like}, {"randn_like", l_randn_like}, {"rand_like", l_rand_like}, {"empty_like", l_empty_like},
   {"manual_seed", l_manual_seed}, {"get_rng_state", l_get_rng_state}, {"set_rng_state", l_set_rng_state},
   {"cat", l_cat}, {"stack", l_stack}, {"no_grad", l_no_grad}, {"set_grad_enabled", l_set_grad_enabled},
-  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"isatty", l_isatty}, {"is_tensor", l_is_tensor},
+  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"isatty", l_isatty}, {"time", l_time}, {"is_tensor", l_is_tensor},
   {NULL, NULL}};
 
 void fdm_open_tensor(lua_State *L) {

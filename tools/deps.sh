@@ -2,7 +2,7 @@
 # Installs the Debian packages fdm needs when they are missing (fresh Debian 12).
 set -e
 need="gcc make pkg-config lua5.4 liblua5.4-dev libreadline-dev libpng-dev zlib1g-dev
-      libcairo2-dev libgif-dev libopenblas-dev lua-busted fonts-dejavu-core"
+      libcairo2-dev libgif-dev libopenblas-openmp-dev lua-busted fonts-dejavu-core"
 missing=""
 for p in $need; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

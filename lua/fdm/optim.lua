@@ -22,18 +22,6 @@ local optim = {}
 
 local function no_grad(f) return fdm.no_grad(f) end
 
--- Does the tensor type have method `name`? (asked once per name)
-local has_method_cache = {}
-local function has_method(t, name)
-  local v = has_method_cache[name]
-  if v == nil then
-    local ok, m = pcall(function() return t[name] end)
-    v = ok and type(m) == "function" or (ok and m ~= nil and type(m) ~= "userdata")
-    has_method_cache[name] = v
-  end
-  return v
-end
-
 local function is_module(v)
   return type(v) == "table" and rawget(v, "_parameters") ~= nil
 end
@@ -292,14 +280,6 @@ function Optimizer:load_state_tensors(t, meta)
   self.state = new_state
 end
 
--- helper: a tensor method or its functional form
-local function inplace_sqrt(t, src)
-  if has_method(t, "sqrt_") then
-    t:copy_(src); t:sqrt_(); return t
-  end
-  return fdm.sqrt(src)
-end
-
 ---------------------------------------------------------------------------
 -- SGD
 ---------------------------------------------------------------------------
@@ -364,9 +344,6 @@ end
 -- two temporaries per parameter (g*g reused for the denominator, and m/denom);
 -- 10 passes over the parameter's size
 local function adam_update(p, grad, g, st, decoupled)
-  local b1, b2 = g.betas[1], g.betas[2]
-  local lr, wd = g.lr, g.weight_decay
-  if g.maximize then grad = fdm.neg(grad) end
   if st.step == nil then
     st.step = 0
     st.exp_avg = fdm.zeros_like(p)
@@ -374,36 +351,11 @@ local function adam_update(p, grad, g, st, decoupled)
     if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
   end
   st.step = st.step + 1
-  local step = st.step
-  if wd ~= 0 then
-    if decoupled then
-      p:mul_(1 - lr * wd)
-    else
-      grad = fdm.add(grad, p, wd)
-    end
-  end
-  local m, v = st.exp_avg, st.exp_avg_sq
-  m:mul_(b1)
-  m:add_(grad, 1 - b1)
-  local tmp = fdm.mul(grad, grad)
-  v:mul_(b2)
-  v:add_(tmp, 1 - b2)
-  local bc1 = 1 - b1 ^ step
-  local bc2 = 1 - b2 ^ step
-  local step_size = lr / bc1
-  local bc2_sqrt = math.sqrt(bc2)
-  local src = v
-  if g.amsgrad then
-    local vmax = st.max_exp_avg_sq
-    if vmax == nil then vmax = v:clone(); st.max_exp_avg_sq = vmax end
-    if has_method(vmax, "maximum_") then vmax:maximum_(v) else vmax:copy_(fdm.maximum(vmax, v)) end
-    src = vmax
-  end
-  -- sqrt(v)/bc2_sqrt + eps == (sqrt(v) + eps*bc2_sqrt)/bc2_sqrt: the division
-  -- by bc2_sqrt moves into the scalar step (one pass less over the tensor)
-  local denom = inplace_sqrt(tmp, src)
-  denom:add_(g.eps * bc2_sqrt)
-  p:add_(fdm.div(m, denom), -step_size * bc2_sqrt)
+  -- one fused pass in C (runtime/loptim.c, kernels/cpu/optim.c)
+  fdm.adam_step_(p, grad, st.exp_avg, st.exp_avg_sq, {
+    lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps,
+    weight_decay = g.weight_decay, step = st.step, decoupled = decoupled,
+    maximize = g.maximize, max_exp_avg_sq = g.amsgrad and st.max_exp_avg_sq or nil })
 end
 
 local Adam = setmetatable({}, { __index = Optimizer })

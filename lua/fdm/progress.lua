@@ -27,16 +27,9 @@ end })
 
 local progress = {}
 
--- wall clock in seconds (fractional when some provider has it)
+-- wall clock in seconds: fdm.time() (monotonic, from the C core)
 local function default_clock()
-  local f = fdm_lazy.time or fdm_lazy.clock or fdm_lazy.monotime
-  if type(f) == "function" then return f end
-  local ok, sys = pcall(require, "system")
-  if ok and type(sys) == "table" then
-    if type(sys.monotime) == "function" then return sys.monotime end
-    if type(sys.gettime) == "function" then return sys.gettime end
-  end
-  return os.time
+  return require("fdm.core").time
 end
 
 local function stderr_is_tty(out)
