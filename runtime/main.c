@@ -269,9 +269,24 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* OpenMP threads that spin while waiting for work steal the cores from
+** everything else (and from OpenBLAS): measured on the 2-core machine under
+** load, a small training step took 17 ms with spinning and 1.6 ms with
+** passive waiting (PERFORMANCE.md has the idle-machine comparison).
+** libgomp reads the policy from the environment when it loads,
+** before main, so fdm re-executes itself once with the variable set unless
+** the user chose a policy. */
+static void prefer_passive_openmp(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("FDM_NO_REEXEC")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  setenv("FDM_NO_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv);   /* returns only on failure: carry on as we are */
+}
+
 int main(int argc, char **argv) {
   Args a;
   if (argc < 1 || argv[0] == NULL) { static char *none[] = {FDM_PROGNAME, NULL}; argc = 1; argv = none; }
+  prefer_passive_openmp(argv);
   if (!collect_args(argc, argv, &a)) return EXIT_FAILURE;
   if (a.has_h) { fputs(usage_text, stdout); return EXIT_SUCCESS; }
   if (a.has_v) {
