@@ -11,6 +11,7 @@
 --     after_epoch = function(epoch, run) ... end,   -- pictures; the RNG state is put back after it
 --     meta = { hidden = 64, ... },  -- stored in the checkpoint; must match on --resume
 --     full_images = 60000,          -- images per epoch of the full recipe (for the projection)
+--     print = print, quiet = false, -- log function; quiet hides the progress bar
 --   }
 --   run.history.loss (per batch), run.history.epoch_loss, run.history.epoch_time,
 --   run.history.images_per_s, run.epoch, run.out, run.checkpoint, run.model_file
@@ -34,6 +35,7 @@ local train = {}
 train.OPTIONS = {
   { "max-batches", "int", 0, "stop each epoch after N batches (0 = all; for timing)", min = 0 },
   { "sample-seed", "int", 1234, "seed of the noise used for the pictures (same after every epoch)" },
+  { "stop-after", "int", 0, "stop after this epoch (0 = run all; continue later with --resume)", min = 0 },
 }
 
 function train.mkdir(path)
@@ -201,9 +203,13 @@ function train.run(cfg)
   if run.epoch >= epochs then
     log(string.format("%s: already trained for %d epochs (--epochs %d); nothing to do", cfg.name, run.epoch, epochs))
   end
-  for epoch = run.epoch + 1, epochs do
+  local last = epochs
+  local stop = cfg.stop_after or args.stop_after
+  if stop and stop > 0 and stop < epochs then last = stop end
+  for epoch = run.epoch + 1, last do
     model:train()
-    local bar = fdm.progress.bar { total = nb, desc = string.format("epoch %d/%d", epoch, epochs) }
+    local bar = fdm.progress.bar { total = nb, desc = string.format("epoch %d/%d", epoch, epochs),
+                                   disable = cfg.quiet }
     local t0 = fdm.time()
     local sum, count, images = 0, 0, 0
     for x, y, i in loader:epoch() do
@@ -248,6 +254,11 @@ function train.run(cfg)
       model:train()
       if not ok then error(err, 0) end
     end
+  end
+  if run.epoch < epochs then
+    log(string.format("%s: stopped after epoch %d of %d; continue with --resume", cfg.name, run.epoch, epochs))
+    run.stopped = true
+    return run
   end
   ckpt.save_model(run.model_file, model, meta)
   log("wrote " .. run.model_file .. " (final weights)")

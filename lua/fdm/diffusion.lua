@@ -1,0 +1,522 @@
+-- fdm.diffusion: the Part A algorithms (shared/spec/fun-with-diffusion.md,
+-- Part A) over any epsilon-prediction model with the interface
+--
+--   eps, var = model(x_t, t, cond)     -- t: an integer timestep (number) or int64 [N];
+--                                      -- var: absent for fixed-variance models, else the
+--                                      -- raw learned_range output v in [-1, 1] (DeepFloyd IF)
+--   model.schedule                     -- a diffusion.Schedule (alphas_cumprod ...)
+--   model:encode(prompt) -> cond       -- "" = unconditional; unknown prompts raise
+--   model.image_shape = {C, H, W}, model.device, model.clip_x0 (optional default)
+--
+-- Conditions are tensors whose first dimension is 1 (broadcast) or N; several
+-- (x, cond) passes of one step are batched into one model call (eval_batch).
+--
+-- Schedules and timesteps
+--   local D = require "fdm.diffusion"
+--   local sch = D.Schedule{kind = "cosine", T = 1000}   -- "squaredcos_cap_v2" | "linear"
+--   sch:abar(t) (t = -1 -> 1), sch:beta(t), sch.alphas_cumprod (float32 [T])
+--   D.strided_timesteps()              -- {990, 960, ..., 30, 0} (stride 30, 34 entries)
+--   D.strided_timesteps{steps = 20}    -- 20 entries from ~T down to 0
+-- One-shot operations
+--   D.forward(model_or_sched, x0, t [, noise]) -> x_t, noise
+--   D.x0_from_eps(sched, x_t, t, eps) ; D.eps_from_x0(...)
+--   D.one_step_denoise(model, x_t, t, cond [, opts]) -> x0_hat, eps
+--   D.threshold(x0, ratio, max) (dynamic thresholding as IF)
+-- Noise estimators est(x, t) -> eps, var (compose them, pass to a Sampler)
+--   D.conditional(model, cond)
+--   D.cfg(model, cond, uncond, g)      -- eps = eps_u + g (eps_c - eps_u); var of the cond pass
+--   D.anagram(model, {{cond=, view=}, ...}, uncond, g)   -- mean of view^-1(eps(view(x)))
+--   D.hybrid(model, cond_low, cond_high, uncond, g, {kernel = 33, sigma = 2})
+--   D.views.identity / flip / rot90 / rot180 / rot270 / negate / jigsaw(grid, perm)
+-- Samplers: objects a script creates and steps
+--   local s = D.Sampler(model, {x = x_t | n = 4, i_start = 0, timesteps = ...,
+--                               cond =, uncond =, cfg =, estimator =,
+--                               add_variance = true, variance = "fixed_small"|"learned_range"|nil,
+--                               clip_x0 =, threshold = true | {ratio =, max =},
+--                               inpaint = {x_orig =, mask =}, hooks = {fn, ...}})
+--   s:step() (one strided step; returns the new x), s:run(), s:done(), s.x, s.t, s.i,
+--   s.x0_hat, s.eps, s:add_hook(fn): fn(s, ev) after every step, ev = {i, t, t_next,
+--   x, x0_hat, eps, last}; a hook may return a replacement x (edit x_t).
+--   D.iterative_denoise(model, x, opts), D.sample(model, n, opts), D.sdedit(model,
+--   x_orig, i_start, opts), D.inpaint(model, x_orig, mask, opts)
+local fdm = require "fdm"
+local F = fdm.F
+
+local D = {}
+
+---------------------------------------------------------------- schedules
+local Schedule = {}
+Schedule.__index = Schedule
+D.Schedule_class = Schedule
+
+local function cosine_abar_fn(t) -- t in [0, 1]
+  return math.cos((t + 0.008) / 1.008 * math.pi / 2) ^ 2
+end
+
+-- betas as a Lua list, betas[t + 1] for t = 0 .. T-1
+function D.betas(kind, T, opts)
+  opts = opts or {}
+  T = T or 1000
+  local betas = {}
+  if kind == "cosine" or kind == "squaredcos_cap_v2" then
+    local max_beta = opts.max_beta or 0.999
+    for i = 0, T - 1 do
+      betas[i + 1] = math.min(1 - cosine_abar_fn((i + 1) / T) / cosine_abar_fn(i / T), max_beta)
+    end
+  elseif kind == "linear" then
+    local b0, b1 = opts.beta_start or 1e-4, opts.beta_end or 0.02
+    for i = 0, T - 1 do
+      betas[i + 1] = T == 1 and b0 or b0 + (b1 - b0) * i / (T - 1)
+    end
+  else
+    error("diffusion: unknown beta schedule '" .. tostring(kind) .. "' (cosine, squaredcos_cap_v2, linear)", 2)
+  end
+  return betas
+end
+
+-- Schedule{kind = "cosine", T = 1000} or Schedule{betas = {...}}
+function D.Schedule(opts)
+  opts = opts or {}
+  local kind = opts.kind or "cosine"
+  local betas = opts.betas or D.betas(kind, opts.T or 1000, opts)
+  local T = #betas
+  local abar, p = {}, 1.0
+  for i = 1, T do
+    p = p * (1 - betas[i])
+    abar[i] = p
+  end
+  local self = setmetatable({ kind = opts.betas and "custom" or kind, T = T, betas_list = betas, abar_list = abar }, Schedule)
+  self.betas = fdm.tensor(betas)
+  self.alphas_cumprod = fdm.tensor(abar)
+  return self
+end
+
+-- alphas_cumprod at integer timestep t (0-based); t < 0 -> 1 (clean)
+function Schedule:abar(t)
+  if t < 0 then return 1.0 end
+  local v = self.abar_list[math.tointeger(t) + 1]
+  if v == nil then error(("diffusion: timestep %s outside [0, %d)"):format(tostring(t), self.T), 2) end
+  return v
+end
+
+function Schedule:beta(t) return self.betas_list[math.tointeger(t) + 1] end
+
+local function sched_of(m)
+  if getmetatable(m) == Schedule then return m end
+  if type(m) == "table" and m.schedule then return m.schedule end
+  error("diffusion: a model with .schedule or a diffusion.Schedule expected", 3)
+end
+D.sched_of = sched_of
+
+---------------------------------------------------------------- timesteps
+-- {990, 960, ..., 0}: opts.stride / opts.start, or opts.steps entries
+-- (stride floor((T-1)/(steps-1)), start stride*(steps-1): steps = 34 gives
+-- the course's list). T defaults to 1000.
+function D.strided_timesteps(opts)
+  opts = opts or {}
+  local T = opts.T or 1000
+  local stride, start
+  if opts.steps then
+    local n = math.tointeger(opts.steps)
+    assert(n and n >= 2, "strided_timesteps: steps must be an integer >= 2")
+    assert(n <= T, "strided_timesteps: more steps than T")
+    stride = (T - 1) // (n - 1)
+    start = stride * (n - 1)
+  else
+    stride = opts.stride or 30
+    start = opts.start or (((T - 1) // stride) * stride)
+  end
+  local ts = {}
+  for t = start, 0, -stride do ts[#ts + 1] = t end
+  return ts
+end
+
+-- index (0-based) of the entry of ts closest to timestep t
+function D.index_for_t(ts, t)
+  local best, bi = math.huge, 0
+  for i, v in ipairs(ts) do
+    if math.abs(v - t) < best then best, bi = math.abs(v - t), i - 1 end
+  end
+  return bi
+end
+
+---------------------------------------------------------------- one-shot ops
+local function col(v, n, device)  -- per-sample scalars -> [N,1,1,1]
+  if type(v) == "number" then return v end
+  return v:reshape(n, 1, 1, 1)
+end
+
+-- x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; t a number
+function D.forward(m, x0, t, noise)
+  local sch = sched_of(m)
+  noise = noise or fdm.randn_like(x0)
+  local ab = sch:abar(t)
+  return x0 * math.sqrt(ab) + noise * math.sqrt(1 - ab), noise
+end
+
+function D.x0_from_eps(m, x_t, t, eps)
+  local ab = sched_of(m):abar(t)
+  return (x_t - eps * math.sqrt(1 - ab)) * (1 / math.sqrt(ab))
+end
+
+function D.eps_from_x0(m, x_t, t, x0)
+  local ab = sched_of(m):abar(t)
+  return (x_t - x0 * math.sqrt(ab)) * (1 / math.sqrt(1 - ab))
+end
+
+-- dynamic thresholding (Imagen; diffusers _threshold_sample as IF uses it):
+-- s = quantile(|x0|, ratio) per sample, s = max(s, 1) (and min(s, max) when
+-- max is given); x0 = clamp(x0, -s, s) / s
+function D.threshold(x0, ratio, max)
+  local n = x0.shape[1]
+  local s = fdm.quantile(x0:abs():reshape(n, x0:numel() // n), ratio or 0.995, 2)
+  s = fdm.clamp(s, 1, max)
+  s = s:reshape(n, 1, 1, 1)
+  return fdm.minimum(fdm.maximum(x0, -s), s) / s
+end
+
+---------------------------------------------------------------- batched model calls
+local function expand_cond(c, n)
+  if type(c) ~= "userdata" then return nil end
+  local s = c.shape
+  if s[1] == n then return c end
+  if s[1] ~= 1 then error(("diffusion: condition batch %d does not match %d images"):format(s[1], n), 3) end
+  local shape = { n }
+  for i = 2, #s do shape[i] = s[i] end
+  return c:expand(shape)
+end
+
+-- jobs = {{x =, cond =}, ...} at timestep t -> list of {eps, var}; one model
+-- call when every cond is a tensor and model.batch_conds ~= false
+function D.eval_batch(model, jobs, t)
+  local out = {}
+  local batchable = model.batch_conds ~= false and #jobs > 1
+  if batchable then
+    for _, j in ipairs(jobs) do if type(j.cond) ~= "userdata" then batchable = false end end
+  end
+  if not batchable then
+    for i, j in ipairs(jobs) do
+      local e, v = model(j.x, t, j.cond)
+      out[i] = { e, v }
+    end
+    return out
+  end
+  local xs, cs, sizes = {}, {}, {}
+  for i, j in ipairs(jobs) do
+    local n = j.x.shape[1]
+    xs[i], cs[i], sizes[i] = j.x, expand_cond(j.cond, n), n
+  end
+  local eps, var = model(fdm.cat(xs, 1), t, fdm.cat(cs, 1))
+  local s = 1
+  for i, n in ipairs(sizes) do
+    out[i] = { eps:narrow(1, s, n), var and var:narrow(1, s, n) or nil }
+    s = s + n
+  end
+  return out
+end
+
+---------------------------------------------------------------- noise estimators
+function D.conditional(model, cond)
+  return function(x, t) return model(x, t, cond) end
+end
+
+-- eps = eps_u + g (eps_c - eps_u), written eps_c + (g - 1)(eps_c - eps_u) so
+-- that g = 1 gives the conditional estimate exactly; var from the cond pass
+local function guide(ec, eu, g)
+  if g == 1 then return ec end
+  return ec + (ec - eu) * (g - 1)
+end
+D.guide = guide
+
+function D.cfg(model, cond, uncond, g)
+  if g == nil or uncond == nil then return D.conditional(model, cond) end
+  return function(x, t)
+    local r = D.eval_batch(model, { { x = x, cond = cond }, { x = x, cond = uncond } }, t)
+    return guide(r[1][1], r[2][1], g), r[1][2]
+  end
+end
+
+-- views for visual anagrams: apply(x) transforms the image, inverse(eps) maps
+-- the estimate back, inverse_var(var) maps a variance map back (spatial only)
+local function view(name, apply, inverse, inverse_var)
+  return { name = name, apply = apply, inverse = inverse, inverse_var = inverse_var or inverse }
+end
+local function rot_ccw(x) return x:flip(4):transpose(3, 4):contiguous() end
+local function rot_cw(x) return x:transpose(3, 4):flip(4):contiguous() end
+local function id(x) return x end
+
+D.views = {
+  identity = view("identity", id, id),
+  flip = view("flip", function(x) return x:flip(3) end, function(x) return x:flip(3) end),   -- upside down
+  rot180 = view("rot180", function(x) return x:flip(3, 4) end, function(x) return x:flip(3, 4) end),
+  rot90 = view("rot90", rot_ccw, rot_cw),     -- 90 degrees counter-clockwise
+  rot270 = view("rot270", rot_cw, rot_ccw),
+  negate = view("negate", function(x) return -x end, function(x) return -x end, id),
+}
+
+-- permutation of a grid x grid of square patches (the image side must be a
+-- multiple of grid); perm: 1-based list, patch k of the view is patch perm[k]
+-- of the image (default: a fixed derangement, reversed order)
+function D.views.jigsaw(grid, perm)
+  grid = grid or 4
+  local n = grid * grid
+  if not perm then perm = {}; for k = 1, n do perm[k] = n + 1 - k end end
+  assert(#perm == n, "jigsaw: the permutation needs grid*grid entries")
+  local inv = {}
+  for k, p in ipairs(perm) do inv[p] = k end
+  local function permute(x, pm)
+    local H, W = x.shape[3], x.shape[4]
+    assert(H % grid == 0 and W % grid == 0, ("jigsaw: %dx%d is not a multiple of the %d grid"):format(H, W, grid))
+    local ph, pw = H // grid, W // grid
+    local patches = {}
+    for k = 1, n do
+      local r, c = (k - 1) // grid, (k - 1) % grid
+      patches[k] = x:narrow(3, r * ph + 1, ph):narrow(4, c * pw + 1, pw)
+    end
+    local rows = {}
+    for r = 0, grid - 1 do
+      local row = {}
+      for c = 0, grid - 1 do row[#row + 1] = patches[pm[r * grid + c + 1]] end
+      rows[#rows + 1] = fdm.cat(row, 4)
+    end
+    return fdm.cat(rows, 3)
+  end
+  return view("jigsaw", function(x) return permute(x, perm) end, function(x) return permute(x, inv) end)
+end
+
+function D.view_by_name(name)
+  if name == "jigsaw" then return D.views.jigsaw(4) end
+  local v = D.views[name]
+  if type(v) ~= "table" then
+    error("diffusion: unknown view '" .. tostring(name) .. "' (identity, flip, rot90, rot180, rot270, negate, jigsaw)", 2)
+  end
+  return v
+end
+
+-- eps = mean_k view_k^-1( cfg_eps(view_k(x), cond_k) ); var from the first
+-- entry's conditional pass (mapped back by its view). All passes in one batch.
+function D.anagram(model, entries, uncond, g)
+  return function(x, t)
+    local jobs = {}
+    for _, e in ipairs(entries) do
+      local xv = e.view.apply(x)
+      jobs[#jobs + 1] = { x = xv, cond = e.cond }
+      if uncond ~= nil and g ~= nil then jobs[#jobs + 1] = { x = xv, cond = uncond } end
+    end
+    local r = D.eval_batch(model, jobs, t)
+    local eps, var
+    local k = 1
+    for i, e in ipairs(entries) do
+      local ec, ev = r[k][1], r[k][2]
+      local ek = ec
+      if uncond ~= nil and g ~= nil then ek = guide(ec, r[k + 1][1], g); k = k + 2 else k = k + 1 end
+      ek = e.view.inverse(ek)
+      eps = eps and eps + ek or ek
+      if i == 1 and ev then var = e.view.inverse_var(ev) end
+    end
+    return eps * (1 / #entries), var
+  end
+end
+
+function D.lowpass(x, kernel, sigma)
+  return F.gaussian_blur(x, kernel or 33, sigma or 2)
+end
+
+-- eps = lowpass(eps(x, cond_low)) + highpass(eps(x, cond_high)), each with CFG;
+-- highpass = eps - lowpass(eps); var from the low-frequency conditional pass
+function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
+  opts = opts or {}
+  local k, s = opts.kernel or 33, opts.sigma or 2
+  return function(x, t)
+    local jobs = { { x = x, cond = cond_low }, { x = x, cond = cond_high } }
+    local guided = uncond ~= nil and g ~= nil
+    if guided then jobs[3] = { x = x, cond = uncond } end
+    local r = D.eval_batch(model, jobs, t)
+    local e1, e2 = r[1][1], r[2][1]
+    if guided then e1, e2 = guide(e1, r[3][1], g), guide(e2, r[3][1], g) end
+    return D.lowpass(e1, k, s) + e2 - D.lowpass(e2, k, s), r[1][2]
+  end
+end
+
+---------------------------------------------------------------- one-step denoising
+-- x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t); cond with optional
+-- opts.uncond / opts.cfg
+function D.one_step_denoise(model, x_t, t, cond, opts)
+  opts = opts or {}
+  local est = opts.estimator or D.cfg(model, cond, opts.uncond, opts.cfg)
+  local eps = est(x_t, t)
+  return D.x0_from_eps(model, x_t, t, eps), eps
+end
+
+---------------------------------------------------------------- the sampler
+local Sampler = {}
+Sampler.__index = Sampler
+D.Sampler_class = Sampler
+
+-- the posterior variance of the step t -> t_next: fixed ("fixed_small":
+-- beta (1 - abar_t') / (1 - abar_t); "fixed_large": beta) or IF's learned_range:
+-- log var = frac log(beta) + (1 - frac) log(max(fixed_small, 1e-20)), frac = (v + 1) / 2
+function D.step_variance(sch, t, t_next, kind, v)
+  local ab, abn = sch:abar(t), sch:abar(t_next)
+  local beta = 1 - ab / abn
+  local small = beta * (1 - abn) / (1 - ab)
+  if kind == "fixed_large" then return beta end
+  if kind == "learned_range" then
+    assert(v, "diffusion: learned_range variance needs the model's var output")
+    local frac = (v + 1) * 0.5
+    local logv = frac * math.log(beta) + (1 - frac) * math.log(math.max(small, 1e-20))
+    return fdm.exp(logv)
+  end
+  return small
+end
+
+function D.Sampler(model, opts)
+  opts = opts or {}
+  local self = setmetatable({}, Sampler)
+  self.model, self.sch = model, sched_of(model)
+  self.timesteps = opts.timesteps or D.strided_timesteps { steps = opts.steps, T = self.sch.T }
+  self.i = opts.i_start or 0
+  assert(self.i >= 0 and self.i < #self.timesteps, ("Sampler: i_start %d outside the %d timesteps"):format(self.i, #self.timesteps))
+  self.estimator = opts.estimator or D.cfg(model, opts.cond, opts.uncond, opts.cfg)
+  self.add_variance = opts.add_variance ~= false
+  self.variance = opts.variance or model.variance
+  if opts.clip_x0 ~= nil then self.clip_x0 = opts.clip_x0 else self.clip_x0 = model.clip_x0 end
+  local th = opts.threshold
+  if th == true then th = { ratio = 0.995 } end
+  self.threshold = th or nil
+  self.inpaint = opts.inpaint
+  self.hooks = {}
+  for _, h in ipairs(opts.hooks or {}) do self.hooks[#self.hooks + 1] = h end
+  self.t = self.timesteps[self.i + 1]
+  if opts.x then
+    self.x = opts.x
+  else
+    local shape = opts.shape or model.image_shape or { 1, 28, 28 }
+    local n = opts.n or 1
+    self.x = fdm.randn({ n, shape[1], shape[2], shape[3] }, { device = model.device or "cpu" })
+  end
+  if self.inpaint then
+    assert(self.inpaint.x_orig and self.inpaint.mask, "Sampler: inpaint needs {x_orig =, mask =}")
+  end
+  return self
+end
+setmetatable(Sampler, { __call = function(_, ...) return D.Sampler(...) end })
+
+function Sampler:add_hook(fn) self.hooks[#self.hooks + 1] = fn; return self end
+function Sampler:done() return self.i >= #self.timesteps - 1 end
+function Sampler:steps_left() return #self.timesteps - 1 - self.i end
+
+function Sampler:predict_x0(eps)
+  local x0 = D.x0_from_eps(self.sch, self.x, self.t, eps)
+  if self.threshold then
+    x0 = D.threshold(x0, self.threshold.ratio, self.threshold.max)
+  elseif self.clip_x0 then
+    x0 = fdm.clamp(x0, -1, 1)
+  end
+  return x0
+end
+
+-- one strided step x_t -> x_t' (t' the next entry); returns the new x
+function Sampler:step()
+  if self:done() then return self.x end
+  local sch = self.sch
+  local t, tn = self.t, self.timesteps[self.i + 2]
+  local eps, v = fdm.no_grad(function() return self.estimator(self.x, t) end)
+  local x0 = self:predict_x0(eps)
+  local ab, abn = sch:abar(t), sch:abar(tn)
+  local alpha = ab / abn
+  local beta = 1 - alpha
+  local x = x0 * (math.sqrt(abn) * beta / (1 - ab)) + self.x * (math.sqrt(alpha) * (1 - abn) / (1 - ab))
+  if self.add_variance then
+    local kind = self.variance
+    if v ~= nil and kind == nil then kind = "learned_range" end
+    if kind ~= "learned_range" then v = nil end
+    local var = D.step_variance(sch, t, tn, kind, v)
+    if type(var) == "number" then
+      x = x + fdm.randn_like(x) * math.sqrt(var)
+    else
+      x = x + fdm.randn_like(x) * fdm.sqrt(var)
+    end
+  end
+  self.i = self.i + 1
+  self.t = tn
+  local last = self:done()
+  if self.inpaint then
+    local m, xo = self.inpaint.mask, self.inpaint.x_orig
+    -- known pixels: the original noised to t' (the original itself after the last step)
+    local known = last and xo or D.forward(sch, xo, tn)
+    x = x * m + known * (1 - m)
+  end
+  self.x, self.x0_hat, self.eps = x, x0, eps
+  for _, h in ipairs(self.hooks) do
+    local r = h(self, { i = self.i, t = tn, t_prev = t, x = x, x0_hat = x0, eps = eps, last = last })
+    if r ~= nil then self.x = r end
+  end
+  return self.x
+end
+
+-- runs to the end (or n steps); returns x
+function Sampler:run(n)
+  local k = 0
+  fdm.no_grad(function()
+    while not self:done() and (n == nil or k < n) do
+      self:step()
+      k = k + 1
+    end
+  end)
+  return self.x
+end
+
+-- records x (a clone) at the start and every `every` steps (and at the end);
+-- returns the list of frames it fills and the list of their timesteps
+function Sampler:record(every)
+  every = every or 1
+  local frames, labels = { self.x:clone() }, { self.t }
+  self:add_hook(function(s, ev)
+    if ev.i % every == 0 or ev.last then
+      frames[#frames + 1] = s.x:clone()
+      labels[#labels + 1] = ev.t
+    end
+  end)
+  return frames, labels
+end
+
+---------------------------------------------------------------- conveniences
+-- denoise x (at timesteps[i_start]) to the end of the list
+function D.iterative_denoise(model, x, opts)
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.x = x
+  return D.Sampler(model, o):run()
+end
+
+-- n samples from pure noise (i_start = 0)
+function D.sample(model, n, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.n, o.i_start, o.x = n, o.i_start or 0, o.x
+  return D.Sampler(model, o):run()
+end
+
+-- SDEdit: noise x_orig to timesteps[i_start], denoise (with CFG when given)
+function D.sdedit(model, x_orig, i_start, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local ts = o.timesteps or D.strided_timesteps { steps = o.steps, T = sched_of(model).T }
+  o.timesteps, o.i_start = ts, i_start
+  o.x = D.forward(model, x_orig, ts[i_start + 1])
+  return D.Sampler(model, o):run()
+end
+
+-- RePaint-style inpainting from pure noise: mask = 1 where new content goes
+function D.inpaint(model, x_orig, mask, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.inpaint = { x_orig = x_orig, mask = mask }
+  o.x = o.x or fdm.randn_like(x_orig)
+  o.i_start = o.i_start or 0
+  return D.Sampler(model, o):run()
+end
+
+return D

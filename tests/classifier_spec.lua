@@ -1,0 +1,178 @@
+-- tests for fdm.classifier (lua/fdm/classifier.lua) and scripts/eval.lua:
+-- the Jacobi eigen-solver, the Fréchet distance's invariants (zero on itself,
+-- symmetric, a mean shift adds exactly |shift|^2), the shipped classifier's
+-- test accuracy (first 2000 MNIST test images), and eval.lua --samples on
+-- real test images. MNIST comes from fdm.data (fetched on first use).
+local fdm = require "fdm"
+local cls = require "fdm.classifier"
+
+local BIN = os.getenv("FDM_BIN") or "build/fdm"
+local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
+
+-- a [N,d] float tensor of correlated, non-Gaussian features
+local function features(n, d, seed)
+  fdm.manual_seed(seed)
+  local z = fdm.randn(n, d)
+  local mix = fdm.randn(d, d) / math.sqrt(d)
+  return fdm.relu(fdm.matmul(z, mix) + 0.3)
+end
+
+local function test_set()
+  local ok, data = pcall(require, "fdm.data")
+  if ok and data.ensure then data.ensure("mnist") end
+  return cls.mnist("test")
+end
+
+describe("classifier.eigh (cyclic Jacobi)", function()
+  it("diagonalises a symmetric matrix: A = V diag(w) V^T, V orthogonal", function()
+    local n = 12
+    local f = features(40, n, 3):tolist()
+    local A = cls.stats(f).sigma
+    local w, V = cls.eigh(A)
+    local err, orth = 0, 0
+    for i = 1, n do
+      for j = 1, n do
+        local s, o = 0, 0
+        for k = 1, n do
+          s = s + V[i][k] * w[k] * V[j][k]
+          o = o + V[k][i] * V[k][j]
+        end
+        err = math.max(err, math.abs(s - A[i][j]))
+        orth = math.max(orth, math.abs(o - (i == j and 1 or 0)))
+      end
+    end
+    assert.is_true(err < 1e-12, "reconstruction error " .. err)
+    assert.is_true(orth < 1e-12, "orthogonality error " .. orth)
+  end)
+
+  it("sqrtm_psd squares back to the matrix", function()
+    local A = cls.stats(features(200, 10, 4)).sigma
+    local R = cls.sqrtm_psd(A)
+    local err = 0
+    for i = 1, 10 do
+      for j = 1, 10 do
+        local s = 0
+        for k = 1, 10 do s = s + R[i][k] * R[k][j] end
+        err = math.max(err, math.abs(s - A[i][j]))
+      end
+    end
+    assert.is_true(err < 1e-12, "sqrt^2 error " .. err)
+  end)
+
+  it("gets the eigenvalues of a known matrix", function()
+    -- [[2,1],[1,2]] has eigenvalues 1 and 3
+    local w = cls.eigh({ { 2, 1 }, { 1, 2 } })
+    table.sort(w)
+    assert.is_true(math.abs(w[1] - 1) < 1e-14 and math.abs(w[2] - 3) < 1e-14)
+  end)
+end)
+
+describe("classifier.frechet", function()
+  local d = 32
+  local A = features(600, d, 1)
+  local B = features(500, d, 2) * 1.3
+
+  it("is ~0 for a feature set with itself", function()
+    local fd = cls.frechet(A, A)
+    assert.is_true(math.abs(fd) < 1e-6, "FD(A, A) = " .. fd)
+  end)
+
+  it("is symmetric", function()
+    local ab, ba = cls.frechet(A, B), cls.frechet(B, A)
+    assert.is_true(ab > 0.1, "FD(A, B) = " .. ab)
+    assert.is_true(math.abs(ab - ba) < 1e-8 * ab, string.format("FD(A,B) %.12g vs FD(B,A) %.12g", ab, ba))
+  end)
+
+  it("grows with a mean shift by exactly |shift|^2", function()
+    fdm.manual_seed(7)
+    local shift = fdm.randn(d) * 0.5
+    local sq = 0
+    for _, v in ipairs(shift:tolist()) do sq = sq + v * v end
+    -- shift the rows in double precision so the covariance stays the same
+    local rows = A:tolist()
+    local sl = shift:tolist()
+    local shifted = {}
+    for i = 1, #rows do
+      local r = {}
+      for j = 1, d do r[j] = rows[i][j] + sl[j] end
+      shifted[i] = r
+    end
+    local fd, parts = cls.frechet(A, shifted)
+    assert.is_true(math.abs(fd - sq) < 1e-6 * sq + 1e-7, string.format("FD %.10g vs |shift|^2 %.10g", fd, sq))
+    assert.is_true(math.abs(parts.trace) < 1e-6, "covariance term " .. parts.trace)
+    -- a shifted B too: FD(A, B + s) - FD(A, B) = |mu_B + s - mu_A|^2 - |mu_B - mu_A|^2
+    local sa, sb = cls.stats(A), cls.stats(B)
+    local sb2 = { mu = {}, sigma = sb.sigma }
+    local expect = 0
+    for j = 1, d do
+      sb2.mu[j] = sb.mu[j] + sl[j]
+      expect = expect + (sb2.mu[j] - sa.mu[j]) ^ 2 - (sb.mu[j] - sa.mu[j]) ^ 2
+    end
+    local got = cls.frechet(sa, sb2) - cls.frechet(sa, sb)
+    assert.is_true(math.abs(got - expect) < 1e-8 * math.abs(expect) + 1e-9)
+  end)
+
+  it("of two Gaussians with known statistics matches the closed form", function()
+    -- S1 = diag(a), S2 = diag(b): tr term = sum (sqrt a - sqrt b)^2
+    local a, b = { 1, 4, 9 }, { 4, 1, 0.25 }
+    local s1 = { mu = { 0, 0, 0 }, sigma = { { a[1], 0, 0 }, { 0, a[2], 0 }, { 0, 0, a[3] } } }
+    local s2 = { mu = { 1, 0, 0 }, sigma = { { b[1], 0, 0 }, { 0, b[2], 0 }, { 0, 0, b[3] } } }
+    local expect = 1
+    for k = 1, 3 do expect = expect + (math.sqrt(a[k]) - math.sqrt(b[k])) ^ 2 end
+    assert.is_true(math.abs(cls.frechet(s1, s2) - expect) < 1e-12)
+  end)
+end)
+
+describe("the shipped MNIST classifier", function()
+  local test = test_set()
+  local sub = cls.head(test, 2000)
+  local net = cls.load()
+
+  it("loads and reads >= 99% of the first 2000 test images right", function()
+    local acc, per = cls.accuracy(net, sub.images, sub.labels)
+    assert.is_true(acc >= 0.99, "accuracy " .. acc)
+    for d = 1, 10 do assert.is_true(per[d].n > 0 and per[d].acc >= 0.95, "digit " .. (d - 1) .. ": " .. per[d].acc) end
+  end)
+
+  it("gives 128-d features; two halves of the test set are close in FD, noise is far", function()
+    local f = cls.features(net, sub.images)
+    assert.same({ 2000, 128 }, f.shape)
+    local near = cls.frechet(f:narrow(1, 1, 1000), f:narrow(1, 1001, 1000))
+    fdm.manual_seed(0)
+    local noise = cls.features(net, fdm.rand(500, 1, 28, 28))
+    local far = cls.frechet(f:narrow(1, 1, 1000), noise)
+    assert.is_true(near < far / 20, string.format("FD halves %.4f, FD noise %.4f", near, far))
+  end)
+end)
+
+describe("scripts/eval.lua --samples", function()
+  it("reads real test images as ~99% right with a small FD", function()
+    local test = test_set()
+    local sub = cls.head(test, 2000)
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. q(dir))
+    local samples, png, json = dir .. "/s.safetensors", dir .. "/grid.png", dir .. "/r.json"
+    fdm.io.save_safetensors(samples, { images = sub.images:contiguous(), labels = sub.labels:contiguous() })
+    local cmd = table.concat({ q(BIN), "scripts/eval.lua", "--samples", q(samples), "--out", q(png),
+      "--json", q(json), "2>&1" }, " ")
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    local ok = p:close()
+    assert.is_true(ok, out)
+    assert.truthy(out:find("all%s+2000"), out)
+    local f = assert(io.open(json))
+    local r = f:read("a")
+    f:close()
+    local acc = tonumber(r:match('"accuracy": ([%d%.]+)'))
+    local fd = tonumber(r:match('"frechet": ([%-%d%.e]+)'))
+    assert.is_true(acc >= 0.99, "accuracy " .. tostring(acc) .. "\n" .. out)
+    -- measured about 0.1-0.3; noise images score hundreds
+    assert.is_true(fd >= 0 and fd < 1.0, "FD " .. tostring(fd) .. "\n" .. out)
+    local g = io.open(png, "rb")
+    assert.truthy(g, "no grid written")
+    assert.equal("\137PNG", g:read(4))
+    g:close()
+    os.execute("rm -rf " .. q(dir))
+  end)
+end)
