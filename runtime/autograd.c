@@ -1,4 +1,5 @@
 /* autograd.c: recording nodes and running the reverse pass. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"

@@ -81,6 +81,9 @@ fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b);
 /* gather along dim with int64 index (0-based), as torch.gather */
 fdm_tensor *fdm_gather(fdm_tensor *t, int dim, fdm_tensor *index);
 
+/* rows of t along dim picked by a 1-d int64 index (0-based), as torch.index_select */
+fdm_tensor *fdm_index_select(fdm_tensor *t, int dim, fdm_tensor *index);
+
 /* random numbers: Philox4x32-10, counter-based */
 void fdm_manual_seed(uint64_t seed);
 void fdm_rng_get(uint64_t *seed, uint64_t *offset);

@@ -609,6 +609,10 @@ static int l_all(lua_State *L) { return PUSH(L, fdm_any_all(CHECK(L, 1), 1)); }
 static int l_any(lua_State *L) { return PUSH(L, fdm_any_all(CHECK(L, 1), 0)); }
 
 static int l_matmul(lua_State *L) { return PUSH(L, fdm_matmul(CHECK(L, 1), CHECK(L, 2))); }
+static int l_index_select(lua_State *L) {
+  fdm_tensor *t = CHECK(L, 1);
+  return PUSH(L, fdm_index_select(t, fdm_lua_dim(L, 2, t->ndim), CHECK(L, 3)));
+}
 static int l_gather(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   return PUSH(L, fdm_gather(t, fdm_lua_dim(L, 2, t->ndim), CHECK(L, 3)));
@@ -760,7 +764,7 @@ static const luaL_Reg methods[] = {
   {"gelu", l_gelu}, {"clamp", l_clamp}, {"clamp_", l_clamp_}, {"copy_", l_copy_}, {"fill_", l_fill_},
   {"zero_", l_zero_}, {"sum", l_sum}, {"mean", l_mean}, {"var", l_var}, {"std", l_std}, {"max", l_max},
   {"min", l_min}, {"argmax", l_argmax}, {"argmin", l_argmin}, {"quantile", l_quantile}, {"all", l_all},
-  {"any", l_any}, {"matmul", l_matmul}, {"gather", l_gather}, {"backward", l_backward},
+  {"any", l_any}, {"matmul", l_matmul}, {"gather", l_gather}, {"index_select", l_index_select}, {"backward", l_backward},
   {"requires_grad_", l_requires_grad_}, {"zero_grad", l_zero_grad}, {"free", l_free},
   {"where", l_where}, {"pad", l_pad},
   {NULL, NULL}};

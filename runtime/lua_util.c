@@ -32,6 +32,8 @@ static size_t bytes_since_gc, live_after_gc;
 void fdm_lua_push(lua_State *L, fdm_tensor *t) {
   if (!t) { fdm_lua_error(L); return; }
   if (t->storage && t->storage->refs == 1) {
+    size_t live = fdm_live_bytes();
+    if (live < live_after_gc) live_after_gc = live;   /* freed meanwhile (t:free, collectgarbage) */
     bytes_since_gc += t->storage->nbytes;
     size_t limit = live_after_gc > ((size_t)32 << 20) ? live_after_gc : ((size_t)32 << 20);
     if (bytes_since_gc > limit) {

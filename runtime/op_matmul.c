@@ -61,7 +61,7 @@ static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b) {
   fdm_set_grad_enabled(prev);
   fdm_tensor *out = (ae && be) ? fdm_empty(FDM_FLOAT32, bnd + 2, oshape, a->device) : NULL;
   if (!out) { fdm_release(ae); fdm_release(be); return NULL; }
-  int ta, tb; int64_t lda, ldb;
+  int ta = 0, tb = 0; int64_t lda = 1, ldb = 1;
   fdm_tensor *ac = ae, *bc = be;
   if (!gemm_layout(ae, &ta, &lda)) { ac = fdm_contiguous(ae); gemm_layout(ac, &ta, &lda); } else fdm_retain(ac);
   if (!gemm_layout(be, &tb, &ldb)) { bc = fdm_contiguous(be); gemm_layout(bc, &tb, &ldb); } else fdm_retain(bc);

@@ -328,3 +328,69 @@ badshape:
                fdm_shapestr(index, b1, sizeof b1), fdm_shapestr(t, b2, sizeof b2), dim + 1);
   return NULL;
 }
+
+/* ---- index_select: rows picked by an int64 index (a batch from a data set) ---- */
+static int index_select_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_tensor *idx = n->saved[0];
+  int dim = (int)n->i[0];
+  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device);
+  if (!gx) return -1;
+  int64_t outer = 1, inner = 1, len = n->in_shape[0][dim], k = fdm_numel(idx);
+  for (int d = 0; d < dim; d++) outer *= n->in_shape[0][d];
+  for (int d = dim + 1; d < n->in_ndim[0]; d++) inner *= n->in_shape[0][d];
+  const int64_t *pi = fdm_data(idx);
+  const float *pg = fdm_data(g);
+  float *px = fdm_data(gx);
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t j = 0; j < k; j++) {
+      float *dst = px + (o * len + pi[j]) * inner;
+      const float *src = pg + (o * k + j) * inner;
+      for (int64_t e = 0; e < inner; e++) dst[e] += src[e];
+    }
+  gin[0] = gx;
+  return 0;
+}
+
+fdm_tensor *fdm_index_select(fdm_tensor *t, int dim, fdm_tensor *index) {
+  fdm_tensor *chk[2] = {t, index};
+  char b[128];
+  if (fdm_backend_check("index_select", 2, chk) || check_dim("index_select", t, dim)) return NULL;
+  if (index->dtype != FDM_INT64 || index->ndim != 1) {
+    fdm_seterror("index_select: index must be a 1-d int64 tensor, got %s %s", fdm_dtype_name(index->dtype),
+                 fdm_shapestr(index, b, sizeof b));
+    return NULL;
+  }
+  fdm_tensor *x = fdm_contiguous(t), *idx = x ? fdm_contiguous(index) : NULL;
+  if (!idx) { fdm_release(x); return NULL; }
+  int64_t shape[FDM_MAXDIM], k = idx->shape[0], len = t->shape[dim];
+  memcpy(shape, t->shape, sizeof shape);
+  shape[dim] = k;
+  const int64_t *pi = fdm_data(idx);
+  for (int64_t j = 0; j < k; j++)
+    if (pi[j] < 0 || pi[j] >= len) {
+      fdm_seterror("index_select: index %lld out of range for dim %d of size %lld (indices are 0-based)",
+                   (long long)pi[j], dim + 1, (long long)len);
+      fdm_release(x); fdm_release(idx);
+      return NULL;
+    }
+  fdm_tensor *out = fdm_empty(t->dtype, t->ndim, shape, t->device);
+  if (out) {
+    int64_t outer = 1, inner = 1;
+    size_t es = fdm_dtype_size(t->dtype);
+    for (int d = 0; d < dim; d++) outer *= t->shape[d];
+    for (int d = dim + 1; d < t->ndim; d++) inner *= t->shape[d];
+    const char *px = fdm_data(x);
+    char *po = fdm_data(out);
+#pragma omp parallel for schedule(static) if (outer * k * inner > 262144)
+    for (int64_t r = 0; r < outer * k; r++) {
+      int64_t o = r / k, j = r % k;
+      memcpy(po + r * inner * es, px + (o * len + pi[j]) * inner * es, inner * es);
+    }
+    if (t->dtype == FDM_FLOAT32) {
+      fdm_node *n = fdm_node_new("index_select", index_select_backward, 1, &t);
+      if (n) { n->i[0] = dim; fdm_node_save(n, idx); fdm_node_attach(out, n); }
+    }
+  }
+  fdm_release(x); fdm_release(idx);
+  return out;
+}

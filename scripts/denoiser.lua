@@ -108,7 +108,9 @@ local run = train.run {
   after_epoch = function(epoch) if is_milestone[epoch] then test_results(epoch) end end,
 }
 
-if pure then
+if run.stopped then
+  os.exit(0)
+elseif pure then
   -- the output next to the training set's mean image
   local z = flow.with_rng(args.sample_seed + 1, function() return fdm.randn(4, 1, 28, 28) end)
   local y = flow.denoise(net, on_dev(z)):to("cpu")

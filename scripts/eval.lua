@@ -19,10 +19,10 @@
 local fdm = rawget(_G, "fdm") or require "fdm"
 local cls = require "fdm.classifier"
 
-local USAGE = [[
+local USAGE = [==[
 usage: fdm scripts/eval.lua (--samples FILE | --model FILE --kind flow_class [--hidden D]
          [--cfg 5] [--steps 300] [--batch 256] [--seed 0]) [--n N] [--classifier FILE]
-         [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE]]]
+         [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE]]==]
 
 local argv = arg or {}
 local o = { out = "out/eval_samples.png", per = 8, cfg = 5, steps = 300, batch = 256, seed = 0,

@@ -101,4 +101,4 @@ local run = train.run {
     combined()
   end,
 }
-print(string.format("flow_class: done, %d epochs; outputs in %s/ (loss.png, samples*.png, model.safetensors)", run.epoch, out))
+if not run.stopped then print(string.format("flow_class: done, %d epochs; outputs in %s/ (loss.png, samples*.png, model.safetensors)", run.epoch, out)) end

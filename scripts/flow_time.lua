@@ -88,4 +88,4 @@ local run = train.run {
     combined()
   end,
 }
-print(string.format("flow_time: done, %d epochs; outputs in %s/ (loss.png, samples*.png, model.safetensors)", run.epoch, out))
+if not run.stopped then print(string.format("flow_time: done, %d epochs; outputs in %s/ (loss.png, samples*.png, model.safetensors)", run.epoch, out)) end

@@ -520,18 +520,6 @@ end
 -- drops the in-memory cache (tensors are freed once nothing else holds them)
 function M.clear_cache() cache = {} end
 
--- per-data-set helpers for the loader, kept outside the user's table:
--- row views of the images (made on first use) and the labels as a Lua list
-local aux = setmetatable({}, {__mode = "k"})
-local function aux_of(ds)
-  local a = aux[ds]
-  if not a then
-    a = {rows = {}, labels = ds.labels:tolist()}
-    aux[ds] = a
-  end
-  return a
-end
-
 function M.subset(ds, n)
   if math.type(n) ~= "integer" and not (type(n) == "number" and n == math.floor(n)) then
     error("fdm.data.subset: n must be an integer, got " .. tostring(n), 2)
@@ -545,7 +533,6 @@ function M.subset(ds, n)
   sub.images = ds.images:narrow(1, 1, n)
   sub.labels = ds.labels:narrow(1, 1, n)
   sub.n = n
-  if aux[ds] then aux[sub] = aux[ds] end   -- the first n rows are the same
   return sub
 end
 
@@ -578,23 +565,6 @@ function Loader:num_batches()
   return (self.n + self.batch - 1) // self.batch
 end
 
--- a preallocated [b, ...] batch buffer with views of its rows
-local function buffer(self, b)
-  self._bufs = self._bufs or {}
-  local buf = self._bufs[b]
-  if not buf then
-    local shape = {}
-    for d, v in ipairs(self.ds.images.shape) do shape[d] = v end
-    shape[1] = b
-    local t = fdm.empty(shape, {dtype = self.ds.images.dtype})
-    local rows = {}
-    for j = 1, b do rows[j] = t:narrow(1, j, 1) end
-    buf = {t = t, rows = rows}
-    self._bufs[b] = buf
-  end
-  return buf
-end
-
 -- for x, y, i in loader:epoch() do ... end: x [B, 1, 28, 28], y int64 [B],
 -- i = 1 .. num_batches. A shuffling loader draws fdm.randperm(n) from fdm's
 -- generator when epoch() is called (so fdm.manual_seed / set_rng_state
@@ -602,8 +572,7 @@ end
 function Loader:epoch()
   local n, B, nb = self.n, self.batch, self:num_batches()
   local ds = self.ds
-  local perm = self.shuffle and fdm.randperm(n):tolist() or nil   -- 0-based
-  local a = perm and aux_of(ds)
+  local perm = self.shuffle and fdm.randperm(n) or nil   -- int64, 0-based
   local i = 0
   return function()
     if i >= nb then return nil end
@@ -612,19 +581,9 @@ function Loader:epoch()
     local len = math.min(B, n - start)
     local x, y
     if perm then
-      local buf = buffer(self, len)
-      local rows, dst, images, lab = a.rows, buf.rows, ds.images, a.labels
-      local copy_ = buf.t.copy_
-      local ys = {}
-      for j = 1, len do   -- one copy_ of a row view per item: ~1 us each
-        local k = perm[start + j] + 1
-        local r = rows[k]
-        if not r then r = images:narrow(1, k, 1); rows[k] = r end
-        copy_(dst[j], r)
-        ys[j] = lab[k]
-      end
-      x = buf.t:clone()
-      y = fdm.tensor(ys, {dtype = "int64"})
+      local idx = perm:narrow(1, start + 1, len)
+      x = ds.images:index_select(1, idx)       -- one C call per batch
+      y = ds.labels:index_select(1, idx)
     else
       x = ds.images:narrow(1, start + 1, len):clone()
       y = ds.labels:narrow(1, start + 1, len):clone()

@@ -344,7 +344,7 @@ end
 function D.one_step_denoise(model, x_t, t, cond, opts)
   opts = opts or {}
   local est = opts.estimator or D.cfg(model, cond, opts.uncond, opts.cfg)
-  local eps = est(x_t, t)
+  local eps = fdm.no_grad(function() return est(x_t, t) end)
   return D.x0_from_eps(model, x_t, t, eps), eps
 end
 

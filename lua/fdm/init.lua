@@ -23,5 +23,6 @@ fdm.io = optional "fdm.io" or core.io
 fdm.nn = optional "fdm.nn"
 fdm.optim = optional "fdm.optim"
 fdm.progress = optional "fdm.progress"
+fdm.data = optional "fdm.data"
 
 return fdm

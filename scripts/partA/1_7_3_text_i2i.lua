@@ -1,0 +1,27 @@
+-- Part A 1.7.3: text-conditional image-to-image: SDEdit with another prompt
+-- (the test image, a 7, turned towards --prompt) at the same noise levels.
+--   ./build/fdm scripts/partA/1_7_3_text_i2i.lua [--prompts "the digit three,one,eight"] [--image a.png]
+-- Writes out/partA/1_7_3_text_i2i.png (one row per prompt).
+local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local M = C.M
+
+local args = C.parse("1_7_3_text_i2i", "Part A 1.7.3: text-conditional image-to-image", {
+  { "prompts", "string", "the digit three,one,eight", "comma-separated prompts (one row each); --prompt adds one" },
+  { "image", "string", nil, "a PNG instead of the MNIST test image" },
+  { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0" },
+}, { cfg = 7 })
+local model = C.load_model(args)
+C.seed(args)
+local x = args.image and M.to_model(C.load_image(args.image)) or C.test_image(1)
+local prompts = C.split(args.prompts)
+if args.given.prompt then table.insert(prompts, 1, args.prompt) end
+local uncond = C.encode(model, "", args)
+local ims, cols, names = {}, nil, {}
+for _, p in ipairs(prompts) do
+  local row, caps = C.sdedit_row(model, x, args.i_starts, args, C.encode(model, p, args), uncond)
+  for _, r in ipairs(row) do ims[#ims + 1] = r end
+  cols = caps
+  names[#names + 1] = C.caption(p)
+end
+C.save_grid(C.out_file(args, "1_7_3_text_i2i.png"), ims, { nrow = #cols, col_captions = cols, row_captions = names,
+  scale = 3, title = string.format("text-conditional SDEdit, CFG %g", args.cfg) })

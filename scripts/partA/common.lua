@@ -1,0 +1,318 @@
+-- scripts/partA/common.lua: what the Part A scripts share (options, model
+-- loading, test and user images, the stroke renderer, grids). Loaded with
+--   local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
+local D = require "fdm.diffusion"
+local M = require "fdm.ddpm_model"
+local F = fdm.F
+
+local C = { D = D, M = M }
+
+---------------------------------------------------------------- options
+-- the options every Part A script takes; `own` adds or replaces entries,
+-- `defaults` changes defaults (e.g. {cfg = 1, prompt = "seven"})
+function C.parse(name, summary, own, defaults, script)
+  local options = {
+    { "seed", "int", 180, "random seed (printed; the same seed gives the same noise)" },
+    { "prompt", "string", "", "text prompt (see docs/partA.md: \"7\", \"seven\", \"the digit seven\", \"\" = unconditional)" },
+    { "steps", "int", 34, "strided timesteps from ~990 to 0 (34 = the course's 990, 960, ..., 0)", min = 2 },
+    { "cfg", "number", 7, "classifier-free guidance scale gamma (1 = none)" },
+    { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+    { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
+    { "out", "string", "out/partA", "output folder" },
+    { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
+  }
+  for _, o in ipairs(own or {}) do options[#options + 1] = o end
+  local spec = { name = name, summary = summary, common = false, options = options, defaults = defaults,
+    script = script or ("scripts/partA/" .. name .. ".lua") }
+  local args = cli.parse_or_exit(arg, spec)
+  args.name = name
+  return args
+end
+
+-- comma-separated list -> Lua list (empty items kept as "")
+function C.split(s, sep)
+  sep = sep or ","
+  local out = {}
+  if s == nil then return out end
+  for part in (s .. sep):gmatch("(.-)" .. sep:gsub("%p", "%%%0")) do
+    out[#out + 1] = (part:gsub("^%s+", ""):gsub("%s+$", ""))
+  end
+  return out
+end
+
+---------------------------------------------------------------- setup
+function C.load_model(args)
+  local ok, model = pcall(M.load, args.model, { device = args.device })
+  if not ok then
+    io.stderr:write(args.name .. ": " .. tostring(model):gsub("^[^:]*:%d+: ", "") .. "\n")
+    os.exit(1)
+  end
+  return model
+end
+
+-- model:encode with a clean error (exit 2) for unknown prompts
+function C.encode(model, prompt, args)
+  local ok, c = pcall(model.encode, model, prompt)
+  if not ok then
+    io.stderr:write((args and args.name or "partA") .. ": " .. tostring(c):gsub("^[^:]*:%d+: ", "") .. "\n")
+    os.exit(2)
+  end
+  return c
+end
+
+function C.seed(args)
+  fdm.manual_seed(args.seed)
+  print(string.format("seed %d", args.seed))
+end
+
+function C.timesteps(args) return D.strided_timesteps { steps = args.steps } end
+
+-- the index of the current timestep list nearest to the course's i_start
+-- (an index of 990, 960, ..., 0); equal to it with the default --steps 34
+function C.index_for_course(ts, i_course)
+  local i = D.index_for_t(ts, 990 - 30 * i_course)
+  return math.min(i, #ts - 2)
+end
+
+-- sampler options common to the scripts
+function C.sampler_opts(args, extra)
+  local o = { threshold = args.threshold or nil }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+function C.mkdir(p) os.execute("mkdir -p '" .. p .. "'") end
+
+function C.out_file(args, file)
+  C.mkdir(args.out)
+  return args.out .. "/" .. file
+end
+
+---------------------------------------------------------------- images
+local data_cache = {}
+-- MNIST test images [N,1,28,28] in [0,1] and labels (fdm.data, else the classifier's loader)
+function C.mnist_test()
+  if data_cache.test then return data_cache.test end
+  local ds
+  local ok, data = pcall(require, "fdm.data")
+  if ok and type(data) == "table" and data.load then
+    local ok2, d = pcall(data.load, "mnist", "test")
+    if ok2 then ds = d end
+  end
+  if not ds then ds = require("fdm.classifier").mnist("test") end
+  data_cache.test = ds
+  return ds
+end
+
+-- MNIST test image k (1-based; 1 = the course's "test image" role: a 7) in model space [-1,1]
+function C.test_image(k)
+  local ds = C.mnist_test()
+  local x = ds.images:narrow(1, k or 1, 1):clone()
+  return M.to_model(x), ds.labels[k or 1]:item()
+end
+
+-- any PNG (gray/RGB/RGBA, any size, either polarity) -> [1,1,28,28] in [0,1]:
+-- gray (alpha composited over white), box-filtered and bilinearly resized so
+-- the shorter side is `size`, center-cropped, inverted when the border is light
+function C.prepare_image(im, size)
+  size = size or 28
+  local c = im.shape[1]
+  local g
+  if c == 1 then g = im
+  elseif c == 2 then g = im:narrow(1, 1, 1) * im:narrow(1, 2, 1) + (1 - im:narrow(1, 2, 1))
+  else
+    g = im:narrow(1, 1, 1) * 0.299 + im:narrow(1, 2, 1) * 0.587 + im:narrow(1, 3, 1) * 0.114
+    if c == 4 then local a = im:narrow(1, 4, 1); g = g * a + (1 - a) end
+  end
+  local H, W = g.shape[2], g.shape[3]
+  local x = g:reshape(1, 1, H, W)
+  local k = math.min(H, W) // size
+  if k >= 2 then
+    x = F.avg_pool2d(x, k)
+    H, W = x.shape[3], x.shape[4]
+  end
+  local s = size / math.min(H, W)
+  local nh, nw = math.max(size, math.floor(H * s + 0.5)), math.max(size, math.floor(W * s + 0.5))
+  if nh ~= H or nw ~= W then x = F.interpolate(x, { size = { nh, nw }, mode = "bilinear", align_corners = false }) end
+  x = x:narrow(3, (nh - size) // 2 + 1, size):narrow(4, (nw - size) // 2 + 1, size):contiguous()
+  -- border mean: light background -> dark-on-light image -> invert to MNIST's light-on-dark
+  local b = fdm.cat({ x:narrow(3, 1, 1):reshape(size), x:narrow(3, size, 1):reshape(size),
+    x:narrow(4, 1, 1):reshape(size), x:narrow(4, size, 1):reshape(size) }, 1):mean():item()
+  if b > 0.5 then x = 1 - x end
+  return fdm.clamp(x, 0, 1), b > 0.5
+end
+
+function C.load_image(path, size)
+  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  if not ok then
+    io.stderr:write("cannot read image '" .. path .. "': " .. tostring(im) .. "\n")
+    os.exit(1)
+  end
+  return C.prepare_image(im, size)
+end
+
+-- a mask PNG -> [1,1,28,28] with 1 where new content goes (light pixels),
+-- resized like an image (without the polarity rule) and thresholded at 0.5
+function C.load_mask(path, size)
+  size = size or 28
+  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  if not ok then
+    io.stderr:write("cannot read mask '" .. path .. "': " .. tostring(im) .. "\n")
+    os.exit(1)
+  end
+  local g = im:narrow(1, 1, 1)
+  local H, W = g.shape[2], g.shape[3]
+  local x = g:reshape(1, 1, H, W)
+  local s = size / math.min(H, W)
+  local nh, nw = math.max(size, math.floor(H * s + 0.5)), math.max(size, math.floor(W * s + 0.5))
+  x = F.interpolate(x, { size = { nh, nw }, mode = "bilinear", align_corners = false })
+  x = x:narrow(3, (nh - size) // 2 + 1, size):narrow(4, (nw - size) // 2 + 1, size)
+  return fdm.gt(x, 0.5):float()
+end
+
+-- a size x size mask with 1 in the rectangle rows r0..r1, cols c0..c1 (1-based, inclusive)
+function C.rect_mask(r0, r1, c0, c1, size)
+  size = size or 28
+  local m = fdm.zeros(1, 1, size, size)
+  m:narrow(3, r0, r1 - r0 + 1):narrow(4, c0, c1 - c0 + 1):fill_(1)
+  return m
+end
+
+---------------------------------------------------------------- strokes
+-- Renders polylines into a size x size image in [0,1] (white strokes on black).
+-- strokes: list of polylines, each a list of {x, y} points in pixel units of
+-- a 28x28 canvas (x to the right, y down); width in pixels (anti-aliased edge).
+function C.render_strokes(strokes, opts)
+  opts = opts or {}
+  local size, width = opts.size or 28, opts.width or 2.6
+  local r = width / 2
+  local segs = {}
+  for _, line in ipairs(strokes) do
+    if #line == 1 then segs[#segs + 1] = { line[1], line[1] } end
+    for i = 1, #line - 1 do segs[#segs + 1] = { line[i], line[i + 1] } end
+  end
+  local vals = {}
+  local sc = size / 28
+  for py = 0, size - 1 do
+    local row = {}
+    for px = 0, size - 1 do
+      local x, y = (px + 0.5) / sc, (py + 0.5) / sc
+      local best = math.huge
+      for _, s in ipairs(segs) do
+        local ax, ay, bx, by = s[1][1], s[1][2], s[2][1], s[2][2]
+        local dx, dy = bx - ax, by - ay
+        local L = dx * dx + dy * dy
+        local u = L > 0 and math.max(0, math.min(1, ((x - ax) * dx + (y - ay) * dy) / L)) or 0
+        local ex, ey = x - (ax + u * dx), y - (ay + u * dy)
+        local d = math.sqrt(ex * ex + ey * ey)
+        if d < best then best = d end
+      end
+      row[px + 1] = math.max(0, math.min(1, r + 0.5 - best))
+    end
+    vals[py + 1] = row
+  end
+  return fdm.tensor({ { vals } })
+end
+
+-- "x,y x,y ...; x,y ..." (pixels of a 28x28 canvas) -> strokes
+function C.parse_strokes(s)
+  local strokes = {}
+  for part in (s .. ";"):gmatch("(.-);") do
+    local line = {}
+    for x, y in part:gmatch("(%-?[%d%.]+),(%-?[%d%.]+)") do line[#line + 1] = { tonumber(x), tonumber(y) } end
+    if #line > 0 then strokes[#strokes + 1] = line end
+  end
+  return strokes
+end
+
+local function ellipse(cx, cy, rx, ry, n)
+  local pts = {}
+  for i = 0, n do
+    local a = 2 * math.pi * i / n
+    pts[#pts + 1] = { cx + rx * math.sin(a), cy - ry * math.cos(a) }
+  end
+  return pts
+end
+
+-- hand-drawn sketches (each a list of polylines)
+C.SKETCHES = {
+  { name = "sketch: seven", strokes = { { { 7, 6 }, { 20, 6 }, { 16, 13 }, { 12, 23 } } } },
+  { name = "sketch: zero", strokes = { ellipse(14, 14, 6, 9, 24) } },
+  { name = "sketch: four", strokes = { { { 15, 5 }, { 7, 17 }, { 21, 17 } }, { { 17, 9 }, { 17, 24 } } } },
+}
+
+-- a synthetic "web image": a dark "2" on a light 96x72 RGB background with a
+-- tint and a frame, written as a PNG (what --image would load)
+function C.make_web_image(path)
+  local big = C.render_strokes({ { { 8, 10 }, { 11, 6.5 }, { 16, 6 }, { 19.5, 9 }, { 18, 14 }, { 8, 22 }, { 21, 22 } } },
+    { size = 72, width = 3.2 })
+  local ink = big:reshape(1, 72, 72)
+  local canvas = fdm.ones(3, 72, 96)
+  local inner = canvas:narrow(3, 13, 72)
+  local tint = fdm.tensor({ 0.95, 0.92, 0.85 }):reshape(3, 1, 1)
+  local img = fdm.ones(3, 72, 72) * tint * (1 - ink) + ink * 0.1
+  inner:copy_(img)
+  fdm.io.write_png(path, canvas)
+  return path
+end
+
+---------------------------------------------------------------- output
+local function to01(list)
+  local out = {}
+  for i, x in ipairs(list) do
+    if x.device ~= "cpu" then x = x:to("cpu") end
+    out[i] = M.from_model(x:detach())
+  end
+  return fdm.no_grad(function() return fdm.cat(out, 1) end)
+end
+C.to01 = to01
+
+-- images: a list of [k,1,H,W] tensors in model space [-1,1]
+function C.save_grid(path, images, opts)
+  opts = opts or {}
+  local o = { scale = opts.scale or 3 }
+  for k, v in pairs(opts) do o[k] = v end
+  fdm.io.save_grid(path, to01(images), o)
+  print("wrote " .. path)
+end
+
+-- images already in [0,1]
+function C.save_grid01(path, images, opts)
+  local o = { scale = 3 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  fdm.io.save_grid(path, fdm.cat(images, 1), o)
+  print("wrote " .. path)
+end
+
+function C.write_gif(path, frames, opts)
+  local o = { delay_ms = 120, scale = 4 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  fdm.io.write_gif(path, to01(frames), o)
+  print("wrote " .. path)
+end
+
+-- SDEdit of x (model space) at each course i_start (mapped onto the current
+-- timesteps): returns the images and their captions, the original last
+function C.sdedit_row(model, x, i_starts, args, cond, uncond)
+  local ts = C.timesteps(args)
+  local ims, caps = {}, {}
+  for _, ic in ipairs(i_starts) do
+    local i = C.index_for_course(ts, ic)
+    ims[#ims + 1] = D.sdedit(model, x, i, C.sampler_opts(args, { timesteps = ts, cond = cond,
+      uncond = uncond, cfg = args.cfg }))
+    caps[#caps + 1] = string.format("i_start %d", i)
+  end
+  ims[#ims + 1], caps[#caps + 1] = x, "original"
+  return ims, caps
+end
+
+function C.caption(prompt) return M.describe_prompt(prompt) end
+
+function C.timer()
+  local t0 = fdm.time()
+  return function() return fdm.time() - t0 end
+end
+
+return C
