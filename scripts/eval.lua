@@ -9,7 +9,7 @@
 --       FILE holds `images` float [N,1,28,28] in [0,1] and `labels` int64 [N]
 --       (the digit each sample was asked to be)
 --   ./build/fdm scripts/eval.lua --model weights/X.safetensors --kind flow_class
---       [--hidden D] [--cfg 5] [--steps 300] [--batch 256] [--seed 0]
+--       [--hidden D] [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device cuda]
 --       generates N samples (labels 0,1,...,9,0,1,...) with the CFG Euler sampler
 --   common: [--n N (default 10000; with --samples: all of the file)]
 --       [--classifier weights/mnist_classifier.safetensors] [--ref-n 10000]
@@ -21,7 +21,7 @@ local cls = require "fdm.classifier"
 
 local USAGE = [==[
 usage: fdm scripts/eval.lua (--samples FILE | --model FILE --kind flow_class [--hidden D]
-         [--cfg 5] [--steps 300] [--batch 256] [--seed 0]) [--n N] [--classifier FILE]
+         [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device D]) [--n N] [--classifier FILE]
          [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE]]==]
 
 local argv = arg or {}
@@ -65,6 +65,7 @@ else
   if kind ~= "flow_class" then error("eval: --kind " .. kind .. " is not supported (flow_class)") end
   local N = o.n or 10000
   local model, _, D = cls.load_flow_class(o.model, { hidden = o.hidden })
+  if o.device and o.device ~= "cpu" then model:to(o.device) end
   local lab = {}
   for k = 1, N do lab[k] = (k - 1) % 10 end
   labels = fdm.tensor(lab, { dtype = "int64" })

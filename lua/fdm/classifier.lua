@@ -466,8 +466,9 @@ end
 ---------------------------------------------------------------------------
 
 -- loads a ClassConditionalUNet (eval mode) from a safetensors file; D from
--- opts.hidden, the file's metadata (num_hiddens / hidden / D) or the shape
--- of the first conv
+-- opts.hidden, the file's metadata (hidden / meta.hidden as fdm.checkpoint
+-- writes it, num_hiddens, D) or the shape of the first conv. Takes model
+-- files (plain state-dict names) and checkpoints ("model." prefix).
 function M.load_flow_class(path, opts)
   opts = opts or {}
   local unet = require "fdm.unet"
@@ -487,7 +488,8 @@ function M.load_flow_class(path, opts)
     end
   end
   meta = meta or {}
-  local D = opts.hidden or tonumber(meta.num_hiddens or meta.hidden or meta.D or meta.d or "")
+  local D = opts.hidden or tonumber(meta.hidden or meta["meta.hidden"] or meta.num_hiddens
+    or meta["meta.num_hiddens"] or meta.D or "")
   local w0 = sd["in_block.net.0.net.0.weight"]
   if not D and w0 then D = w0.shape[1] end
   assert(D, "load_flow_class: '" .. path .. "': cannot tell the hidden width D (use --hidden)")
@@ -504,7 +506,8 @@ end
 --   x += u(x, i/T) / T,  u = u_uncond + g (u_cond - u_uncond), c = 0 unconditional.
 -- labels: int64 [N] tensor or Lua list of digits. opts: cfg (5), steps (300),
 -- batch (256), clamp (true: result clamped to [0,1]), num_classes (10),
--- progress (a fdm.progress bar options table, or false), seed.
+-- progress (a fdm.progress bar options table, or false), seed, device
+-- (default: that of the model's parameters).
 -- Returns float32 [N,1,28,28].
 function M.sample_flow_class(model, labels, opts)
   opts = opts or {}
@@ -523,15 +526,23 @@ function M.sample_flow_class(model, labels, opts)
   end
   local was = model.training
   model:eval()
+  -- the device of the model's parameters (samples come back on the cpu)
+  local dev = opts.device
+  if not dev then
+    local ps = model:parameters()
+    dev = ps[1] and ps[1].device or "cpu"
+  end
+  local on = { device = dev }
   local outs = {}
   fdm.no_grad(function()
     for s = 1, N, batch do
       local n = math.min(batch, N - s + 1)
       local c = F.one_hot(labels:narrow(1, s, n), nc):float()
-      local c0 = fdm.zeros(n, nc)
-      local x = fdm.randn(n, 1, 28, 28)
+      if dev ~= "cpu" then c = c:to(dev) end
+      local c0 = fdm.zeros({ n, nc }, on)
+      local x = fdm.randn({ n, 1, 28, 28 }, on)
       for i = 0, T - 1 do
-        local t = fdm.full({ n, 1 }, i / T)
+        local t = fdm.full({ n, 1 }, i / T, on)
         local uc = model(x, c, t)
         local uu = model(x, c0, t)
         -- u = uu + g (uc - uu)
@@ -540,6 +551,7 @@ function M.sample_flow_class(model, labels, opts)
         if bar then bar:update(1) end
       end
       if opts.clamp ~= false then x:clamp_(0, 1) end
+      if dev ~= "cpu" then x = x:to("cpu") end
       outs[#outs + 1] = x
     end
   end)
@@ -556,8 +568,10 @@ end
 -- with the classifier's reading; images [N,1,28,28] in [0,1]
 function M.save_digit_grid(path, images, labels, pred, opts)
   opts = opts or {}
-  local per = opts.per or 8
   local y = type(labels) == "table" and labels or labels:tolist()
+  local count, most = {}, 0
+  for i = 1, #y do count[y[i]] = (count[y[i]] or 0) + 1; most = math.max(most, count[y[i]]) end
+  local per = math.min(opts.per or 8, most)
   local p = pred and (type(pred) == "table" and pred or pred:tolist()) or nil
   local picks, caps, rows = {}, {}, {}
   for d = 0, 9 do

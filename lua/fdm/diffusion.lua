@@ -229,7 +229,8 @@ end
 D.guide = guide
 
 function D.cfg(model, cond, uncond, g)
-  if g == nil or uncond == nil then return D.conditional(model, cond) end
+  -- g = 1 (or no uncond): the conditional estimate itself, one pass
+  if g == nil or g == 1 or uncond == nil then return D.conditional(model, cond) end
   return function(x, t)
     local r = D.eval_batch(model, { { x = x, cond = cond }, { x = x, cond = uncond } }, t)
     return guide(r[1][1], r[2][1], g), r[1][2]
@@ -296,12 +297,13 @@ end
 -- eps = mean_k view_k^-1( cfg_eps(view_k(x), cond_k) ); var from the first
 -- entry's conditional pass (mapped back by its view). All passes in one batch.
 function D.anagram(model, entries, uncond, g)
+  local guided = uncond ~= nil and g ~= nil and g ~= 1
   return function(x, t)
     local jobs = {}
     for _, e in ipairs(entries) do
       local xv = e.view.apply(x)
       jobs[#jobs + 1] = { x = xv, cond = e.cond }
-      if uncond ~= nil and g ~= nil then jobs[#jobs + 1] = { x = xv, cond = uncond } end
+      if guided then jobs[#jobs + 1] = { x = xv, cond = uncond } end
     end
     local r = D.eval_batch(model, jobs, t)
     local eps, var
@@ -309,7 +311,7 @@ function D.anagram(model, entries, uncond, g)
     for i, e in ipairs(entries) do
       local ec, ev = r[k][1], r[k][2]
       local ek = ec
-      if uncond ~= nil and g ~= nil then ek = guide(ec, r[k + 1][1], g); k = k + 2 else k = k + 1 end
+      if guided then ek = guide(ec, r[k + 1][1], g); k = k + 2 else k = k + 1 end
       ek = e.view.inverse(ek)
       eps = eps and eps + ek or ek
       if i == 1 and ev then var = e.view.inverse_var(ev) end
@@ -329,7 +331,7 @@ function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
   local k, s = opts.kernel or 33, opts.sigma or 2
   return function(x, t)
     local jobs = { { x = x, cond = cond_low }, { x = x, cond = cond_high } }
-    local guided = uncond ~= nil and g ~= nil
+    local guided = uncond ~= nil and g ~= nil and g ~= 1
     if guided then jobs[3] = { x = x, cond = uncond } end
     local r = D.eval_batch(model, jobs, t)
     local e1, e2 = r[1][1], r[2][1]

@@ -34,7 +34,7 @@ for _, pr in ipairs(pairs_) do
   local out = D.inpaint(model, xs, m, C.sampler_opts(args, { cond = cond, uncond = uncond, cfg = args.cfg, steps = args.steps }))
   ims[#ims + 1] = x
   ims[#ims + 1] = m * 2 - 1
-  ims[#ims + 1] = x * (1 - m) - m
+  ims[#ims + 1] = x * (1 - m)   -- the new-content region shown gray
   for k = 1, args.n do ims[#ims + 1] = out:narrow(1, k, 1) end
   names[#names + 1] = pr[3]
 end

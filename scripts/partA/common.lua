@@ -308,6 +308,20 @@ function C.sdedit_row(model, x, i_starts, args, cond, uncond)
   return ims, caps
 end
 
+-- a visual anagram: n samples whose view_k shows prompt_k; returns x and,
+-- per entry, the image as that view shows it
+function C.anagram(model, prompts, views, args, n)
+  local entries = {}
+  for k, p in ipairs(prompts) do
+    entries[k] = { cond = C.encode(model, p, args), view = D.view_by_name(views[k]) }
+  end
+  local est = D.anagram(model, entries, C.encode(model, "", args), args.cfg)
+  local x = D.sample(model, n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
+  local shown = {}
+  for k, e in ipairs(entries) do shown[k] = e.view.apply(x) end
+  return x, shown
+end
+
 function C.caption(prompt) return M.describe_prompt(prompt) end
 
 function C.timer()

@@ -1,0 +1,42 @@
+-- Part A 1.9: hybrid images, eps = lowpass(eps(x_t, p1)) + highpass(eps(x_t, p2)),
+-- each with CFG; Gaussian kernel 33, sigma 2 (fdm.F.gaussian_blur),
+-- highpass = eps - lowpass(eps). Two hybrids: "0" (far) + "1" (near) and
+-- "8" (far) + "7" (near). Each row: the hybrid, its low-pass (what is seen
+-- from afar) and its high-pass (+0.5) for n samples.
+--   ./build/fdm scripts/partA/1_9_hybrids.lua [--prompts "0,1"] [--kernel 33] [--sigma 2] [--n 2]
+-- Writes out/partA/1_9_hybrids.png.
+local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
+local D = C.D
+
+local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
+  { "prompts", "string", nil, "low-frequency prompt,high-frequency prompt (one hybrid of your own)" },
+  { "kernel", "int", 33, "Gaussian kernel size of the low-pass" },
+  { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
+  { "n", "int", 2, "samples per hybrid", min = 1 },
+}, { cfg = 7 })
+local model = C.load_model(args)
+C.seed(args)
+local hybrids = { { "0", "1" }, { "8", "7" } }
+if args.prompts then
+  local p = C.split(args.prompts)
+  if #p ~= 2 then io.stderr:write("1_9_hybrids: --prompts needs two prompts\n"); os.exit(2) end
+  hybrids = { p }
+end
+local uncond = C.encode(model, "", args)
+local ims, names = {}, {}
+for _, h in ipairs(hybrids) do
+  local est = D.hybrid(model, C.encode(model, h[1], args), C.encode(model, h[2], args), uncond, args.cfg,
+    { kernel = args.kernel, sigma = args.sigma })
+  local x = D.sample(model, args.n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
+  local low = D.lowpass(x, args.kernel, args.sigma)
+  for i = 1, args.n do
+    ims[#ims + 1] = x:narrow(1, i, 1)
+    ims[#ims + 1] = low:narrow(1, i, 1)
+    ims[#ims + 1] = (x - low):narrow(1, i, 1)   -- 0 shows as mid gray
+  end
+  names[#names + 1] = "far " .. C.caption(h[1]) .. " / near " .. C.caption(h[2])
+end
+local cols = {}
+for i = 1, args.n do cols[#cols + 1] = "hybrid"; cols[#cols + 1] = "low-pass"; cols[#cols + 1] = "high-pass" end
+C.save_grid(C.out_file(args, "1_9_hybrids.png"), ims, { nrow = 3 * args.n, col_captions = cols, row_captions = names,
+  scale = 3, title = string.format("hybrid images, k%d s%g, CFG %g", args.kernel, args.sigma, args.cfg) })

@@ -1,0 +1,415 @@
+-- Part A: fdm.diffusion (sampler mathematics on a toy model with a known
+-- optimal noise prediction), fdm.ddpm_model (prompts, the model wrapper) and
+-- quick runs of every Part A script on a tiny randomly initialised model.
+local fdm = require "fdm"
+local D = require "fdm.diffusion"
+local M = require "fdm.ddpm_model"
+
+---------------------------------------------------------------- the toy model
+-- Data x0 ~ N(mu, s^2) elementwise. With x_t = a x0 + b eps (a = sqrt(abar),
+-- b = sqrt(1 - abar)), x_t ~ N(a mu, a^2 s^2 + b^2) and Cov(eps, x_t) = b, so
+-- the optimal (MMSE) noise prediction is the Gaussian conditional mean
+--   E[eps | x_t] = b (x_t - a mu) / (a^2 s^2 + b^2).
+-- cond: a [1,1] tensor holding mu (so conditions batch like real ones).
+local function toy_model(s2, schedule)
+  local sch = schedule or D.Schedule { kind = "cosine", T = 1000 }
+  local m = { schedule = sch, image_shape = { 1, 8, 8 }, device = "cpu", calls = 0 }
+  setmetatable(m, { __call = function(self, x, t, cond)
+    self.calls = self.calls + 1
+    local ab = sch:abar(t)
+    local a, b = math.sqrt(ab), math.sqrt(1 - ab)
+    local mu = cond:reshape(cond.shape[1], 1, 1, 1)
+    return (x - mu * a) * (b / (ab * s2 + 1 - ab))
+  end })
+  function m:encode(p) return fdm.tensor({ { tonumber(p) or 0 } }) end
+  return m
+end
+
+-- exact mean/variance after the sampler (fixed_small, no clipping) from
+-- N(0, 1) at ts[1]: the update is linear in x_t, so both propagate in closed form
+local function predicted_stats(sch, ts, mu, s2)
+  local m, v = 0.0, 1.0
+  for i = 1, #ts - 1 do
+    local ab, abn = sch:abar(ts[i]), sch:abar(ts[i + 1])
+    local sa, sb = math.sqrt(ab), math.sqrt(1 - ab)
+    local den = ab * s2 + 1 - ab
+    local ke, ce = sb / den, -sb * sa * mu / den
+    local kx0, cx0 = (1 - sb * ke) / sa, -sb * ce / sa
+    local al = ab / abn
+    local be = 1 - al
+    local c0, c1 = math.sqrt(abn) * be / (1 - ab), math.sqrt(al) * (1 - abn) / (1 - ab)
+    m = (c0 * kx0 + c1) * m + c0 * cx0
+    v = (c0 * kx0 + c1) ^ 2 * v + be * (1 - abn) / (1 - ab)
+  end
+  return m, v
+end
+
+local function stats(x)
+  local mean = x:mean():item()
+  local var = (x - mean):square():mean():item()
+  return mean, var
+end
+
+describe("diffusion schedules and timesteps", function()
+  it("builds IF's cosine (squaredcos_cap_v2) schedule", function()
+    local sch = D.Schedule { kind = "squaredcos_cap_v2", T = 1000 }
+    local f = function(t) return math.cos((t + 0.008) / 1.008 * math.pi / 2) ^ 2 end
+    assert.are.equal(1000, sch.T)
+    assert.is_true(math.abs(sch:beta(0) - (1 - f(0.001) / f(0))) < 1e-15)
+    assert.are.equal(0.999, sch:beta(999))          -- capped
+    assert.is_true(math.abs(sch:abar(0) - 0.999958715775178) < 1e-12)
+    assert.are.equal(1.0, sch:abar(-1))
+    local p = 1
+    for t = 0, 499 do p = p * (1 - sch:beta(t)) end
+    assert.is_true(math.abs(sch:abar(499) - p) < 1e-12)
+    for t = 1, 999 do assert.is_true(sch:abar(t) < sch:abar(t - 1)) end
+    assert.are.same({ 1000 }, sch.alphas_cumprod.shape)
+  end)
+
+  it("builds the linear schedule", function()
+    local sch = D.Schedule { kind = "linear", T = 1000 }
+    assert.is_true(math.abs(sch:beta(0) - 1e-4) < 1e-15)
+    assert.is_true(math.abs(sch:beta(999) - 0.02) < 1e-15)
+    assert.has_error(function() D.Schedule { kind = "nope" } end)
+  end)
+
+  it("gives the strided timesteps 990, 960, ..., 0 and other step counts", function()
+    local ts = D.strided_timesteps()
+    assert.are.equal(34, #ts)
+    assert.are.equal(990, ts[1]); assert.are.equal(960, ts[2]); assert.are.equal(0, ts[34])
+    assert.are.equal(690, ts[10 + 1])   -- i_start = 10 means t = 690
+    assert.are.same(ts, D.strided_timesteps { steps = 34 })
+    for _, n in ipairs({ 2, 5, 20, 50, 100, 1000 }) do
+      local t = D.strided_timesteps { steps = n }
+      assert.are.equal(n, #t)
+      assert.are.equal(0, t[n])
+      assert.is_true(t[1] <= 999)
+      for i = 2, n do assert.are.equal(t[1] - t[2], t[i - 1] - t[i]) end
+    end
+    assert.are.equal(10, D.index_for_t(ts, 690))
+  end)
+end)
+
+describe("diffusion one-shot operations", function()
+  it("forward(x, t) has the right statistics", function()
+    local sch = D.Schedule {}
+    fdm.manual_seed(1)
+    local x0 = fdm.full({ 4, 1, 100, 100 }, 0.7)
+    for _, t in ipairs({ 250, 500, 750 }) do
+      local xt, noise = D.forward(sch, x0, t)
+      local m, v = stats(xt)
+      local ab = sch:abar(t)
+      assert.is_true(math.abs(m - math.sqrt(ab) * 0.7) < 0.02, "mean at t=" .. t)
+      assert.is_true(math.abs(v / (1 - ab) - 1) < 0.03, "var at t=" .. t)
+      -- with the noise given back, exactly the formula
+      local again = D.forward(sch, x0, t, noise)
+      assert.are.equal(0, (again - xt):abs():max():item())
+    end
+  end)
+
+  it("one-step denoising inverts forward with the true noise", function()
+    local sch = D.Schedule {}
+    local x0 = fdm.randn(2, 1, 8, 8)
+    local xt, noise = D.forward(sch, x0, 500)
+    local back = D.x0_from_eps(sch, xt, 500, noise)
+    assert.is_true((back - x0):abs():max():item() < 1e-4)
+    local model = toy_model(0.25, sch)
+    local est = D.one_step_denoise(model, xt, 500, model:encode("0.3"))
+    assert.are.same(x0.shape, est.shape)
+  end)
+
+  it("dynamic thresholding as IF: per-sample quantile, s >= 1, clamp and divide", function()
+    local a = fdm.linspace(-3, 3, 64):reshape(1, 1, 8, 8)
+    local b = fdm.linspace(-0.5, 0.5, 64):reshape(1, 1, 8, 8)
+    local y = D.threshold(fdm.cat({ a, b }, 1), 0.995)
+    local s = fdm.quantile(a:abs():reshape(64), 0.995):item()
+    assert.is_true(math.abs(y[1]:max():item() - 1) < 1e-6)
+    assert.is_true(math.abs(y[1]:reshape(64)[40]:item() - a:reshape(64)[40]:item() / s) < 1e-6)
+    assert.are.equal(0, (y[2] - b[1]):abs():max():item())   -- s = 1: unchanged
+  end)
+
+  it("learned_range variance interpolates the log variance", function()
+    local sch = D.Schedule {}
+    local beta = 1 - sch:abar(690) / sch:abar(660)
+    local small = beta * (1 - sch:abar(660)) / (1 - sch:abar(690))
+    local v = fdm.tensor({ -1, 0, 1 })
+    local var = D.step_variance(sch, 690, 660, "learned_range", v)
+    assert.is_true(math.abs(var[1]:item() / small - 1) < 1e-5)
+    assert.is_true(math.abs(var[2]:item() / math.sqrt(small * beta) - 1) < 1e-5)
+    assert.is_true(math.abs(var[3]:item() / beta - 1) < 1e-5)
+    assert.is_true(math.abs(D.step_variance(sch, 690, 660) - small) < 1e-15)
+  end)
+end)
+
+describe("diffusion samplers on the Gaussian toy model", function()
+  local mu, s2 = 0.3, 0.25
+
+  it("iterative denoising over all 1000 steps reproduces the data's mean and variance", function()
+    local model = toy_model(s2)
+    fdm.manual_seed(2)
+    local ts = {}
+    for t = 999, 0, -1 do ts[#ts + 1] = t end
+    local s = D.Sampler(model, { n = 8, shape = { 1, 50, 50 }, timesteps = ts, cond = model:encode(mu) })
+    local x = s:run()
+    assert.is_true(s:done())
+    local m, v = stats(x)
+    assert.is_true(math.abs(m - mu) < 0.02, "mean " .. m)
+    assert.is_true(math.abs(v / s2 - 1) < 0.04, "variance " .. v)
+  end)
+
+  it("the strided sampler (990 by 30) matches its closed-form statistics", function()
+    for _, case in ipairs({ { 0.3, 0.25 }, { -0.5, 0.04 } }) do
+      local model = toy_model(case[2])
+      fdm.manual_seed(3)
+      local ts = D.strided_timesteps()
+      local x = D.sample(model, 8, { shape = { 1, 50, 50 }, cond = model:encode(case[1]) })
+      local m, v = stats(x)
+      local pm, pv = predicted_stats(model.schedule, ts, case[1], case[2])
+      assert.is_true(math.abs(m - case[1]) < 0.015, "mean " .. m)
+      assert.is_true(math.abs(m - pm) < 0.015, "mean vs prediction " .. m .. " " .. pm)
+      assert.is_true(math.abs(v / pv - 1) < 0.04, "variance " .. v .. " vs " .. pv)
+      -- and the prediction approaches the data's variance as steps grow
+      local _, pv_fine = predicted_stats(model.schedule, D.strided_timesteps { steps = 1000 }, case[1], case[2])
+      assert.is_true(math.abs(pv_fine / case[2] - 1) < math.abs(pv / case[2] - 1))
+    end
+  end)
+
+  it("steps one at a time with hooks that observe and edit x_t", function()
+    local model = toy_model(s2)
+    local s = D.Sampler(model, { n = 1, steps = 5, cond = model:encode(mu) })
+    local seen = {}
+    s:add_hook(function(smp, ev)
+      seen[#seen + 1] = ev.t
+      if ev.i == 2 then return ev.x * 0 end   -- an edit
+    end)
+    s:step(); s:step()
+    assert.are.equal(0, s.x:abs():max():item())
+    assert.are.equal(2, s.i)
+    s:run()
+    assert.are.same({ 747, 498, 249, 0 }, seen)
+    assert.is_true(s:done())
+  end)
+
+  it("CFG: eps = eps_u + g (eps_c - eps_u); g = 1 equals the conditional sampler exactly", function()
+    local model = toy_model(s2)
+    local c, u = model:encode(0.5), model:encode(0)
+    local x = fdm.randn(2, 1, 8, 8)
+    local est = D.cfg(model, c, u, 7)
+    local ec, eu = model(x, 500, c), model(x, 500, u)
+    assert.is_true((est(x, 500) - (eu + (ec - eu) * 7)):abs():max():item() < 1e-5)
+    local function run(opts)
+      fdm.manual_seed(5)
+      return D.sample(model, 4, opts)
+    end
+    local a = run({ cond = c, uncond = u, cfg = 1 })
+    local b = run({ cond = c })
+    assert.are.equal(0, (a - b):abs():max():item())
+  end)
+
+  it("inpainting keeps the known pixels (m = 0) equal to the original", function()
+    local model = toy_model(s2)
+    fdm.manual_seed(6)
+    local x_orig = fdm.rand(2, 1, 8, 8) * 2 - 1
+    local mask = fdm.zeros(1, 1, 8, 8)
+    mask:narrow(3, 3, 4):narrow(4, 3, 4):fill_(1)
+    local x = D.inpaint(model, x_orig, mask, { cond = model:encode(mu), steps = 10 })
+    local keep = 1 - mask
+    assert.are.equal(0, ((x - x_orig) * keep):abs():max():item())
+    assert.is_true(((x - x_orig) * mask):abs():max():item() > 0)
+  end)
+
+  it("SDEdit starts from the noised image at strided_timesteps[i_start]", function()
+    local model = toy_model(s2)
+    local x = fdm.zeros(1, 1, 8, 8)
+    local y = D.sdedit(model, x, 33 - 1, { cond = model:encode(mu) })
+    assert.are.same(x.shape, y.shape)
+  end)
+end)
+
+describe("visual anagrams and hybrids", function()
+  local model = M.new { hidden = 8 }
+  model.net:eval()
+
+  it("views invert", function()
+    local x = fdm.randn(2, 1, 28, 28)
+    for _, name in ipairs({ "identity", "flip", "rot90", "rot180", "rot270", "negate", "jigsaw" }) do
+      local v = D.view_by_name(name)
+      assert.are.equal(0, (v.inverse(v.apply(x)) - x):abs():max():item(), name)
+    end
+    assert.are.equal(0, (D.views.flip.apply(x) - x:flip(3)):abs():max():item())
+    assert.are.equal(0, (D.views.rot90.apply(D.views.rot90.apply(x)) - x:flip(3, 4)):abs():max():item())
+    assert.has_error(function() D.view_by_name("spin") end)
+  end)
+
+  it("a flip anagram of one prompt is flip-equivariant, and symmetric from symmetric noise", function()
+    local c = model:encode("8")
+    local entries = { { cond = c, view = D.views.identity }, { cond = c, view = D.views.flip } }
+    local est = D.anagram(model, entries, model:encode(""), 7)
+    local x = fdm.randn(2, 1, 28, 28)
+    local e1 = est(x:flip(3), 500)
+    local e2 = est(x, 500):flip(3)
+    assert.is_true((e1 - e2):abs():max():item() < 1e-4)
+    fdm.manual_seed(7)
+    local n = fdm.randn(2, 1, 28, 28)
+    local x0 = (n + n:flip(3)) * (1 / math.sqrt(2))
+    local y = D.sample(model, 2, { x = x0, estimator = est, steps = 6, add_variance = false })
+    assert.is_true((y - y:flip(3)):abs():max():item() < 1e-3)
+  end)
+
+  it("hybrids combine low and high frequencies of two estimates", function()
+    local toy = toy_model(0.25)
+    local x = fdm.randn(1, 1, 28, 28)
+    local est = D.hybrid(toy, toy:encode(0.5), toy:encode(-0.5), nil, nil)
+    local e1, e2 = toy(x, 400, toy:encode(0.5)), toy(x, 400, toy:encode(-0.5))
+    local want = D.lowpass(e1, 33, 2) + e2 - D.lowpass(e2, 33, 2)
+    assert.is_true((est(x, 400) - want):abs():max():item() < 1e-5)
+  end)
+end)
+
+describe("ddpm_model prompts and wrapper", function()
+  it("maps prompts to classes", function()
+    for p, c in pairs({ ["7"] = 7, ["a 7"] = 7, ["seven"] = 7, ["the digit seven"] = 7, ["The digit Seven."] = 7,
+      ["digit 3"] = 3, ["the number 0"] = 0, ["a handwritten 4"] = 4, ["nine"] = 9, [""] = -1,
+      ["a digit"] = -1, ["a handwritten digit"] = -1 }) do
+      assert.are.equal(c, (M.parse_prompt(p)), p)
+    end
+  end)
+
+  it("rejects unknown prompts with an error listing the valid ones", function()
+    local model = M.new { hidden = 8 }
+    local ok, err = pcall(model.encode, model, "a cat")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("unknown prompt 'a cat'", 1, true))
+    assert.truthy(tostring(err):find("zero", 1, true))
+    assert.truthy(tostring(err):find("the digit seven", 1, true))
+    assert.is_nil((M.parse_prompt("10")))
+  end)
+
+  it("encodes one-hot conditions and predicts eps of the image's shape", function()
+    local model = M.new { hidden = 8 }
+    model.net:eval()
+    local c = model:encode("the digit seven")
+    assert.are.same({ 1, 10 }, c.shape)
+    assert.are.equal(1, c[1][8]:item())
+    assert.are.equal(0, model:encode(""):abs():sum():item())
+    local eps = fdm.no_grad(function() return model(fdm.randn(3, 1, 28, 28), 500, c) end)
+    assert.are.same({ 3, 1, 28, 28 }, eps.shape)
+    assert.are.equal("fixed_small", model.variance)
+  end)
+
+  it("saves and loads weights; a missing file says how to train", function()
+    local model = M.new { hidden = 8 }
+    local p = os.tmpname() .. ".safetensors"
+    M.save(model, p)
+    local back = M.load(p)
+    assert.are.equal(8, back.hidden)
+    os.remove(p)
+    local ok, err = pcall(M.load, "/nonexistent/ddpm.safetensors")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("train_ddpm.lua", 1, true))
+  end)
+
+  it("has a training loss", function()
+    local model = M.new { hidden = 8 }
+    local loss = M.loss(model, fdm.rand(4, 1, 28, 28), fdm.tensor({ 1, 2, 3, 4 }, { dtype = "int64" }))
+    assert.is_true(loss:item() > 0)
+    loss:backward()
+  end)
+end)
+
+---------------------------------------------------------------- scripts
+local BIN = os.getenv("FDM_BIN") or "build/fdm"
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+describe("Part A scripts (tiny random model)", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
+  local weights = dir .. "/ddpm_mnist.safetensors"
+  local env = "OMP_NUM_THREADS=1 "
+
+  it("train_ddpm.lua runs a smoke epoch and writes checkpoint, curve and weights", function()
+    local out, rc = sh(env .. BIN .. " scripts/train_ddpm.lua --subset 256 --hidden 8 --epochs 1 --batch 128 --out " .. dir)
+    assert.are.equal(0, rc, out)
+    for _, f in ipairs({ "checkpoint.safetensors", "loss.png", "samples_epoch1.png", "ddpm_mnist.safetensors" }) do
+      assert.is_true(exists(dir .. "/" .. f), f .. "\n" .. out)
+    end
+    local out2, rc2 = sh(env .. BIN .. " scripts/train_ddpm.lua --subset 256 --hidden 8 --epochs 2 --batch 128 --samples=false --resume --out " .. dir)
+    assert.are.equal(0, rc2, out2)
+    assert.truthy(out2:find("resumed from", 1, true))
+  end)
+
+  local scripts = {
+    { "scripts/partA/0_sampling.lua", "0_sampling.png" },
+    { "scripts/partA/1_1_forward.lua", "1_1_forward.png" },
+    { "scripts/partA/1_2_blur.lua", "1_2_blur.png" },
+    { "scripts/partA/1_3_one_step.lua", "1_3_one_step.png" },
+    { "scripts/partA/1_4_iterative.lua", "1_4_iterative.gif" },
+    { "scripts/partA/1_5_sampling.lua", "1_5_sampling.png" },
+    { "scripts/partA/1_6_cfg.lua", "1_6_cfg.png" },
+    { "scripts/partA/1_7_sdedit.lua", "1_7_sdedit.png" },
+    { "scripts/partA/1_7_1_sketches.lua", "1_7_1_sketches.png" },
+    { "scripts/partA/1_7_2_inpainting.lua", "1_7_2_inpainting.png" },
+    { "scripts/partA/1_7_3_text_i2i.lua", "1_7_3_text_i2i.png" },
+    { "scripts/partA/1_8_anagrams.lua", "1_8_anagrams.png", " --extras" },
+    { "scripts/partA/1_9_hybrids.lua", "1_9_hybrids.png" },
+  }
+  for _, s in ipairs(scripts) do
+    it("runs " .. s[1], function()
+      local out, rc = sh(env .. BIN .. " " .. s[1] .. " --model " .. weights .. " --out " .. dir .. "/partA --steps 5 --seed 1" .. (s[3] or ""))
+      assert.are.equal(0, rc, out)
+      assert.is_true(exists(dir .. "/partA/" .. s[2]), out)
+      assert.truthy(out:find("wrote " .. dir .. "/partA/", 1, true))
+    end)
+  end
+
+  it("runs scripts/anagram.lua and SDEdit on a user image (light background)", function()
+    local out, rc = sh(env .. BIN .. " scripts/anagram.lua --model " .. weights .. " --out " .. dir .. "/anagram.png --steps 5")
+    assert.are.equal(0, rc, out)
+    assert.is_true(exists(dir .. "/anagram.png"))
+    -- a light-background colour PNG of another size, via --image
+    local img = dir .. "/user.png"
+    local w = fdm.ones(3, 40, 50)
+    w:narrow(2, 10, 20):narrow(3, 20, 6):fill_(0.1)
+    fdm.io.write_png(img, w)
+    local out2, rc2 = sh(env .. BIN .. " scripts/partA/1_7_sdedit.lua --model " .. weights .. " --out " .. dir ..
+      "/partA --steps 5 --image " .. img .. " --i-starts 3")
+    assert.are.equal(0, rc2, out2)
+  end)
+
+  it("prepares user images: gray, resized, cropped, inverted on a light background", function()
+    local C = dofile("scripts/partA/common.lua")
+    local im = fdm.ones(3, 40, 50)
+    im:narrow(2, 10, 20):narrow(3, 20, 10):fill_(0)
+    local x, inverted = C.prepare_image(im)
+    assert.are.same({ 1, 1, 28, 28 }, x.shape)
+    assert.is_true(inverted)
+    assert.is_true(x[1][1][1][1]:item() < 0.05)      -- background dark
+    assert.is_true(x[1][1][14][14]:item() > 0.9)     -- the stroke light
+    local s = C.render_strokes({ { { 4, 14 }, { 24, 14 } } })
+    assert.are.same({ 1, 1, 28, 28 }, s.shape)
+    assert.is_true(s[1][1][14][14]:item() > 0.9 and s[1][1][3][14]:item() == 0)
+  end)
+
+  it("a missing model and an unknown prompt give clear errors", function()
+    local out, rc = sh(BIN .. " scripts/partA/1_5_sampling.lua --model " .. dir .. "/none.safetensors")
+    assert.are_not.equal(0, rc)
+    assert.truthy(out:find("train_ddpm.lua", 1, true), out)
+    local out2, rc2 = sh(BIN .. " scripts/partA/1_6_cfg.lua --model " .. weights .. " --prompt 'a cat' --out " .. dir)
+    assert.are.equal(2, rc2)
+    assert.truthy(out2:find("valid prompts", 1, true), out2)
+  end)
+
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+end)
