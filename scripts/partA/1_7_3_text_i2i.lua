@@ -6,7 +6,7 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local M = C.M
 
 local args = C.parse("1_7_3_text_i2i", "Part A 1.7.3: text-conditional image-to-image", {
-  { "prompts", "string", "the digit three,one,eight", "comma-separated prompts (one row each); --prompt adds one" },
+  { "prompts", "string", "the digit three,one,eight", "comma-separated prompts (one row each)" },
   { "image", "string", nil, "a PNG instead of the MNIST test image" },
   { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0" },
 }, { cfg = 7 })
@@ -14,7 +14,6 @@ local model = C.load_model(args)
 C.seed(args)
 local x = args.image and M.to_model(C.load_image(args.image)) or C.test_image(1)
 local prompts = C.split(args.prompts)
-if args.given.prompt then table.insert(prompts, 1, args.prompt) end
 local uncond = C.encode(model, "", args)
 local ims, cols, names = {}, nil, {}
 for _, p in ipairs(prompts) do

@@ -23,7 +23,11 @@ function C.parse(name, summary, own, defaults, script)
     { "out", "string", "out/partA", "output folder" },
     { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
   }
-  for _, o in ipairs(own or {}) do options[#options + 1] = o end
+  for _, o in ipairs(own or {}) do
+    options[#options + 1] = o
+    -- scripts that take --prompts (several prompts) have no --prompt
+    if o[1] == "prompts" then table.remove(options, 2) end
+  end
   local spec = { name = name, summary = summary, common = false, options = options, defaults = defaults,
     script = script or ("scripts/partA/" .. name .. ".lua") }
   local args = cli.parse_or_exit(arg, spec)
