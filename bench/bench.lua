@@ -217,29 +217,36 @@ if DO_OVERHEAD then
   -- methods and arithmetic metamethods. Only the outermost call is timed (a
   -- C op called from a Lua-written method counts once, as C).
   local SKIP = { no_grad = true }   -- calls back into Lua
-  local stats = { calls = 0, ctime = 0 }
+  local stats = { calls = 0, ctime = 0, by = {} }
   local depth = 0
   local saved = {}
+  local current
   local function finish(t0, ...)
-    stats.ctime = stats.ctime + (clock() - t0)
+    local dt = clock() - t0
+    stats.ctime = stats.ctime + dt
+    local b = stats.by[current]
+    if not b then b = { 0, 0 }; stats.by[current] = b end
+    b[1], b[2] = b[1] + 1, b[2] + dt
     depth = 0
     return ...
   end
-  local function wrap(tbl, k, f)
+  local function wrap(tbl, k, f, label)
     saved[#saved + 1] = { tbl, k, f }
+    label = label or k
     rawset(tbl, k, function(...)
       if depth > 0 then return f(...) end
       depth = 1
+      current = label
       stats.calls = stats.calls + 1
       return finish(clock(), f(...))
     end)
   end
-  local function wrap_table(tbl)
+  local function wrap_table(tbl, prefix)
     local keys = {}
     for k, f in pairs(tbl) do
       if type(f) == "function" and not SKIP[k] and debug.getinfo(f, "S").what == "C" then keys[#keys + 1] = k end
     end
-    for _, k in ipairs(keys) do wrap(tbl, k, tbl[k]) end
+    for _, k in ipairs(keys) do wrap(tbl, k, tbl[k], prefix .. k) end
   end
   local function unwrap_all()
     for i = #saved, 1, -1 do rawset(saved[i][1], saved[i][2], saved[i][3]) end
@@ -247,9 +254,9 @@ if DO_OVERHEAD then
   end
   local mt = debug.getregistry()["fdm.Tensor"]
   local function instrument()
-    wrap_table(fdm); wrap_table(F); wrap_table(fdm.Tensor)
+    wrap_table(fdm, "fdm."); wrap_table(F, "F."); wrap_table(fdm.Tensor, "t:")
     for _, k in ipairs({ "__add", "__sub", "__mul", "__div", "__pow", "__unm" }) do
-      if mt[k] then wrap(mt, k, mt[k]) end
+      if mt[k] then wrap(mt, k, mt[k], "t" .. k) end
     end
   end
 
@@ -269,7 +276,7 @@ if DO_OVERHEAD then
   print(("Lua dispatch overhead (one instrumented step after warm-up; wrapper cost %.2f us/call subtracted)"):format(per_wrap * 1e6))
   print(("%-18s %-6s %8s %10s %10s %10s %8s %9s"):format("config", "mode", "C calls", "wall s", "in C s", "Lua s", "Lua %", "us/call"))
   local over_order = split(OVERHEAD_LIST)
-  local tiny = {}
+  local tiny, breakdowns = {}, {}
   for _, name in ipairs(over_order) do
     local cfg = CONFIGS[name]
     local m, train_step, eval_step = make(cfg)
@@ -282,7 +289,7 @@ if DO_OVERHEAD then
         -- plain timing too, for the tiny configs (upper bound of fixed cost)
         local plain = cfg.N == 1 and time_loop(f, 20, 1) or 0
         instrument()
-        stats.calls, stats.ctime, depth = 0, 0, 0
+        stats.calls, stats.ctime, stats.by, depth = 0, 0, {}, 0
         local w0 = clock()
         f()
         local wall = clock() - w0
@@ -290,6 +297,16 @@ if DO_OVERHEAD then
         local lua = math.max(0, wall - stats.ctime - stats.calls * per_wrap)
         print(("%-18s %-6s %8d %10.4f %10.4f %10.4f %7.2f%% %9.2f"):format(name, mode, stats.calls, wall,
           stats.ctime, lua, 100 * lua / wall, 1e6 * lua / stats.calls))
+        if cfg.N > 1 then
+          local rows = {}
+          for k, b in pairs(stats.by) do rows[#rows + 1] = { k, b[1], b[2] } end
+          table.sort(rows, function(a, b) return a[3] > b[3] end)
+          local lines = { ("time by entry point, %s %s (the whole backward is one call):"):format(name, mode) }
+          for i = 1, math.min(8, #rows) do
+            lines[#lines + 1] = ("  %-24s %5d calls %9.4f s %6.2f%%"):format(rows[i][1], rows[i][2], rows[i][3], 100 * rows[i][3] / wall)
+          end
+          breakdowns[#breakdowns + 1] = table.concat(lines, "\n")
+        end
         if cfg.N == 1 then tiny[#tiny + 1] = ("%s %s: %.2f ms/step (%.0f steps/s), %d C calls -> %.1f us per call all-in"):format(
           name, mode, plain * 1e3, 1 / plain, stats.calls, 1e6 * plain / stats.calls) end
       end
@@ -299,4 +316,5 @@ if DO_OVERHEAD then
   end
   print("tiny configs (kernels negligible; an upper bound of the fixed per-op cost: Lua + binding + C dispatch + tiny kernel):")
   for _, s in ipairs(tiny) do print("  " .. s) end
+  for _, s in ipairs(breakdowns) do print(s) end
 end

@@ -15,14 +15,14 @@
 --       [--classifier weights/mnist_classifier.safetensors] [--ref-n 10000]
 --       [--out out/eval_samples.png] [--per 8 (samples per digit in the grid)]
 --       [--save FILE (the generated samples, as --samples reads them)]
---       [--json FILE (the results)]
+--       [--json FILE (the results)] [--baseline 0 (skip the real-data FD floor)]
 local fdm = rawget(_G, "fdm") or require "fdm"
 local cls = require "fdm.classifier"
 
 local USAGE = [==[
 usage: fdm scripts/eval.lua (--samples FILE | --model FILE --kind flow_class [--hidden D]
          [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device D]) [--n N] [--classifier FILE]
-         [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE]]==]
+         [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE] [--baseline 0]]==]
 
 local argv = arg or {}
 local o = { out = "out/eval_samples.png", per = 8, cfg = 5, steps = 300, batch = 256, seed = 0,
@@ -97,7 +97,16 @@ local acc, per = cls.score(pred, labels)
 local test = cls.mnist("test")
 local ref = cls.head(test, o["ref-n"])
 local ref_feats = cls.features(net, ref.images)
-local fd, parts = cls.frechet(feats, ref_feats)
+local ref_stats = cls.stats(ref_feats)
+local fd, parts = cls.frechet(feats, ref_stats)
+-- the floor at this N: N real training digits against the same reference
+-- (the FD of a finite sample is biased upwards by about tr(S)/N)
+local base_fd
+if o.baseline ~= 0 then
+  local train = cls.mnist("train")
+  local nb = math.min(N, train.n)
+  if nb >= 2 then base_fd = cls.frechet(cls.features(net, train.images:narrow(1, 1, nb)), ref_stats) end
+end
 local score_s = fdm.time() - t_score
 
 ---------------------------------------------------------------- report
@@ -120,13 +129,17 @@ print("")
 print(string.format("Fréchet distance (classifier features, %d-d) to MNIST test (%d images): %.4f",
   feats.shape[2], ref.n, fd))
 print(string.format("  = mean term %.4f + covariance term %.4f", parts.mean, parts.trace))
+if base_fd then
+  print(string.format("  floor at this N: %d real MNIST training digits score %.4f (compare FDs at equal N)",
+    math.min(N, 60000), base_fd))
+end
 print(string.format("(scored in %.1f s; whole run %.1f s)", score_s, fdm.time() - t_start))
 
 if o.out ~= "none" then
   local dir = o.out:match("^(.*)/[^/]*$")
   if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
   cls.save_digit_grid(o.out, images, labels, pred, { per = o.per,
-    title = string.format("acc %.2f%%  FD %.3f", 100 * acc, fd) })
+    title = string.format("N %d   acc %.2f%%   FD %.3f", N, 100 * acc, fd) })
   print("grid: " .. o.out)
 end
 
@@ -137,7 +150,8 @@ if o.json then
     pd[d] = string.format('{"digit": %d, "n": %d, "correct": %d, "accuracy": %.6f}',
       per[d].digit, per[d].n, per[d].correct, per[d].n > 0 and per[d].acc or 0)
   end
-  f:write(string.format('{"n": %d, "accuracy": %.6f, "frechet": %.6f, "frechet_mean": %.6f, "frechet_cov": %.6f, "ref_n": %d, "per_digit": [%s]}\n',
-    N, acc, fd, parts.mean, parts.trace, ref.n, table.concat(pd, ", ")))
+  f:write(string.format('{"n": %d, "accuracy": %.6f, "frechet": %.6f, "frechet_mean": %.6f, "frechet_cov": %.6f, "frechet_floor": %s, "ref_n": %d, "per_digit": [%s]}\n',
+    N, acc, fd, parts.mean, parts.trace, base_fd and string.format("%.6f", base_fd) or "null", ref.n,
+    table.concat(pd, ", ")))
   f:close()
 end
