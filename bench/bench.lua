@@ -7,8 +7,10 @@
 -- 64 (28x28 inputs), after warm-up:
 --   train: one step = forward, MSE loss, backward, Adam step
 --   eval:  one forward under no_grad, eval mode
--- then bench/torch_bench.py on the same configs (torch.set_num_threads(2)),
--- when python3 with torch is importable, and a table fdm / PyTorch.
+-- each config followed at once by bench/torch_bench.py on the same config
+-- (torch.set_num_threads(2); when python3 with torch is importable), so the
+-- two numbers of a ratio are taken close together; then a table fdm/PyTorch.
+-- Results, profiles and the optimisation log: PERFORMANCE.md.
 -- Finally the Lua dispatch overhead: one train step with every C entry
 -- point (fdm.*, fdm.F.*, tensor methods and operators) wrapped by a timer;
 -- Lua time = step wall time - time inside C calls (outermost only) - the
@@ -143,14 +145,46 @@ print(("fdm bench %s: %s; OMP_NUM_THREADS=%s OMP_WAIT_POLICY=%s; iters %d, warm-
   os.date("!%Y-%m-%d %H:%M UTC"), machine(), os.getenv("OMP_NUM_THREADS") or "(unset)",
   os.getenv("OMP_WAIT_POLICY") or "(unset)", ITERS, WARMUP, clock_name, loadavg()))
 
----------------------------------------------------------------- fdm runs
+---------------------------------------------------------------- runs
+-- fdm then PyTorch for each config in turn, so that the two numbers of a
+-- ratio are taken close together (the box's load changes by the minute)
 local results = {}   -- results[cfg][mode] = {fdm = img/s, torch = img/s}
 local order = split(CONFIG_LIST)
+
+local torch_ok = nil   -- nil: not probed yet
+local function run_torch(name)
+  if not DO_TORCH then return end
+  if torch_ok == nil then
+    torch_ok = os.execute(PYTHON .. " -c 'import torch' >/dev/null 2>&1") and true or false
+    if not torch_ok then print("PyTorch: " .. PYTHON .. " cannot import torch; skipped") end
+  end
+  if not torch_ok then return end
+  local cmd = ("%s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs %s --modes %s 2>&1"):format(
+    PYTHON, HERE, ITERS, WARMUP, name, MODE_LIST)
+  local p = io.popen(cmd)
+  for line in p:lines() do
+    local cname, mode, ips, s = line:match("^RESULT (%S+) (%S+) (%S+) (%S+)")
+    if cname and results[cname] and results[cname][mode] then
+      results[cname][mode].torch = tonumber(ips)
+      results[cname][mode].torch_s = tonumber(s)
+      io.write(("  torch %-5s %9.2f img/s  (%.4f s)\n"):format(mode, tonumber(ips), tonumber(s)))
+    else
+      io.write("  torch: " .. line .. "\n")
+    end
+    io.flush()
+  end
+  p:close()
+end
+
+if DO_TORCH then
+  print(("PyTorch: %s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs <config>"):format(
+    PYTHON, HERE, ITERS, WARMUP))
+end
 for _, name in ipairs(order) do
   local cfg = assert(CONFIGS[name], "unknown config " .. name)
   results[name] = {}
   local m, train_step, eval_step = make(cfg)
-  io.write(("%-18s %d params\n"):format(name, m:num_parameters()))
+  io.write(("%-18s %d params, load average %s\n"):format(name, m:num_parameters(), loadavg()))
   if MODES.train then
     m:train()
     local dt = time_loop(train_step, ITERS, WARMUP)
@@ -165,35 +199,7 @@ for _, name in ipairs(order) do
   end
   m, train_step, eval_step = nil, nil, nil
   collectgarbage(); collectgarbage()
-end
-
----------------------------------------------------------------- PyTorch
-local torch_ok = false
-if DO_TORCH then
-  local probe = os.execute(PYTHON .. " -c 'import torch' >/dev/null 2>&1")
-  if probe then
-    local torch_cfgs = {}
-    for _, name in ipairs(order) do torch_cfgs[#torch_cfgs + 1] = name end
-    local cmd = ("%s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs %s --modes %s 2>&1"):format(
-      PYTHON, HERE, ITERS, WARMUP, table.concat(torch_cfgs, ","), MODE_LIST)
-    print("PyTorch: " .. cmd)
-    local p = io.popen(cmd)
-    for line in p:lines() do
-      local name, mode, ips, s = line:match("^RESULT (%S+) (%S+) (%S+) (%S+)")
-      if name and results[name] and results[name][mode] then
-        results[name][mode].torch = tonumber(ips)
-        results[name][mode].torch_s = tonumber(s)
-        torch_ok = true
-        io.write(("  torch %-16s %-5s %9.2f img/s  (%.4f s)\n"):format(name, mode, tonumber(ips), tonumber(s)))
-      else
-        io.write("  torch: " .. line .. "\n")
-      end
-      io.flush()
-    end
-    p:close()
-  else
-    print("PyTorch: " .. PYTHON .. " cannot import torch; skipped")
-  end
+  run_torch(name)
 end
 
 print()
