@@ -69,4 +69,8 @@ fdm_tensor *fdm_gaussian_blur(fdm_tensor *x, int kx, int ky, double sx, double s
 /* softmax(q k^T / sqrt(d) [+ mask]) v; mask bool (false -> -inf) or float (added), broadcast */
 fdm_tensor *fdm_scaled_dot_product_attention(fdm_tensor *q, fdm_tensor *k, fdm_tensor *v,
                                              fdm_tensor *mask);
+/* shared by op_nn*.c: every operand (NULL skipped) is an available-device,
+** float32, CPU tensor; -1 with the error set otherwise */
+int nn_check(const char *op, int n, fdm_tensor *const *ts);
+
 #endif

@@ -331,7 +331,7 @@ static void unary_float(fdm_unop op, int64_t n, const float *x, float *y) {
 /* gx = g * f'(x) where y = f(x) is available too */
 static void unary_grad(fdm_unop op, int64_t n, const float *x, const float *y, const float *g, float *gx) {
 #define U(E) _Pragma("omp parallel for schedule(static) if(n > FDM_PAR_MIN)") \
-  for (int64_t k = 0; k < n; k++) { float v = x[k], o = y[k], d = g[k]; (void)v; (void)o; gx[k] = (E); } break;
+  for (int64_t k = 0; k < n; k++) { float v = x[k], o = y[k], d = g[k]; (void)v; (void)o; (void)d; gx[k] = (E); } break;
   switch (op) {
     case FDM_NEG: U(-d) case FDM_ABS: U(d * (float)((v > 0) - (v < 0)))
     case FDM_SQRT: U(d * 0.5f / o) case FDM_RSQRT: U(-0.5f * d * o * o * o)

@@ -15,7 +15,7 @@
 #define SHP(t, buf) fdm_shapestr((t), (buf), sizeof(buf))
 
 /* every tensor operand (NULL skipped): available device, float32, CPU */
-static int nn_check(const char *op, int n, fdm_tensor *const *ts) {
+int nn_check(const char *op, int n, fdm_tensor *const *ts) {
   if (fdm_backend_check(op, n, ts)) return -1;
   for (int i = 0; i < n; i++) {
     if (!ts[i]) continue;

@@ -11,16 +11,6 @@
 
 #define SHP(t, buf) fdm_shapestr((t), (buf), sizeof(buf))
 
-static int nn_check(const char *op, int n, fdm_tensor *const *ts) {
-  if (fdm_backend_check(op, n, ts)) return -1;
-  for (int i = 0; i < n; i++) {
-    if (!ts[i]) continue;
-    if (fdm_check_float(op, ts[i])) return -1;
-    if (ts[i]->device != FDM_CPU)
-      return fdm_seterror("%s: not implemented on device %s (only cpu)", op, fdm_device_name(ts[i]->device));
-  }
-  return 0;
-}
 
 /* ======================================================================= activations */
 

@@ -14,15 +14,7 @@
 -- Dims follow fdm's Lua convention (1-based; negative from the end), e.g.
 -- Flatten() flattens dims 2..-1 like torch.nn.Flatten().
 
--- `fdm` is resolved lazily: this file is required while fdm/init.lua runs
--- (before package.loaded.fdm exists), so it must not require "fdm" at load.
-local fdm = setmetatable({}, { __index = function(t, k)
-  local real = package.loaded.fdm
-  if type(real) ~= "table" then real = require "fdm" end
-  local v = real[k]
-  if v ~= nil then rawset(t, k, v) end
-  return v
-end })
+local fdm = require "fdm"   -- init.lua registers itself before loading this file
 
 local nn = {}
 

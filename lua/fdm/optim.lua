@@ -10,13 +10,7 @@
 -- name -> tensor table for a safetensors file, plus a name -> string table of
 -- exact hyperparameters for the file's metadata).
 
-local fdm = setmetatable({}, { __index = function(t, k)
-  local real = package.loaded.fdm
-  if type(real) ~= "table" then real = require "fdm" end
-  local v = real[k]
-  if v ~= nil then rawset(t, k, v) end
-  return v
-end })
+local fdm = require "fdm"   -- init.lua registers itself before loading this file
 
 local optim = {}
 
