@@ -9,7 +9,7 @@ SECS=${FUZZ_SECONDS:-60}
 CLANG=${CLANG:-$(command -v clang-14 || command -v clang)}
 OUT=build/fuzz
 mkdir -p "$OUT"
-CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -Iruntime $(pkg-config --cflags cairo)"
+CFLAGS="-DFDM_FUZZING -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -Iruntime $(pkg-config --cflags cairo)"
 SUP="fuzz/fuzz_support.c runtime/io_atomic.c"
 [ -d fuzz/corpus/png ] || python3 fuzz/make_seeds.py
 build() { # target sources... libs...
