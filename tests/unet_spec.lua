@@ -186,7 +186,13 @@ describe("unet against PyTorch (golden, D=8, batch 4)", function()
       H.assert_close(x.grad, xg, scaled_tol(xg), tag .. ".x.grad")
       for _, e in ipairs(net:named_parameters()) do
         local eg = g[tag .. ".grad." .. e[1]]
-        H.assert_close(e[2].grad, eg, scaled_tol(eg), tag .. ".grad." .. e[1])
+        local tol = scaled_tol(eg)
+        -- a conv bias feeding a training-mode BatchNorm has a true gradient of
+        -- exactly 0 (the batch mean removes it): both sides are rounding noise
+        -- on the scale of the layer's weight gradient, so that sets atol
+        local wg = e[1]:match("%.bias$") and g[tag .. ".grad." .. e[1]:gsub("%.bias$", ".weight")]
+        if wg then tol.atol = math.max(tol.atol, scaled_tol(wg).atol) end
+        H.assert_close(e[2].grad, eg, tol, tag .. ".grad." .. e[1])
       end
       for _, e in ipairs(net:named_buffers()) do
         H.assert_close(e[2], g[tag .. ".after." .. e[1]], TOL, tag .. ".after." .. e[1])

@@ -1,0 +1,90 @@
+-- scripts/partA/eval_quality.lua on a tiny randomly initialised DDPM (D=8):
+-- the report holds the three sections with shares in [0,1], the example grid
+-- is written, and bad options are clear errors.
+local fdm = require "fdm"
+local M = require "fdm.ddpm_model"
+
+local BIN = os.getenv("FDM_BIN") or "build/fdm"
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close(); return true end
+  return false
+end
+local function in01(v) return type(v) == "number" and v >= 0 and v <= 1 end
+
+describe("Part A quality (eval_quality.lua, tiny random model)", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p '" .. dir .. "'")
+  local weights = dir .. "/tiny.safetensors"
+  fdm.manual_seed(3)
+  M.save(M.new { hidden = 8 }, weights)
+  local base = "OMP_NUM_THREADS=1 " .. BIN .. " scripts/partA/eval_quality.lua --model " .. weights ..
+    " --n 2 --steps 3 --seed 5 --ref 100 --out " .. dir
+
+  it("writes a report with the cfg, anagram and hybrid sections and an example grid", function()
+    local out, rc = sh(base .. " --pairs 6:9,2:5:flip --hybrid-pairs 0:1,1:8")
+    assert.are.equal(0, rc, out)
+    for _, s in ipairs({ "[cfg]", "[anagrams]", "[hybrids]", "images/s", "seed 5" }) do
+      assert.truthy(out:find(s, 1, true), s .. "\n" .. out)
+    end
+    local report = dir .. "/quality.txt"
+    assert.is_true(exists(report), out)
+    assert.is_true(exists(dir .. "/quality_examples.png"), out)
+    local text = assert(io.open(report)):read("a")
+    for _, s in ipairs({ "-- command: ", "eval_quality.lua", weights, "[cfg]", "[anagrams]", "[hybrids]" }) do
+      assert.truthy(text:find(s, 1, true), s)
+    end
+    local r = dofile(report)
+    assert.are.equal(5, r.seed)
+    assert.are.equal(2, r.n)
+    assert.are.equal(3, r.steps)
+    assert.are.equal(weights, r.model)
+    assert.is_true(in01(r.cfg.overall))
+    assert.are.equal(20, r.cfg.n)
+    for d = 0, 9 do
+      assert.is_true(in01(r.cfg.per_digit[d].share), "digit " .. d)
+      assert.are.equal(5 + d, r.cfg.per_digit[d].seed)
+    end
+    assert.are.equal(2, #r.anagrams)
+    assert.are.equal("6:9:rot180", r.anagrams[1].pair)   -- --view defaults to rot180
+    assert.are.equal("2:5:flip", r.anagrams[2].pair)
+    for _, a in ipairs(r.anagrams) do
+      assert.is_true(in01(a.p1) and in01(a.p2) and in01(a.both), a.pair)
+      assert.is_true(a.both <= math.min(a.p1, a.p2))
+    end
+    assert.are.equal(2, #r.hybrids)
+    for _, h in ipairs(r.hybrids) do
+      assert.is_true(in01(h.low) and in01(h.high) and in01(h.both), h.pair)
+      assert.is_true(h.both <= math.min(h.low, h.high))
+    end
+    if r.reference then   -- the MNIST test set was found: calibration of the readouts
+      assert.is_true(in01(r.reference.image) and in01(r.reference.low) and in01(r.reference.high))
+    end
+    assert.is_true(r.timing.images > 0 and r.timing.images_per_s > 0)
+  end)
+
+  it("runs one section alone and rejects bad pairs", function()
+    local out, rc = sh(base .. " --sections cfg --ref 0 --report " .. dir .. "/only_cfg.txt")
+    assert.are.equal(0, rc, out)
+    local r = dofile(dir .. "/only_cfg.txt")
+    assert.is_true(in01(r.cfg.overall))
+    assert.is_nil(r.anagrams)
+    assert.is_nil(r.hybrids)
+    local out2, rc2 = sh(base .. " --pairs 6:x")
+    assert.are.equal(2, rc2, out2)
+    assert.truthy(out2:find("not a digit", 1, true), out2)
+    local out3, rc3 = sh(base .. " --pairs 6:9:spin")
+    assert.are.equal(2, rc3, out3)
+    assert.truthy(out3:find("unknown view", 1, true), out3)
+  end)
+
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+end)
