@@ -447,7 +447,23 @@ static int print_values(lua_State *L) {
   int i, n = lua_gettop(L);
   for (i = 1; i <= n; i++) {
     size_t len;
-    const char *s = luaL_tolstring(L, i, &len);
+    const char *s;
+    /* plain tables (t.shape, options) through fdm.repr: {1, 4, 8, 8} */
+    if (lua_type(L, i) == LUA_TTABLE && !luaL_getmetafield(L, i, "__tostring") &&
+        lua_getglobal(L, "fdm") == LUA_TTABLE && lua_getfield(L, -1, "repr") == LUA_TFUNCTION) {
+      lua_pushvalue(L, i);
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+        s = lua_tolstring(L, -1, &len);
+        if (i > 1) fputc('\t', stdout);
+        fwrite(s, 1, len, stdout);
+        lua_pop(L, 2);
+        continue;
+      }
+      lua_pop(L, 2);
+    } else if (lua_type(L, i) == LUA_TTABLE) {
+      lua_settop(L, n);
+    }
+    s = luaL_tolstring(L, i, &len);
     if (i > 1) fputc('\t', stdout);
     fwrite(s, 1, len, stdout);
     lua_pop(L, 1);

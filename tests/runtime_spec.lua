@@ -74,4 +74,12 @@ describe("runtime", function()
     -- ~120 MiB is allocated in all; the collector runs every 32 MiB of new tensors
     assert.is_true(peak < 64 * 1024 * 1024, ("peak %.1f MiB"):format(peak / 1048576))
   end)
+
+  it("shows plain tables compactly in the REPL (fdm.repr)", function()
+    assert.are.equal("{1, 4, 8, 8}", fdm.repr({ 1, 4, 8, 8 }))
+    assert.are.equal('{betas = {0.9, 0.99}, lr = 0.001}', fdm.repr({ lr = 0.001, betas = { 0.9, 0.99 } }))
+    assert.are.equal('{"a", {...}}', fdm.repr({ "a", { { 1 } } }, 1))
+    local out = io.popen("printf 'fdm.zeros(2, 3).shape\\n' | " .. (os.getenv("FDM_BIN") or "build/fdm") .. " -i"):read("a")
+    assert.are.equal("{2, 3}\n", out)
+  end)
 end)

@@ -165,6 +165,28 @@ return function(fdm, core)
     return raw_tostring(t)
   end
 
+  -- how the REPL shows a plain table: {1, 4, 8, 8}, {lr = 0.001, betas = {...}}
+  function fdm.repr(v, depth)
+    depth = depth or 0
+    if type(v) == "string" then return ("%q"):format(v) end
+    if type(v) ~= "table" or getmetatable(v) then return tostring(v) end
+    if depth > 1 then return "{...}" end
+    local parts, n = {}, #v
+    for i = 1, math.min(n, 20) do parts[#parts + 1] = fdm.repr(v[i], depth + 1) end
+    if n > 20 then parts[#parts + 1] = ("... (%d items)"):format(n) end
+    local keys = {}
+    for k in pairs(v) do
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+    end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for i, k in ipairs(keys) do
+      if i > 20 then parts[#parts + 1] = ("... (%d keys)"):format(#keys) break end
+      local ks = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. fdm.repr(k, 2) .. "]"
+      parts[#parts + 1] = ks .. " = " .. fdm.repr(v[k], depth + 1)
+    end
+    return "{" .. table.concat(parts, ", ") .. "}"
+  end
+
   -- a one-line summary for REPL use: shape, dtype, stats
   function fdm.summary(t)
     local s = ("tensor shape=[%s] dtype=%s device=%s"):format(table.concat(t.shape, ", "), t.dtype, t.device)
