@@ -19,6 +19,8 @@
 ** gemm is wide enough to run near peak.
 */
 #include "cpu_nn.h"
+#include "winograd.h"
+#include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
 #ifdef _OPENMP
@@ -414,14 +416,31 @@ static void bias_grad(int N, int K, size_t S, const float *gy, float *gb) {
   }
 }
 
+/* 3x3 stride-1 convs (most of the UNet's FLOPs) run forward and data
+** gradient through Winograd F(2x2, 3x3) (winograd.c); FDM_NO_WINOGRAD=1
+** in the environment turns it off, for comparisons */
+static int use_winograd(const cpu_conv_params *p) {
+  static int off = -1;
+  if (off < 0) { const char *e = getenv("FDM_NO_WINOGRAD"); off = e && *e && *e != '0'; }
+  return !off && cpu_winograd_ok(p);
+}
+
 size_t cpu_conv2d_work(const cpu_conv_params *p) {
   conv_geom g;
   geom_conv(p, &g);
-  return (size_t)g.slots * g.slot_sz;
+  size_t n = (size_t)g.slots * g.slot_sz;
+  if (use_winograd(p)) { size_t w = cpu_winograd_work(p); if (w > n) n = w; }
+  return n;
 }
 
 void cpu_conv2d_forward(const cpu_conv_params *p, const float *x, const float *w,
                         const float *b, float *y, float *work) {
+  if (use_winograd(p)) {
+    cpu_winograd_weights(p->K, p->C, w, 0, work);
+    cpu_winograd_conv(p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, work, b, y,
+                      work + (size_t)16 * p->K * p->C);
+    return;
+  }
   conv_geom g;
   geom_conv(p, &g);
   conv_pass P = {0};
@@ -434,6 +453,13 @@ void cpu_conv2d_backward(const cpu_conv_params *p, const float *x, const float *
   conv_geom g;
   geom_conv(p, &g);
   if (gb) bias_grad(p->N, p->K, (size_t)p->OH * p->OW, gy, gb);
+  if (gx && use_winograd(p)) {
+    /* gx = full correlation of gy with the transposed, rotated filters */
+    cpu_winograd_weights(p->C, p->K, w, 1, work);
+    cpu_winograd_conv(p->N, p->K, p->OH, p->OW, p->C, 2 - p->ph, 2 - p->pw, p->H, p->W, gy, work,
+                      NULL, gx, work + (size_t)16 * p->K * p->C);
+    gx = NULL;
+  }
   if (!gx && !gw) return;
   conv_pass P = {0};
   P.img = x; P.cs = gy; P.w = w; P.gw = gw; P.img_out = gx;

@@ -197,6 +197,15 @@ static void test_conv(void) {
     mkp(9, 6, 4, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1),
     mkp(2, 5, 3, 30, 29, 5, 3, 1, 2, 2, 1, 2, 1, 1),
     mkp(1, 64, 4, 224, 224, 3, 3, 1, 1, 1, 1, 1, 1, 1), /* chunked rows (2 slots) */
+    /* Winograd F(2x2,3x3) path: 3x3 stride 1, >= 8 channels; odd sizes, pads 0-2,
+    ** a batch that is not a multiple of the block, tiny images */
+    mkp(3, 8, 9, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(2, 16, 8, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(2, 8, 8, 6, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1),
+    mkp(2, 9, 12, 5, 7, 3, 3, 1, 1, 2, 0, 1, 1, 1),
+    mkp(1, 8, 8, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(5, 64, 64, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    mkp(65, 8, 10, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1),
   };
   for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) conv_case(0, &fixed[i], i & 1, 7);
   cpu_conv_params fixedt[] = {
@@ -207,6 +216,14 @@ static void test_conv(void) {
     mkpt(2, 4, 6, 27, 26, 1, 1, 1, 1, 0, 0, 1, 1, 2, 0, 0),
   };
   for (size_t i = 0; i < sizeof fixedt / sizeof *fixedt; i++) conv_case(1, &fixedt[i], !(i & 1), 7);
+  /* random Winograd-eligible shapes */
+  for (int it = 0; it < 60; it++) {
+    int N = irand(1, 9), C = irand(8, 20), K = irand(8, 20), H = irand(1, 16), W = irand(1, 16);
+    int ph = irand(0, 2), pw = irand(0, 2);
+    cpu_conv_params p = mkp(N, C, K, H, W, 3, 3, 1, 1, ph, pw, 1, 1, 1);
+    if (p.OH < 1 || p.OW < 1) { it--; continue; }
+    conv_case(0, &p, irand(0, 1), irand(0, 7));
+  }
   /* random shapes, every gradient subset */
   for (int it = 0; it < 400; it++) {
     int transposed = it & 1;

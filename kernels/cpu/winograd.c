@@ -1,0 +1,181 @@
+/*
+** winograd.c: 3x3 stride-1 convolution with Winograd's F(2x2, 3x3)
+** (Lavin & Gray, 2016). Each 2x2 output tile comes from a 4x4 input tile
+** with 16 multiplies per (input, output) channel pair instead of 36: the
+** tile is transformed (B^T d B), multiplied by the transformed weights
+** (G g G^T) as 16 independent GEMMs over channels, and transformed back
+** (A^T m A). Used by conv2d forward and by its data gradient, which is the
+** same convolution with the weights transposed and rotated by 180 degrees.
+** Threads take blocks of images; each runs single-threaded sgemm on its own
+** slice of the work buffer.
+*/
+#include <cblas.h>
+#include <string.h>
+#include "cpu_nn.h"
+#include "winograd.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define WG_TARGET_TILES 512          /* GEMM width per block */
+#define WG_BUDGET ((size_t)48 << 20) /* floats of scratch over all thread slots */
+
+int cpu_winograd_ok(const cpu_conv_params *p) {
+  return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->dh == 1 && p->dw == 1 &&
+         p->groups == 1 && p->C >= 8 && p->K >= 8 && p->OH >= 2 && p->OW >= 2 &&
+         p->ph <= 2 && p->pw <= 2;
+}
+
+static int wg_slots(void) {
+#ifdef _OPENMP
+  int n = omp_get_num_procs();
+  return n < 1 ? 1 : n > 64 ? 64 : n;
+#else
+  return 1;
+#endif
+}
+
+typedef struct { int TH, TW, tiles, nb, nblk, slots; size_t slot; } wg_plan;
+
+static void plan(int N, int C, int K, int OH, int OW, wg_plan *g) {
+  g->TH = (OH + 1) / 2; g->TW = (OW + 1) / 2;
+  g->tiles = g->TH * g->TW;
+  g->slots = wg_slots();
+  int nb = (WG_TARGET_TILES + g->tiles - 1) / g->tiles;
+  /* at least two blocks per thread so the threads share the batch evenly */
+  int share = N / (2 * g->slots);
+  if (nb > share) nb = share;
+  if (nb < 1) nb = 1;
+  size_t per = WG_BUDGET / g->slots;
+  while (nb > 1 && (size_t)16 * (C + K) * nb * g->tiles > per) nb--;
+  g->nb = nb;
+  g->nblk = (N + nb - 1) / nb;
+  g->slot = ((size_t)16 * (C + K) * nb * g->tiles + 15) & ~(size_t)15;
+}
+
+size_t cpu_winograd_work(const cpu_conv_params *p) {
+  wg_plan f, b;
+  plan(p->N, p->C, p->K, p->OH, p->OW, &f);   /* forward */
+  plan(p->N, p->K, p->C, p->H, p->W, &b);     /* data gradient */
+  size_t slots = (size_t)f.slots * (f.slot > b.slot ? f.slot : b.slot);
+  return (size_t)16 * p->K * p->C + slots;
+}
+
+/* U[xi][k][c] = (G g G^T)[xi] for each 3x3 filter g = w[k][c] (or, for the
+** data gradient, g = rot180(w[c][k]) with the roles of K and C swapped) */
+void cpu_winograd_weights(int K, int C, const float *w, int transpose_flip, float *U) {
+  size_t KC = (size_t)K * C;
+  #pragma omp parallel for schedule(static) if (KC > 4096)
+  for (size_t kc = 0; kc < KC; kc++) {
+    int k = (int)(kc / C), c = (int)(kc % C);
+    float g[9];
+    if (!transpose_flip) memcpy(g, w + kc * 9, sizeof g);
+    else {
+      const float *s = w + ((size_t)c * K + k) * 9;   /* forward weight [c][k], c = its output */
+      for (int i = 0; i < 9; i++) g[i] = s[8 - i];
+    }
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+      float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+      t[0][j] = g0; t[1][j] = 0.5f * (g0 + g1 + g2); t[2][j] = 0.5f * (g0 - g1 + g2); t[3][j] = g2;
+    }
+    for (int i = 0; i < 4; i++) {
+      float a = t[i][0], b = t[i][1], d = t[i][2];
+      float u[4] = {a, 0.5f * (a + b + d), 0.5f * (a - b + d), d};
+      for (int j = 0; j < 4; j++) U[(size_t)(i * 4 + j) * KC + kc] = u[j];
+    }
+  }
+}
+
+/* V[xi][c][p] for the tiles of images n0..n0+nb-1 */
+static void input_transform(const wg_plan *g, int C, int H, int W, int ph, int pw, const float *x,
+                            int n0, int nb, float *V) {
+  size_t P = (size_t)nb * g->tiles, CP = (size_t)C * P;
+  for (int c = 0; c < C; c++)
+    for (int b = 0; b < nb; b++) {
+      const float *xc = x + ((size_t)(n0 + b) * C + c) * H * W;
+      for (int ty = 0; ty < g->TH; ty++)
+        for (int tx = 0; tx < g->TW; tx++) {
+          float d[4][4];
+          int y0 = 2 * ty - ph, x0 = 2 * tx - pw;
+          for (int i = 0; i < 4; i++) {
+            int yy = y0 + i;
+            for (int j = 0; j < 4; j++) {
+              int xx = x0 + j;
+              d[i][j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xc[yy * W + xx] : 0.0f;
+            }
+          }
+          float t[4][4];
+          for (int j = 0; j < 4; j++) {
+            t[0][j] = d[0][j] - d[2][j]; t[1][j] = d[1][j] + d[2][j];
+            t[2][j] = d[2][j] - d[1][j]; t[3][j] = d[1][j] - d[3][j];
+          }
+          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
+          float *v = V + (size_t)c * P + p;
+          for (int i = 0; i < 4; i++) {
+            v[(size_t)(i * 4 + 0) * CP] = t[i][0] - t[i][2];
+            v[(size_t)(i * 4 + 1) * CP] = t[i][1] + t[i][2];
+            v[(size_t)(i * 4 + 2) * CP] = t[i][2] - t[i][1];
+            v[(size_t)(i * 4 + 3) * CP] = t[i][1] - t[i][3];
+          }
+        }
+    }
+}
+
+static void output_transform(const wg_plan *g, int K, int OH, int OW, const float *M, const float *bias,
+                             int n0, int nb, float *y) {
+  size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
+  for (int k = 0; k < K; k++) {
+    float bk = bias ? bias[k] : 0.0f;
+    for (int b = 0; b < nb; b++) {
+      float *yk = y + ((size_t)(n0 + b) * K + k) * OH * OW;
+      for (int ty = 0; ty < g->TH; ty++)
+        for (int tx = 0; tx < g->TW; tx++) {
+          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
+          const float *m = M + (size_t)k * P + p;
+          float s[2][4];
+          for (int j = 0; j < 4; j++) {
+            float m0 = m[(size_t)j * KP], m1 = m[(size_t)(4 + j) * KP];
+            float m2 = m[(size_t)(8 + j) * KP], m3 = m[(size_t)(12 + j) * KP];
+            s[0][j] = m0 + m1 + m2; s[1][j] = m1 - m2 - m3;
+          }
+          int oy = 2 * ty, ox = 2 * tx;
+          for (int i = 0; i < 2; i++) {
+            if (oy + i >= OH) break;
+            float r0 = s[i][0] + s[i][1] + s[i][2] + bk, r1 = s[i][1] - s[i][2] - s[i][3] + bk;
+            yk[(oy + i) * OW + ox] = r0;
+            if (ox + 1 < OW) yk[(oy + i) * OW + ox + 1] = r1;
+          }
+        }
+    }
+  }
+}
+
+void cpu_winograd_conv(int N, int C, int H, int W, int K, int ph, int pw, int OH, int OW,
+                       const float *x, const float *U, const float *bias, float *y, float *work) {
+  wg_plan g;
+  plan(N, C, K, OH, OW, &g);
+  int nt = 1;
+#ifdef _OPENMP
+  nt = omp_get_max_threads();
+  if (nt > g.slots) nt = g.slots;
+  if (g.nblk < nt) nt = 1;
+#endif
+  #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+  for (int blk = 0; blk < g.nblk; blk++) {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    float *V = work + (size_t)tid * g.slot;
+    int n0 = blk * g.nb, nb = N - n0 < g.nb ? N - n0 : g.nb;
+    int P = nb * g.tiles;
+    float *M = V + (size_t)16 * C * P;
+    input_transform(&g, C, H, W, ph, pw, x, n0, nb, V);
+    for (int xi = 0; xi < 16; xi++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, P, C, 1.0f,
+                  U + (size_t)xi * K * C, C, V + (size_t)xi * C * P, P, 0.0f,
+                  M + (size_t)xi * K * P, P);
+    output_transform(&g, K, OH, OW, M, bias, n0, nb, y);
+  }
+}
