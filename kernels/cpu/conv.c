@@ -460,6 +460,10 @@ void cpu_conv2d_backward(const cpu_conv_params *p, const float *x, const float *
                       NULL, gx, work + (size_t)16 * p->K * p->C);
     gx = NULL;
   }
+  if (gw && use_winograd(p)) {
+    cpu_winograd_weight_grad(p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, gy, gw, work);
+    gw = NULL;
+  }
   if (!gx && !gw) return;
   conv_pass P = {0};
   P.img = x; P.cs = gy; P.w = w; P.gw = gw; P.img_out = gx;

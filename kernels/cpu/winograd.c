@@ -5,7 +5,9 @@
 ** tile is transformed (B^T d B), multiplied by the transformed weights
 ** (G g G^T) as 16 independent GEMMs over channels, and transformed back
 ** (A^T m A). Used by conv2d forward and by its data gradient, which is the
-** same convolution with the weights transposed and rotated by 180 degrees.
+** same convolution with the weights transposed and rotated by 180 degrees,
+** and for the weight gradient by the adjoint: dL/dU = sum over tiles of
+** (A gy A^T) * (B^T d B), then dL/dg = G^T (dL/dU) G.
 ** Threads take blocks of images; each runs single-threaded sgemm on its own
 ** slice of the work buffer.
 */
@@ -50,7 +52,8 @@ static void plan(int N, int C, int K, int OH, int OW, wg_plan *g) {
   while (nb > 1 && (size_t)16 * (C + K) * nb * g->tiles > per) nb--;
   g->nb = nb;
   g->nblk = (N + nb - 1) / nb;
-  g->slot = ((size_t)16 * (C + K) * nb * g->tiles + 15) & ~(size_t)15;
+  /* tiles of the image and column transforms, plus a weight-gradient partial */
+  g->slot = ((size_t)16 * (C + K) * nb * g->tiles + (size_t)16 * K * C + 15) & ~(size_t)15;
 }
 
 size_t cpu_winograd_work(const cpu_conv_params *p) {
@@ -177,5 +180,96 @@ void cpu_winograd_conv(int N, int C, int H, int W, int K, int ph, int pw, int OH
                   U + (size_t)xi * K * C, C, V + (size_t)xi * C * P, P, 0.0f,
                   M + (size_t)xi * K * P, P);
     output_transform(&g, K, OH, OW, M, bias, n0, nb, y);
+  }
+}
+
+/* the 4x4 Winograd-domain view of each 2x2 tile of gy: Y[xi][k][p] = (A g A^T)[xi] */
+static void grad_transform(const wg_plan *g, int K, int OH, int OW, const float *gy, int n0, int nb,
+                           float *Y) {
+  size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
+  for (int k = 0; k < K; k++)
+    for (int b = 0; b < nb; b++) {
+      const float *gk = gy + ((size_t)(n0 + b) * K + k) * OH * OW;
+      for (int ty = 0; ty < g->TH; ty++)
+        for (int tx = 0; tx < g->TW; tx++) {
+          int oy = 2 * ty, ox = 2 * tx;
+          float d[2][2];
+          for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+              d[i][j] = (oy + i < OH && ox + j < OW) ? gk[(oy + i) * OW + ox + j] : 0.0f;
+          float t[4][2];
+          for (int j = 0; j < 2; j++) {
+            t[0][j] = d[0][j]; t[1][j] = d[0][j] + d[1][j];
+            t[2][j] = d[0][j] - d[1][j]; t[3][j] = -d[1][j];
+          }
+          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
+          float *y = Y + (size_t)k * P + p;
+          for (int i = 0; i < 4; i++) {
+            float a = t[i][0], c = t[i][1];
+            y[(size_t)(i * 4 + 0) * KP] = a;
+            y[(size_t)(i * 4 + 1) * KP] = a + c;
+            y[(size_t)(i * 4 + 2) * KP] = a - c;
+            y[(size_t)(i * 4 + 3) * KP] = -c;
+          }
+        }
+    }
+}
+
+void cpu_winograd_weight_grad(int N, int C, int H, int W, int K, int ph, int pw, int OH, int OW,
+                              const float *x, const float *gy, float *gw, float *work) {
+  wg_plan g;
+  plan(N, C, K, OH, OW, &g);
+  size_t KC = (size_t)K * C;
+  int nt = 1;
+#ifdef _OPENMP
+  nt = omp_get_max_threads();
+  if (nt > g.slots) nt = g.slots;
+  if (g.nblk < nt) nt = 1;
+#endif
+  /* each thread accumulates its blocks into its own partial, summed in a fixed order */
+  #pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    float *slot = work + (size_t)tid * g.slot;
+    float *Mp = slot + (size_t)16 * (C + K) * g.nb * g.tiles;
+    memset(Mp, 0, (size_t)16 * KC * sizeof(float));
+    #pragma omp for schedule(static)
+    for (int blk = 0; blk < g.nblk; blk++) {
+      int n0 = blk * g.nb, nb = N - n0 < g.nb ? N - n0 : g.nb;
+      int P = nb * g.tiles;
+      float *V = slot, *Y = slot + (size_t)16 * C * P;
+      input_transform(&g, C, H, W, ph, pw, x, n0, nb, V);
+      grad_transform(&g, K, OH, OW, gy, n0, nb, Y);
+      for (int xi = 0; xi < 16; xi++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, C, P, 1.0f,
+                    Y + (size_t)xi * K * P, P, V + (size_t)xi * C * P, P, 1.0f,
+                    Mp + (size_t)xi * KC, C);
+    }
+  }
+  /* sum the partials into slot 0's, then gw = G^T M G per filter */
+  float *M0 = work + (size_t)16 * (C + K) * g.nb * g.tiles;
+  for (int t = 1; t < nt; t++) {
+    const float *Mt = work + (size_t)t * g.slot + (size_t)16 * (C + K) * g.nb * g.tiles;
+    for (size_t i = 0; i < (size_t)16 * KC; i++) M0[i] += Mt[i];
+  }
+  #pragma omp parallel for schedule(static) if (KC > 4096)
+  for (size_t kc = 0; kc < KC; kc++) {
+    float m[4][4], s[3][4];
+    for (int i = 0; i < 4; i++)
+      for (int j = 0; j < 4; j++) m[i][j] = M0[(size_t)(i * 4 + j) * KC + kc];
+    for (int j = 0; j < 4; j++) {
+      s[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+      s[1][j] = 0.5f * (m[1][j] - m[2][j]);
+      s[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+    }
+    float *o = gw + kc * 9;
+    for (int i = 0; i < 3; i++) {
+      o[i * 3 + 0] = s[i][0] + 0.5f * (s[i][1] + s[i][2]);
+      o[i * 3 + 1] = 0.5f * (s[i][1] - s[i][2]);
+      o[i * 3 + 2] = 0.5f * (s[i][1] + s[i][2]) + s[i][3];
+    }
   }
 }

@@ -14,4 +14,7 @@ void cpu_winograd_weights(int K, int C, const float *w, int transpose_flip, floa
 /* y [N,K,OH,OW] = conv(x [N,C,H,W], weights U, pad ph/pw) + bias (NULL: none) */
 void cpu_winograd_conv(int N, int C, int H, int W, int K, int ph, int pw, int OH, int OW,
                        const float *x, const float *U, const float *bias, float *y, float *work);
+/* gw [K,C,3,3] = the weight gradient of that conv from x and gy [N,K,OH,OW] (overwritten) */
+void cpu_winograd_weight_grad(int N, int C, int H, int W, int K, int ph, int pw, int OH, int OW,
+                              const float *x, const float *gy, float *gw, float *work);
 #endif
