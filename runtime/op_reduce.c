@@ -40,10 +40,6 @@ static int split_rows(const char *op, fdm_tensor *t, int ndims, const int *dims,
   return 0;
 }
 
-static fdm_tensor *rows_input_float(const char *op, fdm_tensor *t) {
-  if (t->dtype == FDM_FLOAT16 || t->dtype == FDM_BFLOAT16) { fdm_check_float(op, t); return NULL; }
-  return NULL;
-}
 
 /* gradient broadcast back: g reshaped to keep_shape and expanded to the input shape */
 static fdm_tensor *expand_back(fdm_node *n, fdm_tensor *g) {
@@ -77,7 +73,7 @@ static int sum_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
 static fdm_tensor *sum_mean(fdm_tensor *t, int ndims, const int *dims, int keepdim, int mean) {
   const char *op = mean ? "mean" : "sum";
   rowsplit rs;
-  if ((t->dtype == FDM_FLOAT16 || t->dtype == FDM_BFLOAT16) && !rows_input_float(op, t)) return NULL;
+  if ((t->dtype == FDM_FLOAT16 || t->dtype == FDM_BFLOAT16) && fdm_check_float(op, t)) return NULL;
   if (mean && t->dtype != FDM_FLOAT32) { fdm_seterror("mean: expected a float32 tensor, got %s (convert with :float())", fdm_dtype_name(t->dtype)); return NULL; }
   if (split_rows(op, t, ndims, dims, keepdim, &rs)) return NULL;
   fdm_dtype odt = t->dtype == FDM_FLOAT32 ? FDM_FLOAT32 : FDM_INT64;
