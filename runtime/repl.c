@@ -462,6 +462,20 @@ static int print_values(lua_State *L) {
       lua_pop(L, 2);
     } else if (lua_type(L, i) == LUA_TTABLE) {
       lua_settop(L, n);
+    } else if (luaL_testudata(L, i, "fdm.Tensor")) {
+      lua_settop(L, n);
+      /* a big tensor prints a one-line summary (shape, dtype, min/max/mean)
+      ** above its elided values */
+      if (lua_getglobal(L, "fdm") == LUA_TTABLE && lua_getfield(L, -1, "summary") == LUA_TFUNCTION) {
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING &&
+            lua_getfield(L, -2, "numel") == LUA_TFUNCTION) {
+          lua_pushvalue(L, i);
+          if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_tointeger(L, -1) > 1000)
+            printf("%s\n", lua_tostring(L, -2));
+        }
+      }
+      lua_settop(L, n);
     }
     s = luaL_tolstring(L, i, &len);
     if (i > 1) fputc('\t', stdout);

@@ -100,5 +100,13 @@ describe("runtime", function()
     assert.is_false(ok)
     assert.truthy(tostring(err):find("int64", 1, true))
   end)
+
+  it("prints a summary line above a big tensor in the REPL", function()
+    local bin = os.getenv("FDM_BIN") or "build/fdm"
+    local out = io.popen("printf 'fdm.zeros(2, 1000)\\nfdm.ones(3)\\n' | " .. bin .. " -i"):read("a")
+    assert.truthy(out:find("tensor shape=[2, 1000] dtype=float32 device=cpu min=0 max=0 mean=0", 1, true), out)
+    assert.truthy(out:find("tensor([1., 1., 1.])", 1, true))
+    assert.falsy(out:find("shape=[3]", 1, true))
+  end)
 end)
 
