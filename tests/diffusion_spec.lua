@@ -319,18 +319,8 @@ end)
 
 ---------------------------------------------------------------- scripts
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("a")
-  p:close()
-  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
-  return out:gsub("__rc=%d+%s*$", ""), rc
-end
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close(); return true end
-  return false
-end
+local H = require "helpers"
+local sh, exists = H.sh, H.exists
 
 describe("Part A scripts (tiny random model)", function()
   local dir = os.tmpname()

@@ -392,4 +392,27 @@ function H.here(rel)
   return dir .. "/" .. rel
 end
 
+-- shell helpers for specs that run scripts: out, exit code of `cmd` (stderr folded in)
+function H.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+function H.slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 return H

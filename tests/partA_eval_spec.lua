@@ -5,18 +5,8 @@ local fdm = require "fdm"
 local M = require "fdm.ddpm_model"
 
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("a")
-  p:close()
-  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
-  return out:gsub("__rc=%d+%s*$", ""), rc
-end
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close(); return true end
-  return false
-end
+local H = require "helpers"
+local sh, exists = H.sh, H.exists
 local function in01(v) return type(v) == "number" and v >= 0 and v <= 1 end
 
 describe("Part A quality (eval_quality.lua, tiny random model)", function()
