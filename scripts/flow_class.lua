@@ -58,22 +58,8 @@ for d = 0, 9 do digits[d + 1] = tostring(d) end
 local function sample_file(epoch) return string.format("%s/samples_epoch%02d", out, epoch) end
 
 local function combined()
-  local imgs, rows = {}, {}
-  for _, e in ipairs(milestones) do
-    local f = io.open(sample_file(e) .. ".safetensors", "rb")
-    if f then
-      f:close()
-      local t = fdm.io.load_safetensors(sample_file(e) .. ".safetensors").samples
-      for i = 1, 10 do imgs[#imgs + 1] = t[i] end
-      rows[#rows + 1] = "epoch " .. e
-    end
-  end
-  if #imgs > 0 then
-    local path = out .. "/samples.png"
-    fdm.io.save_grid(path, imgs, { nrow = 10, row_captions = rows, col_captions = digits,
-      title = string.format("class-conditioned flow, CFG %g, T=%d: one sample per digit after each epoch", args.cfg, args.steps) })
-    print("wrote " .. path)
-  end
+  train.samples_overview(out, milestones, 10, { col_captions = digits,
+    title = string.format("class-conditioned flow, CFG %g, T=%d: one sample per digit after each epoch", args.cfg, args.steps) })
 end
 
 local run = train.run {

@@ -45,23 +45,8 @@ train.mkdir(out)
 local function sample_file(epoch) return string.format("%s/samples_epoch%02d", out, epoch) end
 
 local function combined()
-  local imgs, rows = {}, {}
-  for _, e in ipairs(milestones) do
-    local f = io.open(sample_file(e) .. ".safetensors", "rb")
-    if f then
-      f:close()
-      local t = fdm.io.load_safetensors(sample_file(e) .. ".safetensors").samples
-      local k = math.min(10, t.shape[1])
-      for i = 1, k do imgs[#imgs + 1] = t[i] end
-      rows[#rows + 1] = "epoch " .. e
-    end
-  end
-  if #imgs > 0 then
-    local path = out .. "/samples.png"
-    fdm.io.save_grid(path, imgs, { nrow = math.min(10, args.samples), row_captions = rows,
-      title = string.format("flow matching (time): Euler T=%d, same noise after each epoch", args.steps) })
-    print("wrote " .. path)
-  end
+  train.samples_overview(out, milestones, math.min(10, args.samples), {
+    title = string.format("flow matching (time): Euler T=%d, same noise after each epoch", args.steps) })
 end
 
 local run = train.run {

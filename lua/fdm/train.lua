@@ -137,6 +137,29 @@ local function running_mean(y, k)
   return out
 end
 
+-- out/<script>/samples.png: the first `per_row` saved samples of every
+-- milestone epoch (OUT/samples_epochNN.safetensors), one row per epoch
+function train.samples_overview(out, milestones, per_row, grid_opts)
+  local imgs, rows = {}, {}
+  for _, e in ipairs(milestones) do
+    local file = string.format("%s/samples_epoch%02d.safetensors", out, e)
+    local f = io.open(file, "rb")
+    if f then
+      f:close()
+      local t = fdm.io.load_safetensors(file).samples
+      for i = 1, math.min(per_row, t.shape[1]) do imgs[#imgs + 1] = t[i] end
+      rows[#rows + 1] = "epoch " .. e
+    end
+  end
+  if #imgs == 0 then return nil end
+  local o = { nrow = per_row, row_captions = rows }
+  for k, v in pairs(grid_opts or {}) do o[k] = v end
+  local path = out .. "/samples.png"
+  fdm.io.save_grid(path, imgs, o)
+  print("wrote " .. path)
+  return path
+end
+
 function train.plot_loss(path, losses, title, steps_per_epoch)
   if #losses < 1 then return end
   local x = {}
