@@ -90,66 +90,83 @@ void cpu_winograd_weights(int K, int C, const float *w, int transpose_flip, floa
   }
 }
 
-/* V[xi][c][p] for the tiles of images n0..n0+nb-1 */
+/* V[xi][c][p] for the tiles of images n0..n0+nb-1. The four input rows of a
+** tile row are first copied into zero-padded row buffers, so the tile loop
+** has no bounds checks and each of the 16 outputs is a contiguous stream. */
 static void input_transform(const wg_plan *g, int C, int H, int W, int ph, int pw, const float *x,
                             int n0, int nb, float *V) {
   size_t P = (size_t)nb * g->tiles, CP = (size_t)C * P;
+  int Wp = 2 * g->TW + 2;
+  float rb[4][Wp];
   for (int c = 0; c < C; c++)
     for (int b = 0; b < nb; b++) {
       const float *xc = x + ((size_t)(n0 + b) * C + c) * H * W;
-      for (int ty = 0; ty < g->TH; ty++)
-        for (int tx = 0; tx < g->TW; tx++) {
-          float d[4][4];
-          int y0 = 2 * ty - ph, x0 = 2 * tx - pw;
-          for (int i = 0; i < 4; i++) {
-            int yy = y0 + i;
-            for (int j = 0; j < 4; j++) {
-              int xx = x0 + j;
-              d[i][j] = (yy >= 0 && yy < H && xx >= 0 && xx < W) ? xc[yy * W + xx] : 0.0f;
-            }
-          }
-          float t[4][4];
-          for (int j = 0; j < 4; j++) {
-            t[0][j] = d[0][j] - d[2][j]; t[1][j] = d[1][j] + d[2][j];
-            t[2][j] = d[2][j] - d[1][j]; t[3][j] = d[1][j] - d[3][j];
-          }
-          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
-          float *v = V + (size_t)c * P + p;
-          for (int i = 0; i < 4; i++) {
-            v[(size_t)(i * 4 + 0) * CP] = t[i][0] - t[i][2];
-            v[(size_t)(i * 4 + 1) * CP] = t[i][1] + t[i][2];
-            v[(size_t)(i * 4 + 2) * CP] = t[i][2] - t[i][1];
-            v[(size_t)(i * 4 + 3) * CP] = t[i][1] - t[i][3];
+      for (int ty = 0; ty < g->TH; ty++) {
+        for (int i = 0; i < 4; i++) {
+          int yy = 2 * ty - ph + i;
+          float *r = rb[i];
+          if (yy < 0 || yy >= H) { memset(r, 0, Wp * sizeof(float)); continue; }
+          int lo = pw < Wp ? pw : Wp, n = W < Wp - lo ? W : Wp - lo;
+          memset(r, 0, lo * sizeof(float));
+          memcpy(r + lo, xc + (size_t)yy * W, n * sizeof(float));
+          if (lo + n < Wp) memset(r + lo + n, 0, (Wp - lo - n) * sizeof(float));
+        }
+        /* B^T d: four row combinations, whole rows at a time (vectorised) */
+        float tr[4][Wp];
+        for (int k = 0; k < Wp; k++) {
+          float d0 = rb[0][k], d1 = rb[1][k], d2 = rb[2][k], d3 = rb[3][k];
+          tr[0][k] = d0 - d2; tr[1][k] = d1 + d2; tr[2][k] = d2 - d1; tr[3][k] = d1 - d3;
+        }
+        /* (B^T d) B: each of the 16 outputs is one contiguous stream over the tiles */
+        float *v = V + (size_t)c * P + (size_t)b * g->tiles + (size_t)ty * g->TW;
+        const int TW = g->TW;
+        for (int i = 0; i < 4; i++) {
+          const float *T = tr[i];
+          float *v0 = v + (size_t)(i * 4 + 0) * CP, *v1 = v + (size_t)(i * 4 + 1) * CP;
+          float *v2 = v + (size_t)(i * 4 + 2) * CP, *v3 = v + (size_t)(i * 4 + 3) * CP;
+          for (int tx = 0; tx < TW; tx++) {
+            float a0 = T[2 * tx], a1 = T[2 * tx + 1], a2 = T[2 * tx + 2], a3 = T[2 * tx + 3];
+            v0[tx] = a0 - a2; v1[tx] = a1 + a2; v2[tx] = a2 - a1; v3[tx] = a1 - a3;
           }
         }
+      }
     }
 }
 
 static void output_transform(const wg_plan *g, int K, int OH, int OW, const float *M, const float *bias,
                              int n0, int nb, float *y) {
   size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
+  const int TW = g->TW;
+  float e[2][2][TW];   /* the two output rows of a tile row, even and odd columns */
   for (int k = 0; k < K; k++) {
     float bk = bias ? bias[k] : 0.0f;
     for (int b = 0; b < nb; b++) {
       float *yk = y + ((size_t)(n0 + b) * K + k) * OH * OW;
-      for (int ty = 0; ty < g->TH; ty++)
-        for (int tx = 0; tx < g->TW; tx++) {
-          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
-          const float *m = M + (size_t)k * P + p;
-          float s[2][4];
-          for (int j = 0; j < 4; j++) {
-            float m0 = m[(size_t)j * KP], m1 = m[(size_t)(4 + j) * KP];
-            float m2 = m[(size_t)(8 + j) * KP], m3 = m[(size_t)(12 + j) * KP];
-            s[0][j] = m0 + m1 + m2; s[1][j] = m1 - m2 - m3;
-          }
-          int oy = 2 * ty, ox = 2 * tx;
-          for (int i = 0; i < 2; i++) {
-            if (oy + i >= OH) break;
-            float r0 = s[i][0] + s[i][1] + s[i][2] + bk, r1 = s[i][1] - s[i][2] - s[i][3] + bk;
-            yk[(oy + i) * OW + ox] = r0;
-            if (ox + 1 < OW) yk[(oy + i) * OW + ox + 1] = r1;
+      for (int ty = 0; ty < g->TH; ty++) {
+        const float *m = M + (size_t)k * P + (size_t)b * g->tiles + (size_t)ty * TW;
+        const float *m0 = m, *m1 = m + KP, *m2 = m + 2 * KP, *m3 = m + 3 * KP;
+        const float *m4 = m + 4 * KP, *m5 = m + 5 * KP, *m6 = m + 6 * KP, *m7 = m + 7 * KP;
+        const float *m8 = m + 8 * KP, *m9 = m + 9 * KP, *m10 = m + 10 * KP, *m11 = m + 11 * KP;
+        const float *m12 = m + 12 * KP, *m13 = m + 13 * KP, *m14 = m + 14 * KP, *m15 = m + 15 * KP;
+        /* A^T m A with contiguous loads over the tiles (vectorised) */
+        for (int tx = 0; tx < TW; tx++) {
+          float s00 = m0[tx] + m4[tx] + m8[tx], s01 = m1[tx] + m5[tx] + m9[tx];
+          float s02 = m2[tx] + m6[tx] + m10[tx], s03 = m3[tx] + m7[tx] + m11[tx];
+          float s10 = m4[tx] - m8[tx] - m12[tx], s11 = m5[tx] - m9[tx] - m13[tx];
+          float s12 = m6[tx] - m10[tx] - m14[tx], s13 = m7[tx] - m11[tx] - m15[tx];
+          e[0][0][tx] = s00 + s01 + s02 + bk; e[0][1][tx] = s01 - s02 - s03 + bk;
+          e[1][0][tx] = s10 + s11 + s12 + bk; e[1][1][tx] = s11 - s12 - s13 + bk;
+        }
+        for (int i = 0; i < 2; i++) {
+          int oy = 2 * ty + i;
+          if (oy >= OH) break;
+          float *row = yk + (size_t)oy * OW;
+          for (int tx = 0; tx < TW; tx++) {
+            row[2 * tx] = e[i][0][tx];
+            if (2 * tx + 1 < OW) row[2 * tx + 1] = e[i][1][tx];
           }
         }
+      }
     }
   }
 }
