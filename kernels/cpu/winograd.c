@@ -25,7 +25,8 @@
 int cpu_winograd_ok(const cpu_conv_params *p) {
   return p->kh == 3 && p->kw == 3 && p->sh == 1 && p->sw == 1 && p->dh == 1 && p->dw == 1 &&
          p->groups == 1 && p->C >= 8 && p->K >= 8 && p->OH >= 2 && p->OW >= 2 &&
-         p->ph <= 2 && p->pw <= 2;
+         p->ph <= 2 && p->pw <= 2 &&
+         p->W <= 4096 && p->OW <= 4096;   /* row buffers live on the thread's stack */
 }
 
 static int wg_slots(void) {
