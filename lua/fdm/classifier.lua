@@ -173,67 +173,51 @@ end
 -- scoring
 ---------------------------------------------------------------------------
 
-local function batched(x, batch, fn)
-  local n = x.shape[1]
-  local outs = {}
-  for s = 1, n, batch do
-    local len = math.min(batch, n - s + 1)
-    outs[#outs + 1] = fn(x:narrow(1, s, len))
-  end
-  if #outs == 1 then return outs[1] end
-  return fdm.cat(outs, 1)
-end
-
 local function prep(x)
   if x.dtype ~= "float32" then x = x:float() end
   if #x.shape == 3 then x = x:unsqueeze(2) end
   return x
 end
 
--- [N,128] float32 features, in eval mode, without autograd
-function M.features(net, x, opts)
+-- calls fn(batch) on x in batches of opts.batch (500), in eval mode and
+-- without autograd; the network's train/eval mode is put back afterwards
+local function eval_batches(net, x, opts, fn)
   local batch = (opts and opts.batch) or 500
   x = prep(x)
-  return fdm.no_grad(function()
-    local was = net.training
-    net:eval()
-    local f = batched(x, batch, function(b) return net:features(b) end)
-    net:train(was)
-    return f
-  end)
-end
-
--- [N,10] logits
-function M.logits(net, x, opts)
-  local batch = (opts and opts.batch) or 500
-  x = prep(x)
-  return fdm.no_grad(function()
-    local was = net.training
-    net:eval()
-    local l = batched(x, batch, function(b) return net(b) end)
-    net:train(was)
-    return l
-  end)
-end
-
--- logits and features in one pass
-function M.logits_and_features(net, x, opts)
-  local batch = (opts and opts.batch) or 500
-  x = prep(x)
-  local ls, fs = {}, {}
   fdm.no_grad(function()
     local was = net.training
     net:eval()
     local n = x.shape[1]
-    for s = 1, n, batch do
-      local b = x:narrow(1, s, math.min(batch, n - s + 1))
-      local f = net:features(b)
-      fs[#fs + 1] = f
-      ls[#ls + 1] = net:head(f)
-    end
+    for s = 1, n, batch do fn(x:narrow(1, s, math.min(batch, n - s + 1))) end
     net:train(was)
   end)
-  return fdm.cat(ls, 1), fdm.cat(fs, 1)
+end
+
+local function cat(list) return #list == 1 and list[1] or fdm.cat(list, 1) end
+
+-- [N,128] float32 features
+function M.features(net, x, opts)
+  local fs = {}
+  eval_batches(net, x, opts, function(b) fs[#fs + 1] = net:features(b) end)
+  return cat(fs)
+end
+
+-- [N,10] logits
+function M.logits(net, x, opts)
+  local ls = {}
+  eval_batches(net, x, opts, function(b) ls[#ls + 1] = net(b) end)
+  return cat(ls)
+end
+
+-- logits and features in one pass
+function M.logits_and_features(net, x, opts)
+  local ls, fs = {}, {}
+  eval_batches(net, x, opts, function(b)
+    local f = net:features(b)
+    fs[#fs + 1] = f
+    ls[#ls + 1] = net:head(f)
+  end)
+  return cat(ls), cat(fs)
 end
 
 -- int64 [N] predicted digits
