@@ -22,15 +22,8 @@ local function tmpdir()
   return d
 end
 
-local function slurp(name)
-  local f = io.open(name, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function exists(p) local f = io.open(p, "rb") if f then f:close() end return f ~= nil end
+local H = require "helpers"
+local slurp, exists = H.slurp, H.exists
 
 -- flips one byte of a file in place (at 0-based offset `at`)
 local function flip_byte(path, at)
