@@ -18,13 +18,14 @@ Only python3-torch (1.13, CPU) and numpy; the safetensors writer is inline.
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import safetensors_np  # noqa: E402  (tools/safetensors_np.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -185,31 +186,8 @@ def nparams(m):
 
 
 # --------------------------------------------------------------- safetensors
-DT = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}
-
-
 def save_safetensors(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        a = tensors[name]
-        if isinstance(a, torch.Tensor):
-            a = a.detach().cpu().numpy()
-        a = np.array(a, order="C")
-        if a.dtype == np.float64:
-            a = a.astype(np.float32)
-        b = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": DT[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    safetensors_np.save(path, {k: safetensors_np.as_array(v) for k, v in tensors.items()}, metadata or None)
 
 
 def randomize(model, gen):

@@ -51,39 +51,17 @@ import zlib
 
 import numpy as np
 import torch
+
+import safetensors_np  # tools/safetensors_np.py, beside this file
 import torch.nn.functional as F
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden")
 D = torch.float64
 
 # ---------------------------------------------------------------- safetensors
-_DT = {np.dtype("float32"): "F32", np.dtype("int64"): "I64", np.dtype("bool"): "BOOL"}
-
-
 def write_safetensors(path, tensors, metadata):
-    """tensors: dict name -> numpy array (float32, int64 or bool)."""
-    header = {}
-    blobs = []
-    off = 0
-    for name in sorted(tensors):
-        a = np.array(tensors[name], order="C", copy=True)   # (ascontiguousarray turns 0-d into 1-d)
-        if a.dtype not in _DT:
-            raise TypeError("%s: unsupported dtype %s" % (name, a.dtype))
-        if a.dtype != np.bool_:
-            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        b = a.tobytes()
-        header[name] = {"dtype": _DT[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = {k: metadata[k] for k in sorted(metadata)}
-    h = json.dumps(header, separators=(",", ":"), sort_keys=False).encode("utf-8")
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    """tensors: dict name -> numpy array (float32, int64 or bool); metadata sorted by key."""
+    safetensors_np.save(path, tensors, {k: metadata[k] for k in sorted(metadata)})
 
 
 # ---------------------------------------------------------------- inputs

@@ -23,42 +23,19 @@ nn_net2.safetensors   Sequential(ConvTranspose2d(2,3,3,stride=2,padding=1,output
   after.<name>                 buffers after the train-mode forward
   out_eval                     eval-mode output after that
 """
-import json
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+import safetensors_np  # tools/safetensors_np.py, beside this file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden")
 
-DT = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}
-
-
 def save(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        a = tensors[name]
-        if isinstance(a, torch.Tensor):
-            a = a.detach().cpu().numpy()
-        a = np.array(a, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
-        if a.dtype == np.float64:
-            a = a.astype(np.float32)
-        b = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": DT[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    safetensors_np.save(path, {k: safetensors_np.as_array(v) for k, v in tensors.items()}, metadata or None)
     print("wrote", os.path.relpath(path), len(tensors), "tensors")
 
 
