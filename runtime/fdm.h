@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define FDM_VERSION "0.1.0"
 #define FDM_MAXDIM 8
 
 typedef enum {

@@ -6,10 +6,7 @@
 #define FDM_REPL_H
 
 #include <lua.h>
-
-#ifndef FDM_VERSION
-#define FDM_VERSION "0.1.0"
-#endif
+#include "fdm.h"   /* FDM_VERSION */
 
 #define FDM_PROGNAME "fdm"
 

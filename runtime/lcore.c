@@ -2,8 +2,6 @@
 #include "fdm_lua.h"
 #include "fdm_internal.h"
 
-#define FDM_VERSION "0.1.0"
-
 static int l_devices(lua_State *L) {
   lua_newtable(L);
   int n = 0;
