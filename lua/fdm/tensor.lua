@@ -61,7 +61,6 @@ return function(fdm, core)
   end
 
   function T.zero_grad_(t) t:zero_grad() return t end
-  function T.numpy_like_shape(t) return table.concat(t.shape, "x") end
 
   -- fdm.F-style activations as methods too (t:gelu() is in C)
   for _, k in ipairs { "softmax", "log_softmax" } do
@@ -74,20 +73,18 @@ return function(fdm, core)
   -- summarised with "..." (3 items at each end of every dim).
   local EDGE, THRESHOLD = 3, 1000
 
+  -- the values that will be shown (the first and last EDGE of long dims when summarising)
   local function collect(t, summarize)
     local vals = {}
-    local function walk(x, d)
+    local function walk(x)
       if x:dim() == 0 then vals[#vals + 1] = x:item() return end
       local n = x:size(1)
+      local skip = summarize and n > 2 * EDGE
       for i = 1, n do
-        if summarize and n > 2 * EDGE and i == EDGE + 1 then
-          for _ = 1, 0 do end
-          i = n - EDGE + 1
-        end
-        if not (summarize and n > 2 * EDGE and i > EDGE and i <= n - EDGE) then walk(x[i], d + 1) end
+        if not (skip and i > EDGE and i <= n - EDGE) then walk(x[i]) end
       end
     end
-    walk(t, 1)
+    walk(t)
     return vals
   end
 
@@ -154,7 +151,7 @@ return function(fdm, core)
       local extra = {}
       if t.device ~= "cpu" then extra[#extra + 1] = "device='" .. t.device .. "'" end
       if t.dtype ~= "float32" and t.dtype ~= "int64" and t.dtype ~= "bool" then extra[#extra + 1] = "dtype=" .. t.dtype end
-      if n == 0 or (t.dtype == "int64" and false) then extra[#extra + 1] = "size=(" .. table.concat(t.shape, ", ") .. ")" end
+      if n == 0 then extra[#extra + 1] = "size=(" .. table.concat(t.shape, ", ") .. ")" end
       if t.grad_fn then extra[#extra + 1] = "grad_fn=<" .. t.grad_fn .. ">"
       elseif t.requires_grad then extra[#extra + 1] = "requires_grad=True" end
       local s = "tensor(" .. body
