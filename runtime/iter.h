@@ -16,20 +16,19 @@ typedef struct {
   int64_t numel;
 } fdm_iter;
 
-/* strides of t seen through shape (nd dims, right-aligned broadcasting: 0 where broadcast) */
-static inline void iter_bcast_strides(const fdm_tensor *t, int nd, const int64_t *shape, int64_t *st) {
+/* strides of t seen through an nd-dim broadcast shape (right-aligned: 0 where broadcast) */
+static inline void iter_bcast_strides(const fdm_tensor *t, int nd, int64_t *st) {
   int lead = nd - t->ndim;
   for (int d = 0; d < nd; d++) {
     int td = d - lead;
     st[d] = (td < 0 || t->shape[td] == 1) ? 0 : t->stride[td];
-    (void)shape;
   }
 }
 
 static inline void iter_init(fdm_iter *it, int nd, const int64_t *shape, int nop, fdm_tensor *const *ops) {
   it->nop = nop; it->numel = 1;
   int64_t st[ITER_MAXOP][FDM_MAXDIM];
-  for (int k = 0; k < nop; k++) iter_bcast_strides(ops[k], nd, shape, st[k]);
+  for (int k = 0; k < nop; k++) iter_bcast_strides(ops[k], nd, st[k]);
   /* drop size-1 dims, then merge dim d into d+1 when every operand allows it */
   int m = 0;
   for (int d = 0; d < nd; d++) {
