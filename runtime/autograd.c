@@ -72,12 +72,18 @@ void fdm_node_release(fdm_node *n) {
   }
 }
 
-/* acc += g (both float32, same shape); *acc created from g when NULL */
+/* acc += g (both float32, same shape); *acc created from g when NULL. Runs
+** with grad mode off (inside fdm_backward), so copies record no history. A
+** gradient nobody else holds is adopted; one that shares storage is copied,
+** since later accumulation writes into it. */
 static int accumulate(fdm_tensor **acc, fdm_tensor *g) {
   if (!*acc) {
-    if (g->refs == 1 && g->storage->refs == 1 && g->offset == 0 && fdm_is_contiguous(g) && !g->grad_fn) { fdm_retain(g); *acc = g; return 0; }
+    if (g->refs == 1 && g->storage->refs == 1 && g->offset == 0 && fdm_is_contiguous(g)) {
+      fdm_retain(g);
+      *acc = g;
+      return 0;
+    }
     *acc = fdm_clone(g);
-    if (*acc) { fdm_node_release((*acc)->grad_fn); (*acc)->grad_fn = NULL; (*acc)->requires_grad = 0; }
     return *acc ? 0 : -1;
   }
   return fdm_add_scaled_(*acc, g, 1.0);
