@@ -345,6 +345,30 @@ describe("Part B scripts (fake data)", function()
     os.execute("rm -rf " .. q(d))
   end)
 
+  it("tools/nosched_study.sh: one run per schedule, scored, in one table; --no-scheduler changes epoch 2 on", function()
+    local d = tmpdir()
+    local out, rc = H.sh("FDM_FAKE_DATA=1 FDM=" .. q(BIN) .. " CONFIGS='sched:1e-2 const:1e-2' THREADS=1 EPOCHS=2"
+      .. " HIDDEN=4 SUBSET=128 EVAL_N=10 EVAL_STEPS=2 tools/nosched_study.sh " .. q(d))
+    assert.are.equal(0, rc, out)
+    local rows = {}
+    for kind, lr, loss, acc in H.slurp(d .. "/summary.md"):gmatch("| (%a+) | ([%d.e-]+) | ([%d.]+) | %d+ | ([%d.]+)%% |") do
+      rows[#rows + 1] = { kind = kind, lr = lr, loss = tonumber(loss), acc = tonumber(acc) }
+    end
+    assert.are.equal(2, #rows, H.slurp(d .. "/summary.md"))
+    assert.are.same({ "sched", "const" }, { rows[1].kind, rows[2].kind })
+    local function losses(name)
+      local l = {}
+      for v in H.slurp(d .. "/" .. name .. ".train.log"):gmatch("mean loss ([%d.]+)") do l[#l + 1] = v end
+      return l
+    end
+    local a, b = losses("sched_1e-2"), losses("const_1e-2")
+    assert.are.equal(2, #a)
+    assert.are.equal(a[1], b[1])        -- epoch 1 runs at the same lr
+    assert.are_not.equal(a[2], b[2])    -- epoch 2: 1e-2 * 0.1^(1/2) against 1e-2
+    assert.truthy(H.exists(d .. "/const_1e-2/eval.json"))
+    os.execute("rm -rf " .. q(d))
+  end)
+
   it("an unknown option exits 2 naming the valid ones; --help exits 0", function()
     local out, code = run_script("scripts/flow_time.lua", { "--epoch", "3" })
     assert.are.equal(2, code)

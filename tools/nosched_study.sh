@@ -11,8 +11,9 @@
 #
 #   tools/nosched_study.sh OUTDIR
 #   env: FDM (default build/fdm), THREADS per run (default 3), EPOCHS (10),
-#        TRAIN_S (250), EVAL_S (170), EVAL_STEPS (100), SUBSET/EVAL_N (override
-#        the calibrated sizes), CONFIGS ("sched:1e-2 const:1e-2 const:3e-3 ...")
+#        HIDDEN (64), SEED (0), TRAIN_S (250), EVAL_S (170), EVAL_STEPS (100),
+#        SUBSET and EVAL_N (the sizes; giving both skips the calibration),
+#        CONFIGS ("sched:1e-2 const:1e-2 const:3e-3 const:1e-3 const:3e-4")
 set -u
 OUTDIR=${1:?usage: tools/nosched_study.sh OUTDIR}
 FDM=${FDM:-build/fdm}
@@ -21,6 +22,8 @@ EPOCHS=${EPOCHS:-10}
 TRAIN_S=${TRAIN_S:-250}
 EVAL_S=${EVAL_S:-170}
 EVAL_STEPS=${EVAL_STEPS:-100}
+HIDDEN=${HIDDEN:-64}
+SEED=${SEED:-0}
 CONFIGS=${CONFIGS:-"sched:1e-2 const:1e-2 const:3e-3 const:1e-3 const:3e-4"}
 mkdir -p "$OUTDIR"
 export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
@@ -28,11 +31,12 @@ log() { echo "[$(date +%T)] $*" | tee -a "$OUTDIR/study.log"; }
 log "fdm $($FDM -v 2>&1 | head -1); $(nproc --all) cores; $THREADS threads per run; configs: $CONFIGS"
 
 # --- calibration: every config's process at once, a few batches each
+if [ -z "${SUBSET:-}" ] || [ -z "${EVAL_N:-}" ]; then
 rates=()
 n=0
 for c in $CONFIGS; do
   n=$((n + 1))
-  "$FDM" scripts/flow_class.lua --subset 1280 --epochs 1 --max-batches 10 --stop-after 1 \
+  "$FDM" scripts/flow_class.lua --subset 1280 --epochs 1 --max-batches 10 --stop-after 1 --hidden "$HIDDEN" \
     --sample-epochs 99 --out "$OUTDIR/cal$n" >"$OUTDIR/cal$n.log" 2>&1 &
 done
 wait
@@ -45,8 +49,10 @@ rate=$(printf '%s\n' "${rates[@]}" | sort -g | head -1)   # the slowest, to stay
 SUBSET=${SUBSET:-$(awk -v r="$rate" -v t="$TRAIN_S" -v e="$EPOCHS" 'BEGIN { s = int(r * t / e / 64) * 64; print (s < 640 ? 640 : s) }')}
 # eval forward runs ~3x the training rate; CFG doubles the passes per step
 EVAL_N=${EVAL_N:-$(awk -v r="$rate" -v t="$EVAL_S" -v s="$EVAL_STEPS" 'BEGIN { n = int(3 * r * t / (2 * s) / 10) * 10; print (n < 100 ? 100 : (n > 2000 ? 2000 : n)) }')}
-log "calibration: ${rates[*]} images/s per run; subset $SUBSET x $EPOCHS epochs, eval $EVAL_N samples x $EVAL_STEPS steps"
+log "calibration: ${rates[*]} images/s per run"
 rm -rf "$OUTDIR"/cal*
+fi
+log "subset $SUBSET x $EPOCHS epochs, D $HIDDEN, seed $SEED; eval $EVAL_N samples x $EVAL_STEPS steps"
 
 # --- train and score every config, all at once
 run_config() {
@@ -55,6 +61,7 @@ run_config() {
   [ "$kind" = const ] && extra="--no-scheduler"
   local t0=$SECONDS
   "$FDM" scripts/flow_class.lua --subset "$SUBSET" --epochs "$EPOCHS" --lr "$lr" $extra \
+    --hidden "$HIDDEN" --seed "$SEED" \
     --steps "$EVAL_STEPS" --sample-epochs "$EPOCHS" --out "$dir" >"$dir.train.log" 2>&1 || { echo "train failed" >"$dir.failed"; return; }
   echo $((SECONDS - t0)) >"$dir.train_s"
   "$FDM" scripts/eval.lua --model "$dir/model.safetensors" --n "$EVAL_N" --steps "$EVAL_STEPS" \
