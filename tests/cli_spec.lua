@@ -15,13 +15,7 @@ local function tmpfile(content)
   return name
 end
 
-local function slurp(name)
-  local f = io.open(name, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = require("helpers").slurp
 
 -- runs `fdm <args>`: args is a list of words (quoted for the shell here);
 -- opts.stdin: text piped in (else /dev/null); opts.env: extra environment.

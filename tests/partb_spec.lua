@@ -34,11 +34,7 @@ local function run_script(script, args)
   return out:gsub("__rc=%d+\n$", ""), code
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = H.exists
 
 local function assert_same_tensors(a, b, label)
   local na, nb = 0, 0
@@ -365,7 +361,7 @@ describe("Part B scripts (fake data)", function()
     assert.are.equal(2, #a)
     assert.are.equal(a[1], b[1])        -- epoch 1 runs at the same lr
     assert.are_not.equal(a[2], b[2])    -- epoch 2: 1e-2 * 0.1^(1/2) against 1e-2
-    assert.truthy(H.exists(d .. "/const_1e-2/eval.json"))
+    assert.truthy(exists(d .. "/const_1e-2/eval.json"))
     os.execute("rm -rf " .. q(d))
   end)
 
