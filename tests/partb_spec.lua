@@ -365,6 +365,38 @@ describe("Part B scripts (fake data)", function()
     os.execute("rm -rf " .. q(d))
   end)
 
+  it("scripts/compare_runs.lua: per-epoch table from the checkpoints' histories, one plot, clear errors", function()
+    local d = tmpdir()
+    -- two runs as fdm.train stores them: 4 batches per epoch, 3 and 2 epochs
+    ckpt.save(d .. "/a.safetensors", { epoch = 3, meta = { lr = 1e-2, scheduler = "true" },
+      history = { loss = { 1, 3, 2, 2, 1, 1, 1, 1, .5, .5, .5, .5 }, epoch_loss = { 2, 1, .5 },
+                  epoch_time = { 60, 60, 120 } } })
+    train.mkdir(d .. "/b")
+    ckpt.save(d .. "/b/checkpoint.safetensors", { epoch = 2, meta = { lr = 1e-3, scheduler = "false" },
+      history = { loss = { .25, .25, .25, .25, .125, .125, .125, .125 }, epoch_loss = { .25, .125 } } })
+    local out, rc = H.sh(q(BIN) .. " scripts/compare_runs.lua --out " .. q(d .. "/c.png") .. " --md "
+      .. q(d .. "/c.md") .. " " .. q(d .. "/a.safetensors") .. " " .. q(d .. "/b=my run"))
+    assert.are.equal(0, rc, out)
+    local md = H.slurp(d .. "/c.md")
+    assert.truthy(md:find("| epoch | lr 0.01, ExponentialLR | my run |", 1, true), md)
+    assert.truthy(md:find("| 1 | 2.0000 | 0.2500 |", 1, true), md)
+    assert.truthy(md:find("| 3 | 0.5000 |  |", 1, true), md)
+    assert.truthy(md:find("| minutes | 4.0 |  |", 1, true), md)
+    assert.truthy(out:find(md, 1, true))
+    assert.truthy(H.slurp(d .. "/c.png"):sub(2, 4) == "PNG")
+    out, rc = H.sh(q(BIN) .. " scripts/compare_runs.lua " .. q(d .. "/missing"))
+    assert.are.equal(2, rc)
+    assert.truthy(out:find("'" .. d .. "/missing", 1, true), out)
+    ckpt.save(d .. "/empty.safetensors", { epoch = 0 })
+    out, rc = H.sh(q(BIN) .. " scripts/compare_runs.lua " .. q(d .. "/empty.safetensors"))
+    assert.are.equal(2, rc)
+    assert.truthy(out:find("holds no loss history", 1, true), out)
+    out, rc = H.sh(q(BIN) .. " scripts/compare_runs.lua --smooth 0 " .. q(d .. "/b"))
+    assert.are.equal(2, rc)
+    assert.truthy(out:find("--smooth expects a positive integer, got '0'", 1, true), out)
+    os.execute("rm -rf " .. q(d))
+  end)
+
   it("an unknown option exits 2 naming the valid ones; --help exits 0", function()
     local out, code = run_script("scripts/flow_time.lua", { "--epoch", "3" })
     assert.are.equal(2, code)

@@ -127,7 +127,7 @@ function train.milestones(epochs, given, two)
 end
 
 -- mean of the last k values, a smoothed curve for the loss plot
-local function running_mean(y, k)
+function train.running_mean(y, k)
   local out, s = {}, 0
   for i, v in ipairs(y) do
     s = s + v
@@ -167,7 +167,7 @@ function train.plot_loss(path, losses, title, steps_per_epoch)
   local series = { { name = "loss per batch", x = x, y = losses } }
   if #losses >= 20 then
     local k = math.max(5, math.min(100, #losses // 20))
-    series[2] = { name = "mean of last " .. k, x = x, y = running_mean(losses, k) }
+    series[2] = { name = "mean of last " .. k, x = x, y = train.running_mean(losses, k) }
   end
   fdm.io.plot_curves(path, series, {
     logy = true, title = title,
