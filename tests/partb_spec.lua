@@ -365,6 +365,27 @@ describe("Part B scripts (fake data)", function()
     os.execute("rm -rf " .. q(d))
   end)
 
+  it("flow_class --no-scheduler: constant lr 1e-3 (the measured compensation) unless --lr is given", function()
+    local d = tmpdir()
+    local common = { "--no-scheduler", "--subset", "64", "--hidden", "4", "--epochs", "2", "--steps", "2",
+      "--sample-epochs", "9" }
+    local function run(extra)
+      local a = { table.unpack(common) }
+      for _, v in ipairs(extra) do a[#a + 1] = v end
+      local out, code = run_script("scripts/flow_class.lua", a)
+      assert.are.equal(0, code, out)
+      return out, ckpt.load(a[#a] .. "/checkpoint.safetensors", { restore_rng = false })
+    end
+    local out, st = run({ "--out", d .. "/a" })
+    assert.truthy(out:find("constant lr 0.001, the measured compensation", 1, true), out)
+    assert.are.equal(1e-3, st.meta.lr)
+    assert.are.equal("false", st.meta.scheduler)
+    out, st = run({ "--lr", "0.01", "--out", d .. "/b" })
+    assert.truthy(out:find("constant lr 0.01)", 1, true), out)
+    assert.are.equal(1e-2, st.meta.lr)
+    os.execute("rm -rf " .. q(d))
+  end)
+
   it("scripts/compare_runs.lua: per-epoch table from the checkpoints' histories, one plot, clear errors", function()
     local d = tmpdir()
     -- two runs as fdm.train stores them: 4 batches per epoch, 3 and 2 epochs
