@@ -7,8 +7,10 @@ CC       ?= cc
 SAN      ?=
 OPT      ?= -O3 -march=native
 CFLAGS   ?= $(OPT) -g
+# runtime/ in layers (docs/design.md): core, backend, ops, autograd, io, lua, app
+RUNTIME_INC := $(patsubst %,-Iruntime/%,core backend ops autograd io lua app) -Ikernels/cpu
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
-            -Iruntime -Ikernels/cpu $(shell pkg-config --cflags lua5.4 cairo 2>/dev/null)
+            $(RUNTIME_INC) $(shell pkg-config --cflags lua5.4 cairo 2>/dev/null)
 # OpenBLAS's OpenMP build shares one thread pool with fdm's own OpenMP loops;
 # the default pthread build's spinning workers fight OpenMP's for the cores
 # (measured: a small MLP step took 76 ms instead of 4 ms under load).
@@ -25,8 +27,8 @@ else
   BUILD  := build
 endif
 
-MAIN_SRC := runtime/main.c runtime/repl.c
-CORE_SRC := $(filter-out $(MAIN_SRC),$(wildcard runtime/*.c)) $(wildcard kernels/cpu/*.c)
+MAIN_SRC := $(wildcard runtime/app/*.c)
+CORE_SRC := $(filter-out $(MAIN_SRC),$(wildcard runtime/*/*.c)) $(wildcard kernels/cpu/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
 DEPS_STAMP := build/.deps-ok

@@ -9,17 +9,17 @@ SECS=${FUZZ_SECONDS:-60}
 CLANG=${CLANG:-$(command -v clang-14 || command -v clang)}
 OUT=build/fuzz
 mkdir -p "$OUT"
-CFLAGS="-DFDM_FUZZING -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -Iruntime $(pkg-config --cflags cairo)"
-SUP="fuzz/fuzz_support.c runtime/io_atomic.c"
+CFLAGS="-DFDM_FUZZING -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -Iruntime/core -Iruntime/io $(pkg-config --cflags cairo)"
+SUP="fuzz/fuzz_support.c runtime/io/io_atomic.c"
 [ -d fuzz/corpus/png ] || python3 fuzz/make_seeds.py
 build() { # target sources... libs...
   local t=$1; shift
   echo "== building $OUT/fuzz_$t"
   $CLANG $CFLAGS -o "$OUT/fuzz_$t" "fuzz/fuzz_$t.c" $SUP "$@"
 }
-build safetensors runtime/io_safetensors.c
-build idx runtime/io_idx.c -lz
-build png runtime/io_png.c -lpng -lz
+build safetensors runtime/io/io_safetensors.c
+build idx runtime/io/io_idx.c -lz
+build png runtime/io/io_png.c -lpng -lz
 status=0
 for t in ${FUZZ_TARGETS:-safetensors idx png}; do
   mkdir -p "$OUT/corpus/$t"

@@ -1,4 +1,4 @@
-# io (runtime/io_*.c, runtime/lio.c): C test and libFuzzer targets.
+# io (runtime/io/io_*.c, runtime/lua/lio.c): C test and libFuzzer targets.
 C_TESTS += $(BUILD)/tests/test_io
 
 $(BUILD)/tests/test_io: tests/c/test_io.c $(BUILD)/libfdm.a

@@ -1,4 +1,4 @@
--- The `fdm` executable (runtime/main.c, runtime/repl.c): command line,
+-- The `fdm` executable (runtime/app/main.c, runtime/app/repl.c): command line,
 -- exit codes, errors, the piped REPL and tab-completion candidates.
 -- Runs the built binary: FDM_BIN, else build/fdm (relative to the repo root,
 -- where `make test` runs busted).

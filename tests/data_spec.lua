@@ -76,7 +76,7 @@ teardown(function()
   collectgarbage()
   collectgarbage()
   -- fdm's automatic collection runs after as many new tensor bytes as were alive
-  -- after the last automatic one (runtime/lua_util.c), a figure an explicit
+  -- after the last automatic one (runtime/lua/lua_util.c), a figure an explicit
   -- collectgarbage() leaves as it was (~400 MB here): churn 2 GiB of empty,
   -- freed-at-once tensors so that an automatic collection resets it
   for _ = 1, 64 do fdm.empty(8 * 1024 * 1024):free() end

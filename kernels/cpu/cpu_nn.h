@@ -1,6 +1,6 @@
 /*
 ** cpu_nn.h: CPU kernels for neural-network ops. Plain functions over
-** contiguous float32 NCHW buffers; the caller (runtime/op_*.c) checks shapes,
+** contiguous float32 NCHW buffers; the caller (runtime/ops/op_*.c) checks shapes,
 ** allocates every buffer (outputs, gradients and the scratch "work" whose
 ** size the matching *_work function returns, in floats) and owns them.
 ** Kernels never fail, never allocate, know nothing of Lua or tensors.

@@ -345,7 +345,7 @@ local function adam_update(p, grad, g, st, decoupled)
     if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
   end
   st.step = st.step + 1
-  -- one fused pass in C (runtime/loptim.c, kernels/cpu/optim.c)
+  -- one fused pass in C (runtime/lua/loptim.c, kernels/cpu/optim.c)
   fdm.adam_step_(p, grad, st.exp_avg, st.exp_avg_sq, {
     lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps,
     weight_decay = g.weight_decay, step = st.step, decoupled = decoupled,

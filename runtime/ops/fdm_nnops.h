@@ -1,6 +1,6 @@
 /*
-** fdm_nnops.h: neural-network ops of the core (runtime/op_nn*.c), bound to
-** Lua as fdm.F.* by runtime/lnnops.c. Dims are 0-based. Every op returns a
+** fdm_nnops.h: neural-network ops of the core (runtime/ops/op_nn*.c), bound to
+** Lua as fdm.F.* by runtime/lua/lnnops.c. Dims are 0-based. Every op returns a
 ** NEW reference, or NULL with fdm_lasterror() set (naming the op and the
 ** shapes involved). Ops record autograd nodes; optional tensors may be NULL.
 ** Only float32 CPU tensors are computed (other devices give a clear error).

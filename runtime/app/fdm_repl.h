@@ -1,6 +1,6 @@
 /*
-** fdm_repl.h: what runtime/main.c (argument handling, state setup) and
-** runtime/repl.c (the interactive loop) share.
+** fdm_repl.h: what runtime/app/main.c (argument handling, state setup) and
+** runtime/app/repl.c (the interactive loop) share.
 */
 #ifndef FDM_REPL_H
 #define FDM_REPL_H

@@ -1,7 +1,7 @@
 /*
 ** main.c: the `fdm` executable. A lua5.4-style standalone interpreter whose
 ** state comes with the fdm library preloaded: `fdm` is a global in scripts,
-** in -e code and in the REPL (runtime/repl.c). This file only handles the
+** in -e code and in the REPL (runtime/app/repl.c). This file only handles the
 ** command line and sets up the state; it is modelled on lua.c so that
 ** `fdm script.lua a b` behaves as `lua script.lua a b` does.
 */

@@ -119,7 +119,7 @@ int fdm_same_shape(const fdm_tensor *a, const fdm_tensor *b) {
   return 1;
 }
 
-/* a view: new tensor header over t's storage (used by runtime/op_view.c) */
+/* a view: new tensor header over t's storage (used by runtime/ops/op_view.c) */
 fdm_tensor *fdm_make_view(fdm_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                           int64_t offset) {
   fdm_tensor *v = calloc(1, sizeof *v);

@@ -1,5 +1,5 @@
 /*
-** fdm_lua.h: what binding files (runtime/l*_*.c) share. A binding checks
+** fdm_lua.h: what binding files (runtime/lua/l*.c) share. A binding checks
 ** its Lua arguments, calls the core, and pushes the result; it holds no
 ** numerical code.
 */
