@@ -19,6 +19,7 @@
 ** gemm is wide enough to run near peak.
 */
 #include "cpu_nn.h"
+#include "cpu_kernels.h"
 #include "winograd.h"
 #include <stdlib.h>
 #include <string.h>
@@ -494,4 +495,75 @@ void cpu_conv_transpose2d_backward(const cpu_conv_params *p, const float *x, con
   conv_pass P = {0};
   P.img = gy; P.cs = x; P.w = w; P.gw = gw; P.cs_out = gx;
   conv_run(&g, &P, work);
+}
+
+/* ---- kernel-table entries (cpu_kernels.h) ---- */
+
+/* the weight as float32: the view's own data, or a converted copy of a
+** float16/bfloat16 weight (once per call; *owned is then freed by the caller) */
+static const float *float_weights(const char *op, const fdm_kview *w, float **owned) {
+  *owned = NULL;
+  if (w->dtype == FDM_FLOAT32) return w->data;
+  int64_t n = fdm_kview_numel(w);
+  *owned = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (!*owned) {
+    fdm_seterror("%s: out of memory converting the %s weight to float32", op, fdm_dtype_name(w->dtype));
+    return NULL;
+  }
+  cpu_weights_to_float(w, 0, n, *owned);
+  return *owned;
+}
+
+#define VDATA(v) ((v) ? (float *)(v)->data : NULL)
+
+int cpu_kernel_conv2d_work(const fdm_conv_params *p, size_t *floats) {
+  *floats = cpu_conv2d_work(p);
+  return 0;
+}
+
+int cpu_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                              const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  float *owned;
+  const float *pw = float_weights("conv2d", w, &owned);
+  if (!pw) return -1;
+  cpu_conv2d_forward(p, x->data, pw, VDATA(b), y->data, work->data);
+  free(owned);
+  return 0;
+}
+
+int cpu_kernel_conv2d_backward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                               const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
+                               const fdm_kview *gb, const fdm_kview *work) {
+  float *owned;
+  const float *pw = float_weights("conv2d", w, &owned);
+  if (!pw) return -1;
+  cpu_conv2d_backward(p, x->data, pw, gy->data, VDATA(gx), VDATA(gw), VDATA(gb), work->data);
+  free(owned);
+  return 0;
+}
+
+int cpu_kernel_conv_transpose2d_work(const fdm_conv_params *p, size_t *floats) {
+  *floats = cpu_conv_transpose2d_work(p);
+  return 0;
+}
+
+int cpu_kernel_conv_transpose2d_forward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                                        const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  float *owned;
+  const float *pw = float_weights("conv_transpose2d", w, &owned);
+  if (!pw) return -1;
+  cpu_conv_transpose2d_forward(p, x->data, pw, VDATA(b), y->data, work->data);
+  free(owned);
+  return 0;
+}
+
+int cpu_kernel_conv_transpose2d_backward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                                         const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
+                                         const fdm_kview *gb, const fdm_kview *work) {
+  float *owned;
+  const float *pw = float_weights("conv_transpose2d", w, &owned);
+  if (!pw) return -1;
+  cpu_conv_transpose2d_backward(p, x->data, pw, gy->data, VDATA(gx), VDATA(gw), VDATA(gb), work->data);
+  free(owned);
+  return 0;
 }

@@ -3,7 +3,9 @@
 ** contiguous float32 NCHW buffers; the caller (runtime/ops/op_*.c) checks shapes,
 ** allocates every buffer (outputs, gradients and the scratch "work" whose
 ** size the matching *_work function returns, in floats) and owns them.
-** Kernels never fail, never allocate, know nothing of Lua or tensors.
+** These raw kernels never fail and never allocate (except the blur's
+** per-plane scratch); they know nothing of Lua or tensors. The kernel-table
+** entries (cpu_kernel_<slot>, cpu_kernels.h) unpack fdm_views into them.
 ** Gradient outputs are OVERWRITTEN (not accumulated) unless noted.
 ** Threading: OpenMP over both cores and OpenBLAS sgemm; results do not
 ** depend on the thread count beyond float summation order.
@@ -12,13 +14,14 @@
 #define CPU_NN_H
 #include <stdint.h>
 #include <stddef.h>
+#include "fdm_kernels_nn.h"
 
-typedef struct {
-  int N, C, H, W;        /* input */
-  int K;                 /* output channels */
-  int kh, kw, sh, sw, ph, pw, dh, dw, groups;
-  int OH, OW;            /* output spatial size (computed by the caller) */
-} cpu_conv_params;
+/* the kernel table's conv geometry (output size computed by the caller) */
+typedef fdm_conv_params cpu_conv_params;
+
+/* float32 copy of elements [first, first + n) of a contiguous float32,
+** float16 or bfloat16 view (half weights of linear and conv) */
+void cpu_weights_to_float(const fdm_kview *w, int64_t first, int64_t n, float *dst);
 /* conv2d: x [N,C,H,W], w [K, C/groups, kh, kw], b [K] or NULL, y [N,K,OH,OW] */
 size_t cpu_conv2d_work(const cpu_conv_params *p);
 void cpu_conv2d_forward(const cpu_conv_params *p, const float *x, const float *w,
@@ -55,6 +58,17 @@ void cpu_upsample_bilinear_forward(int NC, int H, int W, int OH, int OW, int ali
                                    const float *x, float *y);
 void cpu_upsample_bilinear_backward(int NC, int H, int W, int OH, int OW, int align_corners,
                                     const float *gy, float *gx);
+/* PyTorch's scale_factor path: source indices from the step rh/rw (1/scale)
+** rather than in/out. backward = 0: y = f(x); backward = 1: x = f^T(y)
+** (x is then the gradient being written, y the incoming one) */
+void cpu_resize_scaled(int NC, int H, int W, int OH, int OW, float rh, float rw, int bilinear,
+                       int backward, float *x, float *y);
+
+/* torchvision's separable gaussian blur of P planes H x W with reflect
+** padding: wx [kx] along W, wy [ky] along H. backward = 0: y = blur(x);
+** backward = 1: x = blur^T(y). Returns -1 (error set) when scratch runs out. */
+int cpu_blur_planes(int64_t P, int H, int W, int kx, int ky, const float *wx, const float *wy,
+                    int backward, float *x, float *y);
 
 /* batch norm over x [N, C, S] (S = H*W, 1 for 1-D input).
 ** training: computes batch mean and biased var, writes save_mean / save_invstd [C],

@@ -6,6 +6,7 @@
 */
 #include <math.h>
 #include "cpu_nn.h"
+#include "cpu_kernels.h"
 
 #define PAR_MIN 32768 /* elements below which threading costs more than it saves */
 #define GELU_SPAN 4096
@@ -320,4 +321,81 @@ void cpu_layer_norm_backward(int M, int D, const float *x, const float *weight,
       }
     }
   }
+}
+
+/* ---- kernel-table entries (cpu_kernels.h) ---- */
+
+#define VDATA(v) ((v) ? (float *)(v)->data : NULL)
+
+int cpu_kernel_batch_norm_forward(const fdm_batch_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                  const fdm_kview *bias, const fdm_kview *running_mean,
+                                  const fdm_kview *running_var, const fdm_kview *y, const fdm_kview *save_mean,
+                                  const fdm_kview *save_invstd) {
+  cpu_batch_norm_forward(p->N, p->C, p->S, x->data, VDATA(weight), VDATA(bias), VDATA(running_mean),
+                         VDATA(running_var), p->training, p->momentum, p->eps, y->data, save_mean->data,
+                         save_invstd->data);
+  return 0;
+}
+
+int cpu_kernel_batch_norm_gelu_forward(const fdm_batch_norm_params *p, const fdm_kview *x,
+                                       const fdm_kview *weight, const fdm_kview *bias,
+                                       const fdm_kview *running_mean, const fdm_kview *running_var,
+                                       const fdm_kview *pre, const fdm_kview *y, const fdm_kview *save_mean,
+                                       const fdm_kview *save_invstd) {
+  cpu_batch_norm_gelu_forward(p->N, p->C, p->S, x->data, VDATA(weight), VDATA(bias), VDATA(running_mean),
+                              VDATA(running_var), p->training, p->momentum, p->eps, pre->data, y->data,
+                              save_mean->data, save_invstd->data);
+  return 0;
+}
+
+int cpu_kernel_batch_norm_backward(const fdm_batch_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                   const fdm_kview *save_mean, const fdm_kview *save_invstd, const fdm_kview *gy,
+                                   const fdm_kview *gx, const fdm_kview *gweight, const fdm_kview *gbias) {
+  cpu_batch_norm_backward(p->N, p->C, p->S, x->data, VDATA(weight), save_mean->data, save_invstd->data,
+                          p->training, gy->data, VDATA(gx), VDATA(gweight), VDATA(gbias));
+  return 0;
+}
+
+int cpu_kernel_batch_norm_gelu_backward(const fdm_batch_norm_params *p, const fdm_kview *x,
+                                        const fdm_kview *weight, const fdm_kview *save_mean,
+                                        const fdm_kview *save_invstd, const fdm_kview *pre, const fdm_kview *gy,
+                                        const fdm_kview *work, const fdm_kview *gx, const fdm_kview *gweight,
+                                        const fdm_kview *gbias) {
+  cpu_gelu_backward(fdm_kview_numel(x), pre->data, gy->data, work->data);
+  cpu_batch_norm_backward(p->N, p->C, p->S, x->data, VDATA(weight), save_mean->data, save_invstd->data,
+                          p->training, work->data, VDATA(gx), VDATA(gweight), VDATA(gbias));
+  return 0;
+}
+
+int cpu_kernel_group_norm_forward(const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                  const fdm_kview *bias, const fdm_kview *y, const fdm_kview *mean,
+                                  const fdm_kview *rstd) {
+  cpu_group_norm_forward(p->N, p->C, p->S, p->G, x->data, VDATA(weight), VDATA(bias), p->eps, y->data,
+                         mean->data, rstd->data);
+  return 0;
+}
+
+int cpu_kernel_group_norm_backward(const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                   const fdm_kview *mean, const fdm_kview *rstd, const fdm_kview *gy,
+                                   const fdm_kview *gx, const fdm_kview *gweight, const fdm_kview *gbias) {
+  cpu_group_norm_backward(p->N, p->C, p->S, p->G, x->data, VDATA(weight), mean->data, rstd->data, gy->data,
+                          VDATA(gx), VDATA(gweight), VDATA(gbias));
+  return 0;
+}
+
+/* layer norm: N rows of S elements */
+int cpu_kernel_layer_norm_forward(const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                  const fdm_kview *bias, const fdm_kview *y, const fdm_kview *mean,
+                                  const fdm_kview *rstd) {
+  cpu_layer_norm_forward(p->N, p->S, x->data, VDATA(weight), VDATA(bias), p->eps, y->data, mean->data,
+                         rstd->data);
+  return 0;
+}
+
+int cpu_kernel_layer_norm_backward(const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
+                                   const fdm_kview *mean, const fdm_kview *rstd, const fdm_kview *gy,
+                                   const fdm_kview *gx, const fdm_kview *gweight, const fdm_kview *gbias) {
+  cpu_layer_norm_backward(p->N, p->S, x->data, VDATA(weight), mean->data, rstd->data, gy->data, VDATA(gx),
+                          VDATA(gweight), VDATA(gbias));
+  return 0;
 }

@@ -4,6 +4,7 @@
 ** padding, NaN wins, first maximum kept). Planes are split over threads.
 */
 #include "cpu_nn.h"
+#include "cpu_kernels.h"
 #include <string.h>
 
 /* window [start, end) along one axis clipped to the padded extent, as in
@@ -108,4 +109,31 @@ void cpu_max_pool2d_backward(int NC, int H, int W, int OH, int OW,
       if (j >= 0 && j < (int64_t)H * W) gp[j] += yp[i];  /* never write out of the plane */
     }
   }
+}
+
+/* ---- kernel-table entries (cpu_kernels.h) ---- */
+
+int cpu_kernel_avg_pool2d_forward(const fdm_pool_params *p, const fdm_kview *x, const fdm_kview *y) {
+  cpu_avg_pool2d_forward(p->NC, p->H, p->W, p->OH, p->OW, p->kh, p->kw, p->sh, p->sw, p->ph, p->pw,
+                         x->data, y->data);
+  return 0;
+}
+
+int cpu_kernel_avg_pool2d_backward(const fdm_pool_params *p, const fdm_kview *gy, const fdm_kview *gx) {
+  cpu_avg_pool2d_backward(p->NC, p->H, p->W, p->OH, p->OW, p->kh, p->kw, p->sh, p->sw, p->ph, p->pw,
+                          gy->data, gx->data);
+  return 0;
+}
+
+int cpu_kernel_max_pool2d_forward(const fdm_pool_params *p, const fdm_kview *x, const fdm_kview *y,
+                                  const fdm_kview *idx) {
+  cpu_max_pool2d_forward(p->NC, p->H, p->W, p->OH, p->OW, p->kh, p->kw, p->sh, p->sw, p->ph, p->pw,
+                         x->data, y->data, idx->data);
+  return 0;
+}
+
+int cpu_kernel_max_pool2d_backward(const fdm_pool_params *p, const fdm_kview *gy, const fdm_kview *idx,
+                                   const fdm_kview *gx) {
+  cpu_max_pool2d_backward(p->NC, p->H, p->W, p->OH, p->OW, gy->data, idx->data, gx->data);
+  return 0;
 }

@@ -6,6 +6,7 @@
 */
 #include <math.h>
 #include "cpu_nn.h"
+#include "cpu_kernels.h"
 
 /* vector expf/logf from glibc's libmvec (see norm.c) */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
@@ -145,4 +146,18 @@ void cpu_softmax_backward(int64_t outer, int64_t D, int64_t inner, int log, cons
       }
     }
   }
+}
+
+/* ---- kernel-table entries (cpu_kernels.h) ---- */
+
+int cpu_kernel_softmax_forward(int64_t outer, int64_t D, int64_t inner, int log, const fdm_kview *x,
+                               const fdm_kview *y) {
+  cpu_softmax_forward(outer, D, inner, log, x->data, y->data);
+  return 0;
+}
+
+int cpu_kernel_softmax_backward(int64_t outer, int64_t D, int64_t inner, int log, const fdm_kview *y,
+                                const fdm_kview *gy, const fdm_kview *gx) {
+  cpu_softmax_backward(outer, D, inner, log, y->data, gy->data, gx->data);
+  return 0;
 }

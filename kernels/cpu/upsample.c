@@ -4,6 +4,8 @@
 ** results match it bit for bit up to float summation order.
 */
 #include "cpu_nn.h"
+#include "cpu_kernels.h"
+#include <math.h>
 #include <string.h>
 
 /* nearest: src = min(floor(dst * (in/out)), in-1), scale in float as PyTorch */
@@ -111,4 +113,72 @@ void cpu_upsample_bilinear_backward(int NC, int H, int W, int OH, int OW, int al
       }
     }
   }
+}
+
+/* ---- PyTorch's scale_factor path (moved from runtime/ops/op_nn.c) ----
+** With a scale_factor PyTorch maps indices with 1/scale instead of in/out;
+** the op takes this path only where the two differ. */
+static inline int near_src(int dst, int in, int out, float rs) {
+  if (in == out) return dst;
+  if (out == 2 * in) return dst >> 1;
+  int s = (int)floorf((float)dst * rs);
+  return s < in - 1 ? s : in - 1;
+}
+
+static inline void lin_src(int dst, int in, float rs, int *i0, int *i1, float *l1) {
+  float src = rs * ((float)dst + 0.5f) - 0.5f;
+  if (src < 0) src = 0;
+  int a = (int)src;
+  if (a > in - 1) a = in - 1;
+  *i0 = a; *i1 = a + (a < in - 1); *l1 = src - (float)a;
+}
+
+void cpu_resize_scaled(int NC, int H, int W, int OH, int OW, float rh, float rw, int bilinear, int backward,
+                       float *x, float *y) {
+#pragma omp parallel for schedule(static) if ((int64_t)NC * OH * OW > CPU_PAR_MIN)
+  for (int nc = 0; nc < NC; nc++) {
+    float *xp = x + (size_t)nc * H * W, *yp = y + (size_t)nc * OH * OW;
+    if (backward) memset(xp, 0, sizeof(float) * H * W);
+    for (int oh = 0; oh < OH; oh++)
+      for (int ow = 0; ow < OW; ow++) {
+        float *yo = yp + (size_t)oh * OW + ow;
+        if (!bilinear) {
+          float *xi = xp + (size_t)near_src(oh, H, OH, rh) * W + near_src(ow, W, OW, rw);
+          if (backward) *xi += *yo; else *yo = *xi;
+        } else {
+          int h0, h1, w0, w1; float lh, lw;
+          lin_src(oh, H, rh, &h0, &h1, &lh);
+          lin_src(ow, W, rw, &w0, &w1, &lw);
+          float c00 = (1 - lh) * (1 - lw), c01 = (1 - lh) * lw, c10 = lh * (1 - lw), c11 = lh * lw;
+          float *r0 = xp + (size_t)h0 * W, *r1 = xp + (size_t)h1 * W;
+          if (backward) {
+            r0[w0] += c00 * *yo; r0[w1] += c01 * *yo; r1[w0] += c10 * *yo; r1[w1] += c11 * *yo;
+          } else {
+            *yo = c00 * r0[w0] + c01 * r0[w1] + c10 * r1[w0] + c11 * r1[w1];
+          }
+        }
+      }
+  }
+}
+
+/* ---- kernel-table entries (cpu_kernels.h) ---- */
+
+int cpu_kernel_resize_forward(const fdm_resize_params *p, const fdm_kview *x, const fdm_kview *y) {
+  if (p->scaled)
+    cpu_resize_scaled(p->NC, p->H, p->W, p->OH, p->OW, p->rh, p->rw, p->bilinear, 0, x->data, y->data);
+  else if (p->bilinear)
+    cpu_upsample_bilinear_forward(p->NC, p->H, p->W, p->OH, p->OW, p->align_corners, x->data, y->data);
+  else
+    cpu_upsample_nearest_forward(p->NC, p->H, p->W, p->OH, p->OW, x->data, y->data);
+  return 0;
+}
+
+int cpu_kernel_resize_backward(const fdm_resize_params *p, const fdm_kview *gy, const fdm_kview *gx) {
+  if (p->scaled)
+    cpu_resize_scaled(p->NC, p->H, p->W, p->OH, p->OW, p->rh, p->rw, p->bilinear, 1, gx->data, gy->data);
+  else if (p->bilinear)
+    cpu_upsample_bilinear_backward(p->NC, p->H, p->W, p->OH, p->OW, p->align_corners, gy->data, gx->data);
+  else
+    cpu_upsample_nearest_backward(p->NC, p->H, p->W, p->OH, p->OW, gy->data, gx->data);
+  return 0;
 }

@@ -1,7 +1,9 @@
 /* op_nn_misc.c: activations, dropout, losses, one_hot, gaussian_blur and
 ** scaled_dot_product_attention. Most are composites of core ops (their
-** autograd comes from those); gaussian_blur has its own node (the backward
-** is the adjoint of the separable reflect-padded blur). */
+** autograd comes from those); one_hot and gaussian_blur run their own
+** kernels, and gaussian_blur has its own node (the backward is the adjoint
+** of the separable reflect-padded blur). Labels are range-checked on the
+** host (fdm_read_to_host), so errors can name the bad label. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +28,14 @@ fdm_tensor *fdm_dropout(fdm_tensor *x, double p, int training) {
   if (!(p >= 0 && p <= 1)) { fdm_seterror("dropout: probability has to be between 0 and 1, got %g", p); return NULL; }
   if (!training || p == 0) { fdm_retain(x); return x; }
   if (nn_check("dropout", 1, &x)) return NULL;
-  fdm_tensor *m = fdm_rand(x->ndim, x->shape, x->device);
-  if (!m) return NULL;
-  float *pm = fdm_data(m), scale = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.0f, fp = (float)p;
-  int64_t n = fdm_numel(m);
-  for (int64_t i = 0; i < n; i++) pm[i] = pm[i] >= fp ? scale : 0.0f;
-  fdm_tensor *y = fdm_binary(FDM_MUL, x, m);
-  fdm_release(m);
+  /* mask = (u >= p) * 1/(1-p) for uniform u, in float32 as the kernels compare */
+  float fp = (float)p, scale = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.0f;
+  fdm_tensor *u = fdm_rand(x->ndim, x->shape, x->device);
+  fdm_tensor *keep = u ? fdm_binary_scalar(FDM_GE, u, fp, 0) : NULL;
+  fdm_tensor *keep_f = keep ? fdm_to_dtype(keep, FDM_FLOAT32) : NULL;
+  fdm_tensor *mask = keep_f ? fdm_scale(keep_f, scale) : NULL;
+  fdm_tensor *y = mask ? fdm_binary(FDM_MUL, x, mask) : NULL;
+  fdm_release(u); fdm_release(keep); fdm_release(keep_f); fdm_release(mask);
   return y;
 }
 
@@ -65,6 +68,25 @@ fdm_tensor *fdm_mse_loss(fdm_tensor *a, fdm_tensor *b, fdm_reduction red) {
   return r;
 }
 
+/* the labels (contiguous int64) copied to host memory: a malloc'd array the
+** caller frees, or NULL with the error set */
+static int64_t *labels_on_host(const char *op, fdm_tensor *lc, int64_t *count) {
+  int64_t nl = fdm_numel(lc);
+  int64_t *host = malloc((size_t)(nl ? nl : 1) * sizeof(int64_t));
+  if (!host) { fdm_seterror("%s: out of memory reading %lld labels", op, (long long)nl); return NULL; }
+  if (fdm_read_to_host(lc, host, (size_t)nl * sizeof(int64_t))) { free(host); return NULL; }
+  *count = nl;
+  return host;
+}
+
+static int check_label_range(const char *op, const int64_t *labels, int64_t nl, int64_t classes) {
+  for (int64_t i = 0; i < nl; i++)
+    if (labels[i] < 0 || labels[i] >= classes)
+      return fdm_seterror("%s: label %lld at position %lld is out of range for %lld classes (labels are 0-based)",
+                          op, (long long)labels[i], (long long)i + 1, (long long)classes);
+  return 0;
+}
+
 fdm_tensor *fdm_cross_entropy(fdm_tensor *logits, fdm_tensor *labels, fdm_reduction red) {
   char b1[128], b2[128];
   const char *op = "cross_entropy";
@@ -91,16 +113,10 @@ fdm_tensor *fdm_cross_entropy(fdm_tensor *logits, fdm_tensor *labels, fdm_reduct
   }
   int64_t C = logits->shape[cdim];
   fdm_tensor *lc = fdm_contiguous(labels);
-  if (!lc) return NULL;
-  const int64_t *pl = fdm_data(lc);
-  int64_t nl = fdm_numel(lc);
-  for (int64_t i = 0; i < nl; i++)
-    if (pl[i] < 0 || pl[i] >= C) {
-      fdm_seterror("%s: label %lld at position %lld is out of range for %lld classes (labels are 0-based)", op,
-                   (long long)pl[i], (long long)i + 1, (long long)C);
-      fdm_release(lc);
-      return NULL;
-    }
+  int64_t nl = 0, *host = lc ? labels_on_host(op, lc, &nl) : NULL;
+  int bad_label = !host || check_label_range(op, host, nl, C);
+  free(host);
+  if (bad_label) { fdm_release(lc); return NULL; }
   fdm_tensor *x = unbatched ? fdm_unsqueeze(logits, 0) : (fdm_retain(logits), logits);
   fdm_tensor *idx = x ? fdm_unsqueeze(lc, unbatched ? 0 : 1) : NULL;
   if (idx && unbatched) { fdm_tensor *t = fdm_unsqueeze(idx, 0); fdm_release(idx); idx = t; }
@@ -117,40 +133,36 @@ fdm_tensor *fdm_cross_entropy(fdm_tensor *logits, fdm_tensor *labels, fdm_reduct
 
 /* ======================================================================= one_hot */
 
+static int64_t max_label(const int64_t *labels, int64_t nl) {
+  int64_t mx = labels[0];
+  for (int64_t i = 1; i < nl; i++) if (labels[i] > mx) mx = labels[i];
+  return mx;
+}
+
 fdm_tensor *fdm_one_hot(fdm_tensor *labels, int64_t n) {
   char b1[128];
-  if (fdm_backend_check("one_hot", 1, &labels)) return NULL;
+  const char *op = "one_hot";
+  if (fdm_backend_check(op, 1, &labels)) return NULL;
   if (labels->dtype != FDM_INT64) {
     fdm_seterror("one_hot: labels must be int64 (0-based class indices), got %s", fdm_dtype_name(labels->dtype));
     return NULL;
   }
-  if (labels->device != FDM_CPU) { fdm_seterror("one_hot: not implemented on device %s", fdm_device_name(labels->device)); return NULL; }
   if (labels->ndim >= FDM_MAXDIM) { fdm_seterror("one_hot: labels %s have too many dims", SHP(labels, b1)); return NULL; }
   fdm_tensor *lc = fdm_contiguous(labels);
-  if (!lc) return NULL;
-  const int64_t *pl = fdm_data(lc);
-  int64_t nl = fdm_numel(lc);
-  if (n < 0) {
-    if (nl == 0) { fdm_release(lc); fdm_seterror("one_hot: cannot infer the number of classes of empty labels"); return NULL; }
-    int64_t mx = pl[0];
-    for (int64_t i = 1; i < nl; i++) if (pl[i] > mx) mx = pl[i];
-    n = mx + 1;
-  }
-  for (int64_t i = 0; i < nl; i++)
-    if (pl[i] < 0 || pl[i] >= n) {
-      fdm_seterror("one_hot: label %lld at position %lld is out of range for %lld classes (labels are 0-based)",
-                   (long long)pl[i], (long long)i + 1, (long long)n);
-      fdm_release(lc);
-      return NULL;
-    }
+  int64_t nl = 0, *host = lc ? labels_on_host(op, lc, &nl) : NULL;
+  if (!host) { fdm_release(lc); return NULL; }
+  int bad = 0;
+  if (n < 0 && nl == 0) bad = fdm_seterror("one_hot: cannot infer the number of classes of empty labels");
+  else if (n < 0) n = max_label(host, nl) + 1;
+  if (!bad) bad = check_label_range(op, host, nl, n);
+  free(host);
+  if (bad) { fdm_release(lc); return NULL; }
   int64_t shape[FDM_MAXDIM];
   memcpy(shape, labels->shape, labels->ndim * sizeof(int64_t));
   shape[labels->ndim] = n;
   fdm_tensor *out = fdm_zeros(FDM_INT64, labels->ndim + 1, shape, labels->device);
-  if (out) {
-    int64_t *po = fdm_data(out);
-    for (int64_t i = 0; i < nl; i++) po[i * n + pl[i]] = 1;
-  }
+  fdm_kview vo = out ? fdm_kview_of(out) : (fdm_kview){0}, vl = fdm_kview_of(lc);
+  if (out && FDM_KERNEL(out->device, op, one_hot, &vo, &vl, n)) { fdm_release(out); out = NULL; }
   fdm_release(lc);
   return out;
 }
@@ -167,63 +179,22 @@ static void gauss_kernel(int k, double sigma, float *out) {
   for (int i = 0; i < k; i++) out[i] = (float)(tmp[i] / s);
 }
 
-static inline int refl(int i, int n) {
-  if (i < 0) i = -i;
-  if (i >= n) i = 2 * (n - 1) - i;
-  return i;
-}
-
-/* backward = 0: y = blur(x); backward = 1: x = blur^T(y) */
-static void blur_planes(int64_t P, int H, int W, int kx, int ky, const float *gx_, const float *gy_, int backward,
-                        float *x, float *y) {
-  int rx = kx / 2, ry = ky / 2;
-#pragma omp parallel for schedule(static) if (P * H * W * (kx + ky) > FDM_PAR_MIN)
-  for (int64_t p = 0; p < P; p++) {
-    float *xp = x + p * H * W, *yp = y + p * H * W;
-    float *tmp = malloc(sizeof(float) * H * W);
-    if (!tmp) continue;   /* cannot happen in practice; leaves garbage rather than crashing */
-    if (!backward) {
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          float s = 0;
-          for (int t = 0; t < kx; t++) s += gx_[t] * xp[h * W + refl(w + t - rx, W)];
-          tmp[h * W + w] = s;
-        }
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          float s = 0;
-          for (int t = 0; t < ky; t++) s += gy_[t] * tmp[refl(h + t - ry, H) * W + w];
-          yp[h * W + w] = s;
-        }
-    } else {
-      memset(tmp, 0, sizeof(float) * H * W);
-      memset(xp, 0, sizeof(float) * H * W);
-      for (int h = 0; h < H; h++)
-        for (int t = 0; t < ky; t++) {
-          int hs = refl(h + t - ry, H);
-          float c = gy_[t];
-          for (int w = 0; w < W; w++) tmp[hs * W + w] += c * yp[h * W + w];
-        }
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++) {
-          float g = tmp[h * W + w];
-          for (int t = 0; t < kx; t++) xp[h * W + refl(w + t - rx, W)] += gx_[t] * g;
-        }
-    }
-    free(tmp);
-  }
-}
+typedef struct { fdm_blur_params p; double sx, sy; } blur_state;
 
 static int blur_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  int kx = (int)n->i[3], ky = (int)n->i[4];
-  float kxw[kx], kyw[ky];
-  gauss_kernel(kx, n->f[0], kxw);
-  gauss_kernel(ky, n->f[1], kyw);
-  fdm_tensor *gc = fdm_contiguous(g);
-  fdm_tensor *gx = gc ? fdm_empty(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device) : NULL;
-  if (!gx) { fdm_release(gc); return -1; }
-  blur_planes(n->i[0], (int)n->i[1], (int)n->i[2], kx, ky, kxw, kyw, 1, fdm_data(gx), fdm_data(gc));
-  fdm_release(gc);
+  blur_state *s = FDM_NODE_STATE(n, blur_state);
+  if (!s) return -1;
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  float wx[s->p.kx], wy[s->p.ky];
+  gauss_kernel(s->p.kx, s->sx, wx);
+  gauss_kernel(s->p.ky, s->sy, wy);
+  fdm_tensor *gx = fdm_empty(FDM_FLOAT32, in->ndim, in->shape, g->device);
+  if (!gx) return -1;
+  fdm_kview vg = fdm_kview_of(g), vgx = fdm_kview_of(gx);
+  if (FDM_KERNEL(g->device, "gaussian_blur", blur_backward, &s->p, wx, wy, &vg, &vgx)) {
+    fdm_release(gx);
+    return -1;
+  }
   gin[0] = gx;
   return 0;
 }
@@ -247,21 +218,28 @@ fdm_tensor *fdm_gaussian_blur(fdm_tensor *x, int kx, int ky, double sx, double s
   }
   int64_t P = 1;
   for (int d = 0; d < x->ndim - 2; d++) P *= x->shape[d];
+  fdm_blur_params p = {P, (int)H, (int)W, kx, ky};
+  float wx[kx], wy[ky];
+  gauss_kernel(kx, sx, wx);
+  gauss_kernel(ky, sy, wy);
   fdm_tensor *xc = fdm_contiguous(x);
   fdm_tensor *out = xc ? fdm_empty(FDM_FLOAT32, x->ndim, x->shape, x->device) : NULL;
-  if (!out) { fdm_release(xc); return NULL; }
-  float kxw[kx], kyw[ky];
-  gauss_kernel(kx, sx, kxw);
-  gauss_kernel(ky, sy, kyw);
-  if (P * H * W > 0) blur_planes(P, (int)H, (int)W, kx, ky, kxw, kyw, 0, fdm_data(xc), fdm_data(out));
-  fdm_release(xc);
-  fdm_node *n = fdm_node_new(op, blur_backward, 1, &x);
+  fdm_node *n = NULL;
+  if (!out) goto fail;
+  fdm_kview vx = fdm_kview_of(xc), vy = fdm_kview_of(out);
+  if ((P * H * W > 0 && FDM_KERNEL(x->device, op, blur_forward, &p, wx, wy, &vx, &vy)) ||
+      fdm_node_new(op, blur_backward, 1, &x, sizeof(blur_state), &n))
+    goto fail;
   if (n) {
-    n->i[0] = P; n->i[1] = H; n->i[2] = W; n->i[3] = kx; n->i[4] = ky;
-    n->f[0] = sx; n->f[1] = sy;
-    fdm_node_attach(out, n);
+    blur_state *s = n->state;
+    s->p = p; s->sx = sx; s->sy = sy;
+    if (fdm_node_attach(out, n)) goto fail;
   }
+  fdm_release(xc);
   return out;
+fail:
+  fdm_release(out); fdm_release(xc);
+  return NULL;
 }
 
 /* ======================================================================= attention */

@@ -1,0 +1,111 @@
+/*
+** linear.c: y = x w^T + b and its gradients through OpenBLAS sgemm.
+** A float16/bfloat16 weight is converted to float32 LINEAR_BLOCK output rows
+** at a time (a bounded scratch instead of a float32 copy of the whole
+** matrix); each block is one sgemm into the matching columns of y (forward)
+** or one more term of the sum over output features (data gradient).
+*/
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cpu_kernels.h"
+#include "cpu_nn.h"
+
+#define LINEAR_BLOCK 256   /* weight rows converted per sgemm */
+
+void cpu_weights_to_float(const fdm_kview *w, int64_t first, int64_t n, float *dst) {
+  const uint16_t *h = (const uint16_t *)w->data + first;
+  switch (w->dtype) {
+    case FDM_FLOAT16: for (int64_t i = 0; i < n; i++) dst[i] = fdm_half_to_float(h[i]); break;
+    case FDM_BFLOAT16: for (int64_t i = 0; i < n; i++) dst[i] = fdm_bf16_to_float(h[i]); break;
+    default: memcpy(dst, (const float *)w->data + first, (size_t)n * sizeof(float)); break;
+  }
+}
+
+static int is_half(const fdm_kview *w) { return w->dtype == FDM_FLOAT16 || w->dtype == FDM_BFLOAT16; }
+
+static float *block_scratch(int64_t rows, int64_t IN) {
+  int64_t n = rows * IN;
+  float *s = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  if (!s) fdm_seterror("linear: out of memory converting a half-precision weight block (%lld floats)",
+                       (long long)(rows * IN));
+  return s;
+}
+
+/* y [M, OUT] (+)= x w^T, with w converted block by block when half */
+static int linear_product(int64_t M, int64_t IN, int64_t OUT, const float *x, const fdm_kview *w,
+                          float beta, float *y) {
+  if (!is_half(w)) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)OUT, (int)IN, 1.0f, x, (int)IN,
+                w->data, (int)IN, beta, y, (int)OUT);
+    return 0;
+  }
+  int64_t rows = OUT < LINEAR_BLOCK ? OUT : LINEAR_BLOCK;
+  float *wf = block_scratch(rows, IN);
+  if (!wf) return -1;
+  for (int64_t o0 = 0; o0 < OUT; o0 += rows) {
+    int64_t nb = OUT - o0 < rows ? OUT - o0 : rows;
+    cpu_weights_to_float(w, o0 * IN, nb * IN, wf);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nb, (int)IN, 1.0f, x, (int)IN, wf,
+                (int)IN, beta, y + o0, (int)OUT);
+  }
+  free(wf);
+  return 0;
+}
+
+int cpu_kernel_linear_forward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w,
+                              const fdm_kview *b, const fdm_kview *y) {
+  float *py = y->data;
+  if (!M || !OUT) return 0;
+  if (b) {
+    const float *pb = b->data;
+    for (int64_t m = 0; m < M; m++) memcpy(py + m * OUT, pb, OUT * sizeof(float));
+  }
+  if (IN) return linear_product(M, IN, OUT, x->data, w, b ? 1.0f : 0.0f, py);
+  if (!b) memset(py, 0, M * OUT * sizeof(float));
+  return 0;
+}
+
+/* gx [M, IN] = gy [M, OUT] w [OUT, IN]: a sum over blocks of output features when w is half */
+static int linear_data_grad(int64_t M, int64_t IN, int64_t OUT, const float *gy, const fdm_kview *w, float *gx) {
+  if (!OUT) { memset(gx, 0, M * IN * sizeof(float)); return 0; }
+  if (!is_half(w)) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)IN, (int)OUT, 1.0f, gy, (int)OUT,
+                w->data, (int)IN, 0.0f, gx, (int)IN);
+    return 0;
+  }
+  int64_t rows = OUT < LINEAR_BLOCK ? OUT : LINEAR_BLOCK;
+  float *wf = block_scratch(rows, IN);
+  if (!wf) return -1;
+  for (int64_t o0 = 0; o0 < OUT; o0 += rows) {
+    int64_t nb = OUT - o0 < rows ? OUT - o0 : rows;
+    cpu_weights_to_float(w, o0 * IN, nb * IN, wf);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)IN, (int)nb, 1.0f, gy + o0, (int)OUT,
+                wf, (int)IN, o0 ? 1.0f : 0.0f, gx, (int)IN);
+  }
+  free(wf);
+  return 0;
+}
+
+/* gb [OUT] = column sums of gy [M, OUT], accumulated in double */
+static void bias_grad(int64_t M, int64_t OUT, const float *gy, float *gb) {
+  for (int64_t o = 0; o < OUT; o++) {
+    double s = 0;
+    for (int64_t m = 0; m < M; m++) s += gy[m * OUT + o];
+    gb[o] = (float)s;
+  }
+}
+
+int cpu_kernel_linear_backward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w,
+                               const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
+                               const fdm_kview *gb) {
+  const float *pg = gy->data;
+  if (gx && M && IN && linear_data_grad(M, IN, OUT, pg, w, gx->data)) return -1;
+  if (gw && OUT && IN) {
+    if (M) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OUT, (int)IN, (int)M, 1.0f, pg, (int)OUT,
+                       x->data, (int)IN, 0.0f, gw->data, (int)IN);
+    else memset(gw->data, 0, OUT * IN * sizeof(float));
+  }
+  if (gb) bias_grad(M, OUT, pg, gb->data);
+  return 0;
+}
