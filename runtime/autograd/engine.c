@@ -1,76 +1,11 @@
-/* autograd.c: recording nodes and running the reverse pass. */
+/* engine.c: the reverse pass over the recorded tape (core/autograd.c).
+** It sits above the ops: accumulating gradients runs add and clone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "fdm_internal.h"
-
-static _Thread_local int grad_enabled = 1;
-
-int fdm_grad_enabled(void) { return grad_enabled; }
-int fdm_set_grad_enabled(int on) { int old = grad_enabled; grad_enabled = on; return old; }
-
-fdm_node *fdm_node_new(const char *name, fdm_backward_fn bw, int ninputs, fdm_tensor *const *inputs) {
-  if (!grad_enabled) return NULL;
-  int any = 0;
-  for (int i = 0; i < ninputs; i++) if (inputs[i] && inputs[i]->requires_grad) any = 1;
-  if (!any) return NULL;
-  fdm_node *n = calloc(1, sizeof *n);
-  if (!n) return NULL;   /* treated as "no grad"; the caller's result simply has no history */
-  n->refs = 1; n->name = name; n->backward = bw; n->ninputs = ninputs;
-  for (int i = 0; i < ninputs; i++) {
-    fdm_tensor *t = inputs[i];
-    if (!t) continue;
-    n->in_ndim[i] = t->ndim;
-    memcpy(n->in_shape[i], t->shape, sizeof t->shape);
-    if (!t->requires_grad) continue;
-    n->needs[i] = 1;
-    if (t->grad_fn) { n->next[i].fn = t->grad_fn; t->grad_fn->refs++; }
-    else { n->next[i].leaf = t; fdm_retain(t); }
-  }
-  return n;
-}
-
-void fdm_node_save(fdm_node *n, fdm_tensor *t) {
-  fdm_retain(t);
-  n->saved[n->nsaved++] = t;
-}
-
-/* A node that kept its own output would form a cycle (out -> grad_fn -> out)
-** and never be freed; it keeps a header over the same storage instead. */
-void fdm_node_save_output(fdm_node *n, fdm_tensor *out) {
-  fdm_tensor *alias = fdm_make_view(out, out->ndim, out->shape, out->stride, out->offset);
-  if (alias) n->saved[n->nsaved++] = alias;
-}
-
-void fdm_node_attach(fdm_tensor *out, fdm_node *n) {
-  if (!n) return;
-  out->grad_fn = n;
-  out->requires_grad = 1;
-}
-
-static void node_drop_buffers(fdm_node *n) {
-  for (int i = 0; i < n->nsaved; i++) { fdm_release(n->saved[i]); n->saved[i] = NULL; }
-  n->nsaved = 0;
-  fdm_release(n->gacc); n->gacc = NULL;
-  free(n->extra); n->extra = NULL;
-}
-
-/* iterative, so that freeing a graph thousands of nodes deep cannot overflow the C stack */
-void fdm_node_release(fdm_node *n) {
-  fdm_node *stack = NULL;
-  if (n && --n->refs == 0) { n->topo_next = stack; stack = n; }
-  while (stack) {
-    fdm_node *cur = stack;
-    stack = cur->topo_next;
-    node_drop_buffers(cur);
-    for (int i = 0; i < cur->ninputs; i++) {
-      fdm_release(cur->next[i].leaf);
-      fdm_node *c = cur->next[i].fn;
-      if (c && --c->refs == 0) { c->topo_next = stack; stack = c; }
-    }
-    free(cur);
-  }
-}
+#include "fdm_autograd.h"
+#include "fdm_engine.h"
+#include "fdm_ops.h"
 
 /* acc += g (both float32, same shape); *acc created from g when NULL. Runs
 ** with grad mode off (inside fdm_backward), so copies record no history. A
@@ -133,7 +68,7 @@ int fdm_backward(fdm_tensor *root, fdm_tensor *grad) {
     }
     nodes[nn++] = n;
     for (int i = 0; i < n->ninputs; i++) {
-      fdm_node *c = n->next[i].fn;
+      fdm_node *c = n->in[i].fn;
       if (!c) continue;
       if (c->topo_next != (fdm_node *)1) { c->topo_next = (fdm_node *)1; c->pending = 0; stack[sp++] = c; }
       c->pending++;
@@ -148,30 +83,32 @@ int fdm_backward(fdm_tensor *root, fdm_tensor *grad) {
   stack[sp++] = root->grad_fn;
   while (sp && rc == 0) {
     fdm_node *n = stack[--sp];
-    fdm_tensor *gin[FDM_NODE_MAXIN] = {0};
-    if (n->gacc && n->backward(n, n->gacc, gin) != 0) {
+    fdm_tensor **gin = calloc(n->ninputs ? n->ninputs : 1, sizeof *gin);
+    if (!gin) { rc = fdm_seterror("backward: out of memory"); break; }
+    if (n->gacc && (fdm_node_check_saved(n) || n->backward(n, n->gacc, gin) != 0)) {
       char msg[1024];
       snprintf(msg, sizeof msg, "backward of %s: %s", n->name, fdm_lasterror());
       rc = fdm_seterror("%s", msg);
     }
     for (int i = 0; i < n->ninputs; i++) {
       fdm_tensor *g = gin[i];
-      if (g && rc == 0 && n->needs[i]) {
-        if (g->ndim != n->in_ndim[i] || memcmp(g->shape, n->in_shape[i], g->ndim * sizeof(int64_t)))
+      const fdm_node_input *in = &n->in[i];
+      if (g && rc == 0 && in->needs) {
+        if (g->ndim != in->ndim || memcmp(g->shape, in->shape, g->ndim * sizeof(int64_t)))
           rc = fdm_seterror("backward of %s: internal error, gradient %d has shape %s", n->name,
                             i + 1, fdm_shapestr(g, b1, sizeof b1));
-        else if (n->next[i].fn) rc = accumulate(&n->next[i].fn->gacc, g);
-        else if (n->next[i].leaf) rc = accumulate(&n->next[i].leaf->grad, g);
+        else if (in->fn) rc = accumulate(&in->fn->gacc, g);
+        else if (in->leaf) rc = accumulate(&in->leaf->grad, g);
       }
       fdm_release(g);
-      fdm_node *c = n->next[i].fn;
-      if (c && --c->pending == 0) stack[sp++] = c;
+      if (in->fn && --in->fn->pending == 0) stack[sp++] = in->fn;
     }
-    node_drop_buffers(n);
+    free(gin);
+    fdm_node_drop_buffers(n);
     n->released = 1;
   }
   /* on error, drop what is left so memory is not held */
-  for (int k = 0; k < nn; k++) if (rc) { node_drop_buffers(nodes[k]); nodes[k]->released = 1; }
+  for (int k = 0; k < nn; k++) if (rc) { fdm_node_drop_buffers(nodes[k]); nodes[k]->released = 1; }
 free_lists:
   free(nodes);
   free(stack);
@@ -179,18 +116,4 @@ done:
   fdm_release(g0);
   fdm_set_grad_enabled(prev);
   return rc;
-}
-
-fdm_tensor *fdm_reduce_to_input(fdm_node *n, int i, fdm_tensor *g) {
-  int nd = n->in_ndim[i];
-  const int64_t *shape = n->in_shape[i];
-  if (g->ndim == nd && memcmp(g->shape, shape, nd * sizeof(int64_t)) == 0) { fdm_retain(g); return g; }
-  int dims[FDM_MAXDIM], k = 0, lead = g->ndim - nd;
-  for (int d = 0; d < g->ndim; d++)
-    if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) dims[k++] = d;
-  fdm_tensor *s = k ? fdm_sum(g, k, dims, 1) : (fdm_retain(g), g);
-  if (!s) return NULL;
-  fdm_tensor *r = fdm_reshape(s, nd, shape);
-  fdm_release(s);
-  return r;
 }

@@ -1,64 +1,40 @@
-/* backend.c: the device table. The CPU entry is always present; a CUDA build
-** registers its own entry (kernels/cuda), otherwise asking for it fails cleanly.
-**
-** The CPU allocator keeps freed blocks of the exact same size for reuse:
-** training loops allocate the same activation sizes every step, and fresh
-** pages from the kernel cost a page fault each (measured: 100 MB add went
-** from 77 ms to ~25 ms with reuse). fdm.empty_cache() returns the cache. */
+/* backend.c: the device registry. The CPU registers itself on first use
+** (kernels/cpu/cpu_backend.c); other devices register from plugins loaded
+** with fdm_backend_load. Asking for a device nobody registered fails cleanly. */
+#include <dlfcn.h>
 #include <stdio.h>
-#include <stdlib.h>
+#include <string.h>
 #include "fdm_backend.h"
 
-#define CACHE_SLOTS 512
-static struct { void *p; size_t n; } cache[CACHE_SLOTS];
-static int ncached;
-static size_t cached_bytes, cache_limit = (size_t)3 << 30;
-static const size_t min_cached = 64 << 10;   /* small blocks: malloc is fast enough */
+const fdm_backend *fdm_cpu_backend(void);   /* kernels/cpu/cpu_backend.c */
 
-static void *cpu_alloc(size_t n) {
-  if (n >= min_cached)
-    for (int i = ncached - 1; i >= 0; i--)
-      if (cache[i].n == n) {
-        void *p = cache[i].p;
-        cache[i] = cache[--ncached];
-        cached_bytes -= n;
-        return p;
-      }
-  void *p = NULL;
-  /* 64-byte alignment keeps AVX loads aligned and rows cache-line aligned */
-  if (posix_memalign(&p, 64, n ? n : 64) != 0) {
-    fdm_empty_cache();   /* out of memory: give back the cache and try once more */
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
-  }
-  return p;
+static const fdm_backend *backends[FDM_NDEVICE];
+
+static void ensure_cpu(void) { if (!backends[FDM_CPU]) backends[FDM_CPU] = fdm_cpu_backend(); }
+
+int fdm_backend_register(fdm_device dev, const fdm_backend *be) {
+  ensure_cpu();
+  if ((unsigned)dev >= FDM_NDEVICE) return fdm_seterror("register backend: no device slot %d", (int)dev);
+  if (dev == FDM_CPU) return fdm_seterror("register backend: the cpu backend is built in");
+  if (!be || !be->alloc || !be->release || !be->memset0 || !be->upload || !be->download ||
+      !be->synchronize || !be->kernels)
+    return fdm_seterror("register backend '%s': memory functions and a kernel table are required",
+                        be && be->name ? be->name : "?");
+  backends[dev] = be;
+  return 0;
 }
 
-static void cpu_release(void *p, size_t n) {
-  if (n >= min_cached && ncached < CACHE_SLOTS && cached_bytes + n <= cache_limit) {
-    cache[ncached].p = p; cache[ncached].n = n; ncached++;
-    cached_bytes += n;
-    return;
-  }
-  free(p);
+int fdm_backend_available(fdm_device dev) {
+  ensure_cpu();
+  return (unsigned)dev < FDM_NDEVICE && backends[dev] != NULL;
 }
-
-size_t fdm_empty_cache(void) {
-  size_t freed = cached_bytes;
-  for (int i = 0; i < ncached; i++) free(cache[i].p);
-  ncached = 0;
-  cached_bytes = 0;
-  return freed;
-}
-
-size_t fdm_cached_bytes(void) { return cached_bytes; }
-
-static const fdm_backend cpu_backend = {"cpu", cpu_alloc, cpu_release};
-static const fdm_backend *backends[FDM_NDEVICE] = {[FDM_CPU] = &cpu_backend};
 
 const fdm_backend *fdm_backend_get(fdm_device dev) {
-  if ((unsigned)dev < FDM_NDEVICE && backends[dev]) return backends[dev];
-  fdm_seterror("device '%s' is not available in this build of fdm (built without CUDA)",
-               fdm_device_name(dev));
+  if (fdm_backend_available(dev)) return backends[dev];
+  fdm_seterror("device '%s' is not available (no %s backend is loaded: %s)", fdm_device_name(dev),
+               fdm_device_name(dev),
+               dev == FDM_CUDA ? "this build of fdm has no CUDA backend or no GPU was found"
+                               : "it is a test device");
   return NULL;
 }
 
@@ -77,4 +53,82 @@ int fdm_backend_check(const char *op, int n, fdm_tensor *const *ts) {
     }
   }
   return 0;
+}
+
+static const fdm_kernels no_kernels;
+
+const fdm_kernels *fdm_kernels_of(fdm_device dev) {
+  return fdm_backend_available(dev) ? backends[dev]->kernels : &no_kernels;
+}
+
+int fdm_kernel_missing(const char *op, const char *kernel, fdm_device dev) {
+  return fdm_seterror("%s: not implemented on device '%s' (its backend has no '%s' kernel)", op,
+                      fdm_device_name(dev), kernel);
+}
+
+#define KERNEL_NAME(name, params) #name,
+static const char *const kernel_names[] = {FDM_ALL_KERNELS(KERNEL_NAME) NULL};
+#undef KERNEL_NAME
+
+const char *const *fdm_kernel_names(void) { return kernel_names; }
+
+int fdm_backend_supports(fdm_device dev, const char *kernel) {
+  if (!fdm_backend_available(dev)) return 0;
+  /* the table is a struct of function pointers in kernel_names order */
+  typedef int (*slot)(void);
+  const slot *slots = (const slot *)(const void *)backends[dev]->kernels;
+  for (int i = 0; kernel_names[i]; i++)
+    if (strcmp(kernel_names[i], kernel) == 0) return slots[i] != NULL;
+  return 0;
+}
+
+int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes) {
+  const fdm_backend *d = fdm_backend_get(dst_dev), *s = d ? fdm_backend_get(src_dev) : NULL;
+  if (!s || nbytes == 0) return s ? 0 : -1;
+  if (src_dev == FDM_CPU) return d->upload(dst, src, nbytes);
+  if (dst_dev == FDM_CPU) return s->download(dst, src, nbytes);
+  /* between two other devices: through host memory */
+  const fdm_backend *cpu = backends[FDM_CPU];
+  void *tmp = cpu->alloc(nbytes);
+  if (!tmp) return fdm_seterror("out of memory: cannot stage %.1f MiB between devices", nbytes / 1048576.0);
+  int rc = s->download(tmp, src, nbytes);
+  if (rc == 0) rc = d->upload(dst, tmp, nbytes);
+  cpu->release(tmp, nbytes);
+  return rc;
+}
+
+size_t fdm_empty_cache(void) {
+  ensure_cpu();
+  size_t freed = 0;
+  for (int d = 0; d < FDM_NDEVICE; d++)
+    if (backends[d] && backends[d]->empty_cache) freed += backends[d]->empty_cache();
+  return freed;
+}
+
+size_t fdm_cached_bytes(void) {
+  ensure_cpu();
+  size_t n = 0;
+  for (int d = 0; d < FDM_NDEVICE; d++)
+    if (backends[d] && backends[d]->stats) {
+      fdm_backend_stats st;
+      backends[d]->stats(&st);
+      n += st.cached_bytes;
+    }
+  return n;
+}
+
+static const fdm_plugin_host host = {FDM_PLUGIN_ABI, fdm_backend_register, fdm_backend_get, fdm_seterror};
+
+int fdm_backend_load(const char *path) {
+  ensure_cpu();
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return fdm_seterror("cannot load backend plugin '%s': %s", path, dlerror());
+  fdm_plugin_register_fn reg;
+  *(void **)&reg = dlsym(h, "fdm_backend_plugin_register");
+  if (!reg) {
+    dlclose(h);
+    return fdm_seterror("'%s' is not an fdm backend plugin (no fdm_backend_plugin_register)", path);
+  }
+  /* the plugin stays loaded: its backend table and kernels are used until exit */
+  return reg(&host);
 }

@@ -1,23 +1,72 @@
 /*
-** fdm_backend.h: the per-device table. Storage allocation goes through the
-** device's entry; ops ask fdm_backend_check() before running a kernel so an
-** unavailable device gives a clear error instead of a crash.
+** fdm_backend.h: the per-device table. Each device registers an fdm_backend:
+** its memory functions and its kernel table (fdm_kernels.h). Ops allocate
+** through the table, move data through it, and call kernels through it;
+** nothing above the kernels touches device memory. A device is either built
+** in (the CPU, kernels/cpu/cpu_backend.c) or a plugin: a shared object whose
+** fdm_backend_plugin_register() the registry calls with the host functions.
 */
 #ifndef FDM_BACKEND_H
 #define FDM_BACKEND_H
 #include "fdm.h"
+#include "fdm_kernels.h"
+
+typedef struct fdm_backend_stats {
+  size_t live_bytes;        /* allocated and not yet released */
+  size_t cached_bytes;      /* held by the allocator's cache for reuse */
+  uint64_t allocs;          /* allocation calls that succeeded */
+  uint64_t uploads, downloads;   /* host -> device and device -> host copies */
+} fdm_backend_stats;
 
 typedef struct fdm_backend {
   const char *name;
-  void *(*alloc)(size_t nbytes);          /* NULL on out of memory */
+  void *(*alloc)(size_t nbytes);                 /* NULL on out of memory */
   void (*release)(void *p, size_t nbytes);
+  int (*memset0)(void *p, size_t nbytes);        /* zero fill */
+  int (*upload)(void *dst, const void *host_src, size_t nbytes);
+  int (*download)(void *host_dst, const void *src, size_t nbytes);
+  int (*synchronize)(void);
+  size_t (*empty_cache)(void);                   /* returns the bytes given back */
+  void (*stats)(fdm_backend_stats *out);
+  const fdm_kernels *kernels;
 } fdm_backend;
 
-/* NULL (with the error set) when the device is not available in this build */
+/* NULL (with the error set) when the device is not available */
 const fdm_backend *fdm_backend_get(fdm_device dev);
+int fdm_backend_available(fdm_device dev);
 /* every operand of an op must be on one available device; returns -1 + error */
 int fdm_backend_check(const char *op, int n, fdm_tensor *const *ts);
-/* the CPU allocator's cache of freed blocks */
-size_t fdm_empty_cache(void);    /* frees it, returns the bytes released */
+/* the kernel table of an available device (after fdm_backend_check) */
+const fdm_kernels *fdm_kernels_of(fdm_device dev);
+/* the error for a kernel the device lacks: "<op>: not implemented on device ..." */
+int fdm_kernel_missing(const char *op, const char *kernel, fdm_device dev);
+/* calls kernel KNAME of DEV's table, or fails with the clear error when the
+** device has no such kernel. Evaluates to the kernel's 0 / -1. */
+#define FDM_KERNEL(dev, op, kname, ...)                                         \
+  (fdm_kernels_of(dev)->kname ? fdm_kernels_of(dev)->kname(__VA_ARGS__)          \
+                              : fdm_kernel_missing((op), #kname, (dev)))
+/* whether DEV has a kernel of that name (ggml's supports_op) */
+int fdm_backend_supports(fdm_device dev, const char *kernel);
+/* the names of every kernel slot, NULL-terminated */
+const char *const *fdm_kernel_names(void);
+
+/* registering devices */
+int fdm_backend_register(fdm_device dev, const fdm_backend *be);
+typedef struct fdm_plugin_host {
+  int abi;                                       /* FDM_PLUGIN_ABI */
+  int (*register_backend)(fdm_device dev, const fdm_backend *be);
+  const fdm_backend *(*get)(fdm_device dev);
+  int (*seterror)(const char *fmt, ...);
+} fdm_plugin_host;
+#define FDM_PLUGIN_ABI 1
+typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
+/* loads a backend plugin (a shared object exporting fdm_backend_plugin_register) */
+int fdm_backend_load(const char *path);
+
+/* copies between devices: whole storages' bytes, dst and src of equal size */
+int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes);
+
+/* the CPU allocator's cache of freed blocks (all devices: fdm.empty_cache) */
+size_t fdm_empty_cache(void);    /* frees the caches, returns the bytes released */
 size_t fdm_cached_bytes(void);
 #endif

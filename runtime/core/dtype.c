@@ -22,11 +22,14 @@ int fdm_dtype_from_name(const char *name, fdm_dtype *out) {
   return -1;
 }
 
-const char *fdm_device_name(fdm_device d) { return d == FDM_CPU ? "cpu" : d == FDM_CUDA ? "cuda" : "?"; }
+const char *fdm_device_name(fdm_device d) {
+  return d == FDM_CPU ? "cpu" : d == FDM_CUDA ? "cuda" : d == FDM_FAKE ? "fake" : "?";
+}
 
 int fdm_device_from_name(const char *name, fdm_device *out) {
   if (strcmp(name, "cpu") == 0) { *out = FDM_CPU; return 0; }
   if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda:0") == 0) { *out = FDM_CUDA; return 0; }
+  if (strcmp(name, "fake") == 0) { *out = FDM_FAKE; return 0; }
   return -1;
 }
 

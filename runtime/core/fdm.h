@@ -19,13 +19,23 @@ typedef enum {
   FDM_NDTYPE
 } fdm_dtype;
 
-typedef enum { FDM_CPU = 0, FDM_CUDA = 1, FDM_NDEVICE } fdm_device;
+/* FDM_FAKE is the test suite's second device (tests/c/fake_backend.c, a
+** plugin loaded by the tests only): CPU kernels over separately tagged memory. */
+typedef enum { FDM_CPU = 0, FDM_CUDA = 1, FDM_FAKE = 2, FDM_NDEVICE } fdm_device;
+
+/* Frees memory a storage wraps but did not allocate (a mapped file, a buffer
+** owned by someone else); NULL: nothing to free. */
+typedef void (*fdm_external_free)(void *ctx, void *data, size_t nbytes);
 
 typedef struct fdm_storage {
   int refs;
   fdm_device device;
   size_t nbytes;
   void *data;
+  uint64_t version;              /* bumped by every in-place write (autograd checks it) */
+  int external;                  /* data not from the backend allocator: freed by free_external */
+  fdm_external_free free_external;
+  void *external_ctx;
 } fdm_storage;
 
 struct fdm_node;
@@ -44,7 +54,23 @@ typedef struct fdm_tensor {
   struct fdm_node *grad_fn;    /* op that produced it, NULL for leaves */
 } fdm_tensor;
 
-/* ---- errors (fdm_error.c) ---- */
+/* ---- kernel views ----
+** What a kernel sees of a tensor: its device data pointer, dtype, shape and
+** strides (in elements). No references, no autograd. A view may be given a
+** broadcast shape, where broadcast dims have stride 0. */
+typedef struct fdm_kview {
+  void *data;
+  fdm_dtype dtype;
+  int ndim;
+  int64_t shape[FDM_MAXDIM];
+  int64_t stride[FDM_MAXDIM];
+} fdm_kview;
+fdm_kview fdm_kview_of(const fdm_tensor *t);
+/* t seen through the broadcast shape (nd, shape): leading and size-1 dims get stride 0 */
+fdm_kview fdm_kview_bcast(const fdm_tensor *t, int nd, const int64_t *shape);
+int64_t fdm_kview_numel(const fdm_kview *v);
+
+/* ---- errors (core/error.c) ---- */
 int fdm_seterror(const char *fmt, ...);   /* always returns -1 */
 const char *fdm_lasterror(void);
 /* formats a shape as "[2, 3, 4]" into buf (returns buf) */
@@ -61,10 +87,14 @@ uint16_t fdm_float_to_half(float f);
 float fdm_bf16_to_float(uint16_t h);
 uint16_t fdm_float_to_bf16(float f);
 
-/* ---- tensor lifetime (fdm_tensor.c) ---- */
+/* ---- tensor lifetime (core/tensor.c) ---- */
 fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev);
 fdm_tensor *fdm_zeros(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev);
-fdm_tensor *fdm_full(fdm_dtype dt, int ndim, const int64_t *shape, double v, fdm_device dev);
+/* a contiguous tensor over memory fdm did not allocate (data must hold the
+** whole shape, aligned for dt); free_fn(ctx, data, nbytes) runs when the last
+** reference goes, NULL when the owner frees it later itself */
+fdm_tensor *fdm_from_external(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev,
+                              void *data, size_t nbytes, fdm_external_free free_fn, void *ctx);
 fdm_tensor *fdm_empty_like(const fdm_tensor *t);
 fdm_tensor *fdm_zeros_like(const fdm_tensor *t);
 void fdm_retain(fdm_tensor *t);
@@ -72,14 +102,27 @@ void fdm_release(fdm_tensor *t);               /* NULL-safe */
 void fdm_free_data(fdm_tensor *t);             /* t:free(): drop storage now */
 
 int64_t fdm_numel(const fdm_tensor *t);
+/* the product of shape[0..ndim), or -1 with the error set when it exceeds int64 */
+int64_t fdm_shape_numel(const char *op, int ndim, const int64_t *shape);
+/* in-place writes call this so autograd can refuse stale saved tensors */
+void fdm_bump_version(fdm_tensor *t);
 int fdm_is_contiguous(const fdm_tensor *t);
-void *fdm_data(const fdm_tensor *t);           /* first element (storage data + offset) */
-#define FDM_F32(t) ((float *)fdm_data(t))
-fdm_tensor *fdm_contiguous(fdm_tensor *t);     /* new ref; same object if already contiguous */
-fdm_tensor *fdm_clone(fdm_tensor *t);
+/* first element (storage data + offset), in the tensor's device memory: only
+** kernels and host-side readers of CPU tensors may dereference it */
+void *fdm_data(const fdm_tensor *t);
 int fdm_same_shape(const fdm_tensor *a, const fdm_tensor *b);
+/* a view: a new header over t's storage with the given shape, strides and offset */
+fdm_tensor *fdm_make_view(fdm_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                          int64_t offset);
 /* bytes of tensor storage currently alive: for GC pressure and leak tests */
 size_t fdm_live_bytes(void);
+
+/* ---- the random stream (core/rng.c): Philox4x32-10, counter-based ---- */
+void fdm_manual_seed(uint64_t seed);
+void fdm_rng_get(uint64_t *seed, uint64_t *offset);
+void fdm_rng_set(uint64_t seed, uint64_t offset);
+/* reserves blocks 128-bit blocks of the stream; returns the offset of the first */
+uint64_t fdm_rng_take(uint64_t blocks);
 
 /* ---- checks used by every op: return -1 and set the error on failure ---- */
 int fdm_check_dtype(const char *op, const fdm_tensor *t, fdm_dtype want);

@@ -1,10 +1,11 @@
-/* tensor.c: tensor and storage lifetime (reference counting), shapes, strides. */
+/* tensor.c: tensor and storage lifetime (reference counting), shapes,
+** strides, kernel views. Storage memory comes from (and goes back to) the
+** device's backend; tensors never read or write their data here. */
 #include <stdlib.h>
 #include <string.h>
 #include "fdm.h"
 #include "fdm_autograd.h"
 #include "fdm_backend.h"
-#include "fdm_ops.h"
 
 static size_t live_bytes;   /* tensor storage alive, all devices */
 
@@ -22,16 +23,21 @@ static fdm_storage *storage_new(size_t nbytes, fdm_device dev) {
                  fdm_device_name(dev));
     return NULL;
   }
-  s->refs = 1; s->device = dev; s->nbytes = nbytes;
+  s->refs = 1; s->device = dev; s->nbytes = nbytes; s->version = 0;
+  s->external = 0; s->free_external = NULL; s->external_ctx = NULL;
   __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
   return s;
 }
 
 static void storage_release(fdm_storage *s) {
   if (!s || --s->refs > 0) return;
-  const fdm_backend *be = fdm_backend_get(s->device);
-  if (be) be->release(s->data, s->nbytes);
-  __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+  if (s->external) {
+    if (s->free_external) s->free_external(s->external_ctx, s->data, s->nbytes);
+  } else {
+    const fdm_backend *be = fdm_backend_get(s->device);
+    if (be) be->release(s->data, s->nbytes);
+    __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+  }
   free(s);
 }
 
@@ -40,37 +46,110 @@ static void set_contiguous_strides(fdm_tensor *t) {
   for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = st; st *= t->shape[d]; }
 }
 
-fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev) {
+int64_t fdm_shape_numel(const char *op, int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  int zero = 0;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) return fdm_seterror("%s: negative size %lld in a shape", op, (long long)shape[d]);
+    if (shape[d] == 0) zero = 1;
+  }
+  if (zero) return 0;   /* any product with a 0 is 0, however large the other sizes */
+  for (int d = 0; d < ndim; d++) {
+    if (n > INT64_MAX / shape[d])
+      return fdm_seterror("%s: a shape of more than %lld elements is too large", op, (long long)INT64_MAX);
+    n *= shape[d];
+  }
+  return n;
+}
+
+/* a tensor header with contiguous strides (no storage yet) */
+static fdm_tensor *header_new(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev,
+                              size_t *nbytes) {
   if (ndim < 0 || ndim > FDM_MAXDIM) {
     fdm_seterror("tensors have at most %d dims, asked for %d", FDM_MAXDIM, ndim);
     return NULL;
   }
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (shape[d] < 0) { fdm_seterror("negative size %lld in a shape", (long long)shape[d]); return NULL; }
-    if (shape[d] && n > INT64_MAX / 16 / shape[d]) { fdm_seterror("shape too large"); return NULL; }
-    n *= shape[d];
-  }
+  int64_t n = fdm_shape_numel("empty", ndim, shape);
+  if (n < 0) return NULL;
+  if (n > INT64_MAX / 16) { fdm_seterror("empty: shape too large (%lld elements)", (long long)n); return NULL; }
   fdm_tensor *t = calloc(1, sizeof *t);
   if (!t) { fdm_seterror("out of memory"); return NULL; }
-  t->storage = storage_new((size_t)n * fdm_dtype_size(dt), dev);
-  if (!t->storage) { free(t); return NULL; }
   t->refs = 1; t->dtype = dt; t->device = dev; t->ndim = ndim;
   for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
   set_contiguous_strides(t);
+  *nbytes = (size_t)n * fdm_dtype_size(dt);
+  return t;
+}
+
+fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev) {
+  size_t nbytes;
+  fdm_tensor *t = header_new(dt, ndim, shape, dev, &nbytes);
+  if (!t) return NULL;
+  t->storage = storage_new(nbytes, dev);
+  if (!t->storage) { free(t); return NULL; }
   return t;
 }
 
 fdm_tensor *fdm_zeros(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev) {
   fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
-  if (t) memset(t->storage->data, 0, t->storage->nbytes);
+  if (!t) return NULL;
+  const fdm_backend *be = fdm_backend_get(dev);
+  if (t->storage->nbytes && be->memset0(t->storage->data, t->storage->nbytes)) { fdm_release(t); return NULL; }
   return t;
 }
 
-fdm_tensor *fdm_full(fdm_dtype dt, int ndim, const int64_t *shape, double v, fdm_device dev) {
-  fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
-  if (t && fdm_fill_(t, v) != 0) { fdm_release(t); return NULL; }
+fdm_tensor *fdm_from_external(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev,
+                              void *data, size_t nbytes, fdm_external_free free_fn, void *ctx) {
+  size_t need;
+  if (!fdm_backend_get(dev)) return NULL;
+  fdm_tensor *t = header_new(dt, ndim, shape, dev, &need);
+  if (!t) return NULL;
+  if (nbytes < need) {
+    free(t);
+    fdm_seterror("external memory of %zu bytes is too small for %zu bytes of tensor", nbytes, need);
+    return NULL;
+  }
+  if ((uintptr_t)data % fdm_dtype_size(dt)) {
+    free(t);
+    fdm_seterror("external memory at %p is not aligned for %s", data, fdm_dtype_name(dt));
+    return NULL;
+  }
+  fdm_storage *s = calloc(1, sizeof *s);
+  if (!s) { free(t); fdm_seterror("out of memory allocating a storage header"); return NULL; }
+  s->refs = 1; s->device = dev; s->nbytes = nbytes; s->data = data;
+  s->external = 1; s->free_external = free_fn; s->external_ctx = ctx;
+  t->storage = s;
   return t;
+}
+
+void fdm_bump_version(fdm_tensor *t) { if (t && t->storage) t->storage->version++; }
+
+fdm_kview fdm_kview_of(const fdm_tensor *t) {
+  fdm_kview v;
+  v.data = fdm_data(t); v.dtype = t->dtype; v.ndim = t->ndim;
+  for (int d = 0; d < FDM_MAXDIM; d++) {
+    v.shape[d] = d < t->ndim ? t->shape[d] : 1;
+    v.stride[d] = d < t->ndim ? t->stride[d] : 0;
+  }
+  return v;
+}
+
+fdm_kview fdm_kview_bcast(const fdm_tensor *t, int nd, const int64_t *shape) {
+  fdm_kview v = fdm_kview_of(t);
+  int lead = nd - t->ndim;
+  v.ndim = nd;
+  for (int d = 0; d < nd; d++) {
+    int td = d - lead;
+    v.shape[d] = shape[d];
+    v.stride[d] = (td < 0 || t->shape[td] == 1) ? 0 : t->stride[td];
+  }
+  return v;
+}
+
+int64_t fdm_kview_numel(const fdm_kview *v) {
+  int64_t n = 1;
+  for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+  return n;
 }
 
 fdm_tensor *fdm_empty_like(const fdm_tensor *t) { return fdm_empty(t->dtype, t->ndim, t->shape, t->device); }

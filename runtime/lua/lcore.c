@@ -1,6 +1,9 @@
 /* lcore.c: luaopen_fdm_core, the C module behind `require "fdm"`. */
 #include "fdm_lua.h"
-#include "fdm_internal.h"
+#include "fdm_ops.h"
+#include "fdm_autograd.h"
+#include "fdm_engine.h"
+#include "fdm_backend.h"
 
 static int l_devices(lua_State *L) {
   lua_newtable(L);

@@ -73,11 +73,11 @@ static int tensor_to_image(lua_State *L, int anchor, fdm_tensor *t, int range, f
   if (H < 1 || W < 1) return fdm_seterror("empty image %s", fdm_shapestr(t, sb, sizeof sb));
   fdm_tensor *c;
   int byte = t->dtype == FDM_UINT8;
-  if (byte || t->dtype == FDM_FLOAT32) c = fdm_contiguous(t);
+  if (byte || t->dtype == FDM_FLOAT32) c = fdm_host_contiguous(t);
   else {
     fdm_tensor *f = fdm_to_dtype(t, FDM_FLOAT32);
     if (!f) return -1;
-    c = fdm_contiguous(f);
+    c = fdm_host_contiguous(f);
     fdm_release(f);
   }
   if (!c) return -1;
@@ -381,10 +381,7 @@ static int l_save_safetensors(lua_State *L) {
     const char *name = lua_tostring(L, -2);
     fdm_tensor *t = fdm_lua_test(L, -1);
     if (!t) return luaL_error(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
-    if (t->device != FDM_CPU)
-      return luaL_error(L, "save_safetensors: '%s': tensor '%s' is on %s; move it to cpu first",
-                        path, name, fdm_device_name(t->device));
-    fdm_tensor *c = fdm_contiguous(t);
+    fdm_tensor *c = fdm_host_contiguous(t);
     if (!c) return io_fail(L, "save_safetensors", path);
     fdm_lua_push(L, c);   /* the anchor owns it from here */
     lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);

@@ -5,7 +5,10 @@
 #include <time.h>
 #include <unistd.h>
 #include "fdm_lua.h"
-#include "fdm_internal.h"
+#include "fdm_ops.h"
+#include "fdm_autograd.h"
+#include "fdm_engine.h"
+#include "fdm_backend.h"
 
 #define CHECK(L, i) fdm_lua_check(L, i)
 #define PUSH(L, t) (fdm_lua_push(L, (t)), 1)
@@ -183,9 +186,13 @@ static int l_tensor(lua_State *L) {
   if (!t) return fdm_lua_error(L);
   int64_t pos = 0;
   fill_nested(L, 1, t, &pos);
-  fdm_lua_push(L, t);
+  fdm_lua_push(L, t);   /* collected if the move fails */
+  if (dev != FDM_CPU) {
+    t = fdm_to_device(t, dev);
+    if (!t) return fdm_lua_error(L);
+    fdm_lua_push(L, t);
+  }
   apply_requires_grad(L, t, opts);
-  if (dev != FDM_CPU) return luaL_error(L, "tensor: device %s is not available in this build", fdm_device_name(dev));
   return 1;
 }
 
@@ -258,7 +265,10 @@ static int l_item(lua_State *L) {
   if (fdm_numel(t) != 1)
     return luaL_error(L, "item: a tensor with %lld elements (shape %s) cannot be converted to a number",
                       (long long)fdm_numel(t), fdm_shapestr(t, b, sizeof b));
-  push_scalar(L, t, (int64_t)0 + 0 * t->offset);
+  fdm_tensor *h = fdm_host_contiguous(t);
+  if (!h) return fdm_lua_error(L);
+  push_scalar(L, h, 0);
+  fdm_release(h);
   return 1;
 }
 
@@ -271,7 +281,9 @@ static void tolist_rec(lua_State *L, const fdm_tensor *t, int d, int64_t off) {
   }
 }
 static int l_tolist(lua_State *L) {
-  fdm_tensor *t = CHECK(L, 1);
+  fdm_tensor *t = fdm_host_contiguous(CHECK(L, 1));
+  if (!t) return fdm_lua_error(L);
+  fdm_lua_push(L, t);   /* owned by the stack, so a Lua error cannot leak it */
   luaL_checkstack(L, t->ndim + 10, "tolist");
   tolist_rec(L, t, 0, 0);
   return 1;
@@ -292,7 +304,11 @@ static int l_to(lua_State *L) {
     }
   }
   if (dev != t->device && !fdm_backend_get(dev)) return luaL_error(L, "to: %s", fdm_lasterror());
-  return PUSH(L, fdm_to_dtype(t, dt));
+  fdm_tensor *c = fdm_to_dtype(t, dt);
+  if (!c) return fdm_lua_error(L);
+  fdm_tensor *r = fdm_to_device(c, dev);
+  fdm_release(c);
+  return PUSH(L, r);
 }
 
 /* ---- views ---- */

@@ -1,7 +1,10 @@
 /* lua_util.c: the helpers every binding file shares (fdm_lua.h). */
 #include <string.h>
 #include "fdm_lua.h"
-#include "fdm_internal.h"
+#include "fdm_ops.h"
+#include "fdm_autograd.h"
+#include "fdm_engine.h"
+#include "fdm_backend.h"
 
 fdm_tensor *fdm_lua_test(lua_State *L, int idx) {
   fdm_tensor **box = luaL_testudata(L, idx, FDM_TENSOR_MT);

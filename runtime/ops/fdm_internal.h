@@ -1,4 +1,7 @@
-/* fdm_internal.h: helpers shared by the core's own files (not public API). */
+/* fdm_internal.h: helpers shared by the ops (runtime/ops/), not public API.
+** Ops check arguments, allocate through the backend, call one kernel per
+** step through FDM_KERNEL and record autograd nodes; they never read or
+** write tensor data themselves (tests/layering_spec.lua checks the objects). */
 #ifndef FDM_INTERNAL_H
 #define FDM_INTERNAL_H
 #include "fdm.h"
@@ -6,16 +9,15 @@
 #include "fdm_autograd.h"
 #include "fdm_backend.h"
 
-fdm_tensor *fdm_make_view(fdm_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
-                          int64_t offset);
 /* broadcast shapes of a and b into out (returns ndim, -1 + error if incompatible) */
 int fdm_broadcast_shape(const char *op, const fdm_tensor *a, const fdm_tensor *b, int64_t *out);
-/* copies src (any strides, any dtype) into dst (same shape, any strides, any dtype) */
-void fdm_strided_copy(fdm_tensor *dst, const fdm_tensor *src);
-/* a float32 contiguous version of t (new ref): for kernels */
-fdm_tensor *fdm_float_contig(fdm_tensor *t);
-/* op guard for in-place ops on tensors in the graph */
-int fdm_check_inplace(const char *op, fdm_tensor *t);
-/* big parallel loops: only fork threads when there is enough work */
-#define FDM_PAR_MIN 32768
+/* copies src (any strides, any dtype, broadcast to dst's shape) into dst on dst's device */
+int fdm_strided_copy(fdm_tensor *dst, const fdm_tensor *src);
+/* copies the bytes of a contiguous tensor into host memory (a kernel-free
+** read, e.g. for validating labels); nbytes must be the tensor's size */
+int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes);
+/* sum g down to input i's recorded shape (undoing broadcasting); new ref */
+fdm_tensor *fdm_reduce_to_input(fdm_node *n, int i, fdm_tensor *g);
+/* a scratch float32 buffer of n floats on dev (conv workspaces) */
+fdm_tensor *fdm_scratch(fdm_device dev, size_t nfloats);
 #endif

@@ -7,23 +7,22 @@
 #ifndef FDM_OPS_H
 #define FDM_OPS_H
 #include "fdm.h"
-
-typedef enum {
-  FDM_ADD, FDM_SUB, FDM_MUL, FDM_DIV, FDM_POW, FDM_MAXIMUM, FDM_MINIMUM,
-  FDM_EQ, FDM_NE, FDM_LT, FDM_LE, FDM_GT, FDM_GE, FDM_AND, FDM_OR,
-  FDM_NBINOP
-} fdm_binop;
-
-typedef enum {
-  FDM_NEG, FDM_ABS, FDM_SQRT, FDM_RSQRT, FDM_EXP, FDM_LOG, FDM_SIN, FDM_COS,
-  FDM_SQUARE, FDM_SIGN, FDM_RELU, FDM_SIGMOID, FDM_TANH, FDM_GELU,
-  FDM_GELU_TANH, FDM_SILU, FDM_NOT, FDM_RECIPROCAL,
-  FDM_NUNOP
-} fdm_unop;
+#include "fdm_kernels.h"   /* fdm_binop, fdm_unop */
 
 const char *fdm_binop_name(fdm_binop op);
 const char *fdm_unop_name(fdm_unop op);
 
+/* creation and copies (op_copy.c) */
+fdm_tensor *fdm_full(fdm_dtype dt, int ndim, const int64_t *shape, double v, fdm_device dev);
+fdm_tensor *fdm_contiguous(fdm_tensor *t);     /* new ref; same object if already contiguous */
+fdm_tensor *fdm_clone(fdm_tensor *t);
+/* t on another device (new ref; the same object when already there), differentiable */
+fdm_tensor *fdm_to_device(fdm_tensor *t, fdm_device dev);
+/* a contiguous copy in host memory (t itself when it already is), no history:
+** for bindings and writers that read the values */
+fdm_tensor *fdm_host_contiguous(fdm_tensor *t);
+/* a float32 contiguous version of t (new ref) */
+fdm_tensor *fdm_float_contig(fdm_tensor *t);
 /* elementwise (broadcasting), result dtype: bool for comparisons/logic,
 ** else the promoted dtype (int64 op float32 -> float32) */
 fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b);
@@ -33,6 +32,9 @@ fdm_tensor *fdm_scale(fdm_tensor *a, double s);          /* a * s */
 fdm_tensor *fdm_add_scaled(fdm_tensor *a, fdm_tensor *b, double alpha); /* a + alpha*b */
 fdm_tensor *fdm_clamp(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi);
 fdm_tensor *fdm_where(fdm_tensor *cond, fdm_tensor *a, fdm_tensor *b);
+/* the guard of in-place ops: refuses freed tensors and, while grad mode is
+** on, tensors that require grad */
+int fdm_check_inplace(const char *op, fdm_tensor *t);
 /* in place (no autograd recording; refused on tensors that need grad while grad mode is on) */
 int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b);
 int fdm_binary_scalar_(fdm_binop op, fdm_tensor *a, double s);
@@ -84,14 +86,15 @@ fdm_tensor *fdm_gather(fdm_tensor *t, int dim, fdm_tensor *index);
 /* rows of t along dim picked by a 1-d int64 index (0-based), as torch.index_select */
 fdm_tensor *fdm_index_select(fdm_tensor *t, int dim, fdm_tensor *index);
 
-/* random numbers: Philox4x32-10, counter-based */
-void fdm_manual_seed(uint64_t seed);
-void fdm_rng_get(uint64_t *seed, uint64_t *offset);
-void fdm_rng_set(uint64_t seed, uint64_t offset);
+/* random numbers (op_random.c) from the stream of core/rng.c */
 fdm_tensor *fdm_randn(int ndim, const int64_t *shape, fdm_device dev);
 fdm_tensor *fdm_rand(int ndim, const int64_t *shape, fdm_device dev);
 fdm_tensor *fdm_randint(int64_t lo, int64_t hi, int ndim, const int64_t *shape, fdm_device dev);
 fdm_tensor *fdm_randperm(int64_t n, fdm_device dev);
+/* Adam/AdamW update of parameter p with gradient g and moments m, v (vmax:
+** AMSGrad, or NULL), all in place (op_optim.c) */
+int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, fdm_tensor *vmax,
+                   const fdm_adam_params *a);
 fdm_tensor *fdm_arange(double start, double stop, double step, fdm_dtype dt, fdm_device dev);
 fdm_tensor *fdm_linspace(double start, double stop, int64_t n, fdm_dtype dt, fdm_device dev);
 #endif

@@ -4,55 +4,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"
-#include "iter.h"
 
-/* load element k of a buffer of dtype dt as double / store a double */
-static inline double load_d(const void *p, fdm_dtype dt, int64_t k) {
-  switch (dt) {
-    case FDM_FLOAT32: return ((const float *)p)[k];
-    case FDM_FLOAT16: return fdm_half_to_float(((const uint16_t *)p)[k]);
-    case FDM_BFLOAT16: return fdm_bf16_to_float(((const uint16_t *)p)[k]);
-    case FDM_INT64: return (double)((const int64_t *)p)[k];
-    case FDM_UINT8: return ((const uint8_t *)p)[k];
-    case FDM_BOOL: return ((const uint8_t *)p)[k] != 0;
-    default: return 0;
-  }
-}
-static inline void store_d(void *p, fdm_dtype dt, int64_t k, double v) {
-  switch (dt) {
-    case FDM_FLOAT32: ((float *)p)[k] = (float)v; break;
-    case FDM_FLOAT16: ((uint16_t *)p)[k] = fdm_float_to_half((float)v); break;
-    case FDM_BFLOAT16: ((uint16_t *)p)[k] = fdm_float_to_bf16((float)v); break;
-    case FDM_INT64: ((int64_t *)p)[k] = isnan(v) ? 0 : (int64_t)v; break;
-    case FDM_UINT8: ((uint8_t *)p)[k] = (uint8_t)(int64_t)v; break;
-    case FDM_BOOL: ((uint8_t *)p)[k] = v != 0; break;
-    default: break;
-  }
+int fdm_strided_copy(fdm_tensor *dst, const fdm_tensor *src) {
+  fdm_kview vd = fdm_kview_of(dst), vs = fdm_kview_bcast(src, dst->ndim, dst->shape);
+  return FDM_KERNEL(dst->device, "copy", copy, &vd, &vs);
 }
 
-void fdm_strided_copy(fdm_tensor *dst, const fdm_tensor *src) {
-  fdm_tensor *ops[2] = {dst, (fdm_tensor *)src};
-  fdm_iter it;
-  iter_init(&it, dst->ndim, dst->shape, 2, ops);
-  void *pd = fdm_data(dst);
-  const void *ps = fdm_data(src);
-  if (dst->dtype == src->dtype) {
-    size_t es = fdm_dtype_size(dst->dtype);
-    if (it.nd == 1 && it.st[0][0] == 1 && it.st[1][0] == 1) { memcpy(pd, ps, it.numel * es); return; }
-    if (es == 4) { uint32_t *d = pd; const uint32_t *s = ps; ITER_FOR(it, { d[o0] = s[o1]; }); return; }
-    if (es == 8) { uint64_t *d = pd; const uint64_t *s = ps; ITER_FOR(it, { d[o0] = s[o1]; }); return; }
-    if (es == 2) { uint16_t *d = pd; const uint16_t *s = ps; ITER_FOR(it, { d[o0] = s[o1]; }); return; }
-    uint8_t *d = pd; const uint8_t *s = ps; ITER_FOR(it, { d[o0] = s[o1]; });
-    return;
-  }
-  fdm_dtype dd = dst->dtype, sd = src->dtype;
-  if (dd == FDM_FLOAT32 && sd == FDM_UINT8) {
-    float *d = pd; const uint8_t *s = ps; ITER_FOR(it, { d[o0] = s[o1]; }); return;
-  }
-  if (dd == FDM_FLOAT32 && sd == FDM_INT64) {
-    float *d = pd; const int64_t *s = ps; ITER_FOR(it, { d[o0] = (float)s[o1]; }); return;
-  }
-  ITER_FOR(it, { store_d(pd, dd, o0, load_d(ps, sd, o1)); });
+fdm_tensor *fdm_full(fdm_dtype dt, int ndim, const int64_t *shape, double v, fdm_device dev) {
+  fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
+  if (t && fdm_fill_(t, v) != 0) { fdm_release(t); return NULL; }
+  return t;
+}
+
+fdm_tensor *fdm_scratch(fdm_device dev, size_t nfloats) {
+  int64_t n = (int64_t)(nfloats ? nfloats : 1);
+  return fdm_empty(FDM_FLOAT32, 1, &n, dev);
+}
+
+int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes) {
+  if (!fdm_is_contiguous(t) || nbytes != (size_t)fdm_numel(t) * fdm_dtype_size(t->dtype))
+    return fdm_seterror("read_to_host: internal error, expected the %zu bytes of a contiguous tensor",
+                        nbytes);
+  return fdm_backend_copy(FDM_CPU, dst, t->device, fdm_data(t), nbytes);
 }
 
 /* ---- contiguous / clone: copies whose gradient passes straight through ---- */
@@ -62,12 +35,21 @@ static int identity_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   return 0;
 }
 
+/* records a node whose backward is the identity (no state) */
+static int record_identity(fdm_tensor *out, fdm_tensor *in, const char *name) {
+  fdm_node *n;
+  if (fdm_node_new(name, identity_backward, 1, &in, 0, &n) || fdm_node_attach(out, n)) return -1;
+  return 0;
+}
+
 static fdm_tensor *copy_of(fdm_tensor *t, const char *name) {
   if (fdm_backend_check(name, 1, &t)) return NULL;
   fdm_tensor *r = fdm_empty(t->dtype, t->ndim, t->shape, t->device);
   if (!r) return NULL;
-  fdm_strided_copy(r, t);
-  if (t->dtype == FDM_FLOAT32) fdm_node_attach(r, fdm_node_new(name, identity_backward, 1, &t));
+  if (fdm_strided_copy(r, t) || (t->dtype == FDM_FLOAT32 && record_identity(r, t, name))) {
+    fdm_release(r);
+    return NULL;
+  }
   return r;
 }
 
@@ -84,23 +66,51 @@ fdm_tensor *fdm_float_contig(fdm_tensor *t) {
   return f;
 }
 
-/* ---- dtype conversion ---- */
-static int to_dtype_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  /* float -> half -> float: the gradient comes back as float32 */
-  fdm_retain(g);
-  gin[0] = g;
-  return 0;
-}
-
+/* ---- dtype conversion (not differentiable: float32 -> float32 returns t itself) ---- */
 fdm_tensor *fdm_to_dtype(fdm_tensor *t, fdm_dtype dt) {
   if (fdm_backend_check("to", 1, &t)) return NULL;
   if (t->dtype == dt) { fdm_retain(t); return t; }
   fdm_tensor *r = fdm_empty(dt, t->ndim, t->shape, t->device);
   if (!r) return NULL;
-  fdm_strided_copy(r, t);
-  if (t->dtype == FDM_FLOAT32 && dt == FDM_FLOAT32)
-    fdm_node_attach(r, fdm_node_new("to", to_dtype_backward, 1, &t));
+  if (fdm_strided_copy(r, t)) { fdm_release(r); return NULL; }
   return r;
+}
+
+/* ---- moving between devices: the storage's bytes go through the backends'
+** upload/download; strided tensors are made contiguous on their device first */
+static int to_device_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  fdm_device *dev = FDM_NODE_STATE(n, fdm_device);   /* the source's device */
+  if (!dev) return -1;
+  gin[0] = fdm_to_device(g, *dev);
+  return gin[0] ? 0 : -1;
+}
+
+fdm_tensor *fdm_to_device(fdm_tensor *t, fdm_device dev) {
+  if (fdm_backend_check("to", 1, &t) || !fdm_backend_get(dev)) return NULL;
+  if (t->device == dev) { fdm_retain(t); return t; }
+  int prev = fdm_set_grad_enabled(0);
+  fdm_tensor *c = fdm_contiguous(t);
+  fdm_set_grad_enabled(prev);
+  if (!c) return NULL;
+  fdm_tensor *r = fdm_empty(t->dtype, t->ndim, t->shape, dev);
+  size_t nbytes = (size_t)fdm_numel(t) * fdm_dtype_size(t->dtype);
+  if (r && fdm_backend_copy(dev, fdm_data(r), t->device, fdm_data(c), nbytes)) { fdm_release(r); r = NULL; }
+  fdm_release(c);
+  if (r && t->dtype == FDM_FLOAT32) {
+    fdm_node *n;
+    if (fdm_node_new("to", to_device_backward, 1, &t, sizeof(fdm_device), &n)) { fdm_release(r); return NULL; }
+    if (n) *(fdm_device *)n->state = t->device;
+    if (fdm_node_attach(r, n)) { fdm_release(r); return NULL; }
+  }
+  return r;
+}
+
+fdm_tensor *fdm_host_contiguous(fdm_tensor *t) {
+  int prev = fdm_set_grad_enabled(0);
+  fdm_tensor *h = fdm_to_device(t, FDM_CPU), *c = h ? fdm_contiguous(h) : NULL;
+  fdm_set_grad_enabled(prev);
+  fdm_release(h);
+  return c;
 }
 
 int fdm_copy_(fdm_tensor *dst, fdm_tensor *src) {
@@ -114,6 +124,10 @@ int fdm_copy_(fdm_tensor *dst, fdm_tensor *src) {
     return fdm_seterror("copy_: source shape %s cannot be broadcast to destination shape %s",
                         fdm_shapestr(src, b1, sizeof b1), fdm_shapestr(dst, b2, sizeof b2));
   }
+  for (int d = 0; d < dst->ndim; d++)
+    if (dst->stride[d] == 0 && dst->shape[d] > 1)
+      return fdm_seterror("copy_: the destination is an expanded view (dim %d has stride 0): "
+                          "several of its elements share one memory location; clone it first", d + 1);
   fdm_tensor *s = src;
   if (src->storage == dst->storage && src != dst) {   /* overlapping views: go through a copy */
     int prev = fdm_set_grad_enabled(0);
@@ -121,34 +135,32 @@ int fdm_copy_(fdm_tensor *dst, fdm_tensor *src) {
     fdm_set_grad_enabled(prev);
     if (!s) return -1;
   } else fdm_retain(s);
-  fdm_strided_copy(dst, s);
+  int rc = fdm_strided_copy(dst, s);
   fdm_release(s);
-  return 0;
+  if (rc == 0) fdm_bump_version(dst);
+  return rc;
 }
 
 int fdm_fill_(fdm_tensor *dst, double v) {
   if (!dst->storage) return fdm_seterror("fill_: tensor was freed (t:free()) and cannot be used");
-  if (fdm_check_inplace("fill_", dst)) return -1;
-  fdm_tensor *ops[1] = {dst};
-  fdm_iter it;
-  iter_init(&it, dst->ndim, dst->shape, 1, ops);
-  void *p = fdm_data(dst);
-  switch (dst->dtype) {
-    case FDM_FLOAT32: { float *d = p, f = (float)v; ITER_FOR(it, { d[o0] = f; }); break; }
-    case FDM_INT64: { int64_t *d = p, f = (int64_t)v; ITER_FOR(it, { d[o0] = f; }); break; }
-    default: { fdm_dtype dt = dst->dtype; ITER_FOR(it, { store_d(p, dt, o0, v); }); break; }
-  }
+  if (fdm_check_inplace("fill_", dst) || fdm_backend_check("fill_", 1, &dst)) return -1;
+  fdm_kview vd = fdm_kview_of(dst);
+  if (FDM_KERNEL(dst->device, "fill_", fill, &vd, v)) return -1;
+  fdm_bump_version(dst);
   return 0;
 }
 
 /* ---- cat / stack ---- */
+typedef struct { int dim; } cat_state;
+
 static int cat_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  int dim = (int)n->i[0];
+  cat_state *s = FDM_NODE_STATE(n, cat_state);
+  if (!s) return -1;
   int64_t start = 0;
   for (int k = 0; k < n->ninputs; k++) {
-    int64_t len = n->in_shape[k][dim];
-    if (n->needs[k]) {
-      fdm_tensor *v = fdm_narrow(g, dim, start, len);
+    int64_t len = fdm_node_input_at(n, k)->shape[s->dim];
+    if (fdm_node_needs(n, k)) {
+      fdm_tensor *v = fdm_narrow(g, s->dim, start, len);
       gin[k] = v ? fdm_contiguous(v) : NULL;
       fdm_release(v);
       if (!gin[k]) return -1;
@@ -178,6 +190,7 @@ static fdm_tensor *cat_impl(int n, fdm_tensor *const *ts, int dim, const char *n
       return NULL;
     }
     if (t->dtype != dt) { fdm_seterror("%s: tensor %d is %s, tensor 1 is %s", name, k + 1, fdm_dtype_name(t->dtype), fdm_dtype_name(dt)); return NULL; }
+    if (shape[dim] > INT64_MAX - t->shape[dim]) { fdm_seterror("%s: the joined size overflows", name); return NULL; }
     shape[dim] += t->shape[dim];
   }
   fdm_tensor *out = fdm_empty(dt, t0->ndim, shape, t0->device);
@@ -187,21 +200,16 @@ static fdm_tensor *cat_impl(int n, fdm_tensor *const *ts, int dim, const char *n
     int prev = fdm_set_grad_enabled(0);
     fdm_tensor *v = fdm_narrow(out, dim, start, ts[k]->shape[dim]);
     fdm_set_grad_enabled(prev);
-    if (!v) { fdm_release(out); return NULL; }
-    fdm_strided_copy(v, ts[k]);
+    int rc = v ? fdm_strided_copy(v, ts[k]) : -1;
     fdm_release(v);
+    if (rc) { fdm_release(out); return NULL; }
     start += ts[k]->shape[dim];
   }
-  if (dt == FDM_FLOAT32 && n <= FDM_NODE_MAXIN) {
-    fdm_node *node = fdm_node_new(name, cat_backward, n, ts);
-    if (node) { node->i[0] = dim; fdm_node_attach(out, node); }
-  } else if (dt == FDM_FLOAT32 && fdm_grad_enabled()) {
-    for (int k = 0; k < n; k++)
-      if (ts[k]->requires_grad) {
-        fdm_release(out);
-        fdm_seterror("%s: at most %d tensors can be joined while recording gradients", name, FDM_NODE_MAXIN);
-        return NULL;
-      }
+  if (dt == FDM_FLOAT32) {
+    fdm_node *node;
+    if (fdm_node_new(name, cat_backward, n, ts, sizeof(cat_state), &node)) { fdm_release(out); return NULL; }
+    if (node) ((cat_state *)node->state)->dim = dim;
+    if (fdm_node_attach(out, node)) { fdm_release(out); return NULL; }
   }
   return out;
 }
@@ -211,34 +219,39 @@ fdm_tensor *fdm_cat(int n, fdm_tensor *const *ts, int dim) { return cat_impl(n, 
 fdm_tensor *fdm_stack(int n, fdm_tensor *const *ts, int dim) {
   if (n < 1) { fdm_seterror("stack: expected a non-empty list of tensors"); return NULL; }
   if (dim < 0 || dim > ts[0]->ndim) { fdm_seterror("stack: dim %d out of range", dim + 1); return NULL; }
-  fdm_tensor *us[256];
-  if (n > 256) { fdm_seterror("stack: at most 256 tensors at once"); return NULL; }
+  fdm_tensor **us = calloc(n, sizeof *us);
+  if (!us) { fdm_seterror("stack: out of memory"); return NULL; }
+  fdm_tensor *r = NULL;
   for (int k = 0; k < n; k++) {
     char b1[128], b2[128];
     if (!fdm_same_shape(ts[k], ts[0])) {
-      for (int j = 0; j < k; j++) fdm_release(us[j]);
       fdm_seterror("stack: tensor %d has shape %s, tensor 1 has %s (stack needs equal shapes)", k + 1,
                    fdm_shapestr(ts[k], b1, sizeof b1), fdm_shapestr(ts[0], b2, sizeof b2));
-      return NULL;
+      goto done;
     }
     us[k] = fdm_unsqueeze(ts[k], dim);
-    if (!us[k]) { for (int j = 0; j < k; j++) fdm_release(us[j]); return NULL; }
+    if (!us[k]) goto done;
   }
-  fdm_tensor *r = cat_impl(n, us, dim, "stack");
+  r = cat_impl(n, us, dim, "stack");
+done:
   for (int k = 0; k < n; k++) fdm_release(us[k]);
+  free(us);
   return r;
 }
 
 /* ---- flip / roll ---- */
+typedef struct { int ndims; int dims[FDM_MAXDIM]; } flip_state;
+
 static int flip_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  int dims[FDM_MAXDIM];
-  for (int k = 0; k < n->i[0]; k++) dims[k] = (int)n->i[1 + k];
-  gin[0] = fdm_flip(g, (int)n->i[0], dims);
+  flip_state *s = FDM_NODE_STATE(n, flip_state);
+  if (!s) return -1;
+  gin[0] = fdm_flip(g, s->ndims, s->dims);
   return gin[0] ? 0 : -1;
 }
 
 fdm_tensor *fdm_flip(fdm_tensor *t, int ndims, const int *dims) {
   if (fdm_backend_check("flip", 1, &t)) return NULL;
+  if (ndims < 0 || ndims > FDM_MAXDIM) { fdm_seterror("flip: at most %d dims, got %d", FDM_MAXDIM, ndims); return NULL; }
   int64_t stride[FDM_MAXDIM], off = t->offset;
   memcpy(stride, t->stride, sizeof stride);
   for (int k = 0; k < ndims; k++) {
@@ -251,30 +264,35 @@ fdm_tensor *fdm_flip(fdm_tensor *t, int ndims, const int *dims) {
   fdm_tensor *v = fdm_make_view(t, t->ndim, t->shape, stride, off);
   if (!v) return NULL;
   fdm_tensor *r = fdm_empty(t->dtype, t->ndim, t->shape, t->device);
-  if (r) fdm_strided_copy(r, v);
+  if (r && fdm_strided_copy(r, v)) { fdm_release(r); r = NULL; }
   fdm_release(v);
   if (r && t->dtype == FDM_FLOAT32) {
-    fdm_node *node = fdm_node_new("flip", flip_backward, 1, &t);
+    fdm_node *node;
+    if (fdm_node_new("flip", flip_backward, 1, &t, sizeof(flip_state), &node)) { fdm_release(r); return NULL; }
     if (node) {
-      node->i[0] = ndims;
-      for (int k = 0; k < ndims; k++) node->i[1 + k] = dims[k];
-      fdm_node_attach(r, node);
+      flip_state *s = node->state;
+      s->ndims = ndims;
+      memcpy(s->dims, dims, ndims * sizeof *dims);
     }
+    if (fdm_node_attach(r, node)) { fdm_release(r); return NULL; }
   }
   return r;
 }
 
+typedef struct { int n; int64_t shifts[FDM_MAXDIM]; int dims[FDM_MAXDIM]; } roll_state;
+
 static int roll_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  int k = (int)n->i[0], dims[FDM_MAXDIM];
-  int64_t shifts[FDM_MAXDIM];
-  for (int j = 0; j < k; j++) { shifts[j] = -n->i[1 + j]; dims[j] = (int)n->i[1 + FDM_MAXDIM + j]; }
-  gin[0] = fdm_roll(g, k, shifts, dims);
+  roll_state *s = FDM_NODE_STATE(n, roll_state);
+  if (!s) return -1;
+  int64_t back[FDM_MAXDIM];
+  for (int j = 0; j < s->n; j++) back[j] = -s->shifts[j];
+  gin[0] = fdm_roll(g, s->n, back, s->dims);
   return gin[0] ? 0 : -1;
 }
 
 fdm_tensor *fdm_roll(fdm_tensor *t, int n, const int64_t *shifts, const int *dims) {
   if (fdm_backend_check("roll", 1, &t)) return NULL;
-  if (n > FDM_MAXDIM) { fdm_seterror("roll: too many dims"); return NULL; }
+  if (n < 0 || n > FDM_MAXDIM) { fdm_seterror("roll: at most %d dims, got %d", FDM_MAXDIM, n); return NULL; }
   int prev = fdm_set_grad_enabled(0);
   fdm_tensor *cur = t;
   fdm_retain(cur);
@@ -291,27 +309,33 @@ fdm_tensor *fdm_roll(fdm_tensor *t, int n, const int64_t *shifts, const int *dim
     fdm_release(a); fdm_release(b); fdm_release(cur);
     cur = r;
   }
+  if (cur && cur == t) { fdm_release(cur); cur = fdm_clone(t); }
   fdm_set_grad_enabled(prev);
-  if (cur && cur == t) { fdm_release(cur); cur = fdm_clone(t); if (cur) { fdm_node_release(cur->grad_fn); cur->grad_fn = NULL; cur->requires_grad = 0; } }
   if (cur && t->dtype == FDM_FLOAT32) {
-    fdm_node *node = fdm_node_new("roll", roll_backward, 1, &t);
+    fdm_node *node;
+    if (fdm_node_new("roll", roll_backward, 1, &t, sizeof(roll_state), &node)) { fdm_release(cur); return NULL; }
     if (node) {
-      node->i[0] = n;
-      for (int k = 0; k < n; k++) { node->i[1 + k] = shifts[k]; node->i[1 + FDM_MAXDIM + k] = dims[k]; }
-      fdm_node_attach(cur, node);
+      roll_state *s = node->state;
+      s->n = n;
+      for (int k = 0; k < n; k++) { s->shifts[k] = shifts[k]; s->dims[k] = dims[k]; }
     }
+    if (fdm_node_attach(cur, node)) { fdm_release(cur); return NULL; }
   }
   return cur;
 }
 
 /* ---- constant padding of the last dims ---- */
+typedef struct { int npad; int64_t pads[2 * FDM_MAXDIM]; } pad_state;
+
 static int pad_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  pad_state *s = FDM_NODE_STATE(n, pad_state);
+  if (!s) return -1;
+  const int64_t *in_shape = fdm_node_input_at(n, 0)->shape;
   fdm_tensor *cur = g;
   fdm_retain(cur);
-  int npad = (int)n->i[0];
-  for (int k = 0; k < npad / 2 && cur; k++) {
+  for (int k = 0; k < s->npad / 2 && cur; k++) {
     int d = g->ndim - 1 - k;
-    fdm_tensor *v = fdm_narrow(cur, d, n->i[1 + 2 * k], n->in_shape[0][d]);
+    fdm_tensor *v = fdm_narrow(cur, d, s->pads[2 * k], in_shape[d]);
     fdm_release(cur);
     cur = v;
   }
@@ -322,7 +346,7 @@ static int pad_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
 
 fdm_tensor *fdm_pad(fdm_tensor *t, int npad, const int64_t *pads, double value) {
   if (fdm_backend_check("pad", 1, &t)) return NULL;
-  if (npad % 2 || npad / 2 > t->ndim) {
+  if (npad < 0 || npad % 2 || npad / 2 > t->ndim) {
     fdm_seterror("pad: expected an even number of paddings, at most 2 per dim (%d dims), got %d", t->ndim, npad);
     return NULL;
   }
@@ -331,6 +355,10 @@ fdm_tensor *fdm_pad(fdm_tensor *t, int npad, const int64_t *pads, double value) 
   for (int k = 0; k < npad / 2; k++) {
     int d = t->ndim - 1 - k;
     if (pads[2 * k] < 0 || pads[2 * k + 1] < 0) { fdm_seterror("pad: negative padding is not supported"); return NULL; }
+    if (pads[2 * k] > INT64_MAX / 4 || pads[2 * k + 1] > INT64_MAX / 4 || shape[d] > INT64_MAX / 2) {
+      fdm_seterror("pad: padding too large");
+      return NULL;
+    }
     shape[d] += pads[2 * k] + pads[2 * k + 1];
   }
   fdm_tensor *out = fdm_full(t->dtype, t->ndim, shape, value, t->device);
@@ -345,16 +373,18 @@ fdm_tensor *fdm_pad(fdm_tensor *t, int npad, const int64_t *pads, double value) 
     v = w;
   }
   fdm_set_grad_enabled(prev);
-  if (!v) { fdm_release(out); return NULL; }
-  fdm_strided_copy(v, t);
+  int rc = v ? fdm_strided_copy(v, t) : -1;
   fdm_release(v);
+  if (rc) { fdm_release(out); return NULL; }
   if (t->dtype == FDM_FLOAT32) {
-    fdm_node *node = fdm_node_new("pad", pad_backward, 1, &t);
+    fdm_node *node;
+    if (fdm_node_new("pad", pad_backward, 1, &t, sizeof(pad_state), &node)) { fdm_release(out); return NULL; }
     if (node) {
-      node->i[0] = npad;
-      for (int k = 0; k < npad; k++) node->i[1 + k] = pads[k];
-      fdm_node_attach(out, node);
+      pad_state *s = node->state;
+      s->npad = npad;
+      memcpy(s->pads, pads, npad * sizeof *pads);
     }
+    if (fdm_node_attach(out, node)) { fdm_release(out); return NULL; }
   }
   return out;
 }

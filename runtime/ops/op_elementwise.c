@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"
-#include "iter.h"
-#include "cpu_nn.h"
 
 static const char *binop_names[FDM_NBINOP] = {
   "add", "sub", "mul", "div", "pow", "maximum", "minimum",
@@ -57,99 +55,50 @@ static fdm_tensor *as_dtype(fdm_tensor *t, fdm_dtype dt) {
   return r;
 }
 
-/* ---- typed loops ---- */
-#define BIN_FLOAT_CASES(RUN) \
-  case FDM_ADD: RUN(x + y); break; case FDM_SUB: RUN(x - y); break; \
-  case FDM_MUL: RUN(x * y); break; case FDM_DIV: RUN(x / y); break; \
-  case FDM_POW: RUN(powf(x, y)); break; \
-  case FDM_MAXIMUM: RUN((x > y || isnan(x)) ? x : y); break; \
-  case FDM_MINIMUM: RUN((x < y || isnan(x)) ? x : y); break; \
-  default: break;
-#define CMP_CASES(RUN) \
-  case FDM_EQ: RUN(x == y); break; case FDM_NE: RUN(x != y); break; \
-  case FDM_LT: RUN(x < y); break; case FDM_LE: RUN(x <= y); break; \
-  case FDM_GT: RUN(x > y); break; case FDM_GE: RUN(x >= y); break; \
-  case FDM_AND: RUN(x != 0 && y != 0); break; case FDM_OR: RUN(x != 0 || y != 0); break; \
-  default: break;
-
-static int64_t ipow(int64_t x, int64_t y) {
-  if (y < 0) return x == 1 ? 1 : x == -1 ? (y & 1 ? -1 : 1) : 0;
-  int64_t r = 1;
-  while (y) { if (y & 1) r *= x; x *= x; y >>= 1; }
-  return r;
-}
-
-/* out[...] = op(a, b) over the iterator (out, a, b); out may alias a (in-place) */
+/* out = op(a, b) through the device's kernel; a and b already in the compute dtype */
 static int run_binary(fdm_binop op, fdm_tensor *out, fdm_tensor *a, fdm_tensor *b) {
-  fdm_tensor *ops[3] = {out, a, b};
-  fdm_iter it;
-  iter_init(&it, out->ndim, out->shape, 3, ops);
-  void *p0 = fdm_data(out);
-  const void *p1 = fdm_data(a), *p2 = fdm_data(b);
-  if (a->dtype == FDM_FLOAT32) {
-    const float *pa = p1, *pb = p2;
-    if (is_compare(op)) {
-      uint8_t *po = p0;
-#define RUN(E) ITER_FOR(it, { float x = pa[o1], y = pb[o2]; po[o0] = (uint8_t)(E); })
-      switch (op) { CMP_CASES(RUN) }
-#undef RUN
-    } else {
-      float *po = p0;
-#define RUN(E) ITER_FOR(it, { float x = pa[o1], y = pb[o2]; po[o0] = (E); })
-      switch (op) { BIN_FLOAT_CASES(RUN) }
-#undef RUN
-    }
-  } else {
-    const int64_t *pa = p1, *pb = p2;
-    if (is_compare(op)) {
-      uint8_t *po = p0;
-#define RUN(E) ITER_FOR(it, { int64_t x = pa[o1], y = pb[o2]; po[o0] = (uint8_t)(E); })
-      switch (op) { CMP_CASES(RUN) }
-#undef RUN
-    } else {
-      int64_t *po = p0;
-#define RUN(E) ITER_FOR(it, { int64_t x = pa[o1], y = pb[o2]; po[o0] = (E); })
-      switch (op) {
-        case FDM_ADD: RUN(x + y); break; case FDM_SUB: RUN(x - y); break;
-        case FDM_MUL: RUN(x * y); break;
-        case FDM_POW: RUN(ipow(x, y)); break;
-        case FDM_MAXIMUM: RUN(x > y ? x : y); break; case FDM_MINIMUM: RUN(x < y ? x : y); break;
-        default: break;
-      }
-#undef RUN
-    }
-  }
-  return 0;
+  fdm_kview vo = fdm_kview_of(out);
+  fdm_kview va = fdm_kview_bcast(a, out->ndim, out->shape), vb = fdm_kview_bcast(b, out->ndim, out->shape);
+  return FDM_KERNEL(out->device, fdm_binop_name(op), binary, op, &vo, &va, &vb);
 }
 
 /* ---- autograd for binary ops ---- */
+typedef struct {
+  fdm_binop op;
+  fdm_tensor *a, *b;     /* the operands in the compute dtype */
+  fdm_tensor *out;       /* div and pow: the result */
+} binary_state;
+
 static int binary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_binop op = (fdm_binop)n->i[0];
-  fdm_tensor *a = n->saved[0], *b = n->saved[1], *out = n->nsaved > 2 ? n->saved[2] : NULL;
+  binary_state *s = FDM_NODE_STATE(n, binary_state);
+  if (!s) return -1;
+  fdm_binop op = s->op;
+  fdm_tensor *a = s->a, *b = s->b, *out = s->out;
+  int need_a = fdm_node_needs(n, 0), need_b = fdm_node_needs(n, 1);
   fdm_tensor *ga = NULL, *gb = NULL, *t = NULL, *u = NULL;
   switch (op) {
     case FDM_ADD: ga = g; gb = g; fdm_retain(g); fdm_retain(g); break;
-    case FDM_SUB: ga = g; fdm_retain(g); if (n->needs[1]) gb = fdm_unary(FDM_NEG, g); break;
+    case FDM_SUB: ga = g; fdm_retain(g); if (need_b) gb = fdm_unary(FDM_NEG, g); break;
     case FDM_MUL:
-      if (n->needs[0]) ga = fdm_binary(FDM_MUL, g, b);
-      if (n->needs[1]) gb = fdm_binary(FDM_MUL, g, a);
+      if (need_a) ga = fdm_binary(FDM_MUL, g, b);
+      if (need_b) gb = fdm_binary(FDM_MUL, g, a);
       break;
     case FDM_DIV:
-      if (n->needs[0]) ga = fdm_binary(FDM_DIV, g, b);
-      if (n->needs[1]) {   /* -g * out / b */
+      if (need_a) ga = fdm_binary(FDM_DIV, g, b);
+      if (need_b) {   /* -g * out / b */
         t = fdm_binary(FDM_MUL, g, out); u = t ? fdm_binary(FDM_DIV, t, b) : NULL;
         gb = u ? fdm_unary(FDM_NEG, u) : NULL;
       }
       break;
     case FDM_POW:
-      if (n->needs[0]) {   /* g * b * a^(b-1) */
+      if (need_a) {   /* g * b * a^(b-1) */
         t = fdm_binary_scalar(FDM_SUB, b, 1.0, 0);
         u = t ? fdm_binary(FDM_POW, a, t) : NULL;
         fdm_release(t); t = u ? fdm_binary(FDM_MUL, u, b) : NULL;
         ga = t ? fdm_binary(FDM_MUL, g, t) : NULL;
         fdm_release(t); fdm_release(u); t = u = NULL;
       }
-      if (n->needs[1]) {   /* g * out * log(a) */
+      if (need_b) {   /* g * out * log(a) */
         t = fdm_unary(FDM_LOG, a);
         u = t ? fdm_binary(FDM_MUL, out, t) : NULL;
         gb = u ? fdm_binary(FDM_MUL, g, u) : NULL;
@@ -161,8 +110,8 @@ static int binary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
       fdm_tensor *e = fdm_binary(FDM_EQ, a, b);
       fdm_tensor *mf = m ? fdm_to_dtype(m, FDM_FLOAT32) : NULL, *ef = e ? fdm_to_dtype(e, FDM_FLOAT32) : NULL;
       fdm_tensor *wa = (mf && ef) ? fdm_add_scaled(mf, ef, 0.5) : NULL;
-      if (wa && n->needs[0]) ga = fdm_binary(FDM_MUL, g, wa);
-      if (wa && n->needs[1]) {
+      if (wa && need_a) ga = fdm_binary(FDM_MUL, g, wa);
+      if (wa && need_b) {
         fdm_tensor *wb = fdm_binary_scalar(FDM_SUB, wa, 1.0, 1);
         gb = wb ? fdm_binary(FDM_MUL, g, wb) : NULL;
         fdm_release(wb);
@@ -174,8 +123,8 @@ static int binary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   }
   fdm_release(t); fdm_release(u);
   int rc = 0;
-  if (n->needs[0]) { if (!ga) rc = -1; else { gin[0] = fdm_reduce_to_input(n, 0, ga); if (!gin[0]) rc = -1; } }
-  if (n->needs[1] && rc == 0) { if (!gb) rc = -1; else { gin[1] = fdm_reduce_to_input(n, 1, gb); if (!gin[1]) rc = -1; } }
+  if (need_a) { if (!ga) rc = -1; else { gin[0] = fdm_reduce_to_input(n, 0, ga); if (!gin[0]) rc = -1; } }
+  if (need_b && rc == 0) { if (!gb) rc = -1; else { gin[1] = fdm_reduce_to_input(n, 1, gb); if (!gin[1]) rc = -1; } }
   fdm_release(ga); fdm_release(gb);
   return rc;
 }
@@ -198,13 +147,15 @@ fdm_tensor *fdm_binary(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
   if (run_binary(op, out, ca, cb)) { fdm_release(out); out = NULL; goto done; }
   if (!is_compare(op) && cd == FDM_FLOAT32) {
     fdm_tensor *in[2] = {a, b};
-    fdm_node *node = fdm_node_new(name, binary_backward, 2, in);
+    fdm_node *node;
+    if (fdm_node_new(name, binary_backward, 2, in, sizeof(binary_state), &node)) { fdm_release(out); out = NULL; goto done; }
     if (node) {
-      node->i[0] = op;
-      fdm_node_save(node, ca); fdm_node_save(node, cb);
-      if (op == FDM_DIV || op == FDM_POW) fdm_node_save_output(node, out);
-      fdm_node_attach(out, node);
+      binary_state *s = node->state;
+      s->op = op;
+      fdm_node_save(node, &s->a, ca); fdm_node_save(node, &s->b, cb);
+      if (op == FDM_DIV || op == FDM_POW) fdm_node_save_output(node, &s->out, out);
     }
+    if (fdm_node_attach(out, node)) { fdm_release(out); out = NULL; }
   }
 done:
   fdm_release(ca); fdm_release(cb);
@@ -272,6 +223,7 @@ int fdm_binary_(fdm_binop op, fdm_tensor *a, fdm_tensor *b) {
   if (cb->storage == a->storage && cb != a) { fdm_tensor *c = fdm_clone(cb); fdm_release(cb); cb = c; if (!cb) return -1; }
   int rc = run_binary(op, a, a, cb);
   fdm_release(cb);
+  if (rc == 0) fdm_bump_version(a);
   return rc;
 }
 
@@ -284,14 +236,13 @@ int fdm_binary_scalar_(fdm_binop op, fdm_tensor *a, double s) {
 }
 
 int fdm_add_scaled_(fdm_tensor *a, fdm_tensor *b, double alpha) {
-  if (a->dtype == FDM_FLOAT32 && b->dtype == FDM_FLOAT32 && fdm_is_contiguous(a) &&
-      fdm_is_contiguous(b) && fdm_same_shape(a, b) && a->storage && b->storage &&
-      a->storage != b->storage && !(fdm_grad_enabled() && a->requires_grad)) {
-    float *pa = fdm_data(a); const float *pb = fdm_data(b);
-    int64_t n = fdm_numel(a);
-    float al = (float)alpha;
-#pragma omp parallel for schedule(static) if (n > FDM_PAR_MIN)
-    for (int64_t k = 0; k < n; k++) pa[k] += al * pb[k];
+  fdm_tensor *chk[2] = {a, b};
+  if (a->dtype == FDM_FLOAT32 && b->dtype == FDM_FLOAT32 && fdm_same_shape(a, b) &&
+      a->storage && b->storage && a->storage != b->storage &&
+      fdm_check_inplace("add_", a) == 0 && fdm_backend_check("add_", 2, chk) == 0) {
+    fdm_kview va = fdm_kview_of(a), vb = fdm_kview_of(b);
+    if (FDM_KERNEL(a->device, "add_", axpy, &va, &vb, alpha)) return -1;
+    fdm_bump_version(a);
     return 0;
   }
   if (alpha == 1.0) return fdm_binary_(FDM_ADD, a, b);
@@ -305,60 +256,26 @@ int fdm_add_scaled_(fdm_tensor *a, fdm_tensor *b, double alpha) {
 }
 
 /* ---- unary ---- */
-static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-static float gelu_tanhf(float x) {
-  const float k = 0.7978845608028654f;
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-static void unary_float(fdm_unop op, int64_t n, const float *x, float *y) {
-#define U(E) _Pragma("omp parallel for schedule(static) if(n > FDM_PAR_MIN)") \
-  for (int64_t k = 0; k < n; k++) { float v = x[k]; y[k] = (E); } break;
-  switch (op) {
-    case FDM_NEG: U(-v) case FDM_ABS: U(fabsf(v)) case FDM_SQRT: U(sqrtf(v))
-    case FDM_RSQRT: U(1.0f / sqrtf(v)) case FDM_EXP: U(expf(v)) case FDM_LOG: U(logf(v))
-    case FDM_SIN: U(sinf(v)) case FDM_COS: U(cosf(v)) case FDM_SQUARE: U(v * v)
-    case FDM_SIGN: U((float)((v > 0) - (v < 0))) case FDM_RELU: U(v > 0 ? v : 0.0f)
-    case FDM_SIGMOID: U(sigmoidf(v)) case FDM_TANH: U(tanhf(v))
-    case FDM_GELU: cpu_gelu_forward(n, x, y); break;
-    case FDM_GELU_TANH: U(gelu_tanhf(v)) case FDM_SILU: U(v * sigmoidf(v))
-    case FDM_RECIPROCAL: U(1.0f / v)
-    default: break;
-  }
-#undef U
-}
-
-/* gx = g * f'(x) where y = f(x) is available too */
-static void unary_grad(fdm_unop op, int64_t n, const float *x, const float *y, const float *g, float *gx) {
-#define U(E) _Pragma("omp parallel for schedule(static) if(n > FDM_PAR_MIN)") \
-  for (int64_t k = 0; k < n; k++) { float v = x[k], o = y[k], d = g[k]; (void)v; (void)o; (void)d; gx[k] = (E); } break;
-  switch (op) {
-    case FDM_NEG: U(-d) case FDM_ABS: U(d * (float)((v > 0) - (v < 0)))
-    case FDM_SQRT: U(d * 0.5f / o) case FDM_RSQRT: U(-0.5f * d * o * o * o)
-    case FDM_EXP: U(d * o) case FDM_LOG: U(d / v) case FDM_SIN: U(d * cosf(v))
-    case FDM_COS: U(-d * sinf(v)) case FDM_SQUARE: U(2.0f * v * d) case FDM_SIGN: U(0.0f)
-    case FDM_RELU: U(v > 0 ? d : 0.0f) case FDM_SIGMOID: U(d * o * (1.0f - o))
-    case FDM_TANH: U(d * (1.0f - o * o))
-    case FDM_GELU: cpu_gelu_backward(n, x, g, gx); break;
-    case FDM_GELU_TANH: {
-      const float k0 = 0.7978845608028654f, k1 = 0.044715f;
-      U(({ float in = k0 * (v + k1 * v * v * v), th = tanhf(in);
-           d * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * k0 * (1.0f + 3.0f * k1 * v * v)); }))
-    }
-    case FDM_SILU: U(({ float s = sigmoidf(v); d * (s + v * s * (1.0f - s)); }))
-    case FDM_RECIPROCAL: U(-d * o * o)
-    default: break;
-  }
-#undef U
-}
+typedef struct { fdm_unop op; fdm_tensor *x, *y; } unary_state;
 
 static int unary_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *x = n->saved[0], *y = n->saved[1];
-  fdm_tensor *gx = fdm_empty_like(x);
+  unary_state *s = FDM_NODE_STATE(n, unary_state);
+  if (!s) return -1;
+  fdm_tensor *gx = fdm_empty_like(s->x);
   if (!gx) return -1;
-  unary_grad((fdm_unop)n->i[0], fdm_numel(x), fdm_data(x), fdm_data(y), fdm_data(g), fdm_data(gx));
+  fdm_kview vgx = fdm_kview_of(gx), vx = fdm_kview_of(s->x), vy = fdm_kview_of(s->y), vg = fdm_kview_of(g);
+  if (FDM_KERNEL(gx->device, fdm_unop_name(s->op), unary_backward, s->op, &vgx, &vx, &vy, &vg)) {
+    fdm_release(gx);
+    return -1;
+  }
   gin[0] = gx;
   return 0;
+}
+
+/* out = op(c) for a contiguous c */
+static int run_unary(fdm_unop op, fdm_tensor *out, fdm_tensor *c) {
+  fdm_kview vo = fdm_kview_of(out), vc = fdm_kview_of(c);
+  return FDM_KERNEL(out->device, fdm_unop_name(op), unary, op, &vo, &vc);
 }
 
 fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
@@ -376,14 +293,7 @@ fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
     fdm_tensor *ca = as_dtype(a, FDM_INT64);
     if (!ca) return NULL;
     fdm_tensor *c = fdm_contiguous(ca), *out = c ? fdm_empty_like(c) : NULL;
-    if (out) {
-      const int64_t *x = fdm_data(c); int64_t *y = fdm_data(out), n = fdm_numel(c);
-      for (int64_t k = 0; k < n; k++) {
-        int64_t v = x[k];
-        y[k] = op == FDM_NEG ? -v : op == FDM_ABS ? (v < 0 ? -v : v) :
-               op == FDM_SIGN ? (v > 0) - (v < 0) : op == FDM_RELU ? (v > 0 ? v : 0) : v * v;
-      }
-    }
+    if (out && run_unary(op, out, c)) { fdm_release(out); out = NULL; }
     fdm_release(ca); fdm_release(c);
     return out;
   }
@@ -391,14 +301,16 @@ fdm_tensor *fdm_unary(fdm_unop op, fdm_tensor *a) {
   fdm_tensor *c = ca ? fdm_contiguous(ca) : NULL, *out = c ? fdm_empty_like(c) : NULL;
   fdm_release(ca);
   if (!out) { fdm_release(c); return NULL; }
-  unary_float(op, fdm_numel(c), fdm_data(c), fdm_data(out));
+  if (run_unary(op, out, c)) { fdm_release(out); fdm_release(c); return NULL; }
   if (op != FDM_SIGN) {
-    fdm_node *node = fdm_node_new(name, unary_backward, 1, &a);
-    if (node) {
-      node->i[0] = op;
-      fdm_node_save(node, c); fdm_node_save_output(node, out);
-      fdm_node_attach(out, node);
+    fdm_node *node;
+    if (fdm_node_new(name, unary_backward, 1, &a, sizeof(unary_state), &node)) { fdm_release(out); out = NULL; }
+    else if (node) {
+      unary_state *s = node->state;
+      s->op = op;
+      fdm_node_save(node, &s->x, c); fdm_node_save_output(node, &s->y, out);
     }
+    if (out && fdm_node_attach(out, node)) { fdm_release(out); out = NULL; }
   }
   fdm_release(c);
   return out;
@@ -418,16 +330,18 @@ int fdm_unary_(fdm_unop op, fdm_tensor *a) {
 }
 
 /* ---- clamp ---- */
+typedef struct { double lo, hi; int has_lo, has_hi; fdm_tensor *x; } clamp_state;
+
 static int clamp_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *x = n->saved[0], *gx = fdm_empty_like(x);
+  clamp_state *s = FDM_NODE_STATE(n, clamp_state);
+  if (!s) return -1;
+  fdm_tensor *gx = fdm_empty_like(s->x);
   if (!gx) return -1;
-  const float *px = fdm_data(x), *pg = fdm_data(g);
-  float *po = fdm_data(gx);
-  float lo = (float)n->f[0], hi = (float)n->f[1];
-  int hl = (int)n->i[0], hh = (int)n->i[1];
-  int64_t m = fdm_numel(x);
-  for (int64_t k = 0; k < m; k++)
-    po[k] = ((hl && px[k] < lo) || (hh && px[k] > hi)) ? 0.0f : pg[k];
+  fdm_kview vgx = fdm_kview_of(gx), vx = fdm_kview_of(s->x), vg = fdm_kview_of(g);
+  if (FDM_KERNEL(gx->device, "clamp", clamp_backward, &vgx, &vx, &vg, s->lo, s->hi, s->has_lo, s->has_hi)) {
+    fdm_release(gx);
+    return -1;
+  }
   gin[0] = gx;
   return 0;
 }
@@ -442,22 +356,19 @@ fdm_tensor *fdm_clamp(fdm_tensor *a, double lo, double hi, int has_lo, int has_h
   if (fdm_check_float("clamp", a)) return NULL;
   fdm_tensor *c = fdm_contiguous(a), *out = c ? fdm_empty_like(c) : NULL;
   if (!out) { fdm_release(c); return NULL; }
-  const float *x = fdm_data(c); float *y = fdm_data(out);
-  float l = (float)lo, h = (float)hi;
-  int64_t n = fdm_numel(c);
-#pragma omp parallel for schedule(static) if (n > FDM_PAR_MIN)
-  for (int64_t k = 0; k < n; k++) {
-    float v = x[k];
-    if (has_lo && v < l) v = l;
-    if (has_hi && v > h) v = h;
-    y[k] = v;
+  fdm_kview vo = fdm_kview_of(out), vc = fdm_kview_of(c);
+  fdm_node *node = NULL;
+  if (FDM_KERNEL(out->device, "clamp", clamp, &vo, &vc, lo, hi, has_lo, has_hi) ||
+      fdm_node_new("clamp", clamp_backward, 1, &a, sizeof(clamp_state), &node)) {
+    fdm_release(out); fdm_release(c);
+    return NULL;
   }
-  fdm_node *node = fdm_node_new("clamp", clamp_backward, 1, &a);
   if (node) {
-    node->f[0] = lo; node->f[1] = hi; node->i[0] = has_lo; node->i[1] = has_hi;
-    fdm_node_save(node, c);
-    fdm_node_attach(out, node);
+    clamp_state *s = node->state;
+    s->lo = lo; s->hi = hi; s->has_lo = has_lo; s->has_hi = has_hi;
+    fdm_node_save(node, &s->x, c);
   }
+  if (fdm_node_attach(out, node)) { fdm_release(out); out = NULL; }
   fdm_release(c);
   return out;
 }
@@ -470,14 +381,17 @@ int fdm_clamp_(fdm_tensor *a, double lo, double hi, int has_lo, int has_hi) {
 }
 
 /* ---- where ---- */
+typedef struct { fdm_tensor *cond; } where_state;
+
 static int where_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *cond = n->saved[0];
+  where_state *s = FDM_NODE_STATE(n, where_state);
+  if (!s) return -1;
   fdm_tensor *z = fdm_zeros(FDM_FLOAT32, 0, NULL, g->device);
   if (!z) return -1;
   int rc = 0;
   for (int i = 1; i <= 2 && rc == 0; i++) {
-    if (!n->needs[i]) continue;
-    fdm_tensor *w = i == 1 ? fdm_where(cond, g, z) : fdm_where(cond, z, g);
+    if (!fdm_node_needs(n, i)) continue;
+    fdm_tensor *w = i == 1 ? fdm_where(s->cond, g, z) : fdm_where(s->cond, z, g);
     gin[i] = w ? fdm_reduce_to_input(n, i, w) : NULL;
     fdm_release(w);
     if (!gin[i]) rc = -1;
@@ -503,21 +417,17 @@ fdm_tensor *fdm_where(fdm_tensor *cond, fdm_tensor *a, fdm_tensor *b) {
   fdm_tensor *ca = as_dtype(a, cd), *cb = ca ? as_dtype(b, cd) : NULL, *out = NULL;
   if (cb) out = fdm_empty(cd, nd, shape, a->device);
   if (out) {
-    fdm_tensor *ops[4] = {out, cond, ca, cb};
-    fdm_iter it;
-    iter_init(&it, nd, shape, 4, ops);
-    const uint8_t *pc = fdm_data(cond);
-    if (cd == FDM_FLOAT32) {
-      float *po = fdm_data(out); const float *pa = fdm_data(ca), *pb = fdm_data(cb);
-      ITER_FOR(it, { po[o0] = pc[o1] ? pa[o2] : pb[o3]; });
-    } else {
-      int64_t *po = fdm_data(out); const int64_t *pa = fdm_data(ca), *pb = fdm_data(cb);
-      ITER_FOR(it, { po[o0] = pc[o1] ? pa[o2] : pb[o3]; });
-    }
-    if (cd == FDM_FLOAT32) {
-      fdm_tensor *in[3] = {cond, a, b};
-      fdm_node *node = fdm_node_new("where", where_backward, 3, in);
-      if (node) { fdm_node_save(node, cond); fdm_node_attach(out, node); }
+    fdm_kview vo = fdm_kview_of(out), vc = fdm_kview_bcast(cond, nd, shape);
+    fdm_kview va = fdm_kview_bcast(ca, nd, shape), vb = fdm_kview_bcast(cb, nd, shape);
+    if (FDM_KERNEL(out->device, "where", where, &vo, &vc, &va, &vb)) { fdm_release(out); out = NULL; }
+  }
+  if (out && cd == FDM_FLOAT32) {
+    fdm_tensor *in[3] = {cond, a, b};
+    fdm_node *node;
+    if (fdm_node_new("where", where_backward, 3, in, sizeof(where_state), &node)) { fdm_release(out); out = NULL; }
+    else {
+      if (node) fdm_node_save(node, &((where_state *)node->state)->cond, cond);
+      if (fdm_node_attach(out, node)) { fdm_release(out); out = NULL; }
     }
   }
   fdm_release(ca); fdm_release(cb);

@@ -1,6 +1,8 @@
 /* op_matmul.c: matmul with PyTorch's rules (1-D, 2-D, broadcast batches) on
-** OpenBLAS sgemm. Transposed operands are passed to sgemm as flags, not copied. */
-#include <cblas.h>
+** the device's gemm kernel. Transposed operands are passed as flags, not
+** copied; broadcast batches as stride-0 batch dims. The second operand may be
+** float16/bfloat16 (weights kept in half precision; no gradient then). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"
@@ -14,9 +16,13 @@ static int gemm_layout(const fdm_tensor *t, int *trans, int64_t *ld) {
   return 0;
 }
 
+typedef struct { fdm_tensor *a, *b; } matmul_state;
+
 static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *a = n->saved[0], *b = n->saved[1];
-  if (n->needs[0]) {
+  matmul_state *s = FDM_NODE_STATE(n, matmul_state);
+  if (!s) return -1;
+  fdm_tensor *a = s->a, *b = s->b;
+  if (fdm_node_needs(n, 0)) {
     fdm_tensor *bt = fdm_transpose(b, b->ndim - 2, b->ndim - 1);
     fdm_tensor *ga = bt ? fdm_matmul(g, bt) : NULL;
     fdm_release(bt);
@@ -24,7 +30,7 @@ static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
     fdm_release(ga);
     if (!gin[0]) return -1;
   }
-  if (n->needs[1]) {
+  if (fdm_node_needs(n, 1)) {
     fdm_tensor *at = fdm_transpose(a, a->ndim - 2, a->ndim - 1);
     fdm_tensor *gb = at ? fdm_matmul(at, g) : NULL;
     fdm_release(at);
@@ -66,31 +72,38 @@ static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b) {
   if (!gemm_layout(ae, &ta, &lda)) { ac = fdm_contiguous(ae); gemm_layout(ac, &ta, &lda); } else fdm_retain(ac);
   if (!gemm_layout(be, &tb, &ldb)) { bc = fdm_contiguous(be); gemm_layout(bc, &tb, &ldb); } else fdm_retain(bc);
   fdm_release(ae); fdm_release(be);
-  int64_t nb = 1;
-  for (int d = 0; d < bnd; d++) nb *= bshape[d];
-  float *po = fdm_data(out);
-  const float *pa = fdm_data(ac), *pb = fdm_data(bc);
-  if (K == 0) memset(po, 0, fdm_numel(out) * sizeof(float));
-  else for (int64_t i = 0; i < nb; i++) {
-    int64_t oa = 0, ob = 0, r = i;
-    for (int d = bnd - 1; d >= 0; d--) {
-      int64_t k = r % bshape[d]; r /= bshape[d];
-      oa += k * ac->stride[d]; ob += k * bc->stride[d];
-    }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, 1.0f, pa + oa, (int)lda, pb + ob, (int)ldb, 0.0f,
-                po + i * M * N, (int)N);
+  fdm_gemm_params p = {.M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .lda = lda, .ldb = ldb,
+                       .ldc = N, .batch_nd = bnd, .alpha = 1.0f, .beta = 0.0f};
+  for (int d = 0; d < bnd; d++) {
+    p.batch_shape[d] = bshape[d];
+    p.batch_stride_a[d] = bshape[d] == 1 ? 0 : ac->stride[d];
+    p.batch_stride_b[d] = bshape[d] == 1 ? 0 : bc->stride[d];
   }
+  fdm_kview va = fdm_kview_of(ac), vb = fdm_kview_of(bc), vo = fdm_kview_of(out);
+  int rc = (M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX || ldb > INT_MAX)
+           ? fdm_seterror("matmul: matrices beyond 2^31 rows or columns are not supported")
+           : FDM_KERNEL(out->device, "matmul", gemm, &p, &va, &vb, &vo);
   fdm_release(ac); fdm_release(bc);
   fdm_tensor *in[2] = {a, b};
-  fdm_node *n = fdm_node_new("matmul", mm_backward, 2, in);
-  if (n) { fdm_node_save(n, a); fdm_node_save(n, b); fdm_node_attach(out, n); }
+  fdm_node *n = NULL;
+  if (rc || fdm_node_new("matmul", mm_backward, 2, in, sizeof(matmul_state), &n)) { fdm_release(out); return NULL; }
+  if (n) {
+    matmul_state *s = n->state;
+    fdm_node_save(n, &s->a, a); fdm_node_save(n, &s->b, b);
+  }
+  if (fdm_node_attach(out, n)) { fdm_release(out); return NULL; }
   return out;
 }
 
 fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b) {
   fdm_tensor *chk[2] = {a, b};
-  if (fdm_backend_check("matmul", 2, chk) || fdm_check_float("matmul", a) || fdm_check_float("matmul", b)) return NULL;
+  if (fdm_backend_check("matmul", 2, chk) || fdm_check_float("matmul", a)) return NULL;
+  if (b->dtype != FDM_FLOAT16 && b->dtype != FDM_BFLOAT16 && fdm_check_float("matmul", b)) return NULL;
+  if (b->dtype != FDM_FLOAT32 && b->requires_grad && fdm_grad_enabled()) {
+    fdm_seterror("matmul: a %s second operand is for inference (weights kept in half precision); "
+                 "it cannot require grad", fdm_dtype_name(b->dtype));
+    return NULL;
+  }
   if (a->ndim == 0 || b->ndim == 0) { fdm_seterror("matmul: both arguments need at least 1 dim"); return NULL; }
   fdm_tensor *a2 = a, *b2 = b;
   if (a->ndim == 1) a2 = fdm_unsqueeze(a, 0); else fdm_retain(a2);

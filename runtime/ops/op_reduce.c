@@ -1,6 +1,7 @@
 /* op_reduce.c: sum, mean, var, max/min (with indices), argmax, quantile,
-** any/all. The reduced dims are moved last and made contiguous, so every
-** reduction is a loop over rows. Sums accumulate in double. */
+** any/all, and the sum back to an input's shape that broadcasting gradients
+** need. The reduced dims are moved last and made contiguous, so every
+** reduction is one reduce_rows kernel over [outer, inner] rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ static int split_rows(const char *op, fdm_tensor *t, int ndims, const int *dims,
     if (red[dims[i]]++) return fdm_seterror("%s: dim %d given twice", op, dims[i] + 1);
   }
   if (ndims == 0) for (int d = 0; d < t->ndim; d++) red[d] = 1;
+  if (fdm_shape_numel(op, t->ndim, t->shape) < 0) return -1;   /* outer * inner cannot overflow */
   rs->outer = rs->inner = 1; rs->out_nd = 0;
   for (int d = 0; d < t->ndim; d++) {
     rs->keep_shape[d] = red[d] ? 1 : t->shape[d];
@@ -41,14 +43,35 @@ static int split_rows(const char *op, fdm_tensor *t, int ndims, const int *dims,
 }
 
 
+/* the reduction kernel over the rows of rs into out (aux: second output or NULL) */
+static int run_rows(const char *op, fdm_rows_kind kind, const rowsplit *rs, fdm_tensor *out,
+                    fdm_tensor *aux, int64_t param, double fparam) {
+  fdm_kview vo = fdm_kview_of(out), vx = fdm_kview_of(rs->rows), va;
+  if (aux) va = fdm_kview_of(aux);
+  return FDM_KERNEL(out->device, op, reduce_rows, kind, &vo, aux ? &va : NULL, &vx, rs->outer,
+                    rs->inner, param, fparam);
+}
+
+/* what the backward of a reduction needs to broadcast its gradient back */
+typedef struct {
+  int nd;
+  int64_t keep_shape[FDM_MAXDIM];   /* result shape with keepdim */
+  double scale;                     /* sum: 1, mean: 1/count, var: 2/(count - correction) */
+  fdm_tensor *x, *aux;              /* var: input and means; max/min: indices */
+  int dim;
+} reduce_state;
+
+static void keep_shape(reduce_state *s, const rowsplit *rs, int nd) {
+  s->nd = nd;
+  memcpy(s->keep_shape, rs->keep_shape, nd * sizeof(int64_t));
+}
+
 /* gradient broadcast back: g reshaped to keep_shape and expanded to the input shape */
-static fdm_tensor *expand_back(fdm_node *n, fdm_tensor *g) {
-  int nd = n->in_ndim[0];
-  int64_t keep[FDM_MAXDIM];
-  memcpy(keep, &n->i[8], nd * sizeof(int64_t));
-  fdm_tensor *r = fdm_reshape(g, nd, keep);
+static fdm_tensor *expand_back(fdm_node *n, const reduce_state *s, fdm_tensor *g) {
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  fdm_tensor *r = fdm_reshape(g, s->nd, s->keep_shape);
   if (!r) return NULL;
-  fdm_tensor *e = fdm_expand(r, nd, n->in_shape[0]);
+  fdm_tensor *e = fdm_expand(r, in->ndim, in->shape);
   fdm_release(r);
   if (!e) return NULL;
   fdm_tensor *c = fdm_contiguous(e);
@@ -56,18 +79,32 @@ static fdm_tensor *expand_back(fdm_node *n, fdm_tensor *g) {
   return c;
 }
 
-static void save_keep(fdm_node *n, const rowsplit *rs, int nd) { memcpy(&n->i[8], rs->keep_shape, nd * sizeof(int64_t)); }
-
 static int sum_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *e = expand_back(n, g);
+  reduce_state *s = FDM_NODE_STATE(n, reduce_state);
+  fdm_tensor *e = s ? expand_back(n, s, g) : NULL;
   if (!e) return -1;
-  if (n->f[0] != 1.0) {   /* mean: divide by the count */
-    gin[0] = fdm_scale(e, n->f[0]);
+  if (s->scale != 1.0) {   /* mean: divide by the count */
+    gin[0] = fdm_scale(e, s->scale);
     fdm_release(e);
     return gin[0] ? 0 : -1;
   }
   gin[0] = e;
   return 0;
+}
+
+/* records a reduction's node: scale, keep shape, and up to two saved tensors */
+static int record_reduce(fdm_tensor *out, fdm_tensor *t, const char *op, fdm_backward_fn bw,
+                         const rowsplit *rs, double scale, int dim, fdm_tensor *x, fdm_tensor *aux) {
+  fdm_node *n;
+  if (fdm_node_new(op, bw, 1, &t, sizeof(reduce_state), &n)) return -1;
+  if (n) {
+    reduce_state *s = n->state;
+    keep_shape(s, rs, t->ndim);
+    s->scale = scale; s->dim = dim;
+    if (x) fdm_node_save(n, &s->x, x);
+    if (aux) fdm_node_save(n, &s->aux, aux);
+  }
+  return fdm_node_attach(out, n);
 }
 
 static fdm_tensor *sum_mean(fdm_tensor *t, int ndims, const int *dims, int keepdim, int mean) {
@@ -77,38 +114,14 @@ static fdm_tensor *sum_mean(fdm_tensor *t, int ndims, const int *dims, int keepd
   if (mean && t->dtype != FDM_FLOAT32) { fdm_seterror("mean: expected a float32 tensor, got %s (convert with :float())", fdm_dtype_name(t->dtype)); return NULL; }
   if (split_rows(op, t, ndims, dims, keepdim, &rs)) return NULL;
   fdm_dtype odt = t->dtype == FDM_FLOAT32 ? FDM_FLOAT32 : FDM_INT64;
-  fdm_tensor *out = fdm_empty(odt, rs.out_nd, rs.out_shape, t->device);
-  if (!out) { fdm_release(rs.rows); return NULL; }
-  int64_t outer = rs.outer, inner = rs.inner;
-  if (t->dtype == FDM_FLOAT32) {
-    const float *x = fdm_data(rs.rows); float *y = fdm_data(out);
-    double scale = mean ? 1.0 / (double)inner : 1.0;
-    if (outer == 1) {   /* one long row: split it across threads */
-      double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (inner > FDM_PAR_MIN)
-      for (int64_t j = 0; j < inner; j++) s += x[j];
-      y[0] = (float)(s * scale);
-    } else {
-#pragma omp parallel for schedule(static) if (outer * inner > FDM_PAR_MIN)
-      for (int64_t r = 0; r < outer; r++) {
-        const float *xr = x + r * inner;
-        double s = 0;
-        for (int64_t j = 0; j < inner; j++) s += xr[j];
-        y[r] = (float)(s * scale);
-      }
-    }
-    fdm_node *n = fdm_node_new(op, sum_backward, 1, &t);
-    if (n) { n->f[0] = scale; save_keep(n, &rs, t->ndim); fdm_node_attach(out, n); }
-  } else {
-    fdm_tensor *c = fdm_to_dtype(rs.rows, FDM_INT64);
-    if (!c) { fdm_release(out); fdm_release(rs.rows); return NULL; }
-    const int64_t *x = fdm_data(c); int64_t *y = fdm_data(out);
-    for (int64_t r = 0; r < outer; r++) {
-      int64_t s = 0;
-      for (int64_t j = 0; j < inner; j++) s += x[r * inner + j];
-      y[r] = s;
-    }
-    fdm_release(c);
+  fdm_tensor *rows = odt == FDM_INT64 ? fdm_to_dtype(rs.rows, FDM_INT64) : (fdm_retain(rs.rows), rs.rows);
+  fdm_release(rs.rows);
+  rs.rows = rows;
+  fdm_tensor *out = rows ? fdm_empty(odt, rs.out_nd, rs.out_shape, t->device) : NULL;
+  if (out && run_rows(op, mean ? FDM_ROWS_MEAN : FDM_ROWS_SUM, &rs, out, NULL, 0, 0)) { fdm_release(out); out = NULL; }
+  if (out && odt == FDM_FLOAT32 &&
+      record_reduce(out, t, op, sum_backward, &rs, mean ? 1.0 / (double)rs.inner : 1.0, 0, NULL, NULL)) {
+    fdm_release(out); out = NULL;
   }
   fdm_release(rs.rows);
   return out;
@@ -117,14 +130,31 @@ static fdm_tensor *sum_mean(fdm_tensor *t, int ndims, const int *dims, int keepd
 fdm_tensor *fdm_sum(fdm_tensor *t, int ndims, const int *dims, int keepdim) { return sum_mean(t, ndims, dims, keepdim, 0); }
 fdm_tensor *fdm_mean(fdm_tensor *t, int ndims, const int *dims, int keepdim) { return sum_mean(t, ndims, dims, keepdim, 1); }
 
+fdm_tensor *fdm_reduce_to_input(fdm_node *n, int i, fdm_tensor *g) {
+  const fdm_node_input *in = fdm_node_input_at(n, i);
+  if (!in) { fdm_seterror("%s: internal error, no input %d", n->name, i + 1); return NULL; }
+  int nd = in->ndim;
+  const int64_t *shape = in->shape;
+  if (g->ndim == nd && memcmp(g->shape, shape, nd * sizeof(int64_t)) == 0) { fdm_retain(g); return g; }
+  int dims[FDM_MAXDIM], k = 0, lead = g->ndim - nd;
+  for (int d = 0; d < g->ndim; d++)
+    if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) dims[k++] = d;
+  fdm_tensor *s = k ? fdm_sum(g, k, dims, 1) : (fdm_retain(g), g);
+  if (!s) return NULL;
+  fdm_tensor *r = fdm_reshape(s, nd, shape);
+  fdm_release(s);
+  return r;
+}
+
 /* ---- variance ---- */
 static int var_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   /* d var / dx = 2 (x - mean) / (N - correction) */
-  fdm_tensor *x = n->saved[0], *m = n->saved[1];
-  fdm_tensor *ge = expand_back(n, g), *me = expand_back(n, m);
-  fdm_tensor *d = (ge && me) ? fdm_binary(FDM_SUB, x, me) : NULL;
+  reduce_state *s = FDM_NODE_STATE(n, reduce_state);
+  if (!s) return -1;
+  fdm_tensor *ge = expand_back(n, s, g), *me = expand_back(n, s, s->aux);
+  fdm_tensor *d = (ge && me) ? fdm_binary(FDM_SUB, s->x, me) : NULL;
   fdm_tensor *p = d ? fdm_binary(FDM_MUL, d, ge) : NULL;
-  gin[0] = p ? fdm_scale(p, n->f[0]) : NULL;
+  gin[0] = p ? fdm_scale(p, s->scale) : NULL;
   fdm_release(ge); fdm_release(me); fdm_release(d); fdm_release(p);
   return gin[0] ? 0 : -1;
 }
@@ -134,48 +164,32 @@ fdm_tensor *fdm_var(fdm_tensor *t, int ndims, const int *dims, int correction, i
   if (fdm_check_float("var", t) || split_rows("var", t, ndims, dims, keepdim, &rs)) return NULL;
   fdm_tensor *out = fdm_empty(FDM_FLOAT32, rs.out_nd, rs.out_shape, t->device);
   fdm_tensor *mean = fdm_empty(FDM_FLOAT32, rs.out_nd, rs.out_shape, t->device);
-  if (!out || !mean) { fdm_release(out); fdm_release(mean); fdm_release(rs.rows); return NULL; }
-  const float *x = fdm_data(rs.rows); float *y = fdm_data(out), *pm = fdm_data(mean);
-  int64_t inner = rs.inner;
-  double denom = (double)inner - correction;
-#pragma omp parallel for schedule(static) if (rs.outer * inner > FDM_PAR_MIN)
-  for (int64_t r = 0; r < rs.outer; r++) {
-    const float *xr = x + r * inner;
-    double s = 0, ss = 0;
-    for (int64_t j = 0; j < inner; j++) s += xr[j];
-    double mu = s / (double)inner;
-    for (int64_t j = 0; j < inner; j++) { double d = xr[j] - mu; ss += d * d; }
-    y[r] = denom > 0 ? (float)(ss / denom) : NAN;
-    pm[r] = (float)mu;
-  }
+  int rc = (out && mean) ? run_rows("var", FDM_ROWS_VAR, &rs, out, mean, correction, 0) : -1;
   fdm_release(rs.rows);
-  fdm_node *n = fdm_node_new("var", var_backward, 1, &t);
-  if (n) {
-    n->f[0] = 2.0 / denom;
-    save_keep(n, &rs, t->ndim);
-    fdm_node_save(n, t); fdm_node_save(n, mean);
-    fdm_node_attach(out, n);
-  }
+  if (rc == 0)
+    rc = record_reduce(out, t, "var", var_backward, &rs, 2.0 / ((double)rs.inner - correction), 0, t, mean);
   fdm_release(mean);
+  if (rc) { fdm_release(out); return NULL; }
   return out;
 }
 
 /* ---- max / min ---- */
 static int maxdim_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  /* scatter g to the chosen positions: input viewed as [outer, len, inner] */
-  fdm_tensor *idx = n->saved[0];
-  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device);
-  if (!gx) return -1;
-  int dim = (int)n->i[0];
-  int64_t outer = 1, inner = 1, len = n->in_shape[0][dim];
-  for (int d = 0; d < dim; d++) outer *= n->in_shape[0][d];
-  for (int d = dim + 1; d < n->in_ndim[0]; d++) inner *= n->in_shape[0][d];
-  const int64_t *pi = fdm_data(idx);
-  const float *pg = fdm_data(g);
-  float *px = fdm_data(gx);
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t i = 0; i < inner; i++)
-      px[(o * len + pi[o * inner + i]) * inner + i] = pg[o * inner + i];
+  /* scatter g to the chosen positions: gather's gradient with the indices kept in dim */
+  reduce_state *s = FDM_NODE_STATE(n, reduce_state);
+  if (!s) return -1;
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
+  fdm_tensor *idx = gx ? fdm_reshape(s->aux, s->nd, s->keep_shape) : NULL;
+  fdm_tensor *gk = idx ? fdm_reshape(g, s->nd, s->keep_shape) : NULL;
+  fdm_tensor *gc = gk ? fdm_contiguous(gk) : NULL, *ic = gc ? fdm_contiguous(idx) : NULL;
+  int rc = -1;
+  if (ic) {
+    fdm_kview vgx = fdm_kview_of(gx), vi = fdm_kview_of(ic), vg = fdm_kview_of(gc);
+    rc = FDM_KERNEL(gx->device, n->name, gather_backward, &vgx, &vi, &vg, s->dim);
+  }
+  fdm_release(idx); fdm_release(gk); fdm_release(gc); fdm_release(ic);
+  if (rc) { fdm_release(gx); return -1; }
   gin[0] = gx;
   return 0;
 }
@@ -188,50 +202,27 @@ fdm_tensor *fdm_max_dim(fdm_tensor *t, int dim, int keepdim, int is_min, fdm_ten
   if (rs.inner == 0) { fdm_release(rs.rows); fdm_seterror("%s: cannot reduce over an empty dim", op); return NULL; }
   fdm_tensor *out = fdm_empty(t->dtype, rs.out_nd, rs.out_shape, t->device);
   fdm_tensor *idx = fdm_empty(FDM_INT64, rs.out_nd, rs.out_shape, t->device);
-  if (!out || !idx) { fdm_release(out); fdm_release(idx); fdm_release(rs.rows); return NULL; }
-  int64_t *pi = fdm_data(idx), inner = rs.inner;
-  if (t->dtype == FDM_FLOAT32) {
-    const float *x = fdm_data(rs.rows); float *y = fdm_data(out);
-    for (int64_t r = 0; r < rs.outer; r++) {
-      const float *xr = x + r * inner;
-      int64_t best = 0;
-      for (int64_t j = 1; j < inner; j++) {
-        if (isnan(xr[best])) break;   /* NaN propagates, as in PyTorch */
-        if (isnan(xr[j]) || (is_min ? xr[j] < xr[best] : xr[j] > xr[best])) best = j;
-      }
-      y[r] = xr[best]; pi[r] = best;
-    }
-  } else {
-    const int64_t *x = fdm_data(rs.rows); int64_t *y = fdm_data(out);
-    for (int64_t r = 0; r < rs.outer; r++) {
-      const int64_t *xr = x + r * inner;
-      int64_t best = 0;
-      for (int64_t j = 1; j < inner; j++) if (is_min ? xr[j] < xr[best] : xr[j] > xr[best]) best = j;
-      y[r] = xr[best]; pi[r] = best;
-    }
-  }
+  int rc = (out && idx) ? run_rows(op, is_min ? FDM_ROWS_MIN : FDM_ROWS_MAX, &rs, out, idx, 0, 0) : -1;
   fdm_release(rs.rows);
-  if (t->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new(op, maxdim_backward, 1, &t);
-    if (n) { n->i[0] = dim; fdm_node_save(n, idx); fdm_node_attach(out, n); }
-  }
+  if (rc == 0 && t->dtype == FDM_FLOAT32)
+    rc = record_reduce(out, t, op, maxdim_backward, &rs, 1.0, dim, NULL, idx);
+  if (rc) { fdm_release(out); fdm_release(idx); return NULL; }
   if (indices) *indices = idx; else fdm_release(idx);
   return out;
 }
 
+typedef struct { fdm_tensor *x, *v; } maxall_state;
+
 static int maxall_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   /* ties share the gradient evenly (PyTorch's evenly_distribute_backward) */
-  fdm_tensor *x = n->saved[0], *v = n->saved[1];
-  fdm_tensor *mask = fdm_binary(FDM_EQ, x, v), *mf = mask ? fdm_to_dtype(mask, FDM_FLOAT32) : NULL;
-  fdm_release(mask);
-  if (!mf) return -1;
-  float *pm = fdm_data(mf);
-  int64_t cnt = 0, m = fdm_numel(mf);
-  for (int64_t k = 0; k < m; k++) cnt += pm[k] != 0;
-  float gv = *(float *)fdm_data(g) / (float)(cnt ? cnt : 1);
-  for (int64_t k = 0; k < m; k++) pm[k] *= gv;
-  gin[0] = mf;
-  return 0;
+  maxall_state *s = FDM_NODE_STATE(n, maxall_state);
+  if (!s) return -1;
+  fdm_tensor *mask = fdm_binary(FDM_EQ, s->x, s->v), *mf = mask ? fdm_to_dtype(mask, FDM_FLOAT32) : NULL;
+  fdm_tensor *cnt = mf ? fdm_sum(mf, 0, NULL, 0) : NULL;
+  fdm_tensor *share = cnt ? fdm_binary(FDM_DIV, g, cnt) : NULL;
+  gin[0] = share ? fdm_binary(FDM_MUL, mf, share) : NULL;
+  fdm_release(mask); fdm_release(mf); fdm_release(cnt); fdm_release(share);
+  return gin[0] ? 0 : -1;
 }
 
 fdm_tensor *fdm_max_all(fdm_tensor *t, int is_min) {
@@ -244,8 +235,13 @@ fdm_tensor *fdm_max_all(fdm_tensor *t, int is_min) {
   fdm_set_grad_enabled(prev);
   fdm_release(flat);
   if (v && t->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new(op, maxall_backward, 1, &t);
-    if (n) { fdm_node_save(n, t); fdm_node_save_output(n, v); fdm_node_attach(v, n); }
+    fdm_node *n;
+    if (fdm_node_new(op, maxall_backward, 1, &t, sizeof(maxall_state), &n)) { fdm_release(v); return NULL; }
+    if (n) {
+      maxall_state *s = n->state;
+      fdm_node_save(n, &s->x, t); fdm_node_save_output(n, &s->v, v);
+    }
+    if (fdm_node_attach(v, n)) { fdm_release(v); return NULL; }
   }
   return v;
 }
@@ -266,17 +262,10 @@ fdm_tensor *fdm_argmax(fdm_tensor *t, int dim, int keepdim, int is_min) {
 }
 
 /* ---- quantile (linear interpolation, as torch.quantile) ----
-** The two order statistics are found by sorting each row (no gradient), then
-** picked with gather and interpolated with ordinary ops, which gives the
-** gradient: (1 - frac) to the lower element, frac to the upper one. */
-typedef struct { float v; int64_t i; } valpos;
-static int cmp_valpos(const void *a, const void *b) {
-  float x = ((const valpos *)a)->v, y = ((const valpos *)b)->v;
-  if (isnan(x)) return isnan(y) ? 0 : 1;
-  if (isnan(y)) return -1;
-  return (x > y) - (x < y);
-}
-
+** The kernel finds the positions of the two order statistics of each row (no
+** gradient); they are picked with gather and interpolated with ordinary ops,
+** which gives the gradient: (1 - frac) to the lower element, frac to the
+** upper one. A row holding NaN yields NaN, as in PyTorch. */
 fdm_tensor *fdm_quantile(fdm_tensor *t, double q, int dim, int keepdim) {
   if (q < 0 || q > 1 || isnan(q)) { fdm_seterror("quantile: q must be in [0, 1], got %g", q); return NULL; }
   if (fdm_backend_check("quantile", 1, &t) || fdm_check_float("quantile", t)) return NULL;
@@ -285,6 +274,7 @@ fdm_tensor *fdm_quantile(fdm_tensor *t, double q, int dim, int keepdim) {
   int perm[FDM_MAXDIM], k = 0;
   int64_t outer = 1, inner = 1, out_shape[FDM_MAXDIM];
   int out_nd = 0;
+  if (fdm_shape_numel("quantile", t->ndim, t->shape) < 0) return NULL;
   for (int d = 0; d < t->ndim; d++) {
     int red = dim == -1000 || d == dim;
     if (!red) { perm[k++] = d; outer *= t->shape[d]; out_shape[out_nd++] = t->shape[d]; }
@@ -296,48 +286,33 @@ fdm_tensor *fdm_quantile(fdm_tensor *t, double q, int dim, int keepdim) {
   fdm_tensor *p = fdm_permute(t, perm), *rows = p ? fdm_reshape(p, 2, rshape) : NULL;
   fdm_release(p);
   if (!rows) return NULL;
+  double pos = q * (double)(inner - 1);
   fdm_tensor *lo = fdm_empty(FDM_INT64, 2, ishape, t->device), *hi = fdm_empty(FDM_INT64, 2, ishape, t->device);
-  fdm_tensor *frac = fdm_empty(FDM_FLOAT32, 2, ishape, t->device), *rc = fdm_contiguous(rows);
-  valpos *buf = malloc(inner * sizeof *buf);
+  fdm_tensor *frac = fdm_full(FDM_FLOAT32, 0, NULL, pos - floor(pos), t->device), *rc = fdm_contiguous(rows);
   fdm_tensor *out = NULL;
-  if (!lo || !hi || !frac || !rc || !buf) { if (!buf) fdm_seterror("quantile: out of memory"); goto done; }
-  {
-    const float *x = fdm_data(rc);
-    int64_t *pl = fdm_data(lo), *ph = fdm_data(hi);
-    float *pf = fdm_data(frac);
-    double pos = q * (double)(inner - 1);
-    int64_t l = (int64_t)floor(pos), h = l + 1 < inner ? l + 1 : l;
-    for (int64_t r = 0; r < outer; r++) {
-      for (int64_t j = 0; j < inner; j++) { buf[j].v = x[r * inner + j]; buf[j].i = j; }
-      qsort(buf, inner, sizeof *buf, cmp_valpos);
-      pl[r] = buf[l].i; ph[r] = buf[h].i; pf[r] = (float)(pos - (double)l);
+  if (lo && hi && frac && rc) {
+    rowsplit rs = {.rows = rc, .outer = outer, .inner = inner};
+    if (run_rows("quantile", FDM_ROWS_QUANTILE, &rs, lo, hi, 0, q) == 0) {
+      fdm_tensor *vl = fdm_gather(rows, 1, lo), *vh = vl ? fdm_gather(rows, 1, hi) : NULL;
+      fdm_tensor *dv = vh ? fdm_binary(FDM_SUB, vh, vl) : NULL, *st = dv ? fdm_binary(FDM_MUL, dv, frac) : NULL;
+      fdm_tensor *v = st ? fdm_binary(FDM_ADD, vl, st) : NULL;
+      out = v ? fdm_reshape(v, out_nd, out_shape) : NULL;
+      fdm_release(vl); fdm_release(vh); fdm_release(dv); fdm_release(st); fdm_release(v);
     }
   }
-  {
-    fdm_tensor *vl = fdm_gather(rows, 1, lo), *vh = vl ? fdm_gather(rows, 1, hi) : NULL;
-    fdm_tensor *dv = vh ? fdm_binary(FDM_SUB, vh, vl) : NULL, *st = dv ? fdm_binary(FDM_MUL, dv, frac) : NULL;
-    fdm_tensor *v = st ? fdm_binary(FDM_ADD, vl, st) : NULL;
-    out = v ? fdm_reshape(v, out_nd, out_shape) : NULL;
-    fdm_release(vl); fdm_release(vh); fdm_release(dv); fdm_release(st); fdm_release(v);
-  }
-done:
-  free(buf);
   fdm_release(lo); fdm_release(hi); fdm_release(frac); fdm_release(rc); fdm_release(rows);
   return out;
 }
 
 fdm_tensor *fdm_any_all(fdm_tensor *t, int is_all) {
+  const char *op = is_all ? "all" : "any";
   rowsplit rs;
-  if (split_rows(is_all ? "all" : "any", t, 0, NULL, 0, &rs)) return NULL;
+  if (split_rows(op, t, 0, NULL, 0, &rs)) return NULL;
   fdm_tensor *b = fdm_to_dtype(rs.rows, FDM_BOOL);
   fdm_release(rs.rows);
-  if (!b) return NULL;
-  const uint8_t *p = fdm_data(b);
-  int r = is_all;
-  for (int64_t k = 0; k < rs.inner; k++) {
-    if (is_all && !p[k]) { r = 0; break; }
-    if (!is_all && p[k]) { r = 1; break; }
-  }
+  rs.rows = b;
+  fdm_tensor *out = b ? fdm_empty(FDM_BOOL, 0, NULL, t->device) : NULL;
+  if (out && run_rows(op, is_all ? FDM_ROWS_ALL : FDM_ROWS_ANY, &rs, out, NULL, 0, 0)) { fdm_release(out); out = NULL; }
   fdm_release(b);
-  return fdm_full(FDM_BOOL, 0, NULL, r, t->device);
+  return out;
 }

@@ -6,33 +6,48 @@
 #include "fdm_internal.h"
 
 static int shape_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  gin[0] = fdm_reshape(g, n->in_ndim[0], n->in_shape[0]);
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  gin[0] = fdm_reshape(g, in->ndim, in->shape);
   return gin[0] ? 0 : -1;
 }
 
-static fdm_tensor *record(fdm_tensor *out, fdm_tensor *in, const char *name, fdm_backward_fn bw) {
-  if (out && in->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new(name, bw, 1, &in);
-    fdm_node_attach(out, n);
-    return out;
-  }
+/* records a node of state_size bytes on a float32 view; *state gets its state (NULL when
+** nothing is recorded). Returns out, or NULL (out released) on failure. */
+static fdm_tensor *record_state(fdm_tensor *out, fdm_tensor *in, const char *name, fdm_backward_fn bw,
+                                size_t state_size, void **state) {
+  if (state) *state = NULL;
+  if (!out || in->dtype != FDM_FLOAT32) return out;
+  fdm_node *n;
+  if (fdm_node_new(name, bw, 1, &in, state_size, &n)) { fdm_release(out); return NULL; }
+  if (n && state) *state = n->state;
+  if (fdm_node_attach(out, n)) { fdm_release(out); return NULL; }
   return out;
 }
 
-/* resolves one -1 and checks the element count */
+static fdm_tensor *record(fdm_tensor *out, fdm_tensor *in, const char *name, fdm_backward_fn bw) {
+  return record_state(out, in, name, bw, 0, NULL);
+}
+
+/* resolves one -1 and checks the element count (products checked against overflow) */
 static int infer_shape(const char *op, const fdm_tensor *t, int ndim, const int64_t *in, int64_t *out) {
   int64_t n = 1, numel = fdm_numel(t);
-  int neg = -1;
+  int neg = -1, zero = 0;
   char b[128];
-  if (ndim > FDM_MAXDIM) return fdm_seterror("%s: at most %d dims", op, FDM_MAXDIM);
+  if (ndim < 0 || ndim > FDM_MAXDIM) return fdm_seterror("%s: at most %d dims", op, FDM_MAXDIM);
   for (int d = 0; d < ndim; d++) {
     out[d] = in[d];
     if (in[d] == -1) {
       if (neg >= 0) return fdm_seterror("%s: only one dimension can be -1", op);
       neg = d;
     } else if (in[d] < 0) return fdm_seterror("%s: invalid size %lld", op, (long long)in[d]);
-    else n *= in[d];
+    else if (in[d] == 0) zero = 1;
   }
+  for (int d = 0; d < ndim && !zero; d++) {
+    if (d == neg) continue;
+    if (n > INT64_MAX / in[d]) goto bad;   /* more elements than any tensor can hold */
+    n *= in[d];
+  }
+  if (zero) n = 0;
   if (neg >= 0) {
     if (n == 0 || numel % n) goto bad;
     out[neg] = numel / n;
@@ -103,19 +118,21 @@ static int check_dim(const char *op, const fdm_tensor *t, int dim) {
   return fdm_seterror("%s: dim %d out of range for a %d-d tensor", op, dim + 1, t->ndim);
 }
 
+/* a slice [start, stop) by step, or (is_select) the single index start, along dim */
+typedef struct { int dim, is_select; int64_t start, stop, step; } window_state;
+
 /* gradient of a sub-view: zeros of the input's shape with g written into the same window */
 static int window_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *z = fdm_zeros(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device);
+  window_state *s = FDM_NODE_STATE(n, window_state);
+  if (!s) return -1;
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  fdm_tensor *z = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
   if (!z) return -1;
-  fdm_tensor *w = NULL;
-  int dim = (int)n->i[0];
-  switch (n->i[4]) {
-    case 0: w = fdm_slice(z, dim, n->i[1], n->i[2], n->i[3]); break;
-    case 1: w = fdm_select(z, dim, n->i[1]); break;
-  }
-  if (!w) { fdm_release(z); return -1; }
-  fdm_strided_copy(w, g);
+  fdm_tensor *w = s->is_select ? fdm_select(z, s->dim, s->start)
+                               : fdm_slice(z, s->dim, s->start, s->stop, s->step);
+  int rc = w ? fdm_strided_copy(w, g) : -1;
   fdm_release(w);
+  if (rc) { fdm_release(z); return -1; }
   gin[0] = z;
   return 0;
 }
@@ -124,7 +141,7 @@ fdm_tensor *fdm_slice(fdm_tensor *t, int dim, int64_t start, int64_t stop, int64
   if (fdm_backend_check("slice", 1, &t) || check_dim("slice", t, dim)) return NULL;
   int64_t len = t->shape[dim];
   if (step <= 0) { fdm_seterror("slice: step must be positive, got %lld", (long long)step); return NULL; }
-  if (start < 0 || stop > len || start > stop) {
+  if (start < 0 || stop > len || start > stop || step > INT64_MAX / 2) {
     fdm_seterror("slice: range [%lld, %lld) out of bounds for dim %d of size %lld",
                  (long long)start, (long long)stop, dim + 1, (long long)len);
     return NULL;
@@ -133,11 +150,10 @@ fdm_tensor *fdm_slice(fdm_tensor *t, int dim, int64_t start, int64_t stop, int64
   memcpy(shape, t->shape, sizeof shape); memcpy(stride, t->stride, sizeof stride);
   shape[dim] = (stop - start + step - 1) / step;
   stride[dim] = t->stride[dim] * step;
-  fdm_tensor *v = fdm_make_view(t, t->ndim, shape, stride, t->offset + start * t->stride[dim]);
-  if (v && t->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new("slice", window_backward, 1, &t);
-    if (n) { n->i[0] = dim; n->i[1] = start; n->i[2] = stop; n->i[3] = step; n->i[4] = 0; fdm_node_attach(v, n); }
-  }
+  window_state *s;
+  fdm_tensor *v = record_state(fdm_make_view(t, t->ndim, shape, stride, t->offset + start * t->stride[dim]),
+                               t, "slice", window_backward, sizeof(window_state), (void **)&s);
+  if (s) { s->dim = dim; s->start = start; s->stop = stop; s->step = step; }
   return v;
 }
 
@@ -161,17 +177,20 @@ fdm_tensor *fdm_select(fdm_tensor *t, int dim, int64_t i) {
   int64_t shape[FDM_MAXDIM], stride[FDM_MAXDIM];
   int k = 0;
   for (int d = 0; d < t->ndim; d++) if (d != dim) { shape[k] = t->shape[d]; stride[k] = t->stride[d]; k++; }
-  fdm_tensor *v = fdm_make_view(t, t->ndim - 1, shape, stride, t->offset + i * t->stride[dim]);
-  if (v && t->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new("select", window_backward, 1, &t);
-    if (n) { n->i[0] = dim; n->i[1] = i; n->i[4] = 1; fdm_node_attach(v, n); }
-  }
+  window_state *s;
+  fdm_tensor *v = record_state(fdm_make_view(t, t->ndim - 1, shape, stride, t->offset + i * t->stride[dim]),
+                               t, "select", window_backward, sizeof(window_state), (void **)&s);
+  if (s) { s->dim = dim; s->is_select = 1; s->start = i; }
   return v;
 }
 
+typedef struct { int perm[FDM_MAXDIM]; } permute_state;
+
 static int permute_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+  permute_state *s = FDM_NODE_STATE(n, permute_state);
+  if (!s) return -1;
   int inv[FDM_MAXDIM];
-  for (int d = 0; d < g->ndim; d++) inv[n->i[d]] = d;
+  for (int d = 0; d < g->ndim; d++) inv[s->perm[d]] = d;
   gin[0] = fdm_permute(g, inv);
   return gin[0] ? 0 : -1;
 }
@@ -188,11 +207,10 @@ fdm_tensor *fdm_permute(fdm_tensor *t, const int *perm) {
     }
     shape[d] = t->shape[p]; stride[d] = t->stride[p];
   }
-  fdm_tensor *v = fdm_make_view(t, t->ndim, shape, stride, t->offset);
-  if (v && t->dtype == FDM_FLOAT32) {
-    fdm_node *n = fdm_node_new("permute", permute_backward, 1, &t);
-    if (n) { for (int d = 0; d < t->ndim; d++) n->i[d] = perm[d]; fdm_node_attach(v, n); }
-  }
+  permute_state *s;
+  fdm_tensor *v = record_state(fdm_make_view(t, t->ndim, shape, stride, t->offset), t, "permute",
+                               permute_backward, sizeof(permute_state), (void **)&s);
+  if (s) memcpy(s->perm, perm, t->ndim * sizeof *perm);
   return v;
 }
 
@@ -266,28 +284,31 @@ fdm_tensor *fdm_detach(fdm_tensor *t) {
 }
 
 /* ---- gather ---- */
+typedef struct { int dim; fdm_tensor *idx; } index_state;
+
 static int gather_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *idx = n->saved[0];
-  int dim = (int)n->i[0];
-  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device);
+  index_state *s = FDM_NODE_STATE(n, index_state);
+  if (!s) return -1;
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
   if (!gx) return -1;
-  /* scatter-add g into gx at idx along dim; idx and g contiguous with the same shape */
-  int64_t outer = 1, inner = 1, len = idx->shape[dim], xlen = gx->shape[dim];
-  for (int d = 0; d < dim; d++) outer *= idx->shape[d];
-  for (int d = dim + 1; d < idx->ndim; d++) inner *= idx->shape[d];
-  const int64_t *pi = fdm_data(idx);
-  const float *pg = fdm_data(g);
-  float *px = fdm_data(gx);
-  int64_t xinner = 1;
-  for (int d = dim + 1; d < gx->ndim; d++) xinner *= gx->shape[d];
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t l = 0; l < len; l++)
-      for (int64_t i = 0; i < inner; i++) {
-        int64_t k = (o * len + l) * inner + i;
-        px[(o * xlen + pi[k]) * xinner + i] += pg[k];
-      }
+  fdm_kview vgx = fdm_kview_of(gx), vi = fdm_kview_of(s->idx), vg = fdm_kview_of(g);
+  if (FDM_KERNEL(gx->device, "gather", gather_backward, &vgx, &vi, &vg, s->dim)) { fdm_release(gx); return -1; }
   gin[0] = gx;
   return 0;
+}
+
+/* records gather / index_select's node, which keeps the (contiguous) index */
+static int record_index(fdm_tensor *out, fdm_tensor *t, const char *name, fdm_backward_fn bw, int dim,
+                        fdm_tensor *idx) {
+  fdm_node *n;
+  if (fdm_node_new(name, bw, 1, &t, sizeof(index_state), &n)) return -1;
+  if (n) {
+    index_state *s = n->state;
+    s->dim = dim;
+    fdm_node_save(n, &s->idx, idx);
+  }
+  return fdm_node_attach(out, n);
 }
 
 fdm_tensor *fdm_gather(fdm_tensor *t, int dim, fdm_tensor *index) {
@@ -301,25 +322,11 @@ fdm_tensor *fdm_gather(fdm_tensor *t, int dim, fdm_tensor *index) {
   fdm_tensor *x = fdm_contiguous(t), *idx = fdm_contiguous(index);
   fdm_tensor *out = (x && idx) ? fdm_empty(FDM_FLOAT32, index->ndim, index->shape, t->device) : NULL;
   if (out) {
-    int64_t outer = 1, inner = 1, len = idx->shape[dim], xlen = x->shape[dim];
-    for (int d = 0; d < dim; d++) outer *= idx->shape[d];
-    for (int d = dim + 1; d < idx->ndim; d++) inner *= idx->shape[d];
-    const int64_t *pi = fdm_data(idx);
-    const float *px = fdm_data(x);
-    float *po = fdm_data(out);
-    for (int64_t k = 0; k < outer * len * inner; k++) {
-      int64_t v = pi[k];
-      if (v < 0 || v >= xlen) {
-        fdm_seterror("gather: index %lld out of range for dim %d of size %lld", (long long)v, dim + 1, (long long)xlen);
-        fdm_release(out); out = NULL; break;
-      }
-      int64_t o = k / (len * inner), i = k % inner;
-      po[k] = px[(o * xlen + v) * inner + i];
+    fdm_kview vo = fdm_kview_of(out), vx = fdm_kview_of(x), vi = fdm_kview_of(idx);
+    if (FDM_KERNEL(out->device, "gather", gather, &vo, &vx, &vi, dim) ||
+        record_index(out, t, "gather", gather_backward, dim, idx)) {
+      fdm_release(out); out = NULL;
     }
-  }
-  if (out) {
-    fdm_node *n = fdm_node_new("gather", gather_backward, 1, &t);
-    if (n) { n->i[0] = dim; fdm_node_save(n, idx); fdm_node_attach(out, n); }
   }
   fdm_release(x); fdm_release(idx);
   return out;
@@ -331,22 +338,16 @@ badshape:
 
 /* ---- index_select: rows picked by an int64 index (a batch from a data set) ---- */
 static int index_select_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  fdm_tensor *idx = n->saved[0];
-  int dim = (int)n->i[0];
-  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, n->in_ndim[0], n->in_shape[0], g->device);
+  index_state *s = FDM_NODE_STATE(n, index_state);
+  if (!s) return -1;
+  const fdm_node_input *in = fdm_node_input_at(n, 0);
+  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
   if (!gx) return -1;
-  int64_t outer = 1, inner = 1, len = n->in_shape[0][dim], k = fdm_numel(idx);
-  for (int d = 0; d < dim; d++) outer *= n->in_shape[0][d];
-  for (int d = dim + 1; d < n->in_ndim[0]; d++) inner *= n->in_shape[0][d];
-  const int64_t *pi = fdm_data(idx);
-  const float *pg = fdm_data(g);
-  float *px = fdm_data(gx);
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t j = 0; j < k; j++) {
-      float *dst = px + (o * len + pi[j]) * inner;
-      const float *src = pg + (o * k + j) * inner;
-      for (int64_t e = 0; e < inner; e++) dst[e] += src[e];
-    }
+  fdm_kview vgx = fdm_kview_of(gx), vi = fdm_kview_of(s->idx), vg = fdm_kview_of(g);
+  if (FDM_KERNEL(gx->device, "index_select", index_select_backward, &vgx, &vi, &vg, s->dim)) {
+    fdm_release(gx);
+    return -1;
+  }
   gin[0] = gx;
   return 0;
 }
@@ -362,33 +363,15 @@ fdm_tensor *fdm_index_select(fdm_tensor *t, int dim, fdm_tensor *index) {
   }
   fdm_tensor *x = fdm_contiguous(t), *idx = x ? fdm_contiguous(index) : NULL;
   if (!idx) { fdm_release(x); return NULL; }
-  int64_t shape[FDM_MAXDIM], k = idx->shape[0], len = t->shape[dim];
+  int64_t shape[FDM_MAXDIM];
   memcpy(shape, t->shape, sizeof shape);
-  shape[dim] = k;
-  const int64_t *pi = fdm_data(idx);
-  for (int64_t j = 0; j < k; j++)
-    if (pi[j] < 0 || pi[j] >= len) {
-      fdm_seterror("index_select: index %lld out of range for dim %d of size %lld (indices are 0-based)",
-                   (long long)pi[j], dim + 1, (long long)len);
-      fdm_release(x); fdm_release(idx);
-      return NULL;
-    }
+  shape[dim] = idx->shape[0];
   fdm_tensor *out = fdm_empty(t->dtype, t->ndim, shape, t->device);
   if (out) {
-    int64_t outer = 1, inner = 1;
-    size_t es = fdm_dtype_size(t->dtype);
-    for (int d = 0; d < dim; d++) outer *= t->shape[d];
-    for (int d = dim + 1; d < t->ndim; d++) inner *= t->shape[d];
-    const char *px = fdm_data(x);
-    char *po = fdm_data(out);
-#pragma omp parallel for schedule(static) if (outer * k * inner > 262144)
-    for (int64_t r = 0; r < outer * k; r++) {
-      int64_t o = r / k, j = r % k;
-      memcpy(po + r * inner * es, px + (o * len + pi[j]) * inner * es, inner * es);
-    }
-    if (t->dtype == FDM_FLOAT32) {
-      fdm_node *n = fdm_node_new("index_select", index_select_backward, 1, &t);
-      if (n) { n->i[0] = dim; fdm_node_save(n, idx); fdm_node_attach(out, n); }
+    fdm_kview vo = fdm_kview_of(out), vx = fdm_kview_of(x), vi = fdm_kview_of(idx);
+    if (FDM_KERNEL(out->device, "index_select", index_select, &vo, &vx, &vi, dim) ||
+        (t->dtype == FDM_FLOAT32 && record_index(out, t, "index_select", index_select_backward, dim, idx))) {
+      fdm_release(out); out = NULL;
     }
   }
   fdm_release(x); fdm_release(idx);

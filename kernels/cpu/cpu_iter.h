@@ -1,11 +1,11 @@
 /*
-** iter.h: strided loops over up to four operands sharing one (broadcast)
-** shape. Dims that are contiguous for every operand are merged first, so the
+** cpu_iter.h: strided loops over up to four views sharing one (broadcast)
+** shape (views already carry the broadcast shape, with 0 strides). Dims that are contiguous for every operand are merged first, so the
 ** common cases become one long vectorisable inner loop; work is split over
 ** OpenMP threads by rows and by blocks of the inner dim.
 */
-#ifndef FDM_ITER_H
-#define FDM_ITER_H
+#ifndef CPU_ITER_H
+#define CPU_ITER_H
 #include "fdm.h"
 
 #define ITER_MAXOP 4
@@ -16,19 +16,13 @@ typedef struct {
   int64_t numel;
 } fdm_iter;
 
-/* strides of t seen through an nd-dim broadcast shape (right-aligned: 0 where broadcast) */
-static inline void iter_bcast_strides(const fdm_tensor *t, int nd, int64_t *st) {
-  int lead = nd - t->ndim;
-  for (int d = 0; d < nd; d++) {
-    int td = d - lead;
-    st[d] = (td < 0 || t->shape[td] == 1) ? 0 : t->stride[td];
-  }
-}
-
-static inline void iter_init(fdm_iter *it, int nd, const int64_t *shape, int nop, fdm_tensor *const *ops) {
+/* ops[0] gives the shape; every view has that shape (broadcast dims: stride 0) */
+static inline void iter_init(fdm_iter *it, int nop, const fdm_kview *const *ops) {
   it->nop = nop; it->numel = 1;
+  int nd = ops[0]->ndim;
+  const int64_t *shape = ops[0]->shape;
   int64_t st[ITER_MAXOP][FDM_MAXDIM];
-  for (int k = 0; k < nop; k++) iter_bcast_strides(ops[k], nd, st[k]);
+  for (int k = 0; k < nop; k++) for (int d = 0; d < nd; d++) st[k][d] = ops[k]->shape[d] == 1 ? 0 : ops[k]->stride[d];
   /* drop size-1 dims, then merge dim d into d+1 when every operand allows it */
   int m = 0;
   for (int d = 0; d < nd; d++) {

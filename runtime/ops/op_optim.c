@@ -1,0 +1,46 @@
+/* op_optim.c: the fused optimizer step behind fdm.optim.Adam / AdamW: one
+** kernel pass over each parameter and its moment buffers, in place. */
+#include "fdm_internal.h"
+
+/* t must be a contiguous float32 tensor shaped like the parameter, on its device */
+static int check_like(const fdm_tensor *t, const fdm_tensor *p, const char *what) {
+  char b1[128], b2[128];
+  if (!t->storage || t->dtype != FDM_FLOAT32 || !fdm_is_contiguous(t) || !fdm_same_shape(t, p) ||
+      t->device != p->device)
+    return fdm_seterror("adam_step_: %s must be a contiguous float32 tensor shaped like the parameter "
+                        "on its device (%s %s on %s, parameter %s %s on %s)", what,
+                        fdm_shapestr(t, b1, sizeof b1), fdm_dtype_name(t->dtype), fdm_device_name(t->device),
+                        fdm_shapestr(p, b2, sizeof b2), fdm_dtype_name(p->dtype), fdm_device_name(p->device));
+  return 0;
+}
+
+int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, fdm_tensor *vmax,
+                   const fdm_adam_params *a) {
+  fdm_tensor *chk[2] = {p, g};
+  if (fdm_backend_check("adam_step_", 2, chk)) return -1;
+  if (p->dtype != FDM_FLOAT32 || !fdm_is_contiguous(p))
+    return fdm_seterror("adam_step_: the parameter must be a contiguous float32 tensor, got %s",
+                        fdm_dtype_name(p->dtype));
+  if (check_like(m, p, "exp_avg") || check_like(v, p, "exp_avg_sq") ||
+      (vmax && check_like(vmax, p, "max_exp_avg_sq")))
+    return -1;
+  if (a->step < 1) return fdm_seterror("adam_step_: step must be >= 1, got %lld", (long long)a->step);
+  fdm_tensor *gc = fdm_float_contig(g);
+  if (!gc) return -1;
+  int rc = 0;
+  if (!fdm_same_shape(gc, p)) {
+    char b1[128], b2[128];
+    rc = fdm_seterror("adam_step_: gradient shape %s differs from the parameter's %s",
+                      fdm_shapestr(gc, b1, sizeof b1), fdm_shapestr(p, b2, sizeof b2));
+  } else {
+    fdm_kview vp = fdm_kview_of(p), vg = fdm_kview_of(gc), vm = fdm_kview_of(m), vv = fdm_kview_of(v), vx;
+    if (vmax) vx = fdm_kview_of(vmax);
+    rc = FDM_KERNEL(p->device, "adam_step_", adam, a, &vp, &vg, &vm, &vv, vmax ? &vx : NULL);
+  }
+  fdm_release(gc);
+  if (rc == 0) {
+    fdm_bump_version(p); fdm_bump_version(m); fdm_bump_version(v);
+    if (vmax) fdm_bump_version(vmax);
+  }
+  return rc;
+}
