@@ -11,6 +11,14 @@
 local fdm = require "fdm"
 local H = {}
 
+-- `make test` builds the fake second device (tests/c/fake_backend.c) and names
+-- it here: loaded once, every device loop of the specs then runs on it too.
+local fake = os.getenv("FDM_FAKE_BACKEND")
+if fake and fake ~= "" and not fdm.supports("fake", "copy") then
+  local ok, err = pcall(fdm.load_backend, fake)
+  if not ok then error("tests/helpers.lua: cannot load the fake device: " .. tostring(err)) end
+end
+
 ---------------------------------------------------------------- small utils
 function H.f32(x) return (string.unpack("<f", string.pack("<f", x))) end
 

@@ -9,10 +9,54 @@ static int l_devices(lua_State *L) {
   lua_newtable(L);
   int n = 0;
   for (int d = 0; d < FDM_NDEVICE; d++)
-    if (fdm_backend_get((fdm_device)d)) {   /* the devices this build can use */
+    if (fdm_backend_available((fdm_device)d)) {   /* the devices registered now */
       lua_pushstring(L, fdm_device_name((fdm_device)d));
       lua_rawseti(L, -2, ++n);
     }
+  return 1;
+}
+
+static fdm_device check_device(lua_State *L, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  fdm_device dev;
+  if (fdm_device_from_name(name, &dev))
+    luaL_error(L, "unknown device '%s' (devices: cpu, cuda)", name);
+  return dev;
+}
+
+/* fdm.load_backend(path): registers the device of a backend plugin (a shared
+** object exporting fdm_backend_plugin_register); for backend developers */
+static int l_load_backend(lua_State *L) {
+  if (fdm_backend_load(luaL_checkstring(L, 1))) return fdm_lua_error(L);
+  return 0;
+}
+
+/* fdm.supports(device, kernel) -> boolean; fdm.supports(device) -> list of its kernels */
+static int l_supports(lua_State *L) {
+  fdm_device dev = check_device(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushboolean(L, fdm_backend_supports(dev, luaL_checkstring(L, 2)));
+    return 1;
+  }
+  lua_newtable(L);
+  int n = 0;
+  for (const char *const *k = fdm_kernel_names(); *k; k++)
+    if (fdm_backend_supports(dev, *k)) { lua_pushstring(L, *k); lua_rawseti(L, -2, ++n); }
+  return 1;
+}
+
+/* fdm.backend_stats(device) -> {live_bytes, cached_bytes, allocs, uploads, downloads} */
+static int l_backend_stats(lua_State *L) {
+  const fdm_backend *be = fdm_backend_get(check_device(L, 1));
+  if (!be) return fdm_lua_error(L);
+  fdm_backend_stats st = {0};
+  if (be->stats) be->stats(&st);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)st.live_bytes); lua_setfield(L, -2, "live_bytes");
+  lua_pushinteger(L, (lua_Integer)st.cached_bytes); lua_setfield(L, -2, "cached_bytes");
+  lua_pushinteger(L, (lua_Integer)st.allocs); lua_setfield(L, -2, "allocs");
+  lua_pushinteger(L, (lua_Integer)st.uploads); lua_setfield(L, -2, "uploads");
+  lua_pushinteger(L, (lua_Integer)st.downloads); lua_setfield(L, -2, "downloads");
   return 1;
 }
 
@@ -22,6 +66,12 @@ int luaopen_fdm_core(lua_State *L) {
   lua_setfield(L, -2, "version");
   lua_pushcfunction(L, l_devices);
   lua_setfield(L, -2, "devices");
+  lua_pushcfunction(L, l_load_backend);
+  lua_setfield(L, -2, "load_backend");
+  lua_pushcfunction(L, l_supports);
+  lua_setfield(L, -2, "supports");
+  lua_pushcfunction(L, l_backend_stats);
+  lua_setfield(L, -2, "backend_stats");
   fdm_open_tensor(L);
   fdm_open_nnops(L);
   fdm_open_io(L);
