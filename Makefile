@@ -8,7 +8,7 @@ SAN      ?=
 OPT      ?= -O3 -march=native
 CFLAGS   ?= $(OPT) -g
 # runtime/ in layers (docs/design.md): core, backend, ops, autograd, io, lua, app
-RUNTIME_INC := $(patsubst %,-Iruntime/%,core backend ops autograd io lua app) -Ikernels/cpu
+RUNTIME_INC := $(patsubst %,-Iruntime/%,core backend ops autograd io lua app) -Ikernels -Ikernels/cpu
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration -Werror=int-conversion -fPIC -fopenmp \
             $(RUNTIME_INC) $(shell pkg-config --cflags lua5.4 cairo 2>/dev/null)
 # OpenBLAS's OpenMP build shares one thread pool with fdm's own OpenMP loops;

@@ -7,7 +7,7 @@
 ** from 77 ms to ~25 ms with reuse). fdm.empty_cache() returns the cache. */
 #include <stdlib.h>
 #include <string.h>
-#include "fdm_backend.h"
+#include "fdm_device.h"
 #include "cpu_kernels.h"
 
 #define CACHE_SLOTS 512

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include "cpu_kernels.h"
-#include "../common/philox.h"
+#include "common/philox.h"
 
 static void fill_uniform(float *p, int64_t n, uint64_t seed, uint64_t base) {
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)

@@ -16,10 +16,8 @@ local function optional(name)
   return nil
 end
 
-fdm.F = core.F or {}
-local functional = optional "fdm.functional"
-if functional then functional(fdm.F, fdm) end
-fdm.io = optional "fdm.io" or core.io
+fdm.F = core.F
+fdm.io = core.io
 fdm.nn = optional "fdm.nn"
 fdm.optim = optional "fdm.optim"
 fdm.progress = optional "fdm.progress"

@@ -1,6 +1,6 @@
 /*
-** fdm_backend.h: the per-device table. Each device registers an fdm_backend:
-** its memory functions and its kernel table (fdm_kernels.h). Ops allocate
+** fdm_backend.h: the device registry. Each device registers an fdm_backend
+** (kernels/fdm_device.h): its memory functions and its kernel table. Ops allocate
 ** through the table, move data through it, and call kernels through it;
 ** nothing above the kernels touches device memory. A device is either built
 ** in (the CPU, kernels/cpu/cpu_backend.c) or a plugin: a shared object whose
@@ -9,27 +9,7 @@
 #ifndef FDM_BACKEND_H
 #define FDM_BACKEND_H
 #include "fdm.h"
-#include "fdm_kernels.h"
-
-typedef struct fdm_backend_stats {
-  size_t live_bytes;        /* allocated and not yet released */
-  size_t cached_bytes;      /* held by the allocator's cache for reuse */
-  uint64_t allocs;          /* allocation calls that succeeded */
-  uint64_t uploads, downloads;   /* host -> device and device -> host copies */
-} fdm_backend_stats;
-
-typedef struct fdm_backend {
-  const char *name;
-  void *(*alloc)(size_t nbytes);                 /* NULL on out of memory */
-  void (*release)(void *p, size_t nbytes);
-  int (*memset0)(void *p, size_t nbytes);        /* zero fill */
-  int (*upload)(void *dst, const void *host_src, size_t nbytes);
-  int (*download)(void *host_dst, const void *src, size_t nbytes);
-  int (*synchronize)(void);
-  size_t (*empty_cache)(void);                   /* returns the bytes given back */
-  void (*stats)(fdm_backend_stats *out);
-  const fdm_kernels *kernels;
-} fdm_backend;
+#include "fdm_device.h"
 
 /* NULL (with the error set) when the device is not available */
 const fdm_backend *fdm_backend_get(fdm_device dev);
@@ -52,14 +32,6 @@ const char *const *fdm_kernel_names(void);
 
 /* registering devices */
 int fdm_backend_register(fdm_device dev, const fdm_backend *be);
-typedef struct fdm_plugin_host {
-  int abi;                                       /* FDM_PLUGIN_ABI */
-  int (*register_backend)(fdm_device dev, const fdm_backend *be);
-  const fdm_backend *(*get)(fdm_device dev);
-  int (*seterror)(const char *fmt, ...);
-} fdm_plugin_host;
-#define FDM_PLUGIN_ABI 1
-typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
 /* loads a backend plugin (a shared object exporting fdm_backend_plugin_register) */
 int fdm_backend_load(const char *path);
 

@@ -68,7 +68,11 @@ typedef struct fdm_kview {
 fdm_kview fdm_kview_of(const fdm_tensor *t);
 /* t seen through the broadcast shape (nd, shape): leading and size-1 dims get stride 0 */
 fdm_kview fdm_kview_bcast(const fdm_tensor *t, int nd, const int64_t *shape);
-int64_t fdm_kview_numel(const fdm_kview *v);
+static inline int64_t fdm_kview_numel(const fdm_kview *v) {
+  int64_t n = 1;
+  for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+  return n;
+}
 
 /* ---- errors (core/error.c) ---- */
 int fdm_seterror(const char *fmt, ...);   /* always returns -1 */
@@ -104,6 +108,11 @@ void fdm_free_data(fdm_tensor *t);             /* t:free(): drop storage now */
 int64_t fdm_numel(const fdm_tensor *t);
 /* the product of shape[0..ndim), or -1 with the error set when it exceeds int64 */
 int64_t fdm_shape_numel(const char *op, int ndim, const int64_t *shape);
+/* the bytes of contiguous src into contiguous dst (same dtype and size), across
+** devices through their backends */
+int fdm_transfer_bytes(fdm_tensor *dst, const fdm_tensor *src);
+/* the bytes of a contiguous tensor into host memory (nbytes: its whole size) */
+int fdm_download_bytes(const fdm_tensor *t, void *host, size_t nbytes);
 /* in-place writes call this so autograd can refuse stale saved tensors */
 void fdm_bump_version(fdm_tensor *t);
 int fdm_is_contiguous(const fdm_tensor *t);

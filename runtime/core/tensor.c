@@ -122,6 +122,20 @@ fdm_tensor *fdm_from_external(fdm_dtype dt, int ndim, const int64_t *shape, fdm_
   return t;
 }
 
+int fdm_transfer_bytes(fdm_tensor *dst, const fdm_tensor *src) {
+  size_t n = (size_t)fdm_numel(src) * fdm_dtype_size(src->dtype);
+  if (!fdm_is_contiguous(dst) || !fdm_is_contiguous(src) || dst->dtype != src->dtype ||
+      (size_t)fdm_numel(dst) * fdm_dtype_size(dst->dtype) != n)
+    return fdm_seterror("transfer: internal error, expected two contiguous tensors of one dtype and size");
+  return fdm_backend_copy(dst->device, fdm_data(dst), src->device, fdm_data(src), n);
+}
+
+int fdm_download_bytes(const fdm_tensor *t, void *host, size_t nbytes) {
+  if (!fdm_is_contiguous(t) || nbytes != (size_t)fdm_numel(t) * fdm_dtype_size(t->dtype))
+    return fdm_seterror("download: internal error, expected the %zu bytes of a contiguous tensor", nbytes);
+  return fdm_backend_copy(FDM_CPU, host, t->device, fdm_data(t), nbytes);
+}
+
 void fdm_bump_version(fdm_tensor *t) { if (t && t->storage) t->storage->version++; }
 
 fdm_kview fdm_kview_of(const fdm_tensor *t) {
@@ -144,12 +158,6 @@ fdm_kview fdm_kview_bcast(const fdm_tensor *t, int nd, const int64_t *shape) {
     v.stride[d] = (td < 0 || t->shape[td] == 1) ? 0 : t->stride[td];
   }
   return v;
-}
-
-int64_t fdm_kview_numel(const fdm_kview *v) {
-  int64_t n = 1;
-  for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
-  return n;
 }
 
 fdm_tensor *fdm_empty_like(const fdm_tensor *t) { return fdm_empty(t->dtype, t->ndim, t->shape, t->device); }

@@ -35,6 +35,8 @@ int fdm_lua_dim(lua_State *L, int idx, int ndim);
 
 /* Each binding file registers its functions into the table on top of the
 ** stack (the fdm core module table). */
+/* bindings that are both tensor methods and fdm.F functions (ltensor.c) */
+extern const luaL_Reg fdm_lua_shared_fns[];
 void fdm_open_tensor(lua_State *L);   /* ltensor.c: creation, views, math, autograd */
 void fdm_open_nnops(lua_State *L);    /* lnnops.c: conv, pools, norms, ... (table F) */
 void fdm_open_io(lua_State *L);       /* lio.c: png, safetensors, idx, gif, grids, plots */

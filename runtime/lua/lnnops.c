@@ -68,11 +68,6 @@ static fdm_reduction check_reduction(lua_State *L, int idx, const char *op) {
 
 /* ------------------------------------------------------------------ linear algebra */
 
-static int l_matmul(lua_State *L) {
-  fdm_lua_push(L, fdm_matmul(fdm_lua_check(L, 1), fdm_lua_check(L, 2)));
-  return 1;
-}
-
 static int l_bmm(lua_State *L) {
   fdm_lua_push(L, fdm_bmm(fdm_lua_check(L, 1), fdm_lua_check(L, 2)));
   return 1;
@@ -224,36 +219,6 @@ static int l_layer_norm(lua_State *L) {
 
 /* ------------------------------------------------------------------ activations */
 
-static int l_gelu(lua_State *L) {
-  fdm_tensor *x = fdm_lua_check(L, 1);
-  const char *a = "none";
-  if (lua_istable(L, 2)) {
-    lua_getfield(L, 2, "approximate");
-    if (!lua_isnil(L, -1)) a = luaL_checkstring(L, -1);
-    lua_pop(L, 1);
-  } else if (!lua_isnoneornil(L, 2)) a = luaL_checkstring(L, 2);
-  int t;
-  if (!strcmp(a, "none")) t = 0;
-  else if (!strcmp(a, "tanh")) t = 1;
-  else return luaL_error(L, "gelu: approximate must be \"none\" or \"tanh\", got \"%s\"", a);
-  fdm_lua_push(L, fdm_gelu(x, t));
-  return 1;
-}
-
-static int unary(lua_State *L, fdm_unop op) {
-  fdm_tensor *x = fdm_lua_check(L, 1);
-  if (x->dtype != FDM_FLOAT32) {
-    fdm_check_float(fdm_unop_name(op), x);
-    return fdm_lua_error(L);
-  }
-  fdm_lua_push(L, fdm_unary(op, x));
-  return 1;
-}
-static int l_silu(lua_State *L) { return unary(L, FDM_SILU); }
-static int l_relu(lua_State *L) { return unary(L, FDM_RELU); }
-static int l_sigmoid(lua_State *L) { return unary(L, FDM_SIGMOID); }
-static int l_tanh(lua_State *L) { return unary(L, FDM_TANH); }
-
 static int softmax_common(lua_State *L, int log) {
   fdm_tensor *x = fdm_lua_check(L, 1);
   int nd = x->ndim ? x->ndim : 1, dim = nd - 1;
@@ -333,7 +298,6 @@ static int l_sdpa(lua_State *L) {
 }
 
 static const luaL_Reg F_funcs[] = {
-  {"matmul", l_matmul},
   {"bmm", l_bmm},
   {"linear", l_linear},
   {"conv2d", l_conv2d},
@@ -345,11 +309,6 @@ static const luaL_Reg F_funcs[] = {
   {"batch_norm_gelu", l_batch_norm_gelu},
   {"group_norm", l_group_norm},
   {"layer_norm", l_layer_norm},
-  {"gelu", l_gelu},
-  {"silu", l_silu},
-  {"relu", l_relu},
-  {"sigmoid", l_sigmoid},
-  {"tanh", l_tanh},
   {"softmax", l_softmax},
   {"log_softmax", l_log_softmax},
   {"dropout", l_dropout},
@@ -371,5 +330,6 @@ void fdm_open_nnops(lua_State *L) {
     lua_setfield(L, -3, "F");
   }
   luaL_setfuncs(L, F_funcs, 0);
+  luaL_setfuncs(L, fdm_lua_shared_fns, 0);   /* matmul, gelu, ...: the tensor methods' bindings */
   lua_pop(L, 1);
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include "fdm_lua.h"
 #include "fdm_ops.h"
+#include "fdm_nnops.h"
 #include "fdm_autograd.h"
 #include "fdm_engine.h"
 #include "fdm_backend.h"
@@ -508,9 +509,18 @@ UN(log, FDM_LOG) UN(sin, FDM_SIN) UN(cos, FDM_COS) UN(square, FDM_SQUARE) UN(sig
 UN(relu, FDM_RELU) UN(sigmoid, FDM_SIGMOID) UN(tanh, FDM_TANH) UN(silu, FDM_SILU)
 UN(logical_not, FDM_NOT) UN(reciprocal, FDM_RECIPROCAL)
 
+/* t:gelu() and F.gelu(x [, "tanh" | {approximate = "tanh"}]) */
 static int l_gelu(lua_State *L) {
-  const char *ap = luaL_optstring(L, 2, "none");
-  return unary(L, strcmp(ap, "tanh") == 0 ? FDM_GELU_TANH : FDM_GELU);
+  fdm_tensor *x = CHECK(L, 1);
+  const char *a = "none";
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "approximate");
+    if (!lua_isnil(L, -1)) a = luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+  } else if (!lua_isnoneornil(L, 2)) a = luaL_checkstring(L, 2);
+  if (strcmp(a, "none") && strcmp(a, "tanh"))
+    return luaL_error(L, "gelu: approximate must be \"none\" or \"tanh\", got \"%s\"", a);
+  return PUSH(L, fdm_gelu(x, strcmp(a, "tanh") == 0));
 }
 
 static int l_clamp(lua_State *L) {
@@ -625,6 +635,11 @@ static int l_all(lua_State *L) { return PUSH(L, fdm_any_all(CHECK(L, 1), 1)); }
 static int l_any(lua_State *L) { return PUSH(L, fdm_any_all(CHECK(L, 1), 0)); }
 
 static int l_matmul(lua_State *L) { return PUSH(L, fdm_matmul(CHECK(L, 1), CHECK(L, 2))); }
+
+/* functions that are both tensor methods and members of fdm.F: one binding each */
+const luaL_Reg fdm_lua_shared_fns[] = {
+  {"matmul", l_matmul}, {"gelu", l_gelu}, {"silu", l_silu}, {"relu", l_relu},
+  {"sigmoid", l_sigmoid}, {"tanh", l_tanh}, {NULL, NULL}};
 static int l_index_select(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   return PUSH(L, fdm_index_select(t, fdm_lua_dim(L, 2, t->ndim), CHECK(L, 3)));

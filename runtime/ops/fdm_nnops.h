@@ -3,7 +3,9 @@
 ** Lua as fdm.F.* by runtime/lua/lnnops.c. Dims are 0-based. Every op returns a
 ** NEW reference, or NULL with fdm_lasterror() set (naming the op and the
 ** shapes involved). Ops record autograd nodes; optional tensors may be NULL.
-** Only float32 CPU tensors are computed (other devices give a clear error).
+** Tensors are float32 on any available device (a device without the kernel
+** gives a clear error); the weights of linear, conv2d and conv_transpose2d
+** may also be float16/bfloat16 (inference: no gradient for them).
 */
 #ifndef FDM_NNOPS_H
 #define FDM_NNOPS_H
@@ -69,8 +71,8 @@ fdm_tensor *fdm_gaussian_blur(fdm_tensor *x, int kx, int ky, double sx, double s
 /* softmax(q k^T / sqrt(d) [+ mask]) v; mask bool (false -> -inf) or float (added), broadcast */
 fdm_tensor *fdm_scaled_dot_product_attention(fdm_tensor *q, fdm_tensor *k, fdm_tensor *v,
                                              fdm_tensor *mask);
-/* shared by op_nn*.c: every operand (NULL skipped) is an available-device,
-** float32, CPU tensor; -1 with the error set otherwise */
+/* shared by op_nn*.c: every operand (NULL skipped) is a float32 tensor on one
+** available device; -1 with the error set otherwise */
 int nn_check(const char *op, int n, fdm_tensor *const *ts);
 
 #endif

@@ -21,12 +21,7 @@ fdm_tensor *fdm_scratch(fdm_device dev, size_t nfloats) {
   return fdm_empty(FDM_FLOAT32, 1, &n, dev);
 }
 
-int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes) {
-  if (!fdm_is_contiguous(t) || nbytes != (size_t)fdm_numel(t) * fdm_dtype_size(t->dtype))
-    return fdm_seterror("read_to_host: internal error, expected the %zu bytes of a contiguous tensor",
-                        nbytes);
-  return fdm_backend_copy(FDM_CPU, dst, t->device, fdm_data(t), nbytes);
-}
+int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes) { return fdm_download_bytes(t, dst, nbytes); }
 
 /* ---- contiguous / clone: copies whose gradient passes straight through ---- */
 static int identity_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
@@ -93,8 +88,7 @@ fdm_tensor *fdm_to_device(fdm_tensor *t, fdm_device dev) {
   fdm_set_grad_enabled(prev);
   if (!c) return NULL;
   fdm_tensor *r = fdm_empty(t->dtype, t->ndim, t->shape, dev);
-  size_t nbytes = (size_t)fdm_numel(t) * fdm_dtype_size(t->dtype);
-  if (r && fdm_backend_copy(dev, fdm_data(r), t->device, fdm_data(c), nbytes)) { fdm_release(r); r = NULL; }
+  if (r && fdm_transfer_bytes(r, c)) { fdm_release(r); r = NULL; }
   fdm_release(c);
   if (r && t->dtype == FDM_FLOAT32) {
     fdm_node *n;

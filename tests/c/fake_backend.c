@@ -9,7 +9,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
-#include "fdm_backend.h"
+#include "fdm_device.h"
 
 #define TAG 0xfa6edeadbeef0001ull
 #define HEADER 64   /* keeps the 64-byte alignment of the CPU allocator */

@@ -1,0 +1,40 @@
+/*
+** fdm_device.h: what a device gives fdm: memory functions and its kernel
+** table (fdm_kernels.h), bundled as an fdm_backend. The CPU's is
+** kernels/cpu/cpu_backend.c; other devices come as plugins exporting
+** fdm_backend_plugin_register(), which receives the host's functions. The
+** registry that holds them is runtime/backend (fdm_backend.h).
+*/
+#ifndef FDM_DEVICE_H
+#define FDM_DEVICE_H
+#include "fdm_kernels.h"
+
+typedef struct fdm_backend_stats {
+  size_t live_bytes;        /* allocated and not yet released */
+  size_t cached_bytes;      /* held by the allocator's cache for reuse */
+  uint64_t allocs;          /* allocation calls that succeeded */
+  uint64_t uploads, downloads;   /* host -> device and device -> host copies */
+} fdm_backend_stats;
+
+typedef struct fdm_backend {
+  const char *name;
+  void *(*alloc)(size_t nbytes);                 /* NULL on out of memory */
+  void (*release)(void *p, size_t nbytes);
+  int (*memset0)(void *p, size_t nbytes);        /* zero fill */
+  int (*upload)(void *dst, const void *host_src, size_t nbytes);
+  int (*download)(void *host_dst, const void *src, size_t nbytes);
+  int (*synchronize)(void);
+  size_t (*empty_cache)(void);                   /* returns the bytes given back */
+  void (*stats)(fdm_backend_stats *out);
+  const fdm_kernels *kernels;
+} fdm_backend;
+
+typedef struct fdm_plugin_host {
+  int abi;                                       /* FDM_PLUGIN_ABI */
+  int (*register_backend)(fdm_device dev, const fdm_backend *be);
+  const fdm_backend *(*get)(fdm_device dev);
+  int (*seterror)(const char *fmt, ...);
+} fdm_plugin_host;
+#define FDM_PLUGIN_ABI 1
+typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
+#endif

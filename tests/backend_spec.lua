@@ -1,0 +1,221 @@
+-- tests/backend_spec.lua: the backend interface (runtime/backend, kernels/).
+-- The fake device (tests/c/fake_backend.c, loaded by helpers.lua) runs the
+-- CPU's kernels over memory of its own, so every op must give the CPU's
+-- numbers bit for bit there; ops_spec.lua covers the golden op cases, this
+-- file the ops that loop does not: random draws, Adam, gather,
+-- index_select, batch_norm_gelu, a whole UNet training step, data movement,
+-- and what happens when a device lacks a kernel.
+local fdm = require "fdm"
+local H = require "helpers"
+local F = fdm.F
+
+local have_fake = fdm.supports("fake", "copy")
+
+local function same(a, b, label)
+  local fa, fb = H.flat(a:to("cpu")), H.flat(b:to("cpu"))
+  assert.are.equal(#fb, #fa, label .. ": sizes differ")
+  for i = 1, #fa do
+    if fa[i] ~= fb[i] and not (fa[i] ~= fa[i] and fb[i] ~= fb[i]) then
+      error(("%s: element %d differs: %.9g on fake, %.9g on cpu"):format(label, i, fa[i], fb[i]), 2)
+    end
+  end
+end
+
+-- runs f(device) on both devices from the same seed and compares every tensor it returns
+local function both(label, f)
+  fdm.manual_seed(7)
+  local c = table.pack(f("cpu"))
+  fdm.manual_seed(7)
+  local k = table.pack(f("fake"))
+  assert(c.n > 0 and c.n == k.n, label .. ": no results to compare")
+  for i = 1, c.n do
+    assert.are.equal("fake", k[i].device, label .. ": result " .. i .. " left the fake device")
+    same(k[i], c[i], label .. " result " .. i)
+  end
+end
+
+describe("backend interface", function()
+  it("the cpu has every kernel and answers supports()", function()
+    assert.is_true(fdm.supports("cpu", "gemm"))
+    assert.is_true(fdm.supports("cpu", "conv2d_forward"))
+    assert.is_false(fdm.supports("cpu", "no_such_kernel"))
+    local names = fdm.supports("cpu")
+    assert.is_true(#names >= 45, "cpu kernels listed: " .. #names)
+    local ok, err = pcall(fdm.supports, "tpu")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("unknown device 'tpu'", 1, true))
+  end)
+
+  it("a plugin that is not one is refused clearly", function()
+    local ok, err = pcall(fdm.load_backend, "/nonexistent/plugin.so")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("cannot load backend plugin '/nonexistent/plugin.so'", 1, true), err)
+  end)
+
+  if not have_fake then
+    it("has the fake device (make test builds it)", function() error("FDM_FAKE_BACKEND was not loaded") end)
+    return
+  end
+
+  it("lists the fake device once loaded", function()
+    local devs = table.concat(fdm.devices(), ",")
+    assert.truthy(devs:find("fake", 1, true), devs)
+  end)
+
+  it("random draws give the cpu's numbers on the fake device", function()
+    both("rand", function(d) return fdm.rand(5, 7, { device = d }) end)
+    both("randn", function(d) return fdm.randn(1001, { device = d }) end)
+    both("randint", function(d) return fdm.randint(-3, 9, { 33 }, { device = d }) end)
+    both("randint over all of int64", function(d)
+      return fdm.randint(math.mininteger, math.maxinteger, { 9 }, { device = d })
+    end)
+    both("randperm", function(d) return fdm.randperm(77, { device = d }) end)
+    both("dropout", function(d) return F.dropout(fdm.ones(64, { device = d }), 0.3, true) end)
+    both("arange, linspace", function(d)
+      return fdm.arange(0, 10, 0.5, { device = d }), fdm.linspace(-1, 1, 9, { device = d })
+    end)
+  end)
+
+  it("gather, index_select and reductions, forward and backward", function()
+    both("gather", function(d)
+      local x = fdm.randn(4, 6, { device = d }):requires_grad_()
+      local idx = fdm.tensor({ { 0, 5 }, { 1, 1 }, { 2, 0 }, { 5, 3 } }, { dtype = "int64", device = d })
+      local y = fdm.gather(x, 2, idx)
+      ;(y * y):sum():backward()
+      return y, x.grad
+    end)
+    both("index_select", function(d)
+      local x = fdm.randn(5, 3, { device = d }):requires_grad_()
+      local y = fdm.index_select(x, 1, fdm.tensor({ 4, 0, 4 }, { dtype = "int64", device = d }))
+      ;(y * 3):sum():backward()
+      return y, x.grad
+    end)
+    both("max, var, quantile", function(d)
+      local x = fdm.randn(6, 9, { device = d }):requires_grad_()
+      local m, i = x:max(2)
+      local loss = m:sum() + x:var(1):sum() + x:quantile(0.3, 2):sum()
+      loss:backward()
+      return m, i, x.grad
+    end)
+  end)
+
+  it("batch_norm_gelu, forward and backward, with running statistics", function()
+    both("batch_norm_gelu", function(d)
+      local x = fdm.randn(3, 4, 5, 5, { device = d }):requires_grad_()
+      local w = fdm.randn(4, { device = d }):requires_grad_()
+      local b = fdm.randn(4, { device = d }):requires_grad_()
+      local rm, rv = fdm.zeros(4, { device = d }), fdm.ones(4, { device = d })
+      local y = F.batch_norm_gelu(x, rm, rv, w, b, true, 0.1, 1e-5)
+      ;(y * y):sum():backward()
+      return y, x.grad, w.grad, b.grad, rm, rv
+    end)
+  end)
+
+  it("Adam steps give the cpu's parameters", function()
+    both("adam", function(d)
+      local p = fdm.randn(10, 3, { device = d }):requires_grad_()
+      local opt = fdm.optim.Adam({ p }, { lr = 1e-2, weight_decay = 0.1 })
+      for _ = 1, 3 do
+        opt:zero_grad()
+        ;((p * p):sum() + p:sum()):backward()
+        opt:step()
+      end
+      return p:detach()
+    end)
+  end)
+
+  it("a whole UNet training step (forward, loss, backward, Adam) matches the cpu", function()
+    local unet = require "fdm.unet"
+    both("unet step", function(d)
+      local model = unet.ClassConditionalUNet(1, 4, 10):to(d)
+      local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
+      local x = fdm.randn(2, 1, 28, 28, { device = d })
+      local c = F.one_hot(fdm.tensor({ 3, 7 }, { dtype = "int64", device = d }), 10)
+      local t = fdm.rand(2, 1, { device = d })
+      local loss = F.mse_loss(model(x, c, t), x)
+      loss:backward()
+      opt:step()
+      local first = model:parameters()[1]
+      return loss:detach(), first:detach()
+    end)
+  end)
+
+  it("moving data goes through the devices' copies, and memory is the fake's own", function()
+    local before = fdm.backend_stats("fake")
+    local a = fdm.randn(1000)
+    local b = a:to("fake")
+    local mid = fdm.backend_stats("fake")
+    assert.are.equal(before.uploads + 1, mid.uploads)
+    assert.is_true(mid.live_bytes >= before.live_bytes + 4000)
+    assert.are.equal("fake", b.device)
+    same(b, a, "round trip")
+    assert.are.equal(a:sum():item(), b:sum():item())
+    assert.is_true(fdm.backend_stats("fake").downloads > mid.downloads)
+    b:free()
+    collectgarbage(); collectgarbage()
+    -- every block released was the fake's own (a wrong tag would be counted here)
+    assert.are.equal(0, fdm.backend_stats("fake").cached_bytes)
+  end)
+
+  it("ops refuse tensors on different devices", function()
+    local ok, err = pcall(function() return fdm.ones(2) + fdm.ones(2, { device = "fake" }) end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("different devices (cpu and fake)", 1, true), err)
+  end)
+
+  it("an op whose kernel the device lacks fails clearly and touches nothing", function()
+    local code = [[
+      local fdm = require "fdm"
+      fdm.load_backend(os.getenv("FDM_FAKE_BACKEND"))
+      local x = fdm.randn(3, 4, { device = "fake" })
+      local idx = fdm.zeros(3, 1, { dtype = "int64", device = "fake" })
+      print(fdm.supports("fake", "gather"), fdm.supports("fake", "copy"))
+      print(pcall(fdm.gather, x, 2, idx))
+      print(pcall(fdm.F.conv2d, fdm.randn(1, 1, 5, 5, { device = "fake" }), fdm.randn(1, 1, 3, 3, { device = "fake" })))
+      print((x * 2):sum():item() == (x:to("cpu") * 2):sum():item())
+    ]]
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w")); f:write(code); f:close()
+    local out, rc = H.sh("FDM_FAKE_WITHOUT=gather,conv2d_forward " .. os.getenv("FDM_BIN") .. " " .. path)
+    os.remove(path)
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("false\ttrue", 1, true), out)
+    assert.truthy(out:find("gather: not implemented on device 'fake' (its backend has no 'gather' kernel)", 1, true), out)
+    assert.truthy(out:find("conv2d: not implemented on device 'fake' (its backend has no 'conv2d_forward' kernel)", 1, true), out)
+    assert.truthy(out:find("\ntrue\n", 1, true), out)
+  end)
+end)
+
+describe("autograd state", function()
+  it("backward refuses a saved tensor changed in place since (version counters)", function()
+    local w = fdm.randn(3):requires_grad_()
+    local h = fdm.randn(3)
+    local y = (w * h):sum()
+    fdm.no_grad(function() h:add_(1) end)
+    local ok, err = pcall(function() y:backward() end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("modified by an inplace operation", 1, true), err)
+    -- unchanged: fine
+    local y2 = (w * h):sum()
+    y2:backward()
+    H.assert_close(w.grad, h)
+  end)
+
+  it("an op's own saved output is watched too", function()
+    local x = fdm.randn(4):requires_grad_()
+    local y = x:exp()
+    local z = y:sum()
+    fdm.no_grad(function() y:mul_(2) end)
+    local ok, err = pcall(function() z:backward() end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("modified by an inplace operation", 1, true), err)
+  end)
+
+  it("cat records any number of inputs", function()
+    local parts = {}
+    for i = 1, 40 do parts[i] = fdm.full({ 1 }, i):requires_grad_() end
+    local y = fdm.cat(parts, 1)
+    ;(y * y):sum():backward()
+    for i = 1, 40 do assert.are.equal(2 * i, parts[i].grad:item()) end
+  end)
+end)
