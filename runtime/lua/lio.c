@@ -312,8 +312,47 @@ static int l_plot_curves(lua_State *L) {
 
 /* ---- safetensors ---- */
 
+/* The file's mapping, shared by the tensors that point into it (mmap = true):
+** unmapped when the last of them is released. */
+typedef struct { void *map; size_t len; int refs; } st_mapping;
+
+static void st_mapping_release(void *ctx, void *data, size_t nbytes) {
+  st_mapping *m = ctx;
+  (void)data; (void)nbytes;
+  if (--m->refs > 0) return;
+  if (m->len) munmap(m->map, m->len);
+  free(m);
+}
+
+/* a tensor of entry e: a view into the mapping when asked and the bytes are
+** already the tensor's (same dtype, aligned), else a converted copy */
+static fdm_tensor *st_tensor(const fdm_st_file *f, const fdm_st_entry *e, st_mapping *m, int map_it) {
+  fdm_dtype dt = fdm_st_target(e->dtype);
+  const uint8_t *src = f->data + e->begin;
+  size_t nbytes = (size_t)(e->end - e->begin);
+  int same_bytes = e->dtype == FDM_ST_F32 || e->dtype == FDM_ST_F16 || e->dtype == FDM_ST_BF16 ||
+                   e->dtype == FDM_ST_I64 || e->dtype == FDM_ST_U8 || e->dtype == FDM_ST_BOOL;
+  if (map_it && same_bytes && nbytes && (uintptr_t)src % fdm_dtype_size(dt) == 0) {
+    fdm_tensor *t = fdm_from_external(dt, e->ndim, e->shape, FDM_CPU, (void *)src, nbytes,
+                                      st_mapping_release, m);
+    if (t) m->refs++;
+    return t;
+  }
+  fdm_tensor *t = fdm_empty(dt, e->ndim, e->shape, FDM_CPU);
+  if (t) fdm_st_convert(f, e, fdm_data(t));
+  return t;
+}
+
+/* fdm.io.load_safetensors(path [, {device = "cpu", mmap = false}]) -> tensors, metadata.
+** mmap: CPU tensors point into the file's (copy-on-write) mapping instead of
+** being read into memory: large weights stay on disk until used. device:
+** each tensor goes to that device through its backend's copy as it is read,
+** so at most one tensor is staged in host memory. */
 static int l_load_safetensors(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int opts = lua_istable(L, 2) ? 2 : 0;
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  int map_it = fdm_lua_optbool(L, opts, "mmap", 0) && dev == FDM_CPU;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return luaL_error(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
   struct stat st;
@@ -321,32 +360,40 @@ static int l_load_safetensors(lua_State *L) {
     close(fd);
     return luaL_error(L, "load_safetensors: '%s': not a regular file", path);
   }
-  size_t n = (size_t)st.st_size;
-  const uint8_t *map = (const uint8_t *)"";
-  if (n > 0) {
-    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
+  st_mapping *m = calloc(1, sizeof *m);
+  if (!m) { close(fd); return luaL_error(L, "load_safetensors: '%s': out of memory", path); }
+  m->len = (size_t)st.st_size;
+  m->refs = 1;   /* this function's own reference */
+  m->map = (void *)"";
+  if (m->len > 0) {
+    void *p = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
       close(fd);
+      free(m);
       return luaL_error(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
     }
-    map = m;
+    m->map = p;
   }
   close(fd);
   fdm_st_file f;
-  if (fdm_st_parse(map, n, &f) != 0) {
-    if (n) munmap((void *)map, n);
+  if (fdm_st_parse(m->map, m->len, &f) != 0) {
+    st_mapping_release(m, NULL, 0);
     return io_fail(L, "load_safetensors", path);
   }
   lua_createtable(L, 0, f.n);
   for (int i = 0; i < f.n; i++) {
     const fdm_st_entry *e = &f.e[i];
-    fdm_tensor *t = fdm_empty(fdm_st_target(e->dtype), e->ndim, e->shape, FDM_CPU);
+    fdm_tensor *t = st_tensor(&f, e, m, map_it);
+    if (t && dev != FDM_CPU) {
+      fdm_tensor *d = fdm_to_device(t, dev);
+      fdm_release(t);
+      t = d;
+    }
     if (!t) {
       fdm_st_free(&f);
-      if (n) munmap((void *)map, n);
+      st_mapping_release(m, NULL, 0);
       return io_fail(L, "load_safetensors", path);
     }
-    fdm_st_convert(&f, e, fdm_data(t));
     fdm_lua_push(L, t);
     lua_setfield(L, -2, e->name);
   }
@@ -356,7 +403,7 @@ static int l_load_safetensors(lua_State *L) {
     lua_setfield(L, -2, f.meta[i].key);
   }
   fdm_st_free(&f);
-  if (n) munmap((void *)map, n);
+  st_mapping_release(m, NULL, 0);
   return 2;
 }
 
