@@ -34,7 +34,12 @@ typedef struct fdm_plugin_host {
   int (*register_backend)(fdm_device dev, const fdm_backend *be);
   const fdm_backend *(*get)(fdm_device dev);
   int (*seterror)(const char *fmt, ...);
+  /* Frees what the host can before a device allocation gives up: runs the
+  ** Lua garbage collector (tensors nobody references any more) so that a
+  ** training loop never needs a manual collectgarbage(). An allocator calls
+  ** it once on failure, empties its own cache, and retries. */
+  void (*reclaim)(void);
 } fdm_plugin_host;
-#define FDM_PLUGIN_ABI 1
+#define FDM_PLUGIN_ABI 2
 typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
 #endif

@@ -1,16 +1,35 @@
 /* backend.c: the device registry. The CPU registers itself on first use
 ** (kernels/cpu/cpu_backend.c); other devices register from plugins loaded
 ** with fdm_backend_load. Asking for a device nobody registered fails cleanly. */
+#define _GNU_SOURCE   /* dladdr */
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "fdm_backend.h"
 
 const fdm_backend *fdm_cpu_backend(void);   /* kernels/cpu/cpu_backend.c */
 
 static const fdm_backend *backends[FDM_NDEVICE];
+static int tried_plugin[FDM_NDEVICE];
+static char plugin_error[FDM_NDEVICE][512];
 
 static void ensure_cpu(void) { if (!backends[FDM_CPU]) backends[FDM_CPU] = fdm_cpu_backend(); }
+
+/* a device with a plugin of its own (CUDA) is loaded the first time it is asked for */
+static void autoload(fdm_device dev) {
+  if (dev != FDM_CUDA || backends[dev] || tried_plugin[dev]) return;
+  tried_plugin[dev] = 1;
+  char path[4096];
+  if (!fdm_backend_plugin_path(dev, path, sizeof path)) {
+    snprintf(plugin_error[dev], sizeof plugin_error[dev], "this build of fdm has no %s backend",
+             fdm_device_name(dev));
+    return;
+  }
+  if (fdm_backend_load(path) != 0)
+    snprintf(plugin_error[dev], sizeof plugin_error[dev], "%s", fdm_lasterror());
+}
 
 int fdm_backend_register(fdm_device dev, const fdm_backend *be) {
   ensure_cpu();
@@ -26,15 +45,18 @@ int fdm_backend_register(fdm_device dev, const fdm_backend *be) {
 
 int fdm_backend_available(fdm_device dev) {
   ensure_cpu();
-  return (unsigned)dev < FDM_NDEVICE && backends[dev] != NULL;
+  if ((unsigned)dev >= FDM_NDEVICE) return 0;
+  autoload(dev);
+  return backends[dev] != NULL;
 }
 
 const fdm_backend *fdm_backend_get(fdm_device dev) {
   if (fdm_backend_available(dev)) return backends[dev];
-  fdm_seterror("device '%s' is not available (no %s backend is loaded: %s)", fdm_device_name(dev),
-               fdm_device_name(dev),
-               dev == FDM_CUDA ? "this build of fdm has no CUDA backend or no GPU was found"
-                               : "it is a test device");
+  if ((unsigned)dev < FDM_NDEVICE && plugin_error[dev][0])
+    fdm_seterror("device '%s' is not available: %s", fdm_device_name(dev), plugin_error[dev]);
+  else
+    fdm_seterror("device '%s' is not available (%s)", fdm_device_name(dev),
+                 dev == FDM_FAKE ? "a test device, loaded by the test suite only" : "no backend is loaded");
   return NULL;
 }
 
@@ -117,7 +139,37 @@ size_t fdm_cached_bytes(void) {
   return n;
 }
 
-static const fdm_plugin_host host = {FDM_PLUGIN_ABI, fdm_backend_register, fdm_backend_get, fdm_seterror};
+static void (*reclaim_fn)(void *);
+static void *reclaim_ud;
+
+void fdm_backend_set_reclaim(void (*fn)(void *ud), void *ud) { reclaim_fn = fn; reclaim_ud = ud; }
+void fdm_backend_reclaim(void) { if (reclaim_fn) reclaim_fn(reclaim_ud); }
+
+const char *fdm_backend_plugin_path(fdm_device dev, char *buf, size_t n) {
+  char env[64];
+  snprintf(env, sizeof env, "FDM_%s_BACKEND", dev == FDM_CUDA ? "CUDA" : "FAKE");
+  const char *e = getenv(env);
+  if (e && *e) { snprintf(buf, n, "%s", e); return buf; }
+  /* next to the code that holds this function: build/lua/fdm/core.so, or the
+  ** fdm executable (build/fdm, bin/fdm), whose module tree is lua/fdm/ beside
+  ** it in the build and lib/lua/5.4/fdm/ when installed */
+  Dl_info info;
+  if (!dladdr((void *)fdm_backend_plugin_path, &info) || !info.dli_fname) return NULL;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", info.dli_fname);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+  const char *name = fdm_device_name(dev);
+  const char *rel[] = {"", "/lua/fdm", "/../lib/lua/5.4/fdm"};
+  for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+    snprintf(buf, n, "%s%s/fdm_backend_%s.so", dir, rel[i], name);
+    if (access(buf, R_OK) == 0) return buf;
+  }
+  return NULL;
+}
+
+static const fdm_plugin_host host = {FDM_PLUGIN_ABI, fdm_backend_register, fdm_backend_get, fdm_seterror,
+                                     fdm_backend_reclaim};
 
 int fdm_backend_load(const char *path) {
   ensure_cpu();

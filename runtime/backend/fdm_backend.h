@@ -32,6 +32,14 @@ const char *const *fdm_kernel_names(void);
 
 /* registering devices */
 int fdm_backend_register(fdm_device dev, const fdm_backend *be);
+/* what the host does when device memory runs out (the Lua layer registers a
+** full garbage collection); NULL: nothing */
+void fdm_backend_set_reclaim(void (*fn)(void *ud), void *ud);
+void fdm_backend_reclaim(void);
+/* the file a known device's plugin is looked for at: $FDM_<DEVICE>_BACKEND,
+** else fdm_backend_<device>.so next to the fdm module (build/lua/fdm/ or
+** lib/lua/5.4/fdm/); NULL when there is none to try */
+const char *fdm_backend_plugin_path(fdm_device dev, char *buf, size_t n);
 /* loads a backend plugin (a shared object exporting fdm_backend_plugin_register) */
 int fdm_backend_load(const char *path);
 

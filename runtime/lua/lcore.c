@@ -60,7 +60,15 @@ static int l_backend_stats(lua_State *L) {
   return 1;
 }
 
+/* device memory ran out: collect the tensors Lua no longer references */
+static void reclaim(void *ud) { lua_gc((lua_State *)ud, LUA_GCCOLLECT); }
+
 int luaopen_fdm_core(lua_State *L) {
+  lua_State *main_L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main_L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  fdm_backend_set_reclaim(reclaim, main_L);
   lua_newtable(L);
   lua_pushliteral(L, FDM_VERSION);
   lua_setfield(L, -2, "version");
