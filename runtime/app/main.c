@@ -164,8 +164,12 @@ static void set_lua_path(lua_State *L, char *docs, size_t ndocs) {
       snprintf(buf, sizeof buf, "%s/docs/api.md", exe);
       if (file_exists(buf) && ndocs >= PATH_MAX && realpath(buf, docs) == NULL)
         docs[0] = '\0';
-    } else
-      dir = "share/lua/5.4";
+    } else {
+      dir = "share/lua/5.4";   /* installed: the docs are in share/doc/fdm (make install) */
+      snprintf(buf, sizeof buf, "%s/share/doc/fdm/docs/api.md", exe);
+      if (file_exists(buf) && ndocs >= PATH_MAX && realpath(buf, docs) == NULL)
+        docs[0] = '\0';
+    }
     if (!(env && *env)) {
       lua_pushfstring(L, "%s/%s/?.lua;%s/%s/?/init.lua", exe, dir, exe, dir);
       luaL_addvalue(&b);
