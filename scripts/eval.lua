@@ -8,7 +8,7 @@
 --   ./build/fdm scripts/eval.lua --samples FILE.safetensors
 --       FILE holds `images` float [N,1,28,28] in [0,1] and `labels` int64 [N]
 --       (the digit each sample was asked to be)
---   ./build/fdm scripts/eval.lua --model weights/X.safetensors --kind flow_class
+--   ./build/fdm scripts/eval.lua --model weights/X.safetensors (a flow_class model; other kinds are refused)
 --       [--hidden D] [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device cuda]
 --       generates N samples (labels 0,1,...,9,0,1,...) with the CFG Euler sampler
 --   common: [--n N (default 10000; with --samples: all of the file)]
@@ -26,7 +26,6 @@ local o = cli.parse_or_exit(arg, {
   options = {
     { "samples", "string", nil, "safetensors file with images [N,1,28,28] in [0,1] and labels [N]" },
     { "model", "string", nil, "flow_class weights to sample from (e.g. weights/flow_class_mnist.safetensors)" },
-    { "kind", "choice", "flow_class", "what --model holds", choices = { "flow_class" } },
     { "hidden", "int", nil, "UNet width D of --model (default: from the file)", min = 1 },
     { "cfg", "number", 5, "classifier-free guidance scale of the sampler" },
     { "steps", "int", 300, "Euler steps of the sampler", min = 1 },
