@@ -157,13 +157,9 @@ M.HOW_TO_TRAIN = "train it with `fdm scripts/train_ddpm.lua` (see docs/partA.md)
 -- that gave the path (for messages), opts.device.
 function M.load(path, opts)
   opts = opts or {}
-  local given = path ~= nil
   path = path or M.DEFAULT_WEIGHTS
-  if not given and not exists(path) and not W.find("ddpm_mnist.safetensors") then
-    require("fdm.cli").usage_error(("ddpm_model: no weights at '%s': %s"):format(path, M.HOW_TO_TRAIN))
-  end
-  local tensors, meta, _, resolved = W.read(path, { kind = "ddpm", what = opts.what,
-    user = "the DDPM loader (fdm.ddpm_model)" })
+  local tensors, meta, _, resolved = W.read(path, { kind = "ddpm", what = opts.what or "ddpm_model",
+    user = "the DDPM loader (fdm.ddpm_model)", hint = M.HOW_TO_TRAIN })
   path = resolved
   if meta["fdm.checkpoint"] then
     local sd = {}

@@ -93,17 +93,18 @@ end
 -- the working directory); else, for a relative path, the file of the same
 -- name in the search directories ("weights/x.safetensors" from another
 -- directory finds the shipped x.safetensors). Raises a usage error naming
--- the places looked at when there is none.
-function W.resolve(path, what)
+-- the places looked at when there is none (and `hint`: how to get the file).
+function W.resolve(path, what, hint)
   if exists(path) then return path end
+  local tail = hint and ("; " .. hint) or ""
   if path:sub(1, 1) ~= "/" then
     local found, looked = W.find(path:match("([^/]*)$"))
     if found then return found end
     local where = #looked > 0 and (" nor in " .. table.concat(looked, ", ")) or ""
-    cli.usage_error(("%sno weights at '%s' (not in the working directory%s; FDM_WEIGHTS adds directories)")
-      :format(what and (what .. ": ") or "", path, where))
+    cli.usage_error(("%sno weights at '%s' (not in the working directory%s; FDM_WEIGHTS adds directories)%s")
+      :format(what and (what .. ": ") or "", path, where, tail))
   end
-  cli.usage_error(("%sno weights at '%s' (no such file)"):format(what and (what .. ": ") or "", path))
+  cli.usage_error(("%sno weights at '%s' (no such file)%s"):format(what and (what .. ": ") or "", path, tail))
 end
 
 ---------------------------------------------------------------- kinds
@@ -139,7 +140,7 @@ function W.read(path, opts)
   opts = opts or {}
   local fdm = require "fdm"
   local what = opts.what and (opts.what .. ": ") or ""
-  path = W.resolve(path, opts.what)
+  path = W.resolve(path, opts.what, opts.hint)
   local ok, tensors, meta = pcall(fdm.io.load_safetensors, path)
   if not ok then
     cli.usage_error(("%s'%s' is not a readable safetensors file (%s)")
