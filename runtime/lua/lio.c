@@ -21,7 +21,7 @@
 enum { R_01, R_PM1, R_BYTE };
 
 static int io_fail(lua_State *L, const char *fn, const char *path) {
-  return luaL_error(L, "%s: '%s': %s", fn, path, fdm_lasterror());
+  return fdm_lua_errorf(L, "%s: '%s': %s", fn, path, fdm_lasterror());
 }
 
 static int opt_range(lua_State *L, int idx, const char *fn, int allow_byte) {
@@ -33,7 +33,7 @@ static int opt_range(lua_State *L, int idx, const char *fn, int allow_byte) {
     if (s && strcmp(s, "01") == 0) r = R_01;
     else if (s && strcmp(s, "pm1") == 0) r = R_PM1;
     else if (s && allow_byte && strcmp(s, "byte") == 0) r = R_BYTE;
-    else return luaL_error(L, "%s: range must be \"01\" or \"pm1\"%s", fn, allow_byte ? " or \"byte\"" : "");
+    else return fdm_lua_errorf(L, "%s: range must be \"01\" or \"pm1\"%s", fn, allow_byte ? " or \"byte\"" : "");
   }
   lua_pop(L, 1);
   return r;
@@ -105,16 +105,16 @@ static int collect_images(lua_State *L, int idx, int anchor, int range, const ch
   if (t) {
     if (t->ndim != 4 && t->ndim != 3) {
       char sb[96];
-      return luaL_error(L, "%s: images must be [N, C, H, W] or a list of [C, H, W] tensors, got %s",
+      return fdm_lua_errorf(L, "%s: images must be [N, C, H, W] or a list of [C, H, W] tensors, got %s",
                         fn, fdm_shapestr(t, sb, sizeof sb));
     }
-    if (t->shape[0] > 1 << 20) return luaL_error(L, "%s: too many images", fn);
+    if (t->shape[0] > 1 << 20) return fdm_lua_errorf(L, "%s: too many images", fn);
     n = (int)t->shape[0];
   } else if (lua_type(L, idx) == LUA_TTABLE) {
     n = (int)luaL_len(L, idx);
   } else
-    return luaL_error(L, "%s: images must be a tensor or a list of tensors", fn);
-  if (n < 1) return luaL_error(L, "%s: no images", fn);
+    return fdm_lua_errorf(L, "%s: images must be a tensor or a list of tensors", fn);
+  if (n < 1) return fdm_lua_errorf(L, "%s: no images", fn);
   fdm_image *ims = scratch(L, anchor, sizeof(fdm_image) * (size_t)n);
   for (int i = 0; i < n; i++) {
     int r;
@@ -126,11 +126,11 @@ static int collect_images(lua_State *L, int idx, int anchor, int range, const ch
     } else {
       lua_geti(L, idx, i + 1);
       fdm_tensor *s = fdm_lua_test(L, -1);
-      if (!s) return luaL_error(L, "%s: image %d is not a tensor", fn, i + 1);
+      if (!s) return fdm_lua_errorf(L, "%s: image %d is not a tensor", fn, i + 1);
       r = tensor_to_image(L, anchor, s, range, &ims[i]);
       lua_pop(L, 1);
     }
-    if (r != 0) return luaL_error(L, "%s: '%s': image %d: %s", fn, path, i + 1, fdm_lasterror());
+    if (r != 0) return fdm_lua_errorf(L, "%s: '%s': image %d: %s", fn, path, i + 1, fdm_lasterror());
   }
   *out = ims;
   return n;
@@ -143,7 +143,7 @@ static int opt_strings(lua_State *L, int opts, const char *field, int anchor, co
   if (lua_type(L, opts) != LUA_TTABLE) return 0;
   lua_getfield(L, opts, field);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-  if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "%s: %s must be a list of strings", fn, field);
+  if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "%s: %s must be a list of strings", fn, field);
   int n = (int)luaL_len(L, -1);
   int tbl = lua_gettop(L);
   const char **v = scratch(L, anchor, sizeof(char *) * (size_t)(n ? n : 1));
@@ -226,9 +226,8 @@ static int l_save_grid(lua_State *L) {
   int n = collect_images(L, 2, anchor, range, "save_grid", path, &ims);
   fdm_grid_opts o;
   memset(&o, 0, sizeof o);
-  o.nrow = (int)fdm_lua_optint(L, 3, "nrow", 0);
-  o.scale = (int)fdm_lua_optint(L, 3, "scale", 0);
-  if (o.scale < 0 || o.scale > 64) return luaL_error(L, "save_grid: scale must be in 1..64");
+  o.nrow = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "nrow", 0), 0, 1 << 20, "save_grid", "nrow");
+  o.scale = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "scale", 0), 0, 64, "save_grid", "scale");
   o.nrow_captions = opt_strings(L, 3, "row_captions", anchor, "save_grid", &o.row_captions);
   o.ncol_captions = opt_strings(L, 3, "col_captions", anchor, "save_grid", &o.col_captions);
   o.ncaptions = opt_strings(L, 3, "captions", anchor, "save_grid", &o.captions);
@@ -244,10 +243,9 @@ static int l_write_gif(lua_State *L) {
   int anchor = lua_gettop(L);
   fdm_image *ims;
   int n = collect_images(L, 2, anchor, range, "write_gif", path, &ims);
-  int delay = (int)fdm_lua_optint(L, 3, "delay_ms", 80);
-  int loop = (int)fdm_lua_optint(L, 3, "loop", 0);
-  lua_Integer scale = fdm_lua_optint(L, 3, "scale", 0);
-  if (scale < 0 || scale > 64) return luaL_error(L, "write_gif: scale must be in 1..64");
+  int delay = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "delay_ms", 80), 0, 655350, "write_gif", "delay_ms");
+  int loop = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "loop", 0), 0, 65535, "write_gif", "loop");
+  lua_Integer scale = fdm_lua_range(L, fdm_lua_optint(L, 3, "scale", 0), 0, 64, "write_gif", "scale");
   if (scale == 0) scale = default_scale(ims, n);
   if (fdm_gif_write(path, ims, n, delay, loop, (int)scale) != 0) return io_fail(L, "write_gif", path);
   return 0;
@@ -262,7 +260,7 @@ static double *num_list(lua_State *L, int idx, int anchor, int *n, const char *w
     lua_geti(L, idx, i + 1);
     int ok;
     v[i] = lua_tonumberx(L, -1, &ok);
-    if (!ok) luaL_error(L, "plot_curves: series %d: %s[%d] is not a number", k, what, i + 1);
+    if (!ok) fdm_lua_errorf(L, "plot_curves: series %d: %s[%d] is not a number", k, what, i + 1);
     lua_pop(L, 1);
   }
   return v;
@@ -278,31 +276,31 @@ static int l_plot_curves(lua_State *L) {
   for (int k = 0; k < ns; k++) {
     lua_geti(L, 2, k + 1);
     int st = lua_gettop(L);
-    if (lua_type(L, st) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d is not a table", k + 1);
+    if (lua_type(L, st) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d is not a table", k + 1);
     lua_getfield(L, st, "name");
     s[k].name = lua_isnil(L, -1) ? NULL : luaL_tolstring(L, -1, NULL);
     if (s[k].name) { lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1); }
     lua_pop(L, 1);
     lua_getfield(L, st, "y");
-    if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d has no y list", k + 1);
+    if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d has no y list", k + 1);
     s[k].y = num_list(L, lua_gettop(L), anchor, &s[k].n, "y", k + 1);
     lua_pop(L, 1);
     lua_getfield(L, st, "x");
     s[k].x = NULL;
     if (!lua_isnil(L, -1)) {
       int nx;
-      if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d: x must be a list", k + 1);
+      if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d: x must be a list", k + 1);
       s[k].x = num_list(L, lua_gettop(L), anchor, &nx, "x", k + 1);
       if (nx != s[k].n)
-        return luaL_error(L, "plot_curves: series %d has %d x values and %d y values", k + 1, nx, s[k].n);
+        return fdm_lua_errorf(L, "plot_curves: series %d has %d x values and %d y values", k + 1, nx, s[k].n);
     }
     lua_pop(L, 2);
   }
   fdm_plot_opts o;
   memset(&o, 0, sizeof o);
   o.logy = fdm_lua_optbool(L, 3, "logy", 1);
-  o.width = (int)fdm_lua_optint(L, 3, "width", 800);
-  o.height = (int)fdm_lua_optint(L, 3, "height", 500);
+  o.width = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "width", 800), 0, 1 << 14, "plot_curves", "width");
+  o.height = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "height", 500), 0, 1 << 14, "plot_curves", "height");
   o.title = opt_string(L, 3, "title", anchor);
   o.xlabel = opt_string(L, 3, "xlabel", anchor);
   o.ylabel = opt_string(L, 3, "ylabel", anchor);
@@ -315,11 +313,11 @@ static int l_plot_curves(lua_State *L) {
 static int l_load_safetensors(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return luaL_error(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
+  if (fd < 0) return fdm_lua_errorf(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return luaL_error(L, "load_safetensors: '%s': not a regular file", path);
+    return fdm_lua_errorf(L, "load_safetensors: '%s': not a regular file", path);
   }
   size_t n = (size_t)st.st_size;
   const uint8_t *map = (const uint8_t *)"";
@@ -327,7 +325,7 @@ static int l_load_safetensors(lua_State *L) {
     void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
       close(fd);
-      return luaL_error(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
+      return fdm_lua_errorf(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
     }
     map = m;
   }
@@ -377,12 +375,12 @@ static int l_save_safetensors(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING)
-      return luaL_error(L, "save_safetensors: '%s': tensor names must be strings", path);
+      return fdm_lua_errorf(L, "save_safetensors: '%s': tensor names must be strings", path);
     const char *name = lua_tostring(L, -2);
     fdm_tensor *t = fdm_lua_test(L, -1);
-    if (!t) return luaL_error(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
+    if (!t) return fdm_lua_errorf(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
     if (t->device != FDM_CPU)
-      return luaL_error(L, "save_safetensors: '%s': tensor '%s' is on %s; move it to cpu first",
+      return fdm_lua_errorf(L, "save_safetensors: '%s': tensor '%s' is on %s; move it to cpu first",
                         path, name, fdm_device_name(t->device));
     fdm_tensor *c = fdm_contiguous(t);
     if (!c) return io_fail(L, "save_safetensors", path);
@@ -398,9 +396,9 @@ static int l_save_safetensors(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
       if (lua_type(L, -2) != LUA_TSTRING)
-        return luaL_error(L, "save_safetensors: '%s': metadata keys must be strings", path);
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata keys must be strings", path);
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        return luaL_error(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
                           path, lua_tostring(L, -2));
       meta[k].key = (char *)lua_tostring(L, -2);
       lua_pushvalue(L, -1);
