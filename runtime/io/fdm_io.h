@@ -31,6 +31,8 @@ int fdm_atomic_write(fdm_atomic_file *f, const void *buf, size_t n);
 FILE *fdm_atomic_stream(fdm_atomic_file *f);  /* for fprintf etc.; errors are caught at commit */
 int fdm_atomic_commit(fdm_atomic_file *f);    /* frees f in every case */
 void fdm_atomic_abort(fdm_atomic_file *f);    /* removes the temporary, frees f (NULL-safe) */
+/* memory the system could give us now (MemAvailable), for size limits */
+size_t fdm_mem_available(void);
 /* reads a whole file (at most max bytes, else an error) into malloc'd memory */
 int fdm_read_file(const char *path, size_t max, uint8_t **buf, size_t *n);
 
@@ -106,8 +108,14 @@ fdm_dtype fdm_idx_target(int type);  /* uint8 -> uint8, i8/i16/i32 -> int64, f32
 void fdm_idx_convert(const fdm_idx_info *info, const uint8_t *buf, void *dst);
 /* gzip (one or more members) from memory, at most max_out bytes of output */
 int fdm_gunzip(const uint8_t *in, size_t n, size_t max_out, uint8_t **out, size_t *outn);
+/* the same for an IDX file: once the header is inflated, the output may not
+** exceed the size it declares (the first byte beyond is an error), and the
+** buffer grows with the output, so a gzip bomb costs no more than its claim */
+int fdm_gunzip_idx(const uint8_t *in, size_t n, size_t max_out, uint8_t **out, size_t *outn);
 /* reads path, gunzipping it when it starts with the gzip magic */
 int fdm_read_maybe_gz(const char *path, size_t max, uint8_t **buf, size_t *n);
+/* reads an IDX file, plain or gzip'ed (fdm_gunzip_idx) */
+int fdm_idx_read(const char *path, size_t max, uint8_t **buf, size_t *n);
 
 /* ---- GIF (io_gif.c) ---- */
 /* frames: same w/h; C=1 -> gray palette, C=3/4 -> fixed 6x7x6 RGB palette
