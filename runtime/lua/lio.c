@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include "fdm_lua.h"
 #include "fdm_ops.h"
 #include "fdm_io.h"
@@ -376,7 +379,10 @@ static int l_save_safetensors(lua_State *L) {
   while (lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING)
       return fdm_lua_errorf(L, "save_safetensors: '%s': tensor names must be strings", path);
-    const char *name = lua_tostring(L, -2);
+    size_t namelen;
+    const char *name = lua_tolstring(L, -2, &namelen);
+    if (strlen(name) != namelen)
+      return fdm_lua_errorf(L, "save_safetensors: '%s': tensor name '%s...' holds a NUL byte", path, name);
     fdm_tensor *t = fdm_lua_test(L, -1);
     if (!t) return fdm_lua_errorf(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
     if (t->device != FDM_CPU)
@@ -400,9 +406,15 @@ static int l_save_safetensors(lua_State *L) {
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
         return fdm_lua_errorf(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
                           path, lua_tostring(L, -2));
-      meta[k].key = (char *)lua_tostring(L, -2);
+      size_t kl, vl;
+      meta[k].key = (char *)lua_tolstring(L, -2, &kl);
       lua_pushvalue(L, -1);
-      meta[k].value = (char *)lua_tostring(L, -1);  /* converts the copy, not the table value */
+      meta[k].value = (char *)lua_tolstring(L, -1, &vl);  /* converts the copy, not the table value */
+      /* C strings in the format's writer and reader: a NUL would cut them */
+      if (strlen(meta[k].key) != kl)
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata key '%s...' holds a NUL byte", path, meta[k].key);
+      if (strlen(meta[k].value) != vl)
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata value of '%s' holds a NUL byte", path, meta[k].key);
       lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
       k++;
       lua_pop(L, 1);
@@ -417,7 +429,11 @@ static int l_save_safetensors(lua_State *L) {
 static int l_read_idx(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   uint8_t *buf; size_t n;
-  if (fdm_read_maybe_gz(path, (size_t)1 << 36, &buf, &n) != 0) return io_fail(L, "read_idx", path);
+  /* the file's bytes, at most half the memory available now (the tensor
+  ** needs as much again, more for int types) and 64 GiB */
+  size_t max = fdm_mem_available() / 2;
+  if (max > (size_t)1 << 36) max = (size_t)1 << 36;
+  if (fdm_idx_read(path, max, &buf, &n) != 0) return io_fail(L, "read_idx", path);
   fdm_idx_info info;
   if (fdm_idx_parse(buf, n, &info) != 0) { free(buf); return io_fail(L, "read_idx", path); }
   fdm_tensor *t = fdm_empty(fdm_idx_target(info.type), info.ndim, info.shape, FDM_CPU);
@@ -428,7 +444,88 @@ static int l_read_idx(lua_State *L) {
   return 1;
 }
 
+/* ---- run folders: lock files and stale temporaries ---- */
+
+#define FDM_LOCK_MT "fdm.Lock"
+
+static int lock_release(lua_State *L) {
+  int *fd = luaL_checkudata(L, 1, FDM_LOCK_MT);
+  if (*fd >= 0) { close(*fd); *fd = -1; }   /* closing the descriptor drops the flock */
+  return 0;
+}
+
+/* fdm.io.lock(path) -> lock | nil, holder: an exclusive flock on path
+** (created if missing). On success our PID is written into the file and a
+** lock object returned (released by lock:release(), its collection, a
+** <close> variable or the end of the process; a killed process's lock goes
+** with it). When another process holds it: nil and the PID written in the
+** file ("?" if unreadable). Other failures raise an error. */
+static int l_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int *box = lua_newuserdatauv(L, sizeof(int), 0);
+  *box = -1;
+  luaL_setmetatable(L, FDM_LOCK_MT);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fdm_lua_errorf(L, "lock: '%s': cannot open: %s", path, strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    if (e != EWOULDBLOCK) { close(fd); return fdm_lua_errorf(L, "lock: '%s': %s", path, strerror(e)); }
+    char buf[32] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    long long pid = 0;
+    lua_pushnil(L);
+    if (n > 0 && sscanf(buf, "%lld", &pid) == 1 && pid > 0) lua_pushinteger(L, (lua_Integer)pid);
+    else lua_pushliteral(L, "?");
+    return 2;
+  }
+  *box = fd;
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%lld\n", (long long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+    return fdm_lua_errorf(L, "lock: '%s': cannot write: %s", path, strerror(errno));
+  return 1;
+}
+
+/* a temporary of fdm_atomic_open: "<name>.tmp.XXXXXX" (mkstemp's 6 characters) */
+static int is_atomic_temp(const char *name) {
+  size_t n = strlen(name);
+  if (n < 12) return 0;
+  const char *t = name + n - 11;
+  if (memcmp(t, ".tmp.", 5) != 0) return 0;
+  for (int i = 5; i < 11; i++) {
+    char c = t[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return 0;
+  }
+  return 1;
+}
+
+/* fdm.io.remove_temporaries(dir) -> list of removed names: the temporary
+** files an atomic write leaves when its process is killed (only call it
+** while holding the folder's lock, so no write of ours is in progress) */
+static int l_remove_temporaries(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  DIR *d = opendir(dir);
+  if (!d) return fdm_lua_errorf(L, "remove_temporaries: '%s': %s", dir, strerror(errno));
+  lua_newtable(L);
+  int k = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!is_atomic_temp(e->d_name)) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+      lua_pushstring(L, e->d_name);
+      lua_rawseti(L, -2, ++k);
+    }
+  }
+  closedir(d);
+  return 1;
+}
+
 static const luaL_Reg io_funcs[] = {
+  {"lock", l_lock},
+  {"remove_temporaries", l_remove_temporaries},
   {"read_png", l_read_png},
   {"write_png", l_write_png},
   {"save_grid", l_save_grid},
@@ -441,6 +538,15 @@ static const luaL_Reg io_funcs[] = {
 };
 
 void fdm_open_io(lua_State *L) {
+  if (luaL_newmetatable(L, FDM_LOCK_MT)) {
+    static const luaL_Reg lock_meta[] = {{"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
+    luaL_setfuncs(L, lock_meta, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, lock_release);
+    lua_setfield(L, -2, "release");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_newlib(L, io_funcs);
   lua_setfield(L, -2, "io");
 }
