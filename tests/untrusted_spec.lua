@@ -371,3 +371,48 @@ describe("safetensors", function()
     assert.truthy(hdr:find('"key1":"1","key10":"10","key11"', 1, true), hdr)
   end)
 end)
+
+describe("PNG memory", function()
+  -- a 16-bit RGBA PNG written by python3's zlib (fdm itself writes 8 bits)
+  local function png16(path, w, h, fill)
+    local py = ([[
+import struct, zlib
+w, h = %d, %d
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+rows = []
+for y in range(h):
+    px = b"".join(struct.pack(">4H", *(%s)) for x in range(w)) if %s else bytes(8 * w)
+    rows.append(b"\0" + px)
+raw = zlib.compress(b"".join(rows), 1)
+open(%q, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+]]):format(w, h, fill or "0,0,0,0", fill and "True" or "False", path)
+    local f = assert(io.popen("python3 - 2>&1", "w"))
+    f:write(py)
+    assert(f:close())
+  end
+
+  it("16-bit RGBA decodes row by row: no 8-bit copy of the whole image next to the tensor", function()
+    local d = tmpdir()
+    local small = d .. "/s.png"
+    png16(small, 3, 2, "x * 30000, y * 65535, 257 * 7, 65535")
+    local t = fdm.io.read_png(small, { range = "byte" })
+    assert.same({ 4, 2, 3 }, t.shape)
+    assert.same({ { 0, 117, 233 }, { 0, 117, 233 } }, t[1]:tolist())
+    assert.same({ { 0, 0, 0 }, { 255, 255, 255 } }, t[2]:tolist())
+    assert.same({ { 7, 7, 7 }, { 7, 7, 7 } }, t[3]:tolist())
+    assert.equal(1, fdm.io.read_png(small)[4][1][1]:item())
+    -- 4096 x 4096 RGBA: the uint8 tensor is 64 MiB; the old decoder held
+    -- another 64 MiB (the interleaved image) while converting
+    local big = d .. "/b.png"
+    png16(big, 4096, 4096)
+    local script = d .. "/r.lua"
+    writeall(script, ("local t = fdm.io.read_png(%q, { range = 'byte' }) assert(t.shape[3] == 4096)"):format(big))
+    local function peak(cmd) return tonumber(sh("/usr/bin/time -f 'RSS %M' " .. cmd):match("RSS (%d+)")) end
+    local base = peak(q(BIN) .. " -e 'print(1)'")
+    local kb = peak(q(BIN) .. " " .. q(script))
+    assert(kb - base < 96 * 1024, string.format("peak RSS grew by %d MiB for a 64 MiB tensor", (kb - base) // 1024))
+    os.execute("rm -rf " .. q(d))
+  end)
+end)

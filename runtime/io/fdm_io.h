@@ -45,6 +45,18 @@ void fdm_image_free(fdm_image *im);
 /* decodes to C=1 (gray), 3 (RGB) or 4 (RGBA; also for gray+alpha), 8 bits.
 ** 16-bit, palette and low-bit-depth images are converted by libpng. */
 int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out);
+/* the same, row by row into a sink: begin(w, h, c, scratch) is called once
+** the size is known (scratch: the bytes the decoder itself will then hold,
+** the whole 8-bit image for interlaced files, else 0) and may refuse (-1 with
+** the error set); row(y, pixels) gets each interleaved 8-bit row. Only one
+** row is buffered for non-interlaced images, so a caller that converts
+** (to float) needs no second copy of the image. */
+typedef struct {
+  int (*begin)(void *ud, int w, int h, int c, size_t scratch);
+  void (*row)(void *ud, int y, const uint8_t *px);
+  void *ud;
+} fdm_png_sink;
+int fdm_png_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink);
 int fdm_png_read(const char *path, fdm_image *out);
 int fdm_png_encode(const fdm_image *im, fdm_membuf *out);   /* C = 1, 2, 3, 4 */
 int fdm_png_write(const char *path, const fdm_image *im);  /* atomic */

@@ -173,27 +173,58 @@ static const char *opt_string(lua_State *L, int opts, const char *field, int anc
 
 /* ---- PNG ---- */
 
+/* read_png decodes row by row straight into the tensor (fdm_png_decode_to):
+** no full 8-bit copy of the image next to the float one, and an image that
+** would not fit in the memory available now is refused before allocating */
+typedef struct {
+  fdm_tensor *t;
+  int range, c;
+  size_t hw;
+  int w;
+} png_to_tensor;
+
+static int png_tensor_begin(void *ud, int w, int h, int c, size_t scratch) {
+  png_to_tensor *s = ud;
+  size_t es = s->range == R_BYTE ? 1 : 4;
+  size_t need = (size_t)w * h * c * es + scratch, avail = fdm_mem_available();
+  if (need > avail)
+    return fdm_seterror("a %dx%d image with %d channels needs %zu MiB as %s, only %zu MiB of memory are available%s",
+                        w, h, c, need >> 20, es == 1 ? "uint8" : "float32", avail >> 20,
+                        es == 1 ? "" : " (range = \"byte\" needs a quarter)");
+  int64_t shape[3] = {c, h, w};
+  s->t = fdm_empty(s->range == R_BYTE ? FDM_UINT8 : FDM_FLOAT32, 3, shape, FDM_CPU);
+  if (!s->t) return -1;
+  s->c = c; s->w = w; s->hw = (size_t)w * h;
+  return 0;
+}
+
+static void png_tensor_row(void *ud, int y, const uint8_t *px) {
+  png_to_tensor *s = ud;
+  size_t off = (size_t)y * s->w;
+  int c = s->c;
+  if (s->range == R_BYTE) {
+    uint8_t *d = fdm_data(s->t);
+    for (int k = 0; k < c; k++)
+      for (int x = 0; x < s->w; x++) d[k * s->hw + off + x] = px[(size_t)x * c + k];
+  } else {
+    float *d = fdm_data(s->t);
+    float a = s->range == R_PM1 ? 2.0f / 255.0f : 1.0f / 255.0f, b = s->range == R_PM1 ? -1.0f : 0.0f;
+    for (int k = 0; k < c; k++)
+      for (int x = 0; x < s->w; x++) d[k * s->hw + off + x] = px[(size_t)x * c + k] * a + b;
+  }
+}
+
 static int l_read_png(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int range = opt_range(L, 2, "read_png", 1);
-  fdm_image im;
-  if (fdm_png_read(path, &im) != 0) return io_fail(L, "read_png", path);
-  int64_t shape[3] = {im.c, im.h, im.w};
-  fdm_tensor *t = fdm_empty(range == R_BYTE ? FDM_UINT8 : FDM_FLOAT32, 3, shape, FDM_CPU);
-  if (!t) { fdm_image_free(&im); return io_fail(L, "read_png", path); }
-  size_t hw = (size_t)im.w * im.h;
-  if (range == R_BYTE) {
-    uint8_t *d = fdm_data(t);
-    for (int k = 0; k < im.c; k++)
-      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k];
-  } else {
-    float *d = fdm_data(t);
-    float a = range == R_PM1 ? 2.0f / 255.0f : 1.0f / 255.0f, b = range == R_PM1 ? -1.0f : 0.0f;
-    for (int k = 0; k < im.c; k++)
-      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k] * a + b;
-  }
-  fdm_image_free(&im);
-  fdm_lua_push(L, t);
+  uint8_t *buf; size_t n;
+  if (fdm_read_file(path, (size_t)1 << 31, &buf, &n) != 0) return io_fail(L, "read_png", path);
+  png_to_tensor s = { NULL, range, 0, 0, 0 };
+  fdm_png_sink sink = { png_tensor_begin, png_tensor_row, &s };
+  int r = fdm_png_decode_to(buf, n, FDM_PNG_MAX_PIXELS, &sink);
+  free(buf);
+  if (r != 0) { fdm_release(s.t); return io_fail(L, "read_png", path); }
+  fdm_lua_push(L, s.t);
   return 1;
 }
 
