@@ -385,6 +385,10 @@ static int l_expand(lua_State *L) {
   fdm_tensor *o = fdm_lua_test(L, 2);
   if (o) { nd = o->ndim; memcpy(shape, o->shape, sizeof shape); }
   else nd = fdm_lua_shape(L, 2, shape);
+  for (int d = 0; d < nd; d++)   /* -1 keeps a size; the core took other negatives as sizes */
+    if (shape[d] < -1)
+      return fdm_lua_errorf(L, "expand: size %lld at dim %d must be >= 0 (or -1 to keep the size)",
+                            (long long)shape[d], d + 1);
   return PUSH(L, fdm_expand(t, nd, shape));
 }
 static int l_squeeze(lua_State *L) {
