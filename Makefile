@@ -33,7 +33,7 @@ CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-c bench install clean data fuzz
+.PHONY: all deps test test-c test-api-fuzz bench install clean data fuzz
 all: $(BUILD)/fdm $(BUILD)/lua/fdm/core.so
 
 deps: $(DEPS_STAMP)
@@ -69,6 +69,7 @@ LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests
 test: all $(TEST_DEPS)
 	$(LUA_ENV) $(SAN_ENV) lua5.4 /usr/bin/busted --lpath="" --cpath="" -o utfTerminal tests/
 	$(MAKE) --no-print-directory test-c
+	$(if $(filter 1,$(SAN)),$(MAKE) --no-print-directory SAN=1 test-api-fuzz)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm

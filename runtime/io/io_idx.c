@@ -139,9 +139,8 @@ static int gunzip_impl(const uint8_t *in, size_t n, size_t max_out, int idx, uin
       else fdm_seterror("gzip data inflates to more than %zu bytes", max_out);
       goto done;
     }
-    if (cap < want) {   /* grow geometrically, at most to the limit */
-      size_t nc = cap ? cap : 65536;
-      while (nc < want && nc < lim) nc = nc > lim / 2 ? lim : nc * 2;
+    if (len == cap) {   /* full: grow geometrically with the output, at most to the limit */
+      size_t nc = cap ? (cap > lim / 2 ? lim : cap * 2) : 65536;
       if (nc > lim) nc = lim;
       uint8_t *nb = realloc(buf, nc ? nc : 1);
       if (!nb) { fdm_seterror("out of memory (%zu bytes)", nc); goto done; }
