@@ -33,7 +33,7 @@ CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-c bench install clean data fuzz lua-module install-lua-module
+.PHONY: all deps test test-c test-api-fuzz bench install clean data fuzz lua-module install-lua-module
 all: $(BUILD)/fdm $(BUILD)/lua/fdm/core.so
 
 deps: $(DEPS_STAMP)
@@ -70,6 +70,7 @@ LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests
 test: all $(TEST_DEPS)
 	$(LUA_ENV) $(SAN_ENV) lua5.4 /usr/bin/busted --lpath="" --cpath="" -o utfTerminal tests/
 	$(MAKE) --no-print-directory test-c
+	$(if $(filter 1,$(SAN)),$(MAKE) --no-print-directory SAN=1 test-api-fuzz)
 
 # `make install PREFIX=...`: bin/fdm; the module (lib/lua/5.4/fdm/core.so,
 # share/lua/5.4/fdm/*.lua); fdm's scripts and shipped weights in share/fdm

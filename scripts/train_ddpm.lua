@@ -42,7 +42,7 @@ if WEIGHTS == nil then
   if args.given.out or args.subset > 0 then WEIGHTS = OUT .. "/ddpm_mnist.safetensors"
   else WEIGHTS = M.DEFAULT_WEIGHTS end
 end
-os.execute("mkdir -p '" .. OUT .. "'")
+require("fdm.runfolder").acquire(OUT)   -- creates OUT, locks it, removes a killed run's temporaries
 local dir = WEIGHTS:match("^(.*)/[^/]*$")
 if dir then os.execute("mkdir -p '" .. dir .. "'") end
 

@@ -19,57 +19,67 @@
 --   optim.<state_tensors name>   optimizer state (Adam moments, steps, lr ...)
 --   history.<name>               float32 copy of a history list (for people)
 --   history_bits.<name>          int64 bit patterns of the same doubles (exact)
--- __metadata__ (strings): "fdm.checkpoint" = "1", "epoch", "rng.seed",
---   "rng.offset", "optim.<k>" (exact hyperparameters), "scheduler" (a Lua
---   literal of the scheduler's state_dict), "scheduler.name", "meta" (a Lua
---   literal of `meta`), "meta.<k>" (tostring of each top-level value).
+-- __metadata__ (strings): "fdm.checkpoint" = "2" (the format version),
+--   "epoch" (decimal), "rng" (JSON {"offset":..,"seed":..}), "rng.seed",
+--   "rng.offset", "optim.<k>" (exact hyperparameters, decimal), "scheduler"
+--   (JSON of the scheduler's state_dict), "scheduler.name", "meta" (JSON of
+--   `meta`), "meta.<k>" (tostring of each top-level value).
+-- A checkpoint may come from someone else: its fields are data, read by a
+-- strict JSON parser (fdm.json, size and depth limits), never run as code,
+-- and each is checked (type, range) with an error naming the field. Version
+-- 1 checkpoints (fdm before issue 15 stored these fields as Lua literals)
+-- are refused with a message saying so; ckpt.load_model still reads their
+-- weights, which are plain tensors.
 -- The file is written atomically by fdm.io.save_safetensors (temp file,
 -- fsync, rename), so a crash leaves the previous checkpoint intact.
 local fdm = require "fdm"
+local json = require "fdm.json"
 
 local ckpt = {}
+ckpt.VERSION = "2"
 
----------------------------------------------------------------- literals
--- Lua literal of plain data (numbers exact via %q: integers stay integers,
--- floats are written in hex)
-local function literal(v, depth)
-  depth = depth or 0
-  assert(depth < 20, "checkpoint: value nested too deep")
-  local tv = type(v)
-  if tv == "number" then
-    if v ~= v then return "(0/0)" end
-    return string.format("%q", v)
-  elseif tv == "string" then
-    return string.format("%q", v)
-  elseif tv == "boolean" or tv == "nil" then
-    return tostring(v)
-  elseif tv == "table" then
-    local parts, n = {}, #v
-    for i = 1, n do parts[#parts + 1] = literal(v[i], depth + 1) end
-    local keys = {}
-    for k in pairs(v) do
-      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
-    end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(keys) do
-      local vk = v[k]
-      local tvk = type(vk)
-      if tvk == "number" or tvk == "string" or tvk == "boolean" or tvk == "table" then
-        parts[#parts + 1] = "[" .. literal(k, depth + 1) .. "]=" .. literal(vk, depth + 1)
-      end
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
+-- a value as it reads in a message
+local function show(v)
+  if v == nil then return "nothing" end
+  local ok, s = pcall(json.encode, v)
+  return ok and s or tostring(v)
+end
+
+-- a bad file is the user's problem, not a bug: an error object that the fdm
+-- executable prints as one line, without a stack trace (fdm.UsageError, as
+-- fdm.cli's usage errors); tostring(err) gives the message
+local UserError = { __name = "fdm.UsageError", __tostring = function(e) return e.message end }
+local function user_error(msg) error(setmetatable({ message = msg }, UserError), 0) end
+ckpt.user_error = user_error
+
+local function bad(path, field, msg)
+  user_error(string.format("checkpoint.load: '%s': field '%s' %s", path, field, msg))
+end
+
+-- the JSON field `field` of the metadata, decoded; nil when absent
+local function field_json(metadata, field, path)
+  local s = metadata[field]
+  if s == nil then return nil end
+  local ok, v = pcall(json.decode, s, { max_bytes = 1 << 20, max_depth = 32 })
+  if not ok then bad(path, field, "is not valid JSON data (" .. tostring(v) .. ")") end
+  return v
+end
+ckpt.field_json = field_json
+
+local function check_version(metadata, path)
+  local v = metadata["fdm.checkpoint"]
+  if v == nil then
+    user_error("checkpoint.load: '" .. path .. "' is not an fdm checkpoint (no fdm.checkpoint metadata)")
   end
-  error("checkpoint: cannot store a " .. tv)
+  if v == "1" then
+    user_error("checkpoint.load: '" .. path .. "' is a version 1 checkpoint, whose fields are Lua code; " ..
+      "fdm no longer runs code from files (its weights still load with checkpoint.load_model); " ..
+      "start the run again without --resume")
+  end
+  if v ~= ckpt.VERSION then
+    bad(path, "fdm.checkpoint", string.format("is version %q; this fdm reads version %s", v, ckpt.VERSION))
+  end
 end
-ckpt.literal = literal
-
-local function parse_literal(s, what)
-  local f, err = load("return " .. s, "=" .. what, "t", {})
-  if not f then error("checkpoint: bad " .. what .. ": " .. err) end
-  return f()
-end
-ckpt.parse_literal = parse_literal
 
 ---------------------------------------------------------------- doubles <-> int64 bits
 local function bits_of(list)
@@ -93,7 +103,7 @@ end
 function ckpt.save(path, st)
   assert(type(path) == "string", "checkpoint.save: a path expected")
   assert(type(st) == "table", "checkpoint.save: a table {model=, optimizer=, ...} expected")
-  local tensors, meta = {}, { ["fdm.checkpoint"] = "1" }
+  local tensors, meta = {}, { ["fdm.checkpoint"] = ckpt.VERSION }
   if st.model then
     local sd = st.model:state_dict()
     for k, v in pairs(sd) do tensors["model." .. k] = to_cpu(v) end
@@ -105,14 +115,17 @@ function ckpt.save(path, st)
     meta["optim.name"] = st.optimizer.name
   end
   if st.scheduler then
-    meta["scheduler"] = literal(st.scheduler:state_dict())
+    meta["scheduler"] = json.encode(st.scheduler:state_dict())
     meta["scheduler.name"] = st.scheduler.__name or "?"
   end
-  if st.epoch ~= nil then meta["epoch"] = string.format("%d", st.epoch) end
+  if st.epoch ~= nil then
+    assert(math.type(st.epoch) == "integer" and st.epoch >= 0, "checkpoint.save: epoch must be a non-negative integer")
+    meta["epoch"] = string.format("%d", st.epoch)
+  end
   local rng = st.rng
   if rng == nil then rng = fdm.get_rng_state() end
   if rng then
-    meta["rng"] = literal(rng)
+    meta["rng"] = json.encode(rng)
     for k, v in pairs(rng) do meta["rng." .. k] = tostring(v) end
   end
   if st.history then
@@ -129,7 +142,7 @@ function ckpt.save(path, st)
     meta["history"] = table.concat(names, ",")
   end
   if st.meta then
-    meta["meta"] = literal(st.meta)
+    meta["meta"] = json.encode(st.meta)
     for k, v in pairs(st.meta) do
       if type(v) ~= "table" then meta["meta." .. tostring(k)] = tostring(v) end
     end
@@ -157,15 +170,155 @@ local function with_prefix(tensors, prefix)
   return out
 end
 
--- Restores what `into` names (model, optimizer, scheduler; RNG unless
--- restore_rng = false) and returns {epoch, history, meta, rng, tensors, metadata}.
+---------------------------------------------------------------- validation
+local function is_finite(x) return type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge end
+
+-- known ranges of scheduler fields (the rest: finite numbers)
+local SCHED_MIN = { last_epoch = -1, _step_count = 0, gamma = 0, eta_min = 0, base_lrs = 0, _last_lr = 0,
+                    start_factor = 0, end_factor = 0 }
+local SCHED_POSITIVE = { gamma = true, T_max = true, step_size = true, start_factor = true, total_iters = true }
+local SCHED_INT = { last_epoch = true, _step_count = true }
+
+local function check_number(path, field, v, template, lo, positive, int)
+  if type(v) ~= "number" then bad(path, field, "must be a number, got " .. show(v)) end
+  if not is_finite(v) then bad(path, field, "must be finite, got " .. tostring(v)) end
+  if (int or math.type(template) == "integer") and math.type(v) ~= "integer" then
+    bad(path, field, "must be an integer, got " .. show(v))
+  end
+  if lo and v < lo then bad(path, field, string.format("must be >= %s, got %s", lo, show(v))) end
+  if positive and not (v > 0) then bad(path, field, "must be positive, got " .. show(v)) end
+end
+
+-- the scheduler state must have the fields of `sched`'s own state, with the
+-- same types (numbers finite, lists of the same length)
+local function check_scheduler(path, sd, sched, name)
+  if type(sd) ~= "table" or sd == json.null or #sd > 0 then bad(path, "scheduler", "must be a JSON object") end
+  if sched.__name and name ~= sched.__name then
+    bad(path, "scheduler.name", string.format("is %s, the scheduler is %s", show(name), sched.__name))
+  end
+  local want = sched:state_dict()
+  for k in pairs(sd) do
+    if want[k] == nil then bad(path, "scheduler", "has an unknown entry '" .. tostring(k) .. "'") end
+  end
+  for k, tv in pairs(want) do
+    local f, v = "scheduler." .. k, sd[k]
+    if v == nil then bad(path, f, "is missing") end
+    if type(tv) == "number" then
+      check_number(path, f, v, tv, SCHED_MIN[k], SCHED_POSITIVE[k], SCHED_INT[k])
+    elseif type(tv) == "table" then
+      if type(v) ~= "table" or v == json.null or #v ~= #tv or next(v, #v > 0 and #v or nil) ~= nil then
+        bad(path, f, string.format("must be a list of %d numbers", #tv))
+      end
+      for i = 1, #tv do check_number(path, f .. "[" .. i .. "]", v[i], tv[i], SCHED_MIN[k]) end
+    elseif type(tv) ~= type(v) then
+      bad(path, f, "must be a " .. type(tv) .. ", got " .. show(v))
+    end
+  end
+end
+
+-- optim.<k> metadata: "true"/"false", a finite number or a comma list of them
+local NUM = "^%s*-?[%d.]+[eE]?[-+]?%d*%s*$"
+local function check_optim_meta(path, m)
+  for k, v in pairs(m) do
+    local f = "optim." .. k
+    if v ~= "true" and v ~= "false" then
+      for x in (v .. ","):gmatch("([^,]*),") do
+        local n = x:match(NUM) and tonumber(x)
+        if not is_finite(n) then bad(path, f, "must hold finite numbers, got " .. string.format("%q", v)) end
+        if k:match("%.step$") and (math.type(n) ~= "integer" or n < 0) then
+          bad(path, f, "must be a non-negative integer, got " .. string.format("%q", v))
+        end
+        if k:match("%.lr$") and n < 0 then bad(path, f, "must be >= 0, got " .. string.format("%q", v)) end
+      end
+    end
+  end
+end
+
+-- optim.state.<i>.<name> tensors: the shape of parameter i (steps: one number)
+local function check_optim_tensors(path, t, optimizer)
+  local params = optimizer.all_params and optimizer:all_params() or {}
+  for k, v in pairs(t) do
+    local i, name = k:match("^state%.(%d+)%.(.+)$")
+    if i then
+      local p = params[tonumber(i) + 1]
+      if p == nil then bad(path, "optim." .. k, "is state for parameter " .. i .. ", which the optimizer lacks") end
+      if name ~= "step" and not (#v.shape == #p.shape and table.concat(v.shape, ",") == table.concat(p.shape, ",")) then
+        bad(path, "optim." .. k, string.format("has shape [%s], the parameter [%s]",
+          table.concat(v.shape, ", "), table.concat(p.shape, ", ")))
+      end
+      if name ~= "step" and v.dtype ~= p.dtype then
+        bad(path, "optim." .. k, "is " .. v.dtype .. ", the parameter " .. p.dtype)
+      end
+    end
+  end
+end
+
+-- Reads and checks every field first; restores what `into` names (model,
+-- optimizer, scheduler; RNG unless restore_rng = false) only when all are
+-- valid. Returns {epoch, history, meta, rng, tensors, metadata}.
 function ckpt.load(path, into)
   into = into or {}
   local tensors, metadata = fdm.io.load_safetensors(path)
-  if metadata["fdm.checkpoint"] == nil then
-    error("checkpoint.load: '" .. path .. "' is not an fdm checkpoint (no fdm.checkpoint metadata)")
-  end
+  check_version(metadata, path)
   local out = { tensors = tensors, metadata = metadata }
+  -- epoch: a non-negative decimal integer
+  local e = metadata["epoch"]
+  if e ~= nil then
+    local n = e:match("^%d+$") and #e <= 12 and math.tointeger(tonumber(e))
+    if not n then bad(path, "epoch", "must be a non-negative integer, got " .. string.format("%q", e)) end
+    out.epoch = n
+  end
+  -- rng: {seed = integer, offset = integer}
+  local rng = field_json(metadata, "rng", path)
+  if rng ~= nil then
+    if type(rng) ~= "table" or rng == json.null then bad(path, "rng", "must be a JSON object {seed, offset}") end
+    for k in pairs(rng) do
+      if k ~= "seed" and k ~= "offset" then bad(path, "rng", "has an unknown entry '" .. tostring(k) .. "'") end
+    end
+    for _, k in ipairs({ "seed", "offset" }) do
+      if math.type(rng[k]) ~= "integer" then bad(path, "rng." .. k, "must be an integer, got " .. show(rng[k])) end
+    end
+    out.rng = rng
+  end
+  -- meta: a JSON object
+  local meta = field_json(metadata, "meta", path)
+  if meta ~= nil and (type(meta) ~= "table" or meta == json.null or #meta > 0) then
+    bad(path, "meta", "must be a JSON object")
+  end
+  out.meta = meta or {}
+  -- history: names listed, each an int64 list of bit patterns
+  out.history = {}
+  if metadata["history"] then
+    for name in metadata["history"]:gmatch("[^,]+") do
+      local b = tensors["history_bits." .. name]
+      if b ~= nil and (b.dtype ~= "int64" or #b.shape ~= 1) then
+        bad(path, "history_bits." .. name, "must be a 1-d int64 tensor")
+      end
+      out.history[name] = b and doubles_of(b:tolist()) or {}
+    end
+  end
+  local sched_sd
+  if into.scheduler then
+    sched_sd = field_json(metadata, "scheduler", path)
+    if sched_sd == nil then user_error("checkpoint.load: '" .. path .. "' has no scheduler state") end
+    check_scheduler(path, sched_sd, into.scheduler, metadata["scheduler.name"])
+  end
+  local optim_t, optim_m
+  if into.optimizer then
+    optim_t = with_prefix(tensors, "optim.")
+    optim_m = {}
+    for k, v in pairs(metadata) do
+      local kk = k:match("^optim%.(.+)$")
+      if kk and kk ~= "name" then optim_m[kk] = v end
+    end
+    if metadata["optim.name"] and into.optimizer.name and metadata["optim.name"] ~= into.optimizer.name then
+      user_error(string.format("checkpoint.load: '%s' holds %s state, the optimizer is %s",
+        path, metadata["optim.name"], into.optimizer.name))
+    end
+    check_optim_meta(path, optim_m)
+    check_optim_tensors(path, optim_t, into.optimizer)
+  end
+  -- all fields valid: restore
   if into.model then
     local sd = with_prefix(tensors, "model.")
     local dev = into.model:parameters()[1]
@@ -173,39 +326,21 @@ function ckpt.load(path, into)
     if dev ~= "cpu" then for k, v in pairs(sd) do sd[k] = v:to(dev) end end
     into.model:load_state_dict(sd)
   end
-  if into.optimizer then
-    local t = with_prefix(tensors, "optim.")
-    local m = {}
-    for k, v in pairs(metadata) do
-      local kk = k:match("^optim%.(.+)$")
-      if kk and kk ~= "name" then m[kk] = v end
-    end
-    if metadata["optim.name"] and into.optimizer.name and metadata["optim.name"] ~= into.optimizer.name then
-      error(string.format("checkpoint.load: '%s' holds %s state, the optimizer is %s",
-        path, metadata["optim.name"], into.optimizer.name))
-    end
-    into.optimizer:load_state_tensors(t, m)
-  end
-  if into.scheduler then
-    if metadata["scheduler"] == nil then
-      error("checkpoint.load: '" .. path .. "' has no scheduler state")
-    end
-    into.scheduler:load_state_dict(parse_literal(metadata["scheduler"], "scheduler"))
-  end
-  out.epoch = metadata["epoch"] and math.tointeger(tonumber(metadata["epoch"])) or nil
-  if metadata["rng"] then
-    out.rng = parse_literal(metadata["rng"], "rng")
-    if into.restore_rng ~= false then fdm.set_rng_state(out.rng) end
-  end
-  out.history = {}
-  if metadata["history"] then
-    for name in metadata["history"]:gmatch("[^,]+") do
-      local b = tensors["history_bits." .. name]
-      out.history[name] = b and doubles_of(b:tolist()) or {}
-    end
-  end
-  out.meta = metadata["meta"] and parse_literal(metadata["meta"], "meta") or {}
+  if into.optimizer then into.optimizer:load_state_tensors(optim_t, optim_m) end
+  if into.scheduler then into.scheduler:load_state_dict(sched_sd) end
+  if out.rng and into.restore_rng ~= false then fdm.set_rng_state(out.rng) end
   return out
+end
+
+-- the checked `meta` field of a checkpoint file ({} when absent)
+function ckpt.read_meta(path)
+  local _, metadata = fdm.io.load_safetensors(path)
+  check_version(metadata, path)
+  local meta = field_json(metadata, "meta", path)
+  if meta ~= nil and (type(meta) ~= "table" or meta == json.null or #meta > 0) then
+    bad(path, "meta", "must be a JSON object")
+  end
+  return meta or {}
 end
 
 -- the model's state dict alone (the final weights), names as PyTorch's

@@ -47,6 +47,9 @@ return function(fdm, core)
 
   function T.chunk(t, n, dim)
     dim = dim or 1
+    if math.type(n) ~= "integer" or n < 1 then
+      error(("chunk: the number of chunks must be a positive integer, got %s"):format(tostring(n)), 2)
+    end
     return t:split(math.ceil(t:size(dim) / n), dim)
   end
 

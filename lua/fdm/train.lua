@@ -199,7 +199,7 @@ end
 function train.run(cfg)
   local args = cfg.args
   local out = cfg.out or args.out or ("out/" .. cfg.name)
-  train.mkdir(out)
+  require("fdm.runfolder").acquire(out)
   local model, opt, sched = cfg.model, cfg.optimizer, cfg.scheduler
   local log = cfg.print or print
   local run = {
@@ -216,8 +216,7 @@ function train.run(cfg)
     if not ckpt.exists(run.checkpoint) then
       cli.usage_error("--resume: no checkpoint at " .. run.checkpoint .. " (run without --resume to start)")
     end
-    local _, md = ckpt.read(run.checkpoint)
-    train.check_meta(md["meta"] and ckpt.parse_literal(md["meta"], "meta") or {}, meta, run.checkpoint)
+    check_meta(ckpt.read_meta(run.checkpoint), meta, run.checkpoint)
     local st = ckpt.load(run.checkpoint, { model = model, optimizer = opt, scheduler = sched })
     run.epoch = st.epoch or 0
     for k, v in pairs(st.history) do run.history[k] = v end

@@ -31,6 +31,8 @@ int fdm_atomic_write(fdm_atomic_file *f, const void *buf, size_t n);
 FILE *fdm_atomic_stream(fdm_atomic_file *f);  /* for fprintf etc.; errors are caught at commit */
 int fdm_atomic_commit(fdm_atomic_file *f);    /* frees f in every case */
 void fdm_atomic_abort(fdm_atomic_file *f);    /* removes the temporary, frees f (NULL-safe) */
+/* memory the system could give us now (MemAvailable), for size limits */
+size_t fdm_mem_available(void);
 /* reads a whole file (at most max bytes, else an error) into malloc'd memory */
 int fdm_read_file(const char *path, size_t max, uint8_t **buf, size_t *n);
 
@@ -43,6 +45,18 @@ void fdm_image_free(fdm_image *im);
 /* decodes to C=1 (gray), 3 (RGB) or 4 (RGBA; also for gray+alpha), 8 bits.
 ** 16-bit, palette and low-bit-depth images are converted by libpng. */
 int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out);
+/* the same, row by row into a sink: begin(w, h, c, scratch) is called once
+** the size is known (scratch: the bytes the decoder itself will then hold,
+** the whole 8-bit image for interlaced files, else 0) and may refuse (-1 with
+** the error set); row(y, pixels) gets each interleaved 8-bit row. Only one
+** row is buffered for non-interlaced images, so a caller that converts
+** (to float) needs no second copy of the image. */
+typedef struct {
+  int (*begin)(void *ud, int w, int h, int c, size_t scratch);
+  void (*row)(void *ud, int y, const uint8_t *px);
+  void *ud;
+} fdm_png_sink;
+int fdm_png_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink);
 int fdm_png_read(const char *path, fdm_image *out);
 int fdm_png_encode(const fdm_image *im, fdm_membuf *out);   /* C = 1, 2, 3, 4 */
 int fdm_png_write(const char *path, const fdm_image *im);  /* atomic */
@@ -106,8 +120,14 @@ fdm_dtype fdm_idx_target(int type);  /* uint8 -> uint8, i8/i16/i32 -> int64, f32
 void fdm_idx_convert(const fdm_idx_info *info, const uint8_t *buf, void *dst);
 /* gzip (one or more members) from memory, at most max_out bytes of output */
 int fdm_gunzip(const uint8_t *in, size_t n, size_t max_out, uint8_t **out, size_t *outn);
+/* the same for an IDX file: once the header is inflated, the output may not
+** exceed the size it declares (the first byte beyond is an error), and the
+** buffer grows with the output, so a gzip bomb costs no more than its claim */
+int fdm_gunzip_idx(const uint8_t *in, size_t n, size_t max_out, uint8_t **out, size_t *outn);
 /* reads path, gunzipping it when it starts with the gzip magic */
 int fdm_read_maybe_gz(const char *path, size_t max, uint8_t **buf, size_t *n);
+/* reads an IDX file, plain or gzip'ed (fdm_gunzip_idx) */
+int fdm_idx_read(const char *path, size_t max, uint8_t **buf, size_t *n);
 
 /* ---- GIF (io_gif.c) ---- */
 /* frames: same w/h; C=1 -> gray palette, C=3/4 -> fixed 6x7x6 RGB palette

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -151,4 +152,18 @@ void fdm_image_free(fdm_image *im) {
   if (!im) return;
   free(im->px);
   im->px = NULL; im->w = im->h = im->c = 0;
+}
+
+size_t fdm_mem_available(void) {
+  FILE *fp = fopen("/proc/meminfo", "r");
+  if (fp) {
+    char line[128];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, fp))
+      if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { fclose(fp); return (size_t)kb * 1024; }
+    fclose(fp);
+  }
+  long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && psz > 0) return (size_t)pages * (size_t)psz;
+  return (size_t)1 << 32;   /* unknown: assume 4 GiB */
 }

@@ -32,8 +32,7 @@ static void on_read(png_structp p, png_bytep out, size_t len) {
   c->pos += len;
 }
 
-int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out) {
-  memset(out, 0, sizeof *out);
+int fdm_png_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink) {
   if (n < 8 || png_sig_cmp((png_const_bytep)buf, 0, 8) != 0)
     return fdm_seterror(n < 8 ? "truncated file (%zu bytes)" : "not a PNG file", n);
   png_ctx ctx;
@@ -45,9 +44,11 @@ int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *o
   if (!info) { png_destroy_read_struct(&p, NULL, NULL); return fdm_seterror("out of memory"); }
   uint8_t *volatile px = NULL;
   png_bytep *volatile rows = NULL;
+  volatile int sink_failed = 0;
   if (setjmp(ctx.jb)) {
     free(px); free(rows);
     png_destroy_read_struct(&p, &info, NULL);
+    if (sink_failed) return -1;   /* the sink set the error */
     return fdm_seterror("corrupt PNG: %s", ctx.msg);
   }
   png_set_read_fn(p, &ctx, on_read);
@@ -64,29 +65,65 @@ int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *o
   png_get_IHDR(p, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
   if (w == 0 || h == 0) png_error(p, "empty image");
   if ((size_t)w * h > max_pixels) {
-    snprintf(ctx.msg, sizeof ctx.msg, "image too large (%ux%u)", (unsigned)w, (unsigned)h);
+    snprintf(ctx.msg, sizeof ctx.msg, "image too large (%ux%u, limit %zu pixels)", (unsigned)w, (unsigned)h, max_pixels);
     longjmp(ctx.jb, 1);
   }
   int trns = png_get_valid(p, info, PNG_INFO_tRNS) != 0;
   png_set_expand(p);                     /* palette -> RGB(A), gray < 8 bits -> 8, tRNS -> alpha */
-  if (depth == 16) png_set_scale_16(p);
+  if (depth == 16) png_set_scale_16(p);  /* 16-bit samples are scaled to 8 bits as they are read */
   if (ctype == PNG_COLOR_TYPE_GRAY_ALPHA || (ctype == PNG_COLOR_TYPE_GRAY && trns))
     png_set_gray_to_rgb(p);              /* gray + alpha -> RGBA */
-  png_set_interlace_handling(p);
+  int passes = png_set_interlace_handling(p);
   png_read_update_info(p, info);
   int ch = png_get_channels(p, info);
   size_t rowbytes = png_get_rowbytes(p, info);
   if ((ch != 1 && ch != 3 && ch != 4) || png_get_bit_depth(p, info) != 8 || rowbytes != (size_t)w * ch)
     png_error(p, "unsupported pixel layout");
-  px = malloc((size_t)h * rowbytes);
-  rows = malloc(sizeof(png_bytep) * h);
-  if (!px || !rows) png_error(p, "out of memory");
-  for (png_uint_32 y = 0; y < h; y++) rows[y] = px + (size_t)y * rowbytes;
-  png_read_image(p, rows);
+  /* interlaced images need the whole 8-bit image (the passes fill it in);
+  ** the others are decoded one row at a time straight into the sink */
+  size_t scratch = passes > 1 ? (size_t)h * rowbytes : rowbytes;
+  if (sink->begin(sink->ud, (int)w, (int)h, ch, passes > 1 ? scratch : 0) != 0) { sink_failed = 1; longjmp(ctx.jb, 1); }
+  px = malloc(scratch);
+  if (!px) png_error(p, "out of memory");
+  if (passes > 1) {
+    rows = malloc(sizeof(png_bytep) * h);
+    if (!rows) png_error(p, "out of memory");
+    for (png_uint_32 y = 0; y < h; y++) rows[y] = px + (size_t)y * rowbytes;
+    png_read_image(p, rows);
+    for (png_uint_32 y = 0; y < h; y++) sink->row(sink->ud, (int)y, rows[y]);
+  } else {
+    for (png_uint_32 y = 0; y < h; y++) {
+      png_read_row(p, px, NULL);
+      sink->row(sink->ud, (int)y, px);
+    }
+  }
   png_read_end(p, NULL);
   png_destroy_read_struct(&p, &info, NULL);
   free(rows);
-  out->w = (int)w; out->h = (int)h; out->c = ch; out->px = px;
+  free(px);
+  return 0;
+}
+
+/* fdm_png_decode: a sink that keeps the interleaved 8-bit image */
+typedef struct { fdm_image *im; } image_sink;
+static int image_begin(void *ud, int w, int h, int c, size_t scratch) {
+  (void)scratch;
+  fdm_image *im = ((image_sink *)ud)->im;
+  im->px = malloc((size_t)w * h * c);
+  if (!im->px) return fdm_seterror("out of memory (%dx%d image)", w, h);
+  im->w = w; im->h = h; im->c = c;
+  return 0;
+}
+static void image_row(void *ud, int y, const uint8_t *row) {
+  fdm_image *im = ((image_sink *)ud)->im;
+  memcpy(im->px + (size_t)y * im->w * im->c, row, (size_t)im->w * im->c);
+}
+
+int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out) {
+  memset(out, 0, sizeof *out);
+  image_sink is = { out };
+  fdm_png_sink sink = { image_begin, image_row, &is };
+  if (fdm_png_decode_to(buf, n, max_pixels, &sink) != 0) { fdm_image_free(out); return -1; }
   return 0;
 }
 

@@ -448,6 +448,25 @@ int fdm_st_parse(const uint8_t *file, size_t n, fdm_st_file *out) {
       fdm_seterror("tensors '%s' and '%s' overlap in the data section", order[i - 1]->name, order[i]->name);
       goto fail;
     }
+  /* the format packs the tensors: no gap before, between or after them */
+  {
+    uint64_t at = 0;
+    for (int i = 0; i < out->n; i++) {
+      if (order[i]->begin != at) {
+        if (i == 0) fdm_seterror("gap in the data section: the first tensor ('%s') begins at byte %llu, not 0",
+                                 order[i]->name, (unsigned long long)order[i]->begin);
+        else fdm_seterror("gap in the data section: %llu bytes between tensors '%s' and '%s'",
+                          (unsigned long long)(order[i]->begin - at), order[i - 1]->name, order[i]->name);
+        goto fail;
+      }
+      at = order[i]->end;
+    }
+    if (at != out->data_len) {
+      fdm_seterror("trailing bytes: the data section has %llu bytes, the tensors use %llu",
+                   (unsigned long long)out->data_len, (unsigned long long)at);
+      goto fail;
+    }
+  }
   free(order);
   return 0;
 fail:
@@ -543,6 +562,11 @@ static int cmp_write(const void *a, const void *b) {
   return strcmp(x->name, y->name);
 }
 
+static const fdm_st_meta *meta_base;
+static int cmp_meta(const void *a, const void *b) {
+  return strcmp(meta_base[*(const int *)a].key, meta_base[*(const int *)b].key);
+}
+
 static int valid_utf8(const char *s) {
   size_t n = strlen(s);
   for (size_t i = 0; i < n;) {
@@ -581,19 +605,32 @@ int fdm_st_serialize(int n, const fdm_st_tensor *t, int nmeta, const fdm_st_meta
       fdm_seterror("duplicate tensor name '%s'", t[ord[i]].name);
       free(ord); return -1;
     }
+  /* metadata in key order, so that equal contents give equal files */
+  int *mord = malloc(sizeof(int) * (size_t)(nmeta > 0 ? nmeta : 1));
+  if (!mord) { free(ord); return fdm_seterror("out of memory"); }
+  for (int i = 0; i < nmeta; i++) mord[i] = i;
+  meta_base = meta;
+  qsort(mord, (size_t)(nmeta > 0 ? nmeta : 0), sizeof(int), cmp_meta);
+  for (int i = 1; i < nmeta; i++)
+    if (strcmp(meta[mord[i]].key, meta[mord[i - 1]].key) == 0) {
+      fdm_seterror("duplicate metadata key '%s'", meta[mord[i]].key);
+      free(mord); free(ord); return -1;
+    }
   int r = put_str(hdr, "{");
   int first = 1;
   if (nmeta > 0) {
     r |= put_str(hdr, "\"__metadata__\":{");
-    for (int i = 0; i < nmeta; i++) {
-      if (i) r |= put_str(hdr, ",");
-      r |= put_jstring(hdr, meta[i].key);
+    for (int k = 0; k < nmeta; k++) {
+      const fdm_st_meta *m = &meta[mord[k]];
+      if (k) r |= put_str(hdr, ",");
+      r |= put_jstring(hdr, m->key);
       r |= put_str(hdr, ":");
-      r |= put_jstring(hdr, meta[i].value);
+      r |= put_jstring(hdr, m->value);
     }
     r |= put_str(hdr, "}");
     first = 0;
   }
+  free(mord);
   uint64_t off = 0;
   char num[64];
   for (int k = 0; k < n && !r; k++) {

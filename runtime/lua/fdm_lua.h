@@ -20,6 +20,14 @@ fdm_tensor *fdm_lua_test(lua_State *L, int idx);   /* NULL when not a tensor */
 void fdm_lua_push(lua_State *L, fdm_tensor *t);
 /* raises a Lua error carrying fdm_lasterror() */
 int fdm_lua_error(lua_State *L);
+/* raises a Lua error with a message formatted by vsnprintf (C's printf
+** formats: %lld, %zu, widths; checked by the compiler), with the position
+** prefix luaL_error adds. Used instead of luaL_error, whose own formatter
+** knows only %s %d %f %p %c %U %I and cannot be checked. */
+int fdm_lua_errorf(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* v as an integer in [lo, hi], else an error naming op, what and v */
+lua_Integer fdm_lua_range(lua_State *L, lua_Integer v, lua_Integer lo, lua_Integer hi,
+                          const char *op, const char *what);
 /* reads a shape given either as a table {2,3} or as integers from idx onwards;
 ** returns ndim, raises on bad input. */
 int fdm_lua_shape(lua_State *L, int idx, int64_t *shape);

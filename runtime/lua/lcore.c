@@ -20,7 +20,7 @@ static fdm_device check_device(lua_State *L, int idx) {
   const char *name = luaL_checkstring(L, idx);
   fdm_device dev;
   if (fdm_device_from_name(name, &dev))
-    luaL_error(L, "unknown device '%s' (devices: cpu, cuda)", name);
+    fdm_lua_errorf(L, "unknown device '%s' (devices: cpu, cuda)", name);
   return dev;
 }
 

@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include "fdm_lua.h"
 #include "fdm_ops.h"
 #include "fdm_io.h"
@@ -21,7 +24,7 @@
 enum { R_01, R_PM1, R_BYTE };
 
 static int io_fail(lua_State *L, const char *fn, const char *path) {
-  return luaL_error(L, "%s: '%s': %s", fn, path, fdm_lasterror());
+  return fdm_lua_errorf(L, "%s: '%s': %s", fn, path, fdm_lasterror());
 }
 
 static int opt_range(lua_State *L, int idx, const char *fn, int allow_byte) {
@@ -33,7 +36,7 @@ static int opt_range(lua_State *L, int idx, const char *fn, int allow_byte) {
     if (s && strcmp(s, "01") == 0) r = R_01;
     else if (s && strcmp(s, "pm1") == 0) r = R_PM1;
     else if (s && allow_byte && strcmp(s, "byte") == 0) r = R_BYTE;
-    else return luaL_error(L, "%s: range must be \"01\" or \"pm1\"%s", fn, allow_byte ? " or \"byte\"" : "");
+    else return fdm_lua_errorf(L, "%s: range must be \"01\" or \"pm1\"%s", fn, allow_byte ? " or \"byte\"" : "");
   }
   lua_pop(L, 1);
   return r;
@@ -105,16 +108,16 @@ static int collect_images(lua_State *L, int idx, int anchor, int range, const ch
   if (t) {
     if (t->ndim != 4 && t->ndim != 3) {
       char sb[96];
-      return luaL_error(L, "%s: images must be [N, C, H, W] or a list of [C, H, W] tensors, got %s",
+      return fdm_lua_errorf(L, "%s: images must be [N, C, H, W] or a list of [C, H, W] tensors, got %s",
                         fn, fdm_shapestr(t, sb, sizeof sb));
     }
-    if (t->shape[0] > 1 << 20) return luaL_error(L, "%s: too many images", fn);
+    if (t->shape[0] > 1 << 20) return fdm_lua_errorf(L, "%s: too many images", fn);
     n = (int)t->shape[0];
   } else if (lua_type(L, idx) == LUA_TTABLE) {
     n = (int)luaL_len(L, idx);
   } else
-    return luaL_error(L, "%s: images must be a tensor or a list of tensors", fn);
-  if (n < 1) return luaL_error(L, "%s: no images", fn);
+    return fdm_lua_errorf(L, "%s: images must be a tensor or a list of tensors", fn);
+  if (n < 1) return fdm_lua_errorf(L, "%s: no images", fn);
   fdm_image *ims = scratch(L, anchor, sizeof(fdm_image) * (size_t)n);
   for (int i = 0; i < n; i++) {
     int r;
@@ -126,11 +129,11 @@ static int collect_images(lua_State *L, int idx, int anchor, int range, const ch
     } else {
       lua_geti(L, idx, i + 1);
       fdm_tensor *s = fdm_lua_test(L, -1);
-      if (!s) return luaL_error(L, "%s: image %d is not a tensor", fn, i + 1);
+      if (!s) return fdm_lua_errorf(L, "%s: image %d is not a tensor", fn, i + 1);
       r = tensor_to_image(L, anchor, s, range, &ims[i]);
       lua_pop(L, 1);
     }
-    if (r != 0) return luaL_error(L, "%s: '%s': image %d: %s", fn, path, i + 1, fdm_lasterror());
+    if (r != 0) return fdm_lua_errorf(L, "%s: '%s': image %d: %s", fn, path, i + 1, fdm_lasterror());
   }
   *out = ims;
   return n;
@@ -143,7 +146,7 @@ static int opt_strings(lua_State *L, int opts, const char *field, int anchor, co
   if (lua_type(L, opts) != LUA_TTABLE) return 0;
   lua_getfield(L, opts, field);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-  if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "%s: %s must be a list of strings", fn, field);
+  if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "%s: %s must be a list of strings", fn, field);
   int n = (int)luaL_len(L, -1);
   int tbl = lua_gettop(L);
   const char **v = scratch(L, anchor, sizeof(char *) * (size_t)(n ? n : 1));
@@ -170,27 +173,58 @@ static const char *opt_string(lua_State *L, int opts, const char *field, int anc
 
 /* ---- PNG ---- */
 
+/* read_png decodes row by row straight into the tensor (fdm_png_decode_to):
+** no full 8-bit copy of the image next to the float one, and an image that
+** would not fit in the memory available now is refused before allocating */
+typedef struct {
+  fdm_tensor *t;
+  int range, c;
+  size_t hw;
+  int w;
+} png_to_tensor;
+
+static int png_tensor_begin(void *ud, int w, int h, int c, size_t scratch) {
+  png_to_tensor *s = ud;
+  size_t es = s->range == R_BYTE ? 1 : 4;
+  size_t need = (size_t)w * h * c * es + scratch, avail = fdm_mem_available();
+  if (need > avail)
+    return fdm_seterror("a %dx%d image with %d channels needs %zu MiB as %s, only %zu MiB of memory are available%s",
+                        w, h, c, need >> 20, es == 1 ? "uint8" : "float32", avail >> 20,
+                        es == 1 ? "" : " (range = \"byte\" needs a quarter)");
+  int64_t shape[3] = {c, h, w};
+  s->t = fdm_empty(s->range == R_BYTE ? FDM_UINT8 : FDM_FLOAT32, 3, shape, FDM_CPU);
+  if (!s->t) return -1;
+  s->c = c; s->w = w; s->hw = (size_t)w * h;
+  return 0;
+}
+
+static void png_tensor_row(void *ud, int y, const uint8_t *px) {
+  png_to_tensor *s = ud;
+  size_t off = (size_t)y * s->w;
+  int c = s->c;
+  if (s->range == R_BYTE) {
+    uint8_t *d = fdm_data(s->t);
+    for (int k = 0; k < c; k++)
+      for (int x = 0; x < s->w; x++) d[k * s->hw + off + x] = px[(size_t)x * c + k];
+  } else {
+    float *d = fdm_data(s->t);
+    float a = s->range == R_PM1 ? 2.0f / 255.0f : 1.0f / 255.0f, b = s->range == R_PM1 ? -1.0f : 0.0f;
+    for (int k = 0; k < c; k++)
+      for (int x = 0; x < s->w; x++) d[k * s->hw + off + x] = px[(size_t)x * c + k] * a + b;
+  }
+}
+
 static int l_read_png(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int range = opt_range(L, 2, "read_png", 1);
-  fdm_image im;
-  if (fdm_png_read(path, &im) != 0) return io_fail(L, "read_png", path);
-  int64_t shape[3] = {im.c, im.h, im.w};
-  fdm_tensor *t = fdm_empty(range == R_BYTE ? FDM_UINT8 : FDM_FLOAT32, 3, shape, FDM_CPU);
-  if (!t) { fdm_image_free(&im); return io_fail(L, "read_png", path); }
-  size_t hw = (size_t)im.w * im.h;
-  if (range == R_BYTE) {
-    uint8_t *d = fdm_data(t);
-    for (int k = 0; k < im.c; k++)
-      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k];
-  } else {
-    float *d = fdm_data(t);
-    float a = range == R_PM1 ? 2.0f / 255.0f : 1.0f / 255.0f, b = range == R_PM1 ? -1.0f : 0.0f;
-    for (int k = 0; k < im.c; k++)
-      for (size_t i = 0; i < hw; i++) d[k * hw + i] = im.px[i * im.c + k] * a + b;
-  }
-  fdm_image_free(&im);
-  fdm_lua_push(L, t);
+  uint8_t *buf; size_t n;
+  if (fdm_read_file(path, (size_t)1 << 31, &buf, &n) != 0) return io_fail(L, "read_png", path);
+  png_to_tensor s = { NULL, range, 0, 0, 0 };
+  fdm_png_sink sink = { png_tensor_begin, png_tensor_row, &s };
+  int r = fdm_png_decode_to(buf, n, FDM_PNG_MAX_PIXELS, &sink);
+  free(buf);
+  if (r != 0) { fdm_release(s.t); return io_fail(L, "read_png", path); }
+  fdm_lua_push(L, s.t);
   return 1;
 }
 
@@ -226,9 +260,8 @@ static int l_save_grid(lua_State *L) {
   int n = collect_images(L, 2, anchor, range, "save_grid", path, &ims);
   fdm_grid_opts o;
   memset(&o, 0, sizeof o);
-  o.nrow = (int)fdm_lua_optint(L, 3, "nrow", 0);
-  o.scale = (int)fdm_lua_optint(L, 3, "scale", 0);
-  if (o.scale < 0 || o.scale > 64) return luaL_error(L, "save_grid: scale must be in 1..64");
+  o.nrow = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "nrow", 0), 0, 1 << 20, "save_grid", "nrow");
+  o.scale = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "scale", 0), 0, 64, "save_grid", "scale");
   o.nrow_captions = opt_strings(L, 3, "row_captions", anchor, "save_grid", &o.row_captions);
   o.ncol_captions = opt_strings(L, 3, "col_captions", anchor, "save_grid", &o.col_captions);
   o.ncaptions = opt_strings(L, 3, "captions", anchor, "save_grid", &o.captions);
@@ -275,10 +308,9 @@ static int l_write_gif(lua_State *L) {
   int anchor = lua_gettop(L);
   fdm_image *ims;
   int n = collect_images(L, 2, anchor, range, "write_gif", path, &ims);
-  int delay = (int)fdm_lua_optint(L, 3, "delay_ms", 80);
-  int loop = (int)fdm_lua_optint(L, 3, "loop", 0);
-  lua_Integer scale = fdm_lua_optint(L, 3, "scale", 0);
-  if (scale < 0 || scale > 64) return luaL_error(L, "write_gif: scale must be in 1..64");
+  int delay = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "delay_ms", 80), 0, 655350, "write_gif", "delay_ms");
+  int loop = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "loop", 0), 0, 65535, "write_gif", "loop");
+  lua_Integer scale = fdm_lua_range(L, fdm_lua_optint(L, 3, "scale", 0), 0, 64, "write_gif", "scale");
   if (scale == 0) scale = default_scale(ims, n);
   if (fdm_gif_write(path, ims, n, delay, loop, (int)scale) != 0) return io_fail(L, "write_gif", path);
   return 0;
@@ -293,7 +325,7 @@ static double *num_list(lua_State *L, int idx, int anchor, int *n, const char *w
     lua_geti(L, idx, i + 1);
     int ok;
     v[i] = lua_tonumberx(L, -1, &ok);
-    if (!ok) luaL_error(L, "plot_curves: series %d: %s[%d] is not a number", k, what, i + 1);
+    if (!ok) fdm_lua_errorf(L, "plot_curves: series %d: %s[%d] is not a number", k, what, i + 1);
     lua_pop(L, 1);
   }
   return v;
@@ -309,31 +341,31 @@ static int l_plot_curves(lua_State *L) {
   for (int k = 0; k < ns; k++) {
     lua_geti(L, 2, k + 1);
     int st = lua_gettop(L);
-    if (lua_type(L, st) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d is not a table", k + 1);
+    if (lua_type(L, st) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d is not a table", k + 1);
     lua_getfield(L, st, "name");
     s[k].name = lua_isnil(L, -1) ? NULL : luaL_tolstring(L, -1, NULL);
     if (s[k].name) { lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1); }
     lua_pop(L, 1);
     lua_getfield(L, st, "y");
-    if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d has no y list", k + 1);
+    if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d has no y list", k + 1);
     s[k].y = num_list(L, lua_gettop(L), anchor, &s[k].n, "y", k + 1);
     lua_pop(L, 1);
     lua_getfield(L, st, "x");
     s[k].x = NULL;
     if (!lua_isnil(L, -1)) {
       int nx;
-      if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "plot_curves: series %d: x must be a list", k + 1);
+      if (lua_type(L, -1) != LUA_TTABLE) return fdm_lua_errorf(L, "plot_curves: series %d: x must be a list", k + 1);
       s[k].x = num_list(L, lua_gettop(L), anchor, &nx, "x", k + 1);
       if (nx != s[k].n)
-        return luaL_error(L, "plot_curves: series %d has %d x values and %d y values", k + 1, nx, s[k].n);
+        return fdm_lua_errorf(L, "plot_curves: series %d has %d x values and %d y values", k + 1, nx, s[k].n);
     }
     lua_pop(L, 2);
   }
   fdm_plot_opts o;
   memset(&o, 0, sizeof o);
   o.logy = fdm_lua_optbool(L, 3, "logy", 1);
-  o.width = (int)fdm_lua_optint(L, 3, "width", 800);
-  o.height = (int)fdm_lua_optint(L, 3, "height", 500);
+  o.width = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "width", 800), 0, 1 << 14, "plot_curves", "width");
+  o.height = (int)fdm_lua_range(L, fdm_lua_optint(L, 3, "height", 500), 0, 1 << 14, "plot_curves", "height");
   o.title = opt_string(L, 3, "title", anchor);
   o.xlabel = opt_string(L, 3, "xlabel", anchor);
   o.ylabel = opt_string(L, 3, "ylabel", anchor);
@@ -385,14 +417,14 @@ static int l_load_safetensors(lua_State *L) {
   fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
   int map_it = fdm_lua_optbool(L, opts, "mmap", 0) && dev == FDM_CPU;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return luaL_error(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
+  if (fd < 0) return fdm_lua_errorf(L, "load_safetensors: '%s': cannot open: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return luaL_error(L, "load_safetensors: '%s': not a regular file", path);
+    return fdm_lua_errorf(L, "load_safetensors: '%s': not a regular file", path);
   }
   st_mapping *m = calloc(1, sizeof *m);
-  if (!m) { close(fd); return luaL_error(L, "load_safetensors: '%s': out of memory", path); }
+  if (!m) { close(fd); return fdm_lua_errorf(L, "load_safetensors: '%s': out of memory", path); }
   m->len = (size_t)st.st_size;
   m->refs = 1;   /* this function's own reference */
   m->map = (void *)"";
@@ -401,7 +433,7 @@ static int l_load_safetensors(lua_State *L) {
     if (p == MAP_FAILED) {
       close(fd);
       free(m);
-      return luaL_error(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
+      return fdm_lua_errorf(L, "load_safetensors: '%s': mmap failed: %s", path, strerror(errno));
     }
     m->map = p;
   }
@@ -455,10 +487,13 @@ static int l_save_safetensors(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING)
-      return luaL_error(L, "save_safetensors: '%s': tensor names must be strings", path);
-    const char *name = lua_tostring(L, -2);
+      return fdm_lua_errorf(L, "save_safetensors: '%s': tensor names must be strings", path);
+    size_t namelen;
+    const char *name = lua_tolstring(L, -2, &namelen);
+    if (strlen(name) != namelen)
+      return fdm_lua_errorf(L, "save_safetensors: '%s': tensor name '%s...' holds a NUL byte", path, name);
     fdm_tensor *t = fdm_lua_test(L, -1);
-    if (!t) return luaL_error(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
+    if (!t) return fdm_lua_errorf(L, "save_safetensors: '%s': value of '%s' is not a tensor", path, name);
     fdm_tensor *c = fdm_host_contiguous(t);
     if (!c) return io_fail(L, "save_safetensors", path);
     fdm_lua_push(L, c);   /* the anchor owns it from here */
@@ -473,13 +508,19 @@ static int l_save_safetensors(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
       if (lua_type(L, -2) != LUA_TSTRING)
-        return luaL_error(L, "save_safetensors: '%s': metadata keys must be strings", path);
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata keys must be strings", path);
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        return luaL_error(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata value of '%s' must be a string",
                           path, lua_tostring(L, -2));
-      meta[k].key = (char *)lua_tostring(L, -2);
+      size_t kl, vl;
+      meta[k].key = (char *)lua_tolstring(L, -2, &kl);
       lua_pushvalue(L, -1);
-      meta[k].value = (char *)lua_tostring(L, -1);  /* converts the copy, not the table value */
+      meta[k].value = (char *)lua_tolstring(L, -1, &vl);  /* converts the copy, not the table value */
+      /* C strings in the format's writer and reader: a NUL would cut them */
+      if (strlen(meta[k].key) != kl)
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata key '%s...' holds a NUL byte", path, meta[k].key);
+      if (strlen(meta[k].value) != vl)
+        return fdm_lua_errorf(L, "save_safetensors: '%s': metadata value of '%s' holds a NUL byte", path, meta[k].key);
       lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
       k++;
       lua_pop(L, 1);
@@ -494,7 +535,11 @@ static int l_save_safetensors(lua_State *L) {
 static int l_read_idx(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   uint8_t *buf; size_t n;
-  if (fdm_read_maybe_gz(path, (size_t)1 << 36, &buf, &n) != 0) return io_fail(L, "read_idx", path);
+  /* the file's bytes, at most half the memory available now (the tensor
+  ** needs as much again, more for int types) and 64 GiB */
+  size_t max = fdm_mem_available() / 2;
+  if (max > (size_t)1 << 36) max = (size_t)1 << 36;
+  if (fdm_idx_read(path, max, &buf, &n) != 0) return io_fail(L, "read_idx", path);
   fdm_idx_info info;
   if (fdm_idx_parse(buf, n, &info) != 0) { free(buf); return io_fail(L, "read_idx", path); }
   fdm_tensor *t = fdm_empty(fdm_idx_target(info.type), info.ndim, info.shape, FDM_CPU);
@@ -505,7 +550,88 @@ static int l_read_idx(lua_State *L) {
   return 1;
 }
 
+/* ---- run folders: lock files and stale temporaries ---- */
+
+#define FDM_LOCK_MT "fdm.Lock"
+
+static int lock_release(lua_State *L) {
+  int *fd = luaL_checkudata(L, 1, FDM_LOCK_MT);
+  if (*fd >= 0) { close(*fd); *fd = -1; }   /* closing the descriptor drops the flock */
+  return 0;
+}
+
+/* fdm.io.lock(path) -> lock | nil, holder: an exclusive flock on path
+** (created if missing). On success our PID is written into the file and a
+** lock object returned (released by lock:release(), its collection, a
+** <close> variable or the end of the process; a killed process's lock goes
+** with it). When another process holds it: nil and the PID written in the
+** file ("?" if unreadable). Other failures raise an error. */
+static int l_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int *box = lua_newuserdatauv(L, sizeof(int), 0);
+  *box = -1;
+  luaL_setmetatable(L, FDM_LOCK_MT);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fdm_lua_errorf(L, "lock: '%s': cannot open: %s", path, strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    if (e != EWOULDBLOCK) { close(fd); return fdm_lua_errorf(L, "lock: '%s': %s", path, strerror(e)); }
+    char buf[32] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    long long pid = 0;
+    lua_pushnil(L);
+    if (n > 0 && sscanf(buf, "%lld", &pid) == 1 && pid > 0) lua_pushinteger(L, (lua_Integer)pid);
+    else lua_pushliteral(L, "?");
+    return 2;
+  }
+  *box = fd;
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%lld\n", (long long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+    return fdm_lua_errorf(L, "lock: '%s': cannot write: %s", path, strerror(errno));
+  return 1;
+}
+
+/* a temporary of fdm_atomic_open: "<name>.tmp.XXXXXX" (mkstemp's 6 characters) */
+static int is_atomic_temp(const char *name) {
+  size_t n = strlen(name);
+  if (n < 12) return 0;
+  const char *t = name + n - 11;
+  if (memcmp(t, ".tmp.", 5) != 0) return 0;
+  for (int i = 5; i < 11; i++) {
+    char c = t[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return 0;
+  }
+  return 1;
+}
+
+/* fdm.io.remove_temporaries(dir) -> list of removed names: the temporary
+** files an atomic write leaves when its process is killed (only call it
+** while holding the folder's lock, so no write of ours is in progress) */
+static int l_remove_temporaries(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  DIR *d = opendir(dir);
+  if (!d) return fdm_lua_errorf(L, "remove_temporaries: '%s': %s", dir, strerror(errno));
+  lua_newtable(L);
+  int k = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!is_atomic_temp(e->d_name)) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+      lua_pushstring(L, e->d_name);
+      lua_rawseti(L, -2, ++k);
+    }
+  }
+  closedir(d);
+  return 1;
+}
+
 static const luaL_Reg io_funcs[] = {
+  {"lock", l_lock},
+  {"remove_temporaries", l_remove_temporaries},
   {"read_png", l_read_png},
   {"write_png", l_write_png},
   {"save_grid", l_save_grid},
@@ -518,6 +644,15 @@ static const luaL_Reg io_funcs[] = {
 };
 
 void fdm_open_io(lua_State *L) {
+  if (luaL_newmetatable(L, FDM_LOCK_MT)) {
+    static const luaL_Reg lock_meta[] = {{"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
+    luaL_setfuncs(L, lock_meta, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, lock_release);
+    lua_setfield(L, -2, "release");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_newlib(L, io_funcs);
   lua_setfield(L, -2, "io");
 }

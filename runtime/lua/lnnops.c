@@ -1,6 +1,7 @@
 /* lnnops.c: Lua bindings of the neural-network ops, as table F of the module
 ** (fdm.F.conv2d, ...). Dims are 1-based here (converted with fdm_lua_dim);
 ** stride/padding/... take a number or an {h, w} pair. No numerical code. */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include "fdm_lua.h"
@@ -13,14 +14,22 @@ static fdm_tensor *opt_tensor(lua_State *L, int idx) {
   return fdm_lua_check(L, idx);
 }
 
+/* an integer pair entry: as the int64 it is, in 0..INT_MAX (the ops check
+** their own lower bounds) */
+static int pair_int(lua_State *L, lua_Integer v, const char *op, const char *what) {
+  if (v < 0 || v > INT_MAX)
+    fdm_lua_errorf(L, "%s: %s must be in 0..%d, got %lld", op, what, INT_MAX, (long long)v);
+  return (int)v;
+}
+
 /* value at idx: nil -> def, number -> both, {a, b} -> pair ({a} -> both) */
 static void get_pair(lua_State *L, int idx, const char *op, const char *what, int def, int *out) {
   idx = lua_absindex(L, idx);
   out[0] = out[1] = def;
   if (lua_isnoneornil(L, idx)) return;
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    if (!lua_isinteger(L, idx)) luaL_error(L, "%s: %s must be an integer or a pair {h, w}, got %f", op, what, lua_tonumber(L, idx));
-    out[0] = out[1] = (int)lua_tointeger(L, idx);
+    if (!lua_isinteger(L, idx)) fdm_lua_errorf(L, "%s: %s must be an integer or a pair {h, w}, got %g", op, what, lua_tonumber(L, idx));
+    out[0] = out[1] = pair_int(L, lua_tointeger(L, idx), op, what);
     return;
   }
   if (lua_type(L, idx) == LUA_TTABLE) {
@@ -28,14 +37,14 @@ static void get_pair(lua_State *L, int idx, const char *op, const char *what, in
     if (n == 1 || n == 2) {
       for (int i = 0; i < 2; i++) {
         lua_rawgeti(L, idx, n == 1 ? 1 : i + 1);
-        if (!lua_isinteger(L, -1)) luaL_error(L, "%s: %s must be an integer or a pair {h, w} of integers", op, what);
-        out[i] = (int)lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1)) fdm_lua_errorf(L, "%s: %s must be an integer or a pair {h, w} of integers", op, what);
+        out[i] = pair_int(L, lua_tointeger(L, -1), op, what);
         lua_pop(L, 1);
       }
       return;
     }
   }
-  luaL_error(L, "%s: %s must be an integer or a pair {h, w}, got %s", op, what, luaL_typename(L, idx));
+  fdm_lua_errorf(L, "%s: %s must be an integer or a pair {h, w}, got %s", op, what, luaL_typename(L, idx));
 }
 
 /* options table field as a pair */
@@ -62,7 +71,7 @@ static fdm_reduction check_reduction(lua_State *L, int idx, const char *op) {
   if (!strcmp(s, "mean")) return FDM_REDUCE_MEAN;
   if (!strcmp(s, "sum")) return FDM_REDUCE_SUM;
   if (!strcmp(s, "none")) return FDM_REDUCE_NONE;
-  luaL_error(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got \"%s\"", op, s);
+  fdm_lua_errorf(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got \"%s\"", op, s);
   return FDM_REDUCE_MEAN;
 }
 
@@ -96,7 +105,7 @@ static int conv_common(lua_State *L, int transposed) {
   opt_pair(L, opts, op, "padding", 0, o.padding);
   opt_pair(L, opts, op, "dilation", 1, o.dilation);
   if (transposed) opt_pair(L, opts, op, "output_padding", 0, o.output_padding);
-  if (opts) o.groups = (int)fdm_lua_optint(L, opts, "groups", 1);
+  if (opts) o.groups = (int)fdm_lua_range(L, fdm_lua_optint(L, opts, "groups", 1), 1, INT_MAX, op, "groups");
   fdm_lua_push(L, transposed ? fdm_conv_transpose2d(x, w, b, &o) : fdm_conv2d(x, w, b, &o));
   return 1;
 }
@@ -108,7 +117,7 @@ static int pool_common(lua_State *L, int is_max) {
   const char *op = is_max ? "max_pool2d" : "avg_pool2d";
   fdm_tensor *x = fdm_lua_check(L, 1);
   int k[2], s[2], p[2];
-  if (lua_isnoneornil(L, 2)) luaL_error(L, "%s: kernel size expected as argument #2", op);
+  if (lua_isnoneornil(L, 2)) fdm_lua_errorf(L, "%s: kernel size expected as argument #2", op);
   get_pair(L, 2, op, "kernel_size", 1, k);
   int opts = lua_istable(L, 3) ? 3 : 0;
   if (!opts && !lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
@@ -128,14 +137,14 @@ static int l_interpolate(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   if (x->ndim != 4) {
     char b[128];
-    return luaL_error(L, "%s: expected a 4-D input [N, C, H, W], got %s", op, fdm_shapestr(x, b, sizeof b));
+    return fdm_lua_errorf(L, "%s: expected a 4-D input [N, C, H, W], got %s", op, fdm_shapestr(x, b, sizeof b));
   }
   lua_getfield(L, 2, "mode");
   const char *ms = lua_isnil(L, -1) ? "nearest" : luaL_checkstring(L, -1);
   fdm_interp_mode mode;
   if (!strcmp(ms, "nearest")) mode = FDM_INTERP_NEAREST;
   else if (!strcmp(ms, "bilinear")) mode = FDM_INTERP_BILINEAR;
-  else return luaL_error(L, "%s: mode must be \"nearest\" or \"bilinear\", got \"%s\"", op, ms);
+  else return fdm_lua_errorf(L, "%s: mode must be \"nearest\" or \"bilinear\", got \"%s\"", op, ms);
   lua_pop(L, 1);
   int ac = fdm_lua_optbool(L, 2, "align_corners", 0);
   lua_getfield(L, 2, "size");
@@ -152,18 +161,18 @@ static int l_interpolate(lua_State *L) {
       lua_Integer n = luaL_len(L, -1);
       for (int i = 0; i < 2; i++) {
         lua_rawgeti(L, -1, n == 1 ? 1 : i + 1);
-        if (lua_type(L, -1) != LUA_TNUMBER) return luaL_error(L, "%s: scale_factor must be a number or {sh, sw}", op);
+        if (lua_type(L, -1) != LUA_TNUMBER) return fdm_lua_errorf(L, "%s: scale_factor must be a number or {sh, sw}", op);
         sc[i] = lua_tonumber(L, -1);
         lua_pop(L, 1);
       }
-    } else return luaL_error(L, "%s: scale_factor must be a number or {sh, sw}", op);
+    } else return fdm_lua_errorf(L, "%s: scale_factor must be a number or {sh, sw}", op);
   }
   lua_pop(L, 1);
-  if (has_size == has_scale) return luaL_error(L, "%s: give exactly one of size and scale_factor", op);
+  if (has_size == has_scale) return fdm_lua_errorf(L, "%s: give exactly one of size and scale_factor", op);
   int64_t oh, ow;
   if (has_size) { oh = size[0]; ow = size[1]; sc[0] = sc[1] = 0; }
   else {
-    if (!(sc[0] > 0) || !(sc[1] > 0)) return luaL_error(L, "%s: scale_factor must be positive, got {%f, %f}", op, sc[0], sc[1]);
+    if (!(sc[0] > 0) || !(sc[1] > 0)) return fdm_lua_errorf(L, "%s: scale_factor must be positive, got {%f, %f}", op, sc[0], sc[1]);
     oh = (int64_t)floor((double)x->shape[2] * sc[0]);
     ow = (int64_t)floor((double)x->shape[3] * sc[1]);
   }
@@ -188,7 +197,7 @@ static int l_batch_norm_gelu(lua_State *L) { return bn_common(L, 1); }
 static int l_group_norm(lua_State *L) {
   fdm_tensor *x = fdm_lua_check(L, 1);
   lua_Integer g = luaL_checkinteger(L, 2);
-  if (g < 1 || g > 0x7fffffff) return luaL_error(L, "group_norm: groups must be >= 1, got %d", (int)g);
+  fdm_lua_range(L, g, 1, INT_MAX, "group_norm", "groups");
   fdm_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
   double eps = luaL_optnumber(L, 5, 1e-5);
   fdm_lua_push(L, fdm_group_norm(x, (int)g, w, b, eps));
@@ -202,15 +211,15 @@ static int l_layer_norm(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) { ns[0] = luaL_checkinteger(L, 2); nd = 1; }
   else if (lua_istable(L, 2)) {
     lua_Integer n = luaL_len(L, 2);
-    if (n < 1 || n > FDM_MAXDIM) return luaL_error(L, "layer_norm: normalized_shape must have 1 to %d entries", FDM_MAXDIM);
+    if (n < 1 || n > FDM_MAXDIM) return fdm_lua_errorf(L, "layer_norm: normalized_shape must have 1 to %d entries", FDM_MAXDIM);
     nd = (int)n;
     for (int i = 0; i < nd; i++) {
       lua_rawgeti(L, 2, i + 1);
-      if (!lua_isinteger(L, -1)) return luaL_error(L, "layer_norm: normalized_shape must hold integers");
+      if (!lua_isinteger(L, -1)) return fdm_lua_errorf(L, "layer_norm: normalized_shape must hold integers");
       ns[i] = lua_tointeger(L, -1);
       lua_pop(L, 1);
     }
-  } else return luaL_error(L, "layer_norm: normalized_shape must be a number or a table, got %s", luaL_typename(L, 2));
+  } else return fdm_lua_errorf(L, "layer_norm: normalized_shape must be a number or a table, got %s", luaL_typename(L, 2));
   fdm_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
   double eps = luaL_optnumber(L, 5, 1e-5);
   fdm_lua_push(L, fdm_layer_norm(x, nd, ns, w, b, eps));
@@ -224,11 +233,11 @@ static int softmax_common(lua_State *L, int log) {
   int nd = x->ndim ? x->ndim : 1, dim = nd - 1;
   if (!lua_isnoneornil(L, 2)) {
     if (!lua_isinteger(L, 2))
-      return luaL_error(L, "%s: dim must be an integer, got %s", log ? "log_softmax" : "softmax", luaL_typename(L, 2));
+      return fdm_lua_errorf(L, "%s: dim must be an integer, got %s", log ? "log_softmax" : "softmax", luaL_typename(L, 2));
     lua_Integer d = lua_tointeger(L, 2);
     if (d == 0 || d > nd || d < -nd)
-      return luaL_error(L, "%s: dim %d out of range for a %d-d tensor (dims count from 1; negative from the end)",
-                        log ? "log_softmax" : "softmax", (int)d, x->ndim);
+      return fdm_lua_errorf(L, "%s: dim %lld out of range for a %d-d tensor (dims count from 1; negative from the end)",
+                        log ? "log_softmax" : "softmax", (long long)d, x->ndim);
     dim = (int)(d > 0 ? d - 1 : nd + d);
   }
   fdm_lua_push(L, fdm_softmax(x, dim, log));
@@ -271,21 +280,21 @@ static int l_gaussian_blur(lua_State *L) {
   const char *op = "gaussian_blur";
   fdm_tensor *x = fdm_lua_check(L, 1);
   int k[2];
-  if (lua_isnoneornil(L, 2)) return luaL_error(L, "%s: kernel_size expected as argument #2", op);
+  if (lua_isnoneornil(L, 2)) return fdm_lua_errorf(L, "%s: kernel_size expected as argument #2", op);
   get_pair(L, 2, op, "kernel_size", 0, k);
   double s[2];
   for (int i = 0; i < 2; i++) s[i] = 0.3 * ((k[i] - 1) * 0.5 - 1) + 0.8;   /* torchvision's default */
   if (lua_type(L, 3) == LUA_TNUMBER) s[0] = s[1] = lua_tonumber(L, 3);
   else if (lua_istable(L, 3)) {
     lua_Integer n = luaL_len(L, 3);
-    if (n != 1 && n != 2) return luaL_error(L, "%s: sigma must be a number or {sx, sy}", op);
+    if (n != 1 && n != 2) return fdm_lua_errorf(L, "%s: sigma must be a number or {sx, sy}", op);
     for (int i = 0; i < 2; i++) {
       lua_rawgeti(L, 3, n == 1 ? 1 : i + 1);
-      if (lua_type(L, -1) != LUA_TNUMBER) return luaL_error(L, "%s: sigma must be a number or {sx, sy}", op);
+      if (lua_type(L, -1) != LUA_TNUMBER) return fdm_lua_errorf(L, "%s: sigma must be a number or {sx, sy}", op);
       s[i] = lua_tonumber(L, -1);
       lua_pop(L, 1);
     }
-  } else if (!lua_isnoneornil(L, 3)) return luaL_error(L, "%s: sigma must be a number or {sx, sy}, got %s", op, luaL_typename(L, 3));
+  } else if (!lua_isnoneornil(L, 3)) return fdm_lua_errorf(L, "%s: sigma must be a number or {sx, sy}, got %s", op, luaL_typename(L, 3));
   fdm_lua_push(L, fdm_gaussian_blur(x, k[0], k[1], s[0], s[1]));
   return 1;
 }

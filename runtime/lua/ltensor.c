@@ -23,7 +23,7 @@ static int opts_index(lua_State *L, int from) {
 
 static void apply_requires_grad(lua_State *L, fdm_tensor *t, int opts) {
   if (opts && fdm_lua_optbool(L, opts, "requires_grad", 0)) {
-    if (t->dtype != FDM_FLOAT32) luaL_error(L, "only float32 tensors can require grad, got %s", fdm_dtype_name(t->dtype));
+    if (t->dtype != FDM_FLOAT32) fdm_lua_errorf(L, "only float32 tensors can require grad, got %s", fdm_dtype_name(t->dtype));
     t->requires_grad = 1;
   }
 }
@@ -103,14 +103,31 @@ static int l_arange(lua_State *L) {
   int nnum = 0;
   while (lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
   double start = 0, stop, step = 1;
-  if (nnum == 0) return luaL_error(L, "arange: expected arange(stop) or arange(start, stop [, step])");
+  if (nnum == 0) return fdm_lua_errorf(L, "arange: expected arange(stop) or arange(start, stop [, step])");
   if (nnum == 1) stop = lua_tonumber(L, 1);
   else { start = lua_tonumber(L, 1); stop = lua_tonumber(L, 2); if (nnum > 2) step = lua_tonumber(L, 3); }
   int allint = 1;
   for (int i = 1; i <= nnum && i <= 3; i++) if (!lua_isinteger(L, i)) allint = 0;
   int opts = opts_index(L, nnum + 1);
   fdm_dtype dt = fdm_lua_optdtype(L, opts, "dtype", allint ? FDM_INT64 : FDM_FLOAT32);
-  fdm_tensor *t = fdm_arange(start, stop, step, dt, fdm_lua_optdevice(L, opts, "device", FDM_CPU));
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  fdm_tensor *t;
+  if (allint && dt == FDM_INT64 && dev == FDM_CPU) {
+    /* exact in int64: the core's fdm_arange counts in doubles, which round
+    ** integers beyond 2^53 (arange(maxinteger - 2, maxinteger) had 0 elements) */
+    lua_Integer a = nnum == 1 ? 0 : lua_tointeger(L, 1), b = nnum == 1 ? lua_tointeger(L, 1) : lua_tointeger(L, 2);
+    lua_Integer s = nnum > 2 ? lua_tointeger(L, 3) : 1;
+    if (s == 0) return fdm_lua_errorf(L, "arange: step must be nonzero");
+    __int128 span = (__int128)b - a, cnt = 0;
+    if ((span > 0 && s > 0) || (span < 0 && s < 0)) cnt = (span + (s > 0 ? s - 1 : s + 1)) / s;
+    if (cnt > (__int128)1e12) return fdm_lua_errorf(L, "arange: too many elements (%.4g)", (double)cnt);
+    int64_t n = (int64_t)cnt;
+    t = fdm_empty(FDM_INT64, 1, &n, dev);
+    if (t) {
+      int64_t *p = fdm_data(t);
+      for (int64_t i = 0; i < n; i++) p[i] = (int64_t)((__int128)a + (__int128)i * s);
+    }
+  } else t = fdm_arange(start, stop, step, dt, dev);
   fdm_lua_push(L, t);
   apply_requires_grad(L, t, opts);
   return 1;
@@ -130,9 +147,9 @@ static void infer_nested(lua_State *L, int idx, int depth, int nd_seen, int64_t 
   int ty = lua_type(L, idx);
   if (ty == LUA_TTABLE) {
     int64_t n = (int64_t)luaL_len(L, idx);
-    if (depth >= FDM_MAXDIM) luaL_error(L, "tensor: nested deeper than %d levels", FDM_MAXDIM);
-    if (depth >= *nd) { if (nd_seen) luaL_error(L, "tensor: ragged nested table (depth %d)", depth + 1); shape[depth] = n; *nd = depth + 1; }
-    else if (shape[depth] != n) luaL_error(L, "tensor: ragged nested table: expected %lld elements at depth %d, got %lld",
+    if (depth >= FDM_MAXDIM) fdm_lua_errorf(L, "tensor: nested deeper than %d levels", FDM_MAXDIM);
+    if (depth >= *nd) { if (nd_seen) fdm_lua_errorf(L, "tensor: ragged nested table (depth %d)", depth + 1); shape[depth] = n; *nd = depth + 1; }
+    else if (shape[depth] != n) fdm_lua_errorf(L, "tensor: ragged nested table: expected %lld elements at depth %d, got %lld",
                                            (long long)shape[depth], depth + 1, (long long)n);
     for (int64_t i = 1; i <= n; i++) {
       lua_geti(L, idx, i);
@@ -141,11 +158,11 @@ static void infer_nested(lua_State *L, int idx, int depth, int nd_seen, int64_t 
     }
     if (n == 0 && depth + 1 > *nd) *nd = depth + 1;
   } else if (ty == LUA_TNUMBER || ty == LUA_TBOOLEAN) {
-    if (depth != *nd && (nd_seen || depth < *nd)) luaL_error(L, "tensor: ragged nested table (a number at depth %d)", depth + 1);
+    if (depth != *nd && (nd_seen || depth < *nd)) fdm_lua_errorf(L, "tensor: ragged nested table (a number at depth %d)", depth + 1);
     *nd = depth;
     int k = ty == LUA_TBOOLEAN ? 0 : lua_isinteger(L, idx) ? 1 : 2;
     if (k > *kind) *kind = k;
-  } else luaL_error(L, "tensor: expected numbers or nested tables of numbers, got %s", luaL_typename(L, idx));
+  } else fdm_lua_errorf(L, "tensor: expected numbers or nested tables of numbers, got %s", luaL_typename(L, idx));
 }
 
 static void fill_nested(lua_State *L, int idx, fdm_tensor *t, int64_t *pos) {
@@ -155,6 +172,15 @@ static void fill_nested(lua_State *L, int idx, fdm_tensor *t, int64_t *pos) {
     return;
   }
   double v = lua_isboolean(L, idx) ? lua_toboolean(L, idx) : lua_tonumber(L, idx);
+  /* integer dtypes: refuse what they cannot hold (a C cast would be undefined:
+  ** 1e30 gave INT64_MIN) */
+  if (t->dtype == FDM_INT64 && !lua_isinteger(L, idx) && !lua_isboolean(L, idx) &&
+      !(v >= -0x1p63 && v < 0x1p63 && v == floor(v)))
+    fdm_lua_errorf(L, "tensor: element %lld (%.15g) is not an integer that int64 can hold",
+                   (long long)*pos + 1, v);
+  if (t->dtype == FDM_UINT8 && !(v >= 0 && v <= 255 && v == floor(v)))
+    fdm_lua_errorf(L, "tensor: element %lld (%.15g) is not an integer in 0..255, as uint8 needs",
+                   (long long)*pos + 1, v);
   switch (t->dtype) {
     case FDM_FLOAT32: ((float *)fdm_data(t))[*pos] = (float)v; break;
     case FDM_INT64: ((int64_t *)fdm_data(t))[*pos] = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : (int64_t)v; break;
@@ -210,7 +236,7 @@ static int l_get_rng_state(lua_State *L) {
 static int l_set_rng_state(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "seed"); lua_getfield(L, 1, "offset");
-  if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1)) return luaL_error(L, "set_rng_state: expected {seed=int, offset=int}");
+  if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1)) return fdm_lua_errorf(L, "set_rng_state: expected {seed=int, offset=int}");
   fdm_rng_set((uint64_t)lua_tointeger(L, -2), (uint64_t)lua_tointeger(L, -1));
   return 0;
 }
@@ -239,7 +265,7 @@ static int l_numel(lua_State *L) { lua_pushinteger(L, fdm_numel(CHECK(L, 1))); r
 static int l_is_contiguous(lua_State *L) { lua_pushboolean(L, fdm_is_contiguous(CHECK(L, 1))); return 1; }
 static int l_len(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
-  if (t->ndim == 0) return luaL_error(L, "len() of a 0-d tensor");
+  if (t->ndim == 0) return fdm_lua_errorf(L, "len() of a 0-d tensor");
   lua_pushinteger(L, t->shape[0]);
   return 1;
 }
@@ -264,7 +290,7 @@ static int l_item(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   char b[128];
   if (fdm_numel(t) != 1)
-    return luaL_error(L, "item: a tensor with %lld elements (shape %s) cannot be converted to a number",
+    return fdm_lua_errorf(L, "item: a tensor with %lld elements (shape %s) cannot be converted to a number",
                       (long long)fdm_numel(t), fdm_shapestr(t, b, sizeof b));
   fdm_tensor *h = fdm_host_contiguous(t);
   if (!h) return fdm_lua_error(L);
@@ -298,13 +324,13 @@ static int l_to(lua_State *L) {
     if (lua_isstring(L, i)) {
       const char *s = lua_tostring(L, i);
       if (fdm_dtype_from_name(s, &dt) && fdm_device_from_name(s, &dev))
-        return luaL_error(L, "to: '%s' is neither a dtype nor a device", s);
+        return fdm_lua_errorf(L, "to: '%s' is neither a dtype nor a device", s);
     } else if (lua_istable(L, i)) {
       dt = fdm_lua_optdtype(L, i, "dtype", dt);
       dev = fdm_lua_optdevice(L, i, "device", dev);
     }
   }
-  if (dev != t->device && !fdm_backend_get(dev)) return luaL_error(L, "to: %s", fdm_lasterror());
+  if (dev != t->device && !fdm_backend_get(dev)) return fdm_lua_errorf(L, "to: %s", fdm_lasterror());
   fdm_tensor *c = fdm_to_dtype(t, dt);
   if (!c) return fdm_lua_error(L);
   fdm_tensor *r = fdm_to_device(c, dev);
@@ -352,7 +378,7 @@ static int l_select(lua_State *L) {
 static int l_transpose(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   if (lua_isnoneornil(L, 2)) {
-    if (t->ndim != 2) return luaL_error(L, "t(): expects a 2-d tensor, got %d dims", t->ndim);
+    if (t->ndim != 2) return fdm_lua_errorf(L, "t(): expects a 2-d tensor, got %d dims", t->ndim);
     return PUSH(L, fdm_transpose(t, 0, 1));
   }
   return PUSH(L, fdm_transpose(t, fdm_lua_dim(L, 2, t->ndim), fdm_lua_dim(L, 3, t->ndim)));
@@ -363,7 +389,7 @@ static int l_permute(lua_State *L) {
   int tab = lua_istable(L, 2);
   for (int d = 0; d < t->ndim; d++) {
     if (tab) lua_geti(L, 2, d + 1); else lua_pushvalue(L, d + 2);
-    if (!lua_isinteger(L, -1)) return luaL_error(L, "permute: expected %d dims, got fewer", t->ndim);
+    if (!lua_isinteger(L, -1)) return fdm_lua_errorf(L, "permute: expected %d dims, got fewer", t->ndim);
     perm[d] = fdm_lua_dim(L, lua_gettop(L), t->ndim);
     lua_pop(L, 1);
   }
@@ -376,6 +402,10 @@ static int l_expand(lua_State *L) {
   fdm_tensor *o = fdm_lua_test(L, 2);
   if (o) { nd = o->ndim; memcpy(shape, o->shape, sizeof shape); }
   else nd = fdm_lua_shape(L, 2, shape);
+  for (int d = 0; d < nd; d++)   /* -1 keeps a size; the core took other negatives as sizes */
+    if (shape[d] < -1)
+      return fdm_lua_errorf(L, "expand: size %lld at dim %d must be >= 0 (or -1 to keep the size)",
+                            (long long)shape[d], d + 1);
   return PUSH(L, fdm_expand(t, nd, shape));
 }
 static int l_squeeze(lua_State *L) {
@@ -408,15 +438,22 @@ static int l_flip(lua_State *L) {
   int dims[FDM_MAXDIM], n = dims_arg(L, 2, t->ndim, dims);
   return PUSH(L, fdm_flip(t, n, dims));
 }
+/* entry k of a list (on top of the stack) as an integer, else an error */
+static int64_t int_entry(lua_State *L, const char *op, const char *what, int k) {
+  int ok;
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok) fdm_lua_errorf(L, "%s: %s[%d] must be an integer, got %s", op, what, k + 1, luaL_typename(L, -1));
+  return v;
+}
 static int l_roll(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   int64_t shifts[FDM_MAXDIM];
   int dims[FDM_MAXDIM], n;
   if (lua_istable(L, 2)) {
     n = (int)luaL_len(L, 2);
-    if (n > FDM_MAXDIM || !lua_istable(L, 3) || luaL_len(L, 3) != n) return luaL_error(L, "roll: shifts and dims must be tables of equal length");
+    if (n > FDM_MAXDIM || !lua_istable(L, 3) || luaL_len(L, 3) != n) return fdm_lua_errorf(L, "roll: shifts and dims must be tables of equal length");
     for (int k = 0; k < n; k++) {
-      lua_geti(L, 2, k + 1); shifts[k] = lua_tointeger(L, -1); lua_pop(L, 1);
+      lua_geti(L, 2, k + 1); shifts[k] = int_entry(L, "roll", "shifts", k); lua_pop(L, 1);
       lua_geti(L, 3, k + 1); dims[k] = fdm_lua_dim(L, lua_gettop(L), t->ndim); lua_pop(L, 1);
     }
   } else { n = 1; shifts[0] = luaL_checkinteger(L, 2); dims[0] = fdm_lua_dim(L, 3, t->ndim); }
@@ -426,11 +463,11 @@ static int l_roll(lua_State *L) {
 static int tensor_list(lua_State *L, int idx, fdm_tensor **ts, int max) {
   luaL_checktype(L, idx, LUA_TTABLE);
   int n = (int)luaL_len(L, idx);
-  if (n > max) luaL_error(L, "at most %d tensors at once, got %d", max, n);
+  if (n > max) fdm_lua_errorf(L, "at most %d tensors at once, got %d", max, n);
   for (int k = 0; k < n; k++) {
     lua_geti(L, idx, k + 1);
     ts[k] = fdm_lua_test(L, -1);
-    if (!ts[k]) luaL_error(L, "element %d of the list is not a tensor (%s)", k + 1, luaL_typename(L, -1));
+    if (!ts[k]) fdm_lua_errorf(L, "element %d of the list is not a tensor (%s)", k + 1, luaL_typename(L, -1));
     lua_pop(L, 1);
   }
   return n;
@@ -438,14 +475,14 @@ static int tensor_list(lua_State *L, int idx, fdm_tensor **ts, int max) {
 static int l_cat(lua_State *L) {
   fdm_tensor *ts[256];
   int n = tensor_list(L, 1, ts, 256);
-  if (n == 0) return luaL_error(L, "cat: expected a non-empty list of tensors");
+  if (n == 0) return fdm_lua_errorf(L, "cat: expected a non-empty list of tensors");
   int dim = lua_isnoneornil(L, 2) ? 0 : fdm_lua_dim(L, 2, ts[0]->ndim);
   return PUSH(L, fdm_cat(n, ts, dim));
 }
 static int l_stack(lua_State *L) {
   fdm_tensor *ts[256];
   int n = tensor_list(L, 1, ts, 256);
-  if (n == 0) return luaL_error(L, "stack: expected a non-empty list of tensors");
+  if (n == 0) return fdm_lua_errorf(L, "stack: expected a non-empty list of tensors");
   int dim = lua_isnoneornil(L, 2) ? 0 : fdm_lua_dim(L, 2, ts[0]->ndim + 1);
   return PUSH(L, fdm_stack(n, ts, dim));
 }
@@ -454,8 +491,8 @@ static int l_pad(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int64_t pads[2 * FDM_MAXDIM];
   int n = (int)luaL_len(L, 2);
-  if (n > 2 * FDM_MAXDIM) return luaL_error(L, "pad: too many paddings");
-  for (int k = 0; k < n; k++) { lua_geti(L, 2, k + 1); pads[k] = lua_tointeger(L, -1); lua_pop(L, 1); }
+  if (n > 2 * FDM_MAXDIM) return fdm_lua_errorf(L, "pad: too many paddings");
+  for (int k = 0; k < n; k++) { lua_geti(L, 2, k + 1); pads[k] = int_entry(L, "pad", "paddings", k); lua_pop(L, 1); }
   return PUSH(L, fdm_pad(t, n, pads, luaL_optnumber(L, 3, 0)));
 }
 
@@ -466,7 +503,7 @@ static int binary(lua_State *L, fdm_binop op) {
   if (a && lua_isnumber(L, 2)) return PUSH(L, fdm_binary_scalar(op, a, lua_tonumber(L, 2), 0));
   if (b && lua_isnumber(L, 1)) return PUSH(L, fdm_binary_scalar(op, b, lua_tonumber(L, 1), 1));
   if (a && lua_isboolean(L, 2)) return PUSH(L, fdm_binary_scalar(op, a, lua_toboolean(L, 2), 0));
-  return luaL_error(L, "%s: expected tensors or numbers, got %s and %s", fdm_binop_name(op),
+  return fdm_lua_errorf(L, "%s: expected tensors or numbers, got %s and %s", fdm_binop_name(op),
                     luaL_typename(L, 1), luaL_typename(L, 2));
 }
 #define BIN(name, op) static int l_##name(lua_State *L) { return binary(L, op); }
@@ -519,7 +556,7 @@ static int l_gelu(lua_State *L) {
     lua_pop(L, 1);
   } else if (!lua_isnoneornil(L, 2)) a = luaL_checkstring(L, 2);
   if (strcmp(a, "none") && strcmp(a, "tanh"))
-    return luaL_error(L, "gelu: approximate must be \"none\" or \"tanh\", got \"%s\"", a);
+    return fdm_lua_errorf(L, "gelu: approximate must be \"none\" or \"tanh\", got \"%s\"", a);
   return PUSH(L, fdm_gelu(x, strcmp(a, "tanh") == 0));
 }
 
@@ -538,7 +575,7 @@ static int l_clamp_(lua_State *L) {
 static fdm_tensor *as_tensor(lua_State *L, int idx, const fdm_tensor *like) {
   fdm_tensor *t = fdm_lua_test(L, idx);
   if (t) { fdm_retain(t); return t; }
-  if (!lua_isnumber(L, idx)) luaL_error(L, "expected a tensor or a number, got %s", luaL_typename(L, idx));
+  if (!lua_isnumber(L, idx)) fdm_lua_errorf(L, "expected a tensor or a number, got %s", luaL_typename(L, idx));
   return fdm_full(like->dtype == FDM_INT64 && lua_isinteger(L, idx) ? FDM_INT64 : FDM_FLOAT32, 0, NULL,
                   lua_tonumber(L, idx), like->device);
 }
@@ -582,7 +619,7 @@ static int reduce_dims(lua_State *L, int idx, const fdm_tensor *t, int *dims, in
 static int l_sum(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   int dims[FDM_MAXDIM], keep, n = reduce_dims(L, 2, t, dims, &keep);
-  if (n == 0 && !lua_isnoneornil(L, 2)) return luaL_error(L, "sum: dim must be an integer or a table of integers");
+  if (n == 0 && !lua_isnoneornil(L, 2)) return fdm_lua_errorf(L, "sum: dim must be an integer or a table of integers");
   return PUSH(L, fdm_sum(t, n, dims, keep));
 }
 static int l_mean(lua_State *L) {
@@ -658,8 +695,8 @@ static int l_backward(lua_State *L) {
 static int l_requires_grad_(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   int on = lua_isnone(L, 2) ? 1 : lua_toboolean(L, 2);
-  if (on && t->dtype != FDM_FLOAT32) return luaL_error(L, "requires_grad_: only float32 tensors can require grad, got %s", fdm_dtype_name(t->dtype));
-  if (!on && t->grad_fn) return luaL_error(L, "requires_grad_: cannot turn off gradients of a non-leaf tensor; use detach()");
+  if (on && t->dtype != FDM_FLOAT32) return fdm_lua_errorf(L, "requires_grad_: only float32 tensors can require grad, got %s", fdm_dtype_name(t->dtype));
+  if (!on && t->grad_fn) return fdm_lua_errorf(L, "requires_grad_: cannot turn off gradients of a non-leaf tensor; use detach()");
   t->requires_grad = on;
   lua_settop(L, 1);
   return 1;
@@ -709,7 +746,7 @@ static int l_index(lua_State *L) {
   fdm_tensor **box = luaL_checkudata(L, 1, FDM_TENSOR_MT);
   if (lua_isinteger(L, 2)) {
     fdm_tensor *t = CHECK(L, 1);
-    if (t->ndim == 0) return luaL_error(L, "cannot index a 0-d tensor");
+    if (t->ndim == 0) return fdm_lua_errorf(L, "cannot index a 0-d tensor");
     lua_Integer i = lua_tointeger(L, 2);
     if (i < 0) i += t->shape[0] + 1;
     return PUSH(L, fdm_select(t, 0, i - 1));
@@ -719,7 +756,7 @@ static int l_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;   /* a method */
   lua_pop(L, 1);
   fdm_tensor *t = *box;
-  if (!t || !t->storage) return luaL_error(L, "tensor was freed (t:free()) and cannot be used (reading '%s')", k);
+  if (!t || !t->storage) return fdm_lua_errorf(L, "tensor was freed (t:free()) and cannot be used (reading '%s')", k);
   if (strcmp(k, "shape") == 0) { push_shape(L, t); return 1; }
   if (strcmp(k, "dtype") == 0) { lua_pushstring(L, fdm_dtype_name(t->dtype)); return 1; }
   if (strcmp(k, "device") == 0) { lua_pushstring(L, fdm_device_name(t->device)); return 1; }
@@ -736,7 +773,7 @@ static int l_newindex(lua_State *L) {
   fdm_tensor *t = CHECK(L, 1);
   if (lua_isinteger(L, 2)) {   /* t[i] = v: copy into the row */
     lua_Integer i = lua_tointeger(L, 2);
-    if (t->ndim == 0) return luaL_error(L, "cannot index a 0-d tensor");
+    if (t->ndim == 0) return fdm_lua_errorf(L, "cannot index a 0-d tensor");
     if (i < 0) i += t->shape[0] + 1;
     fdm_tensor *row = fdm_select(t, 0, i - 1);
     if (!row) return fdm_lua_error(L);
@@ -753,11 +790,11 @@ static int l_newindex(lua_State *L) {
   if (strcmp(k, "grad") == 0) {
     fdm_tensor *g = lua_isnil(L, 3) ? NULL : CHECK(L, 3);
     char b1[128], b2[128];
-    if (g && !fdm_same_shape(g, t)) return luaL_error(L, "grad: shape %s does not match the tensor's %s", fdm_shapestr(g, b1, sizeof b1), fdm_shapestr(t, b2, sizeof b2));
+    if (g && !fdm_same_shape(g, t)) return fdm_lua_errorf(L, "grad: shape %s does not match the tensor's %s", fdm_shapestr(g, b1, sizeof b1), fdm_shapestr(t, b2, sizeof b2));
     fdm_retain(g); fdm_release(t->grad); t->grad = g;
     return 0;
   }
-  return luaL_error(L, "cannot set field '%s' of a tensor", k);
+  return fdm_lua_errorf(L, "cannot set field '%s' of a tensor", k);
 }
 
 static int l_gc(lua_State *L) {

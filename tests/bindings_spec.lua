@@ -1,0 +1,110 @@
+-- Error messages and argument ranges of the C bindings (runtime/lua/*.c):
+-- every message is formatted in C (no "invalid option" from Lua's
+-- formatter), every integer argument is range-checked as the int64 it is,
+-- conversions of out-of-range numbers are refused (issue 15, items 6, 7, 11).
+local fdm = require "fdm"
+local F = fdm.F
+
+-- f must raise; the message must contain each given string and none of
+-- the marks of a broken format
+local function raises(f, ...)
+  local ok, err = pcall(f)
+  assert(not ok, "expected an error")
+  err = tostring(err)
+  assert(not err:find("invalid option", 1, true), "broken format: " .. err)
+  assert(not err:find("invalid conversion", 1, true), "broken format: " .. err)
+  for _, s in ipairs({ ... }) do
+    assert(err:find(s, 1, true), ("error %q does not mention %q"):format(err, s))
+  end
+  return err
+end
+
+local BIG = (1 << 32) + 2
+local HUGE = 1 << 40
+
+describe("error messages formatted in C", function()
+  it("ragged nested table names the expected and the given counts", function()
+    raises(function() fdm.tensor({ { 1, 2 }, { 3 } }) end, "ragged", "expected 2 elements", "got 1")
+  end)
+  it("item() of a tensor with several elements", function()
+    raises(function() fdm.ones(2):item() end, "item", "2 elements", "[2]")
+  end)
+  it("dim out of range prints the 64-bit dim", function()
+    raises(function() fdm.ones(2, 3):sum(HUGE) end, tostring(HUGE))
+    raises(function() fdm.ones(2, 3):size(-HUGE) end, tostring(-HUGE))
+  end)
+  it("softmax and group_norm print the 64-bit value", function()
+    raises(function() F.softmax(fdm.ones(2, 3), HUGE) end, tostring(HUGE))
+    raises(function() F.group_norm(fdm.ones(1, 4, 2, 2), -HUGE) end, tostring(-HUGE))
+  end)
+  it("plot_curves: x/y counts and non-numbers", function()
+    local p = os.tmpname() .. ".png"
+    raises(function() fdm.io.plot_curves(p, { { y = { 1, 2 }, x = { 1 } } }) end, "1 x values and 2 y values")
+    raises(function() fdm.io.plot_curves(p, { { y = { 1, "a" } } }) end, "y[2] is not a number")
+  end)
+  it("interpolate scale_factor", function()
+    raises(function() F.interpolate(fdm.ones(1, 1, 2, 2), { scale_factor = -0.5 }) end, "positive", "-0.5")
+  end)
+  it("get_pair with a float", function()
+    raises(function() F.max_pool2d(fdm.ones(1, 1, 4, 4), 2.5) end, "kernel_size", "2.5")
+  end)
+end)
+
+describe("64-bit integer arguments are range-checked", function()
+  local x = fdm.ones(1, 1, 8, 8)
+  local w = fdm.ones(1, 1, 3, 3)
+  it("conv2d stride/padding/dilation/groups", function()
+    raises(function() F.conv2d(x, w, nil, { stride = BIG }) end, "stride", tostring(BIG))
+    raises(function() F.conv2d(x, w, nil, { padding = { 1, BIG } }) end, "padding", tostring(BIG))
+    raises(function() F.conv2d(x, w, nil, { dilation = HUGE }) end, "dilation", tostring(HUGE))
+    raises(function() F.conv2d(x, w, nil, { groups = BIG }) end, "groups", tostring(BIG))
+    raises(function() F.conv_transpose2d(x, w, nil, { output_padding = BIG }) end, "output_padding")
+  end)
+  it("pool kernel sizes", function()
+    raises(function() F.max_pool2d(x, BIG) end, "kernel_size", tostring(BIG))
+    raises(function() F.avg_pool2d(x, 2, { stride = BIG }) end, "stride", tostring(BIG))
+  end)
+  it("interpolate sizes", function()
+    raises(function() F.interpolate(x, { size = BIG }) end, "size", tostring(BIG))
+    raises(function() F.interpolate(x, { size = { 4, HUGE } }) end, "size", tostring(HUGE))
+  end)
+  it("gaussian_blur kernel size", function()
+    raises(function() F.gaussian_blur(x, BIG) end, "kernel_size", tostring(BIG))
+  end)
+  it("io options", function()
+    local p = os.tmpname() .. ".png"
+    raises(function() fdm.io.save_grid(p, fdm.ones(1, 1, 4, 4), { nrow = BIG }) end, "nrow", tostring(BIG))
+    raises(function() fdm.io.write_gif(p, fdm.ones(1, 1, 4, 4), { delay_ms = BIG }) end, "delay_ms")
+    raises(function() fdm.io.plot_curves(p, { { y = { 1, 2 } } }, { width = BIG }) end, "width")
+  end)
+  it("valid values still work", function()
+    assert.same({ 1, 1, 3, 3 }, F.conv2d(x, w, nil, { stride = 2 }).shape)
+    assert.same({ 1, 1, 4, 4 }, F.max_pool2d(x, 2).shape)
+  end)
+end)
+
+describe("exact integer conversions", function()
+  it("arange near math.maxinteger", function()
+    local t = fdm.arange(math.maxinteger - 2, math.maxinteger)
+    assert.same({ math.maxinteger - 2, math.maxinteger - 1 }, t:tolist())
+    local u = fdm.arange(math.mininteger, math.mininteger + 6, 3)
+    assert.same({ math.mininteger, math.mininteger + 3 }, u:tolist())
+    assert.same({ 0, 1, 2 }, fdm.arange(3):tolist())
+    assert.same({ 5, 3, 1 }, fdm.arange(5, 0, -2):tolist())
+    raises(function() fdm.arange(0, math.maxinteger) end, "too many")
+  end)
+  it("tensor() refuses numbers an integer dtype cannot hold", function()
+    raises(function() fdm.tensor({ 1e30 }, { dtype = "int64" }) end, "int64", "1e+30")
+    raises(function() fdm.tensor({ 0 / 0 }, { dtype = "int64" }) end, "int64", "nan")
+    raises(function() fdm.tensor({ 300 }, { dtype = "uint8" }) end, "uint8", "300")
+    raises(function() fdm.tensor({ -1 }, { dtype = "uint8" }) end, "uint8", "-1")
+    assert.same({ math.maxinteger, -3 }, fdm.tensor({ math.maxinteger, -3.0 }, { dtype = "int64" }):tolist())
+    assert.same({ 0, 255 }, fdm.tensor({ 0, 255 }, { dtype = "uint8" }):tolist())
+  end)
+  it("chunk refuses a non-positive count", function()
+    local t = fdm.arange(6)
+    raises(function() t:chunk(0, 1) end, "chunk", "positive", "0")
+    raises(function() t:chunk(-2) end, "chunk", "positive")
+    assert.equal(3, #t:chunk(3))
+  end)
+end)
