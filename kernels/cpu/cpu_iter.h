@@ -70,7 +70,7 @@ static inline void iter_row(const fdm_iter *it, int64_t r, int64_t *off) {
       int64_t off_[ITER_MAXOP]; \
       int64_t r_ = task_ / nblk_, b_ = task_ % nblk_; \
       iter_row(it_, r_, off_); \
-      int64_t j0_ = b_ * ITER_BLOCK, j1_ = j0_ + ITER_BLOCK < inner_ ? j0_ + ITER_BLOCK : inner_; \
+      int64_t j0_ = b_ * ITER_BLOCK, j1_ = inner_ - j0_ > ITER_BLOCK ? j0_ + ITER_BLOCK : inner_; \
       if (s0_ == 1 && s1_ == 1 && (it_->nop < 3 || s2_ == 1) && (it_->nop < 4 || s3_ == 1)) { \
         for (int64_t j = j0_; j < j1_; j++) { \
           int64_t o0 = off_[0] + j, o1 = off_[1] + j, o2 = off_[2] + j, o3 = off_[3] + j; \

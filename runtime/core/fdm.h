@@ -70,6 +70,7 @@ fdm_kview fdm_kview_of(const fdm_tensor *t);
 fdm_kview fdm_kview_bcast(const fdm_tensor *t, int nd, const int64_t *shape);
 static inline int64_t fdm_kview_numel(const fdm_kview *v) {
   int64_t n = 1;
+  for (int d = 0; d < v->ndim; d++) if (v->shape[d] == 0) return 0;   /* no overflow on empty views */
   for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
   return n;
 }

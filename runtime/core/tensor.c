@@ -48,20 +48,20 @@ static void set_contiguous_strides(fdm_tensor *t) {
   for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = (int64_t)st; st *= (uint64_t)t->shape[d]; }
 }
 
+/* The sizes, zeros counted as ones, must multiply within int64: then every
+** product of some of a tensor's sizes fits too, which the ops and kernels
+** rely on (an empty [0, 2^62, 2^62] would overflow [2^62, 2^62]'s product). */
 int64_t fdm_shape_numel(const char *op, int ndim, const int64_t *shape) {
   int64_t n = 1;
   int zero = 0;
   for (int d = 0; d < ndim; d++) {
     if (shape[d] < 0) return fdm_seterror("%s: negative size %lld in a shape", op, (long long)shape[d]);
-    if (shape[d] == 0) zero = 1;
-  }
-  if (zero) return 0;   /* any product with a 0 is 0, however large the other sizes */
-  for (int d = 0; d < ndim; d++) {
+    if (shape[d] == 0) { zero = 1; continue; }
     if (n > INT64_MAX / shape[d])
-      return fdm_seterror("%s: a shape of more than %lld elements is too large", op, (long long)INT64_MAX);
+      return fdm_seterror("%s: a shape whose sizes multiply beyond %lld is too large", op, (long long)INT64_MAX);
     n *= shape[d];
   }
-  return n;
+  return zero ? 0 : n;
 }
 
 /* a tensor header with contiguous strides (no storage yet) */

@@ -307,8 +307,25 @@ static void tolist_rec(lua_State *L, const fdm_tensor *t, int d, int64_t off) {
     lua_rawseti(L, -2, i + 1);
   }
 }
+/* Lua values tolist may build: tables for every index of the leading dims
+** plus the numbers; beyond this it would exhaust memory (or run for minutes
+** on an empty [2^62, 0] tensor) instead of answering */
+#define TOLIST_MAX ((int64_t)1 << 28)
+
 static int l_tolist(lua_State *L) {
-  fdm_tensor *t = fdm_host_contiguous(CHECK(L, 1));
+  fdm_tensor *src = CHECK(L, 1);
+  int64_t values = 1, tables = 1;
+  for (int d = 0; d < src->ndim; d++) {
+    int64_t s = src->shape[d] ? src->shape[d] : 1;
+    values = values > TOLIST_MAX / s ? TOLIST_MAX + 1 : values * s;
+    if (d < src->ndim - 1) tables = tables > TOLIST_MAX / s ? TOLIST_MAX + 1 : tables * s;
+  }
+  if (values > TOLIST_MAX || tables > TOLIST_MAX) {
+    char b[128];
+    return fdm_lua_errorf(L, "tolist: a tensor of shape %s would make more than %lld Lua values",
+                          fdm_shapestr(src, b, sizeof b), (long long)TOLIST_MAX);
+  }
+  fdm_tensor *t = fdm_host_contiguous(src);
   if (!t) return fdm_lua_error(L);
   fdm_lua_push(L, t);   /* owned by the stack, so a Lua error cannot leak it */
   luaL_checkstack(L, t->ndim + 10, "tolist");

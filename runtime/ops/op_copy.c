@@ -118,10 +118,6 @@ int fdm_copy_(fdm_tensor *dst, fdm_tensor *src) {
     return fdm_seterror("copy_: source shape %s cannot be broadcast to destination shape %s",
                         fdm_shapestr(src, b1, sizeof b1), fdm_shapestr(dst, b2, sizeof b2));
   }
-  for (int d = 0; d < dst->ndim; d++)
-    if (dst->stride[d] == 0 && dst->shape[d] > 1)
-      return fdm_seterror("copy_: the destination is an expanded view (dim %d has stride 0): "
-                          "several of its elements share one memory location; clone it first", d + 1);
   fdm_tensor *s = src;
   if (src->storage == dst->storage && src != dst) {   /* overlapping views: go through a copy */
     int prev = fdm_set_grad_enabled(0);

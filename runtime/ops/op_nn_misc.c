@@ -6,6 +6,7 @@
 ** host (fdm_read_to_host), so errors can name the bad label. */
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fdm_internal.h"
@@ -153,7 +154,11 @@ fdm_tensor *fdm_one_hot(fdm_tensor *labels, int64_t n) {
   if (!host) { fdm_release(lc); return NULL; }
   int bad = 0;
   if (n < 0 && nl == 0) bad = fdm_seterror("one_hot: cannot infer the number of classes of empty labels");
-  else if (n < 0) n = max_label(host, nl) + 1;
+  else if (n < 0) {
+    n = max_label(host, nl);
+    if (n == INT64_MAX) bad = fdm_seterror("one_hot: label %lld leaves no room for a class count", (long long)n);
+    else n += 1;
+  }
   if (!bad) bad = check_label_range(op, host, nl, n);
   free(host);
   if (bad) { fdm_release(lc); return NULL; }

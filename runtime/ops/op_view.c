@@ -42,9 +42,9 @@ static int infer_shape(const char *op, const fdm_tensor *t, int ndim, const int6
     } else if (in[d] < 0) return fdm_seterror("%s: invalid size %lld", op, (long long)in[d]);
     else if (in[d] == 0) zero = 1;
   }
-  for (int d = 0; d < ndim && !zero; d++) {
-    if (d == neg) continue;
-    if (n > INT64_MAX / in[d]) goto bad;   /* more elements than any tensor can hold */
+  for (int d = 0; d < ndim; d++) {
+    if (d == neg || in[d] == 0) continue;
+    if (n > INT64_MAX / in[d]) goto bad;   /* sizes no tensor can have (zeros counted as ones) */
     n *= in[d];
   }
   if (zero) n = 0;
@@ -141,14 +141,14 @@ fdm_tensor *fdm_slice(fdm_tensor *t, int dim, int64_t start, int64_t stop, int64
   if (fdm_backend_check("slice", 1, &t) || check_dim("slice", t, dim)) return NULL;
   int64_t len = t->shape[dim];
   if (step <= 0) { fdm_seterror("slice: step must be positive, got %lld", (long long)step); return NULL; }
-  if (start < 0 || stop > len || start > stop || step > INT64_MAX / 2) {
+  if (start < 0 || stop > len || start > stop) {
     fdm_seterror("slice: range [%lld, %lld) out of bounds for dim %d of size %lld",
                  (long long)start, (long long)stop, dim + 1, (long long)len);
     return NULL;
   }
   int64_t shape[FDM_MAXDIM], stride[FDM_MAXDIM];
   memcpy(shape, t->shape, sizeof shape); memcpy(stride, t->stride, sizeof stride);
-  shape[dim] = (stop - start + step - 1) / step;
+  shape[dim] = stop > start ? (stop - start - 1) / step + 1 : 0;
   stride[dim] = t->stride[dim] * step;
   window_state *s;
   fdm_tensor *v = record_state(fdm_make_view(t, t->ndim, shape, stride, t->offset + start * t->stride[dim]),
@@ -159,8 +159,8 @@ fdm_tensor *fdm_slice(fdm_tensor *t, int dim, int64_t start, int64_t stop, int64
 
 fdm_tensor *fdm_narrow(fdm_tensor *t, int dim, int64_t start, int64_t len) {
   if (check_dim("narrow", t, dim)) return NULL;
-  if (len < 0 || start < 0 || start + len > t->shape[dim]) {
-    fdm_seterror("narrow: start %lld + length %lld exceeds dim %d of size %lld", (long long)start + 1,
+  if (len < 0 || start < 0 || start > t->shape[dim] - len) {
+    fdm_seterror("narrow: start %llu + length %lld exceeds dim %d of size %lld", (unsigned long long)start + 1,
                  (long long)len, dim + 1, (long long)t->shape[dim]);
     return NULL;
   }
@@ -251,7 +251,9 @@ fdm_tensor *fdm_expand(fdm_tensor *t, int ndim, const int64_t *shape) {
                    td + 1, (long long)t->shape[td], (long long)want, fdm_shapestr(t, b, sizeof b));
       return NULL;
     }
+    if (sh[d] < 0) { fdm_seterror("expand: invalid size %lld for dim %d", (long long)sh[d], d + 1); return NULL; }
   }
+  if (fdm_shape_numel("expand", ndim, sh) < 0) return NULL;   /* its element count must fit int64 */
   return record(fdm_make_view(t, ndim, sh, st, t->offset), t, "expand", expand_backward);
 }
 
