@@ -1,0 +1,382 @@
+/*
+** nn_conv_cudnn.cu: conv2d and conv_transpose2d through cuDNN's legacy
+** convolution API (cudnn_cnn), grouped and dilated as the CPU supports.
+**
+** Both ops are one conv2d relation between an "input" image and an "output"
+** image through a filter [out channels, in channels / groups, kh, kw]:
+**   conv2d            input x [N,C,H,W], output y [N,K,OH,OW], filter w [K, C/G, kh, kw]
+**   conv_transpose2d  input y [N,K,OH,OW], output x [N,C,H,W], filter w [C, K/G, kh, kw]
+** so conv_transpose2d's forward is the conv2d's backward-data, its data
+** gradient is the conv2d's forward and its weight gradient the conv2d's
+** backward-filter with the roles of the images swapped.
+**
+** Plans: the descriptors and the three algorithms (forward, backward-data,
+** backward-filter) of one geometry are chosen once and cached in a small
+** open-addressing hash map keyed by (geometry, transposed, TF32). The
+** algorithms come from cuDNN's heuristics (cudnnGet*Algorithm_v7: the first
+** supported one whose workspace fits the limit); FDM_CUDNN_BENCHMARK=1 times
+** them instead (cudnnFind*Algorithm, once per geometry, like PyTorch's
+** cudnn.benchmark). FDM_CUDNN_WORKSPACE_MB (default 1024) caps the
+** workspace of a candidate. The *_work slot returns, in floats, the
+** largest workspace of the three chosen algorithms (one scratch serves the
+** forward and the backward pass) plus room for the weight widened to
+** float32 when it is float16/bfloat16.
+**
+** TF32 (nn_tf32(), FDM_TF32=1): CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH
+** and only FMA algorithms, so float32 results match the CPU's rounding.
+** Bias add and bias gradient are this file's own kernels (the gradient sums
+** in double, as kernels/cpu/conv.c).
+*/
+#include "nn_common.cuh"
+
+#define PLAN_SLOTS 256        /* cached geometries; all are dropped when full */
+#define WS_ALIGN_FLOATS 64    /* the widened weight starts 256 bytes into alignment */
+
+typedef struct {
+  int used;
+  fdm_conv_params p;
+  int transposed, tf32;
+  cudnnTensorDescriptor_t in, out;   /* the conv2d relation's input and output images */
+  cudnnFilterDescriptor_t filt;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t ws_bytes;                   /* max over the three algorithms */
+  int64_t w_floats;                  /* filter elements */
+} conv_plan;
+
+static conv_plan plans[PLAN_SLOTS];
+static int plans_used;
+
+static void plan_destroy(conv_plan *c) {
+  if (c->in) cudnnDestroyTensorDescriptor(c->in);
+  if (c->out) cudnnDestroyTensorDescriptor(c->out);
+  if (c->filt) cudnnDestroyFilterDescriptor(c->filt);
+  if (c->conv) cudnnDestroyConvolutionDescriptor(c->conv);
+  memset(c, 0, sizeof *c);
+}
+
+static uint64_t plan_hash(const fdm_conv_params *p, int transposed, int tf32) {
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < sizeof *p; i++) h = (h ^ b[i]) * 1099511628211ULL;
+  h = (h ^ (uint64_t)(transposed * 2 + tf32)) * 1099511628211ULL;
+  return h;
+}
+
+static int same_key(const conv_plan *c, const fdm_conv_params *p, int transposed, int tf32) {
+  return c->used && c->transposed == transposed && c->tf32 == tf32 && !memcmp(&c->p, p, sizeof *p);
+}
+
+static size_t ws_limit(void) {
+  static size_t lim = 0;
+  if (!lim) {
+    const char *e = getenv("FDM_CUDNN_WORKSPACE_MB");
+    long mb = e && *e ? atol(e) : 1024;
+    if (mb < 0) mb = 0;
+    lim = ((size_t)mb << 20) + 1;   /* +1: nonzero even for a limit of 0 */
+  }
+  return lim - 1;
+}
+
+static int benchmark_mode(void) {
+  static int on = -1;
+  if (on < 0) { const char *e = getenv("FDM_CUDNN_BENCHMARK"); on = e && *e && *e != '0'; }
+  return on;
+}
+
+/* the first usable result: supported, within the workspace limit; without
+** TF32 only FMA (or default-math) ones, the descriptor being FMA_MATH too */
+template <typename Perf, typename Algo>
+static int pick(const char *op, const Perf *r, int n, int tf32, Algo *dst, const char *what) {
+  for (int i = 0; i < n; i++) {
+    if (r[i].status != CUDNN_STATUS_SUCCESS || r[i].memory > ws_limit()) continue;
+    if (!tf32 && r[i].mathType != CUDNN_FMA_MATH && r[i].mathType != CUDNN_DEFAULT_MATH) continue;
+    *dst = r[i].algo;
+    return 0;
+  }
+  return fdm_cuda_seterror("%s: cuDNN offers no %s algorithm for this geometry within a %zu MiB workspace "
+                           "(FDM_CUDNN_WORKSPACE_MB)", op, what, ws_limit() >> 20);
+}
+
+static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
+  const fdm_conv_params *p = &c->p;
+  int G = p->groups > 0 ? p->groups : 1;
+  /* conv2d relation: in channels ci over (hi, wi), out channels co over (ho, wo) */
+  int ci = c->transposed ? p->K : p->C, co = c->transposed ? p->C : p->K;
+  int hi = c->transposed ? p->OH : p->H, wi = c->transposed ? p->OW : p->W;
+  int ho = c->transposed ? p->H : p->OH, wo = c->transposed ? p->W : p->OW;
+  NN_CUDNN(op, cudnnCreateTensorDescriptor(&c->in));
+  NN_CUDNN(op, cudnnCreateTensorDescriptor(&c->out));
+  NN_CUDNN(op, cudnnCreateFilterDescriptor(&c->filt));
+  NN_CUDNN(op, cudnnCreateConvolutionDescriptor(&c->conv));
+  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->in, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, ci, hi, wi));
+  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->out, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, co, ho, wo));
+  NN_CUDNN(op, cudnnSetFilter4dDescriptor(c->filt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, ci / G, p->kh, p->kw));
+  NN_CUDNN(op, cudnnSetConvolution2dDescriptor(c->conv, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw,
+                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  NN_CUDNN(op, cudnnSetConvolutionGroupCount(c->conv, G));
+  NN_CUDNN(op, cudnnSetConvolutionMathType(c->conv, c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+  int n_, c_, h_, w_;
+  NN_CUDNN(op, cudnnGetConvolution2dForwardOutputDim(c->conv, c->in, c->filt, &n_, &c_, &h_, &w_));
+  if (n_ != p->N || c_ != co || h_ != ho || w_ != wo)
+    return fdm_cuda_seterror("%s: cuDNN computes an output [%d, %d, %d, %d] where [%d, %d, %d, %d] was expected",
+                             op, n_, c_, h_, w_, p->N, co, ho, wo);
+  c->w_floats = (int64_t)co * (ci / G) * p->kh * p->kw;
+
+  cudnnConvolutionFwdAlgoPerf_t rf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  cudnnConvolutionBwdDataAlgoPerf_t rd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  cudnnConvolutionBwdFilterAlgoPerf_t rw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  int nf = 0, nd = 0, nw = 0;
+  if (benchmark_mode()) {
+    /* cuDNN allocates its own buffers and times each algorithm once per geometry */
+    NN_CUDNN(op, cudnnFindConvolutionForwardAlgorithm(h, c->in, c->filt, c->conv, c->out,
+                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
+    NN_CUDNN(op, cudnnFindConvolutionBackwardDataAlgorithm(h, c->filt, c->out, c->conv, c->in,
+                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
+    NN_CUDNN(op, cudnnFindConvolutionBackwardFilterAlgorithm(h, c->in, c->out, c->conv, c->filt,
+                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
+  } else {
+    NN_CUDNN(op, cudnnGetConvolutionForwardAlgorithm_v7(h, c->in, c->filt, c->conv, c->out,
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
+    NN_CUDNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->filt, c->out, c->conv, c->in,
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
+    NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
+  }
+  size_t mf = 0, md = 0, mw = 0;
+  if (pick(op, rf, nf, c->tf32, &c->fwd, "forward") || pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data") ||
+      pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter"))
+    return -1;
+  /* the heuristics' memory is an estimate: ask for the exact sizes of the chosen ones */
+  NN_CUDNN(op, cudnnGetConvolutionForwardWorkspaceSize(h, c->in, c->filt, c->conv, c->out, c->fwd, &mf));
+  NN_CUDNN(op, cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->filt, c->out, c->conv, c->in, c->bwd_data, &md));
+  NN_CUDNN(op, cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->in, c->out, c->conv, c->filt, c->bwd_filter,
+                                                              &mw));
+  c->ws_bytes = mf > md ? mf : md;
+  if (mw > c->ws_bytes) c->ws_bytes = mw;
+  return 0;
+}
+
+/* the cached plan of this geometry, built on first use; NULL with the error set */
+static conv_plan *plan_get(const char *op, const fdm_conv_params *p, int transposed) {
+  int tf32 = nn_tf32();
+  cudnnHandle_t h = fdm_cuda_cudnn();
+  if (!h) return NULL;
+  if (cudnnSetStream(h, fdm_cuda_stream()) != CUDNN_STATUS_SUCCESS) {
+    fdm_cuda_seterror("%s: cudnnSetStream failed", op);
+    return NULL;
+  }
+  uint64_t hv = plan_hash(p, transposed, tf32);
+  for (int probe = 0; probe < PLAN_SLOTS; probe++) {
+    conv_plan *c = &plans[(hv + probe) % PLAN_SLOTS];
+    if (same_key(c, p, transposed, tf32)) return c;
+    if (!c->used) break;
+  }
+  if (plans_used >= PLAN_SLOTS * 3 / 4) {   /* keep probes short: start over */
+    for (int i = 0; i < PLAN_SLOTS; i++) if (plans[i].used) plan_destroy(&plans[i]);
+    plans_used = 0;
+  }
+  conv_plan *c = NULL;
+  for (int probe = 0; probe < PLAN_SLOTS && !c; probe++)
+    if (!plans[(hv + probe) % PLAN_SLOTS].used) c = &plans[(hv + probe) % PLAN_SLOTS];
+  memset(c, 0, sizeof *c);
+  c->p = *p;
+  c->transposed = transposed;
+  c->tf32 = tf32;
+  if (plan_build(op, h, c)) { plan_destroy(c); return NULL; }
+  c->used = 1;
+  plans_used++;
+  return c;
+}
+
+static size_t ws_floats_of(const conv_plan *c) {
+  size_t f = (c->ws_bytes + sizeof(float) - 1) / sizeof(float);
+  return (f + WS_ALIGN_FLOATS - 1) / WS_ALIGN_FLOATS * WS_ALIGN_FLOATS;
+}
+
+/* the workspace and the float32 filter (widened into the work buffer when half) */
+static int plan_buffers(const char *op, const conv_plan *c, const fdm_kview *w, const fdm_kview *work,
+                        void **ws, const float **wf) {
+  size_t wsf = ws_floats_of(c), need = wsf + (size_t)c->w_floats;
+  if (!work || (size_t)fdm_kview_numel(work) < need)
+    return fdm_cuda_seterror("%s: work buffer of %lld floats, %zu needed (size it with the *_work kernel)", op,
+                             work ? (long long)fdm_kview_numel(work) : 0LL, need);
+  *ws = work->data;
+  *wf = (const float *)w->data;
+  if (nn_is_half(w)) {
+    float *dst = (float *)work->data + wsf;
+    if (nn_widen_weights(op, w, 0, c->w_floats, dst)) return -1;
+    *wf = dst;
+  }
+  return 0;
+}
+
+/* y [N, K, S] += b[k] */
+static __global__ void conv_bias_add(float *y, const float *b, int64_t n, int64_t S, int K) {
+  NN_FOR(i, n) y[i] += b[(i / S) % K];
+}
+/* y [N, K, S] = b[k] (an empty reduction: no input channels) */
+static __global__ void conv_bias_fill(float *y, const float *b, int64_t n, int64_t S, int K) {
+  NN_FOR(i, n) y[i] = b ? b[(i / S) % K] : 0.0f;
+}
+/* gb[k] = sum over n and s of gy [N, K, S]: one block per channel, double sums */
+static __global__ void conv_bias_grad(const float *gy, int N, int K, int64_t S, float *gb) {
+  __shared__ double sh[64];
+  int k = blockIdx.x;
+  double s = 0.0, unused = 0.0;
+  int64_t tot = (int64_t)N * S;
+  for (int64_t i = threadIdx.x; i < tot; i += blockDim.x) {
+    int64_t n = i / S, j = i - n * S;
+    s += gy[(n * K + k) * S + j];
+  }
+  nn_block_sum2(s, unused, sh);
+  if (threadIdx.x == 0) gb[k] = (float)s;
+}
+
+static int bias_add(const char *op, const fdm_conv_params *p, const fdm_kview *b, float *y, int K, int64_t S) {
+  int64_t n = (int64_t)p->N * K * S;
+  if (!b || !n) return 0;
+  conv_bias_add<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(y, nn_f(b), n, S, K);
+  NN_LAUNCHED(op);
+  return 0;
+}
+
+static int bias_grad(const char *op, const fdm_conv_params *p, const float *gy, float *gb, int K, int64_t S) {
+  if (!gb || K <= 0) return 0;
+  conv_bias_grad<<<K, NN_THREADS, 0, fdm_cuda_stream()>>>(gy, p->N, K, S, gb);
+  NN_LAUNCHED(op);
+  return 0;
+}
+
+static int zero(const char *op, float *p, int64_t n) {
+  if (p && n > 0) NN_CUDA(op, cudaMemsetAsync(p, 0, (size_t)n * sizeof(float), fdm_cuda_stream()));
+  return 0;
+}
+
+/* no cuDNN call for an empty batch or channel count (cuDNN rejects zero dims) */
+static int degenerate(const fdm_conv_params *p) { return p->N <= 0 || p->C <= 0 || p->K <= 0; }
+
+static int conv_work(const char *op, const fdm_conv_params *p, int transposed, size_t *floats) {
+  if (degenerate(p)) { *floats = 0; return 0; }
+  const conv_plan *c = plan_get(op, p, transposed);
+  if (!c) return -1;
+  *floats = ws_floats_of(c) + (size_t)c->w_floats;
+  return 0;
+}
+
+extern "C" int cuda_kernel_conv2d_work(const fdm_conv_params *p, size_t *floats) {
+  return conv_work("conv2d", p, 0, floats);
+}
+
+extern "C" int cuda_kernel_conv_transpose2d_work(const fdm_conv_params *p, size_t *floats) {
+  return conv_work("conv_transpose2d", p, 1, floats);
+}
+
+extern "C" int cuda_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                                          const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  const char *op = "conv2d";
+  int64_t S = (int64_t)p->OH * p->OW;
+  if (degenerate(p)) {
+    int64_t n = (int64_t)p->N * p->K * S;
+    if (n > 0) {
+      conv_bias_fill<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(nn_f(y), nn_f(b), n, S, p->K);
+      NN_LAUNCHED(op);
+    }
+    return 0;
+  }
+  const conv_plan *c = plan_get(op, p, 0);
+  void *ws;
+  const float *wf;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
+  const float one = 1.0f, nil = 0.0f;
+  NN_CUDNN(op, cudnnConvolutionForward(fdm_cuda_cudnn(), &one, c->in, x->data, c->filt, wf, c->conv, c->fwd, ws,
+                                       c->ws_bytes, &nil, c->out, y->data));
+  return bias_add(op, p, b, nn_f(y), p->K, S);
+}
+
+extern "C" int cuda_kernel_conv2d_backward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
+                                           const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
+                                           const fdm_kview *gb, const fdm_kview *work) {
+  const char *op = "conv2d";
+  int64_t S = (int64_t)p->OH * p->OW;
+  if (bias_grad(op, p, nn_f(gy), nn_f(gb), p->K, S)) return -1;
+  if (degenerate(p)) {
+    int G = p->groups > 0 ? p->groups : 1;
+    if (zero(op, nn_f(gx), (int64_t)p->N * p->C * p->H * p->W) ||
+        zero(op, nn_f(gw), (int64_t)p->K * (p->C / G) * p->kh * p->kw))
+      return -1;
+    return 0;
+  }
+  if (!gx && !gw) return 0;
+  const conv_plan *c = plan_get(op, p, 0);
+  void *ws;
+  const float *wf;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
+  const float one = 1.0f, nil = 0.0f;
+  cudnnHandle_t h = fdm_cuda_cudnn();
+  if (gx)
+    NN_CUDNN(op, cudnnConvolutionBackwardData(h, &one, c->filt, wf, c->out, gy->data, c->conv, c->bwd_data, ws,
+                                              c->ws_bytes, &nil, c->in, gx->data));
+  if (gw)
+    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, x->data, c->out, gy->data, c->conv, c->bwd_filter,
+                                                ws, c->ws_bytes, &nil, c->filt, gw->data));
+  return 0;
+}
+
+extern "C" int cuda_kernel_conv_transpose2d_forward(const fdm_conv_params *p, const fdm_kview *x,
+                                                    const fdm_kview *w, const fdm_kview *b, const fdm_kview *y,
+                                                    const fdm_kview *work) {
+  const char *op = "conv_transpose2d";
+  int64_t S = (int64_t)p->OH * p->OW;
+  if (degenerate(p)) {
+    int64_t n = (int64_t)p->N * p->K * S;
+    if (n > 0) {
+      conv_bias_fill<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(nn_f(y), nn_f(b), n, S, p->K);
+      NN_LAUNCHED(op);
+    }
+    return 0;
+  }
+  const conv_plan *c = plan_get(op, p, 1);
+  void *ws;
+  const float *wf;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
+  const float one = 1.0f, nil = 0.0f;
+  /* y (the relation's input image) = backward-data of x (its output image) */
+  NN_CUDNN(op, cudnnConvolutionBackwardData(fdm_cuda_cudnn(), &one, c->filt, wf, c->out, x->data, c->conv,
+                                            c->bwd_data, ws, c->ws_bytes, &nil, c->in, y->data));
+  return bias_add(op, p, b, nn_f(y), p->K, S);
+}
+
+extern "C" int cuda_kernel_conv_transpose2d_backward(const fdm_conv_params *p, const fdm_kview *x,
+                                                     const fdm_kview *w, const fdm_kview *gy, const fdm_kview *gx,
+                                                     const fdm_kview *gw, const fdm_kview *gb,
+                                                     const fdm_kview *work) {
+  const char *op = "conv_transpose2d";
+  int64_t S = (int64_t)p->OH * p->OW;
+  if (bias_grad(op, p, nn_f(gy), nn_f(gb), p->K, S)) return -1;
+  if (degenerate(p)) {
+    int G = p->groups > 0 ? p->groups : 1;
+    if (zero(op, nn_f(gx), (int64_t)p->N * p->C * p->H * p->W) ||
+        zero(op, nn_f(gw), (int64_t)p->C * (p->K / G) * p->kh * p->kw))
+      return -1;
+    return 0;
+  }
+  if (!gx && !gw) return 0;
+  const conv_plan *c = plan_get(op, p, 1);
+  void *ws;
+  const float *wf;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
+  const float one = 1.0f, nil = 0.0f;
+  cudnnHandle_t h = fdm_cuda_cudnn();
+  /* gx (the relation's output image) = conv2d forward of gy */
+  if (gx)
+    NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, gy->data, c->filt, wf, c->conv, c->fwd, ws, c->ws_bytes,
+                                         &nil, c->out, gx->data));
+  /* gw: backward-filter with gy as the input image and x as the output gradient */
+  if (gw)
+    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, gy->data, c->out, x->data, c->conv, c->bwd_filter,
+                                                ws, c->ws_bytes, &nil, c->filt, gw->data));
+  return 0;
+}
