@@ -1,7 +1,7 @@
 /*
 ** nn_common.cuh: what the CUDA neural-network kernels (kernels/cuda/nn_*.cu)
 ** share: the plugin's stream, library handles, scratch and error reporting
-** (from the core's kernels/cuda/cuda_common.h), status checks, launch
+** (the core's kernels/cuda/cuda_common.h), status checks, launch
 ** geometry, half-precision weight widening and the TF32 switch.
 **
 ** Every kernel-table entry here is `extern "C" int cuda_kernel_<slot>(...)`
@@ -21,28 +21,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "fdm_kernels.h"
 
-#if defined(__has_include)
-#if __has_include("cuda_common.h")
-#define FDM_NN_HAVE_CUDA_COMMON 1
-#include "cuda_common.h"
-#endif
-#endif
-#ifndef FDM_NN_HAVE_CUDA_COMMON
-/* the core's accessors (kernels/cuda/cuda_common.h, owned by the core):
-** the stream every kernel runs on, the library handles bound to it, a
-** device scratch buffer of at least `bytes` owned by the plugin (valid for
-** work queued on the stream until the next fdm_cuda_scratch call; NULL
-** with the error set when memory runs out) and the host's seterror */
-extern "C" {
-cudaStream_t fdm_cuda_stream(void);
-cublasHandle_t fdm_cuda_cublas(void);
-cudnnHandle_t fdm_cuda_cudnn(void);
-void *fdm_cuda_scratch(size_t bytes);
-int fdm_cuda_seterror(const char *fmt, ...);
-}
-#endif
+#include "cuda_kernels.h"   /* the weak cuda_kernel_<slot> declarations; cuda_common.h services */
 
 /* ---- status checks: each returns -1 with the error set, naming the op ---- */
 static inline int nn_cuda_fail(const char *op, const char *what, cudaError_t e) {
@@ -147,9 +127,9 @@ static inline int nn_is_half(const fdm_kview *w) { return w->dtype == FDM_FLOAT1
 int nn_widen_weights(const char *op, const fdm_kview *w, int64_t first, int64_t n, float *dst);
 
 /* ---- TF32 ----
-** Matrix products and convolutions use TF32 tensor cores only when enabled:
-** FDM_TF32=1 in the environment (read once), the analogue of PyTorch's
+** Matrix products and convolutions use TF32 tensor cores only when the core
+** allows it (fdm_cuda_tf32(): FDM_TF32=1), the analogue of PyTorch's
 ** torch.backends.{cuda.matmul,cudnn}.allow_tf32. Off by default so results
 ** match the CPU to float32 rounding. */
-int nn_tf32(void);
+static inline int nn_tf32(void) { return fdm_cuda_tf32(); }
 #endif

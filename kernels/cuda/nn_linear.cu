@@ -2,7 +2,7 @@
 ** nn_linear.cu: y = x w^T + b and its gradients through cuBLAS (column-major
 ** views of the row-major buffers), the bias add and the bias gradient (a
 ** column reduction in double, as kernels/cpu/linear.c); the weight widening
-** and the TF32 switch shared by the NN kernels (nn_common.cuh).
+** shared by the NN kernels (nn_common.cuh).
 **
 ** A float16/bfloat16 weight is widened to float32 block by block into the
 ** plugin's scratch (at most LINEAR_SCRATCH_BYTES at a time), each block one
@@ -13,15 +13,6 @@
 #include "nn_common.cuh"
 
 #define LINEAR_SCRATCH_BYTES ((int64_t)64 << 20)
-
-int nn_tf32(void) {
-  static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("FDM_TF32");
-    on = e && *e && *e != '0';
-  }
-  return on;
-}
 
 static __global__ void widen_f16(const __half *src, int64_t n, float *dst) {
   NN_FOR(i, n) dst[i] = __half2float(src[i]);
