@@ -42,7 +42,7 @@ CUDA_SRC := $(wildcard kernels/cuda/*.cu)
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
 CUDA_LIBDIRS_USED := $(sort $(dir $(CUDNN_SO) $(CUBLAS_SO)))
 NVCCFLAGS ?= -O2
-NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wno-unused-parameter,-fvisibility=hidden \
+NVCCFLAGS += -std=c++17 --extended-lambda $(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wno-unused-parameter,-fvisibility=hidden \
              -Iruntime/core -Ikernels -Ikernels/cuda $(addprefix -I,$(sort $(CUDNN_INC) $(CUBLAS_INC)))
 CUDA_LDLIBS := $(addprefix -L,$(CUDA_LIBDIRS_USED)) $(addprefix -Xlinker -rpath -Xlinker ,$(CUDA_LIBDIRS_USED)) \
                -l:$(notdir $(CUDNN_SO)) -l:$(notdir $(CUBLAS_SO)) -cudart static
