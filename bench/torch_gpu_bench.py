@@ -223,7 +223,8 @@ def run_impl(impl, mode, bf16, args, S):
     for w in args.workloads.split(","):
         try:
             t0 = time.perf_counter()
-            ips, sec, note = run_workload(w, S, mode, bf16, Box(args.box))
+            box = Box(args.long_box if w in ("cc_epoch", "cfg_sample") else args.box)
+            ips, sec, note = run_workload(w, S, mode, bf16, box)
             log("RESULT %s %s %.6g %.6g %s (%.0f s incl. warm-up/compile)" % (
                 w, impl, ips, sec, note.replace(" ", "_"), time.perf_counter() - t0))
         except Exception as e:  # one failing workload must not hide the others
@@ -243,7 +244,8 @@ def main():
     ap.add_argument("--tf32", type=int, default=1, help="TF32 matmuls and convolutions (1) or strict fp32 (0)")
     ap.add_argument("--cudnn-benchmark", type=int, default=1)
     ap.add_argument("--budget", type=float, default=150.0, help="seconds for everything (compile included)")
-    ap.add_argument("--box", type=float, default=4.0, help="seconds of timed work per workload")
+    ap.add_argument("--box", type=float, default=4.0, help="seconds of timed work per train-step workload")
+    ap.add_argument("--long-box", type=float, default=20.0, help="seconds of timed work for the epoch and the sampler")
     ap.add_argument("--modes", default="eager,eager_bf16,reduce-overhead,max-autotune")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--tiny", type=int, default=0, help="tiny sizes (a smoke test of the script)")
@@ -282,6 +284,7 @@ def main():
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--tf32", str(int(args.tf32)),
                "--cudnn-benchmark", str(int(args.cudnn_benchmark)), "--box", str(args.box),
+               "--long-box", str(args.long_box),
                "--workloads", args.workloads, "--tiny", str(args.tiny)]
         # the child's lines as they come; killed at the deadline (what it printed stands)
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
