@@ -1,0 +1,47 @@
+-- tests/cuda_parity_spec.lua: the GPU parity suite (tests/cuda/parity.lua,
+-- `make test-cuda`) tested here, where there is no GPU: run by fdm against the
+-- fake device (CPU kernels over memory of its own) every case must pass, and
+-- asked for "cuda" without a CUDA device it must say so and skip cleanly.
+local fdm = require "fdm"
+
+local BIN = os.getenv("FDM_BIN") or "build/fdm"
+local FAKE = os.getenv("FDM_FAKE_BACKEND")
+
+local function run(env)
+  local p = io.popen(env .. " " .. BIN .. " tests/cuda/parity.lua 2>&1; echo \"rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  return out, tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+describe("GPU parity suite", function()
+  it("passes every case against the fake device", function()
+    assert.truthy(FAKE and FAKE ~= "", "FDM_FAKE_BACKEND is not set (make test builds it)")
+    local out, rc = run("FDM_PARITY_DEVICE=fake FDM_PARITY_QUICK=1 FDM_FAKE_BACKEND=" .. FAKE)
+    local passed, failed = out:match("parity fake vs cpu: (%d+) passed, (%d+) failed")
+    assert.truthy(passed, out)
+    assert.are.equal("0", failed, out)
+    assert.is_true(tonumber(passed) >= 250, "only " .. passed .. " cases ran:\n" .. out)
+    assert.are.equal(0, rc, out)
+  end)
+
+  it("sees a device that computes differently", function()
+    -- without the gemm kernel on the fake device every matmul case must fail
+    local out, rc = run("FDM_PARITY_DEVICE=fake FDM_PARITY_FILTER=matmul FDM_FAKE_WITHOUT=gemm FDM_FAKE_BACKEND=" .. FAKE)
+    assert.truthy(out:find("FAIL matmul", 1, true), out)
+    assert.truthy(out:find("not implemented on device 'fake'", 1, true), out)
+    assert.are.equal(1, rc, out)
+  end)
+
+  it("without a CUDA device says so and skips", function()
+    local has_cuda = false
+    for _, d in ipairs(fdm.devices()) do if d == "cuda" then has_cuda = true end end
+    local out, rc = run("FDM_PARITY_DEVICE=cuda FDM_PARITY_FILTER=^add$")
+    if has_cuda then
+      assert.truthy(out:find("parity cuda vs cpu", 1, true), out)
+    else
+      assert.truthy(out:find("^no CUDA device: skipped %(") , out)
+      assert.are.equal(0, rc, out)
+    end
+  end)
+end)
