@@ -44,6 +44,11 @@ typedef struct {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_bytes;                   /* max over the three algorithms */
   int64_t w_floats;                  /* filter elements */
+  /* conv_transpose2d with output_padding >= stride (allowed when smaller than
+  ** the dilation): the relation's output image is hr x wr, larger than x's
+  ** H x W; x is used zero-padded to that size (pad_floats in the work buffer) */
+  int hr, wr;
+  int64_t pad_floats;
 } conv_plan;
 
 static conv_plan plans[PLAN_SLOTS];
@@ -112,7 +117,6 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   NN_CUDNN(op, cudnnCreateFilterDescriptor(&c->filt));
   NN_CUDNN(op, cudnnCreateConvolutionDescriptor(&c->conv));
   NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->in, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, ci, hi, wi));
-  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->out, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, co, ho, wo));
   NN_CUDNN(op, cudnnSetFilter4dDescriptor(c->filt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, ci / G, p->kh, p->kw));
   NN_CUDNN(op, cudnnSetConvolution2dDescriptor(c->conv, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -120,9 +124,14 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   NN_CUDNN(op, cudnnSetConvolutionMathType(c->conv, c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   int n_, c_, h_, w_;
   NN_CUDNN(op, cudnnGetConvolution2dForwardOutputDim(c->conv, c->in, c->filt, &n_, &c_, &h_, &w_));
-  if (n_ != p->N || c_ != co || h_ != ho || w_ != wo)
+  int larger = c->transposed && h_ >= ho && w_ >= wo;   /* output_padding >= stride: zero-padded x */
+  if (n_ != p->N || c_ != co || ((h_ != ho || w_ != wo) && !larger))
     return fdm_cuda_seterror("%s: cuDNN computes an output [%d, %d, %d, %d] where [%d, %d, %d, %d] was expected",
                              op, n_, c_, h_, w_, p->N, co, ho, wo);
+  c->hr = h_;
+  c->wr = w_;
+  c->pad_floats = (h_ != ho || w_ != wo) ? (int64_t)p->N * co * h_ * w_ : 0;
+  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->out, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, co, h_, w_));
   c->w_floats = (int64_t)co * (ci / G) * p->kh * p->kw;
 
   cudnnConvolutionFwdAlgoPerf_t rf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -162,10 +171,9 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
 /* the cached plan of this geometry, built on first use; NULL with the error set */
 static conv_plan *plan_get(const char *op, const fdm_conv_params *p, int transposed) {
   int tf32 = nn_tf32();
-  cudnnHandle_t h = fdm_cuda_cudnn();
-  if (!h) return NULL;
-  if (cudnnSetStream(h, fdm_cuda_stream()) != CUDNN_STATUS_SUCCESS) {
-    fdm_cuda_seterror("%s: cudnnSetStream failed", op);
+  cudnnHandle_t h = fdm_cuda_cudnn();   /* bound to fdm_cuda_stream() by the core */
+  if (!h) {
+    fdm_cuda_seterror("%s: no cuDNN handle", op);
     return NULL;
   }
   uint64_t hv = plan_hash(p, transposed, tf32);
@@ -191,15 +199,18 @@ static conv_plan *plan_get(const char *op, const fdm_conv_params *p, int transpo
   return c;
 }
 
-static size_t ws_floats_of(const conv_plan *c) {
-  size_t f = (c->ws_bytes + sizeof(float) - 1) / sizeof(float);
-  return (f + WS_ALIGN_FLOATS - 1) / WS_ALIGN_FLOATS * WS_ALIGN_FLOATS;
+static size_t align_floats(size_t f) { return (f + WS_ALIGN_FLOATS - 1) / WS_ALIGN_FLOATS * WS_ALIGN_FLOATS; }
+
+/* the work buffer: [workspace][padded x (transposed, output_padding >= stride)][widened weight] */
+static size_t ws_floats_of(const conv_plan *c) { return align_floats((c->ws_bytes + sizeof(float) - 1) / sizeof(float)); }
+static size_t work_floats_of(const conv_plan *c) {
+  return ws_floats_of(c) + align_floats((size_t)c->pad_floats) + (size_t)c->w_floats;
 }
 
 /* the workspace and the float32 filter (widened into the work buffer when half) */
 static int plan_buffers(const char *op, const conv_plan *c, const fdm_kview *w, const fdm_kview *work,
                         void **ws, const float **wf) {
-  size_t wsf = ws_floats_of(c), need = wsf + (size_t)c->w_floats;
+  size_t wsf = ws_floats_of(c) + align_floats((size_t)c->pad_floats), need = work_floats_of(c);
   if (!work || (size_t)fdm_kview_numel(work) < need)
     return fdm_cuda_seterror("%s: work buffer of %lld floats, %zu needed (size it with the *_work kernel)", op,
                              work ? (long long)fdm_kview_numel(work) : 0LL, need);
@@ -211,6 +222,37 @@ static int plan_buffers(const char *op, const conv_plan *c, const fdm_kview *w, 
     *wf = dst;
   }
   return 0;
+}
+
+/* dst [P, hr, wr] = src [P, h, w] in the top-left corner, zeros elsewhere */
+static __global__ void pad_planes(const float *src, int64_t P, int h, int w, float *dst, int hr, int wr) {
+  NN_FOR(i, P * hr * wr) {
+    int64_t pl = i / ((int64_t)hr * wr);
+    int r = (int)(i - pl * hr * wr), y = r / wr, x = r - y * wr;
+    dst[i] = (y < h && x < w) ? src[(pl * h + y) * w + x] : 0.0f;
+  }
+}
+/* dst [P, h, w] = the top-left corner of src [P, hr, wr] */
+static __global__ void crop_planes(const float *src, int64_t P, int hr, int wr, float *dst, int h, int w) {
+  NN_FOR(i, P * h * w) {
+    int64_t pl = i / ((int64_t)h * w);
+    int r = (int)(i - pl * h * w), y = r / w, x = r - y * w;
+    dst[i] = src[(pl * hr + y) * wr + x];
+  }
+}
+
+/* the relation's output image for x [N, C, H, W] of a transposed conv: x itself, or x zero-padded into the
+** work buffer */
+static float *padded_x(const char *op, const conv_plan *c, const fdm_kview *x, const fdm_kview *work, int copy) {
+  if (!c->pad_floats) return (float *)x->data;
+  float *pad = (float *)work->data + ws_floats_of(c);
+  if (copy) {
+    int64_t P = (int64_t)c->p.N * c->p.C;
+    pad_planes<<<nn_blocks(c->pad_floats), NN_THREADS, 0, fdm_cuda_stream()>>>((const float *)x->data, P, c->p.H,
+                                                                              c->p.W, pad, c->hr, c->wr);
+    if (cudaGetLastError() != cudaSuccess) { fdm_cuda_seterror("%s: padding the input failed", op); return NULL; }
+  }
+  return pad;
 }
 
 /* y [N, K, S] += b[k] */
@@ -262,7 +304,7 @@ static int conv_work(const char *op, const fdm_conv_params *p, int transposed, s
   if (degenerate(p)) { *floats = 0; return 0; }
   const conv_plan *c = plan_get(op, p, transposed);
   if (!c) return -1;
-  *floats = ws_floats_of(c) + (size_t)c->w_floats;
+  *floats = work_floats_of(c);
   return 0;
 }
 
@@ -344,7 +386,9 @@ extern "C" int cuda_kernel_conv_transpose2d_forward(const fdm_conv_params *p, co
   if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
   const float one = 1.0f, nil = 0.0f;
   /* y (the relation's input image) = backward-data of x (its output image) */
-  NN_CUDNN(op, cudnnConvolutionBackwardData(fdm_cuda_cudnn(), &one, c->filt, wf, c->out, x->data, c->conv,
+  const float *px = padded_x(op, c, x, work, 1);
+  if (!px) return -1;
+  NN_CUDNN(op, cudnnConvolutionBackwardData(fdm_cuda_cudnn(), &one, c->filt, wf, c->out, px, c->conv,
                                             c->bwd_data, ws, c->ws_bytes, &nil, c->in, y->data));
   return bias_add(op, p, b, nn_f(y), p->K, S);
 }
@@ -370,13 +414,23 @@ extern "C" int cuda_kernel_conv_transpose2d_backward(const fdm_conv_params *p, c
   if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
   const float one = 1.0f, nil = 0.0f;
   cudnnHandle_t h = fdm_cuda_cudnn();
-  /* gx (the relation's output image) = conv2d forward of gy */
-  if (gx)
-    NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, gy->data, c->filt, wf, c->conv, c->fwd, ws, c->ws_bytes,
-                                         &nil, c->out, gx->data));
   /* gw: backward-filter with gy as the input image and x as the output gradient */
-  if (gw)
-    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, gy->data, c->out, x->data, c->conv, c->bwd_filter,
+  if (gw) {
+    const float *px = padded_x(op, c, x, work, 1);
+    if (!px) return -1;
+    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, gy->data, c->out, px, c->conv, c->bwd_filter,
                                                 ws, c->ws_bytes, &nil, c->filt, gw->data));
+  }
+  /* gx (the relation's output image) = conv2d forward of gy (cropped from the padded size) */
+  if (gx) {
+    float *dst = c->pad_floats ? padded_x(op, c, x, work, 0) : (float *)gx->data;
+    NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, gy->data, c->filt, wf, c->conv, c->fwd, ws, c->ws_bytes,
+                                         &nil, c->out, dst));
+    if (c->pad_floats) {
+      int64_t P = (int64_t)p->N * p->C, n = P * p->H * p->W;
+      crop_planes<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(dst, P, c->hr, c->wr, nn_f(gx), p->H, p->W);
+      NN_LAUNCHED(op);
+    }
+  }
   return 0;
 }

@@ -48,9 +48,8 @@ static int sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int
   if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
     return fdm_cuda_seterror("%s: matrix dims %lld x %lld x %lld too large for cuBLAS", op, (long long)m,
                              (long long)n, (long long)k);
-  cublasHandle_t h = fdm_cuda_cublas();
-  if (!h) return -1;
-  NN_CUBLAS(op, cublasSetStream(h, fdm_cuda_stream()));
+  cublasHandle_t h = fdm_cuda_cublas();   /* bound to fdm_cuda_stream() by the core */
+  if (!h) return fdm_cuda_seterror("%s: no cuBLAS handle", op);
   const float alpha = 1.0f;
   cublasComputeType_t ct = nn_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   NN_CUBLAS(op, cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_32F, (int)lda, B, CUDA_R_32F,

@@ -45,7 +45,7 @@ static __device__ __forceinline__ float bn_grad_in(const float *gy, const float 
 template <typename I>
 static __global__ void bn_partial_stats(const float *x, int C, I S, I tot, int splits, double *part) {
   __shared__ double sh[64];
-  int c = blockIdx.y, j = blockIdx.x;
+  int c = blockIdx.x, j = blockIdx.y;
   I chunk = (tot + splits - 1) / splits, lo = (I)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double k = tot ? (double)x[(int64_t)c * S] : 0.0, s1 = 0.0, s2 = 0.0;
   for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
@@ -112,7 +112,7 @@ template <typename I>
 static __global__ void bn_partial_grad(const float *x, const float *gy, const float *pre, const float *mean, int C,
                                        I S, I tot, int splits, double *part) {
   __shared__ double sh[64];
-  int c = blockIdx.y, j = blockIdx.x;
+  int c = blockIdx.x, j = blockIdx.y;
   I chunk = (tot + splits - 1) / splits, lo = (I)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double m = mean[c], sg = 0.0, sgx = 0.0;
   for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
@@ -180,7 +180,7 @@ static int bn_forward(const char *op, const fdm_batch_norm_params *p, const fdm_
     int splits = bn_splits(n);
     double *part = (double *)fdm_cuda_scratch((size_t)C * splits * 2 * sizeof(double));
     if (!part) return -1;
-    dim3 grid(splits, C);
+    dim3 grid(C, splits);
     if (n < INT32_MAX)
       bn_partial_stats<uint32_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), C, (uint32_t)S, (uint32_t)n, splits, part);
     else
@@ -219,7 +219,7 @@ static int bn_backward(const char *op, const fdm_batch_norm_params *p, const fdm
   float *coef = (float *)(scratch + part_bytes);
   const float *ppre = nn_f(pre);
   if (need_sums) {
-    dim3 grid(splits, C);
+    dim3 grid(C, splits);
     if (n < INT32_MAX)
       bn_partial_grad<uint32_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), nn_f(gy), ppre, nn_f(save_mean), C,
                                                              (uint32_t)S, (uint32_t)n, splits, part);
