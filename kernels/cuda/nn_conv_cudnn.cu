@@ -25,7 +25,7 @@
 ** TF32 (nn_tf32(), FDM_TF32=1): CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH
 ** and only FMA algorithms, so float32 results match the CPU's rounding.
 ** Bias add and bias gradient are this file's own kernels (the gradient sums
-** in double, as kernels/cpu/conv.c).
+** in double, as kernels/cpu/conv.c, split over blocks per channel).
 */
 #include "nn_common.cuh"
 
@@ -263,18 +263,28 @@ static __global__ void conv_bias_add(float *y, const float *b, int64_t n, int64_
 static __global__ void conv_bias_fill(float *y, const float *b, int64_t n, int64_t S, int K) {
   NN_FOR(i, n) y[i] = b ? b[(i / S) % K] : 0.0f;
 }
-/* gb[k] = sum over n and s of gy [N, K, S]: one block per channel, double sums */
-static __global__ void conv_bias_grad(const float *gy, int N, int K, int64_t S, float *gb) {
+/* gb[k] = sum over n and s of gy [N, K, S] in double: partial sums of
+** (channel, split) blocks into the plugin's scratch, then one thread per channel */
+#define BIAS_SPLIT_MIN 8192
+#define BIAS_MAX_SPLITS 32
+static __global__ void conv_bias_partial(const float *gy, int K, int64_t S, int64_t tot, int splits, double *part) {
   __shared__ double sh[64];
-  int k = blockIdx.x;
+  int k = blockIdx.x, j = blockIdx.y;
+  int64_t chunk = (tot + splits - 1) / splits, lo = (int64_t)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double s = 0.0, unused = 0.0;
-  int64_t tot = (int64_t)N * S;
-  for (int64_t i = threadIdx.x; i < tot; i += blockDim.x) {
-    int64_t n = i / S, j = i - n * S;
-    s += gy[(n * K + k) * S + j];
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    int64_t n = i / S, r = i - n * S;
+    s += gy[(n * K + k) * S + r];
   }
   nn_block_sum2(s, unused, sh);
-  if (threadIdx.x == 0) gb[k] = (float)s;
+  if (threadIdx.x == 0) part[(int64_t)k * splits + j] = s;
+}
+static __global__ void conv_bias_finalize(const double *part, int K, int splits, float *gb) {
+  int k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k >= K) return;
+  double s = 0.0;
+  for (int j = 0; j < splits; j++) s += part[(int64_t)k * splits + j];
+  gb[k] = (float)s;
 }
 
 static int bias_add(const char *op, const fdm_conv_params *p, const fdm_kview *b, float *y, int K, int64_t S) {
@@ -287,7 +297,17 @@ static int bias_add(const char *op, const fdm_conv_params *p, const fdm_kview *b
 
 static int bias_grad(const char *op, const fdm_conv_params *p, const float *gy, float *gb, int K, int64_t S) {
   if (!gb || K <= 0) return 0;
-  conv_bias_grad<<<K, NN_THREADS, 0, fdm_cuda_stream()>>>(gy, p->N, K, S, gb);
+  cudaStream_t st = fdm_cuda_stream();
+  int64_t tot = (int64_t)(p->N > 0 ? p->N : 0) * S;
+  int64_t splits = tot / BIAS_SPLIT_MIN;
+  if (splits < 1) splits = 1;
+  if (splits > BIAS_MAX_SPLITS) splits = BIAS_MAX_SPLITS;
+  double *part = (double *)fdm_cuda_scratch((size_t)K * splits * sizeof(double));
+  if (!part) return -1;
+  dim3 grid(K, (unsigned)splits);
+  conv_bias_partial<<<grid, NN_THREADS, 0, st>>>(gy, K, S, tot, (int)splits, part);
+  NN_LAUNCHED(op);
+  conv_bias_finalize<<<(K + 255) / 256, 256, 0, st>>>(part, K, (int)splits, gb);
   NN_LAUNCHED(op);
   return 0;
 }
