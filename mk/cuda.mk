@@ -5,7 +5,8 @@
 # CUDA_HOME (default /usr/local/cuda, or nvcc's on the PATH), the libraries
 # also in the Python environment of PyTorch (site-packages/nvidia/{cudnn,
 # cublas,cu13,...}), which has versioned sonames only: the plugin links
-# -l:libcudnn.so.9 style names, found either way. cudart is linked static.
+# -l:libcudnn.so.9 style names, found either way. cudart, libstdc++ and
+# libgcc are linked static, so the plugin needs only cuDNN and cuBLAS.
 # Every kernels/cuda/*.cu is compiled in (sm_90 code plus compute_90 PTX).
 CUDA ?= auto
 NVCC_PATH := $(shell command -v nvcc 2>/dev/null)
@@ -61,10 +62,18 @@ $(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu kernels/cuda/cuda_kernels.h $(w
 
 $(CUDA_PLUGIN): $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(CUDA_ARCH) -shared -o $@ $(CUDA_OBJ) $(CUDA_LDLIBS)
+	$(NVCC) $(CUDA_ARCH) -shared -Xcompiler -static-libstdc++,-static-libgcc -o $@ $(CUDA_OBJ) $(CUDA_LDLIBS)
 endif
 
 # `make test-cuda`: the GPU parity suite (tests/cuda/parity.lua) run by fdm
 # itself; without a CUDA device it says so and passes as skipped
 test-cuda: all
 	$(LUA_ENV) ./$(BUILD)/fdm tests/cuda/parity.lua
+
+# tools/gpu-bundle.sh: an fdm that finds the libraries the bundle brings in
+# ../lib before anything else (DT_RPATH, which also covers their own
+# dependencies), so the GPU machine's LD_LIBRARY_PATH only adds CUDA's
+$(BUILD)/gpu/bin/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libfdm.a -llua5.4 -lreadline \
+	  -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib' $(LDLIBS)
