@@ -41,6 +41,7 @@ if not o.samples and not o.model then
   os.exit(2)
 end
 
+require("fdm.cli").check_device("eval", o.device)
 local t_start = fdm.time()
 local net = cls.load(o.classifier)
 

@@ -44,4 +44,14 @@ describe("GPU parity suite", function()
       assert.are.equal(0, rc, out)
     end
   end)
+
+  it("a script given --device cuda without a CUDA device says why and exits 2", function()
+    for _, d in ipairs(fdm.devices()) do if d == "cuda" then return end end
+    local p = io.popen(BIN .. " scripts/flow_time.lua --device cuda 2>&1; echo \"rc=$?\"")
+    local out = p:read("a")
+    p:close()
+    assert.truthy(out:find("flow_time: --device cuda: device 'cuda' is not available", 1, true), out)
+    assert.truthy(out:find("rc=2", 1, true), out)
+    assert.falsy(out:find("traceback", 1, true), out)
+  end)
 end)
