@@ -34,7 +34,8 @@
 -- Environment:
 --   FDM_BENCH_DEVICE  cuda (default) or fake: the test suite's fake device
 --                     (FDM_FAKE_BACKEND, default build/tests/fdm_fake_backend.so)
---                     at tiny sizes, to check this script on a machine without a GPU
+--                     at tiny sizes, PyTorch then on the CPU: a check of the
+--                     scripts on a machine without a GPU
 --   BENCH_GPU_BUDGET  seconds for the whole run (default 180); PyTorch gets what
 --                     fdm leaves (at least 60), its compile modes are cut off at that
 --   BENCH_BOX         seconds of timed work per train-step workload (default 4)
@@ -346,9 +347,11 @@ end
 local torch_name
 if DO_TORCH then
   local left = math.max(60, BUDGET - (clock() - T_START))
+  -- on the fake device PyTorch runs on the CPU: a check of the script, like fdm's half
   local cmd = ("%s %s/torch_gpu_bench.py --tf32 %d --cudnn-benchmark %d --budget %d --box %g --long-box %g "
-    .. "--modes %s --workloads %s --tiny %d 2>&1"):format(PYTHON, HERE, TF32 and 1 or 0, CUDNN_BENCH and 1 or 0,
-    math.floor(left), BOX, LONG_BOX, TORCH_MODES, WORKLOADS, TINY and 1 or 0)
+    .. "--modes %s --workloads %s --tiny %d --device %s 2>&1"):format(PYTHON, HERE, TF32 and 1 or 0,
+    CUDNN_BENCH and 1 or 0, math.floor(left), BOX, LONG_BOX, TORCH_MODES, WORKLOADS, TINY and 1 or 0,
+    DEV == "cuda" and "cuda" or "cpu")
   print("PyTorch: " .. cmd)
   local p = io.popen(cmd)
   for line in p:lines() do
@@ -359,6 +362,14 @@ if DO_TORCH then
     else
       local dev = line:match("^DEVICE (.+)$")
       if dev then torch_name = dev end
+      local fw, fimpl, msg = line:match("^FAILED (%S+) (%S+) (.*)$")
+      if fw and results[fw] then results[fw][fimpl] = { error = "failed: " .. msg } end
+      local cut_kind, cut_impl = line:match("^(%u+) (compile:%S+)")
+      if cut_kind == "TIMEOUT" or cut_kind == "SKIPPED" then
+        for _, w in ipairs(order) do
+          results[w][cut_impl] = results[w][cut_impl] or { error = cut_kind == "TIMEOUT" and "timed out" or "skipped (time box)" }
+        end
+      end
       print("  torch: " .. line)
     end
     io.stdout:flush()
@@ -393,7 +404,7 @@ print("| workload | implementation | precision | images/s | fdm ÷ this | TFLOP/
 print("|---|---|---|---:|---:|---:|---:|")
 local function row(w, name, prec, r, fdm_r)
   local ips = r and r.ips and ((r.note and r.note:find("extrapolated") and "~" or "") .. ("%.1f"):format(r.ips))
-    or (r and r.error and "failed" or "-")
+    or (r and r.error and (r.error:match("^([^:]+)") or "failed") or "-")
   local ratio = (fdm_r and fdm_r.ips and r and r.ips) and ("%.2f"):format(fdm_r.ips / r.ips) or "-"
   local tf, pct = share(w, r, prec)
   print(("| %s | %s | %s | %s | %s | %s | %s |"):format(w, name, prec, ips, ratio, tf, pct))
@@ -405,6 +416,14 @@ for _, w in ipairs(order) do
   if DO_TORCH then
     row(w, "PyTorch eager", PRECISION, res.eager, f)
     local b, mode = best_compile(res)
+    if not b then
+      local why = {}
+      for _, m in ipairs({ "reduce-overhead", "max-autotune" }) do
+        local r = res["compile:" .. m]
+        if r and r.error then why[#why + 1] = m .. " " .. (r.error:match("^([^:]+)") or "failed") end
+      end
+      if #why > 0 then b = { error = table.concat(why, ", ") } end
+    end
     row(w, "PyTorch compile" .. (mode and (" (" .. mode .. ")") or ""), PRECISION, b, f)
     row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, nil)
   end

@@ -35,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 WORKLOADS = ["cc_train", "uncond_train", "cc_epoch", "cfg_sample"]
+DEVICE = "cuda"   # --device cpu: a smoke test of this script on a machine without a GPU
 
 
 def log(*a):
@@ -43,7 +44,8 @@ def log(*a):
 
 def sync():
     import torch
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 class Box:
@@ -66,7 +68,7 @@ def build(kind, D):
     from torch_bench import ClassConditionalUNet, UnconditionalUNet
     torch.manual_seed(0)
     m = UnconditionalUNet(1, D) if kind == "uncond" else ClassConditionalUNet(1, D, 10)
-    return m.cuda()
+    return m.to(DEVICE)
 
 
 def wrap(m, mode):
@@ -82,7 +84,7 @@ def mark_step(mode):
 
 def autocast(bf16):
     import torch
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    return torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16)
 
 
 def timed_steps(step, total, box, warmup=3):
@@ -112,13 +114,13 @@ def run_train(kind, S, mode, bf16, box):
     m = build(kind, D).train()
     fwd = wrap(m, mode)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-    x = torch.randn(N, 1, 28, 28, device="cuda")
-    target = torch.randn(N, 1, 28, 28, device="cuda")
+    x = torch.randn(N, 1, 28, 28, device=DEVICE)
+    target = torch.randn(N, 1, 28, 28, device=DEVICE)
     args = [x]
     if kind == "cc":
-        c = F.one_hot(torch.randint(0, 10, (N,), device="cuda"), 10).float()
-        t = torch.rand(N, 1, device="cuda")
-        mask = (torch.rand(N, device="cuda") >= 0.1).float()
+        c = F.one_hot(torch.randint(0, 10, (N,), device=DEVICE), 10).float()
+        t = torch.rand(N, 1, device=DEVICE)
+        mask = (torch.rand(N, device=DEVICE) >= 0.1).float()
         args += [c, t, mask]
 
     def step():
@@ -145,9 +147,9 @@ def run_epoch(S, mode, bf16, box):
     fwd = wrap(m, mode)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     n = S["data"]
-    data = torch.rand(n, 1, 28, 28, device="cuda")
-    labels = torch.randint(0, 10, (n,), device="cuda")
-    perm = torch.cat([torch.randperm(n, device="cuda"), torch.randperm(n, device="cuda")])
+    data = torch.rand(n, 1, 28, 28, device=DEVICE)
+    labels = torch.randint(0, 10, (n,), device=DEVICE)
+    perm = torch.cat([torch.randperm(n, device=DEVICE), torch.randperm(n, device=DEVICE)])
     state = {"i": 0}
 
     def step():
@@ -157,10 +159,10 @@ def run_epoch(S, mode, bf16, box):
         x1, lab = data[idx], labels[idx]
         c = F.one_hot(lab, 10).float()
         x0 = torch.randn_like(x1)
-        t = torch.rand(N, device="cuda")
+        t = torch.rand(N, device=DEVICE)
         tt = t.reshape(N, 1, 1, 1)
         xt = x0 * (1 - tt) + x1 * tt
-        mask = (torch.rand(N, device="cuda") >= 0.1).float()
+        mask = (torch.rand(N, device=DEVICE) >= 0.1).float()
         mark_step(mode)
         opt.zero_grad(set_to_none=True)
         with autocast(bf16):
@@ -181,20 +183,20 @@ def run_sample(S, mode, bf16, box):
     n, steps, g = S["digits"], S["sample_steps"], 5.0
     m = build("cc", D).eval()
     fwd = wrap(m, mode)
-    labels = torch.arange(n, device="cuda") % 10
+    labels = torch.arange(n, device=DEVICE) % 10
     c = F.one_hot(labels, 10).float()
     cc = torch.cat([c, torch.zeros_like(c)], 0)
     state = {}
 
     def reset():
-        state["x"] = torch.randn(n, 1, 28, 28, device="cuda")
+        state["x"] = torch.randn(n, 1, 28, 28, device=DEVICE)
         state["i"] = 0
 
     def step():
         if state["i"] >= steps:
             reset()
         x, i = state["x"], state["i"]
-        t = torch.full((2 * n,), i / steps, device="cuda")
+        t = torch.full((2 * n,), i / steps, device=DEVICE)
         mark_step(mode)
         with torch.no_grad(), autocast(bf16):
             u = fwd(torch.cat([x, x], 0), cc, t).float()
@@ -229,7 +231,8 @@ def run_impl(impl, mode, bf16, args, S):
                 w, impl, ips, sec, note.replace(" ", "_"), time.perf_counter() - t0))
         except Exception as e:  # one failing workload must not hide the others
             log("FAILED %s %s %s: %s" % (w, impl, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else ""))
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
 
 
 def setup(args):
@@ -250,7 +253,10 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--tiny", type=int, default=0, help="tiny sizes (a smoke test of the script)")
     ap.add_argument("--child", default="", help="(internal) run one torch.compile mode")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (tiny sizes advised)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     args.tf32 = bool(args.tf32)
     args.cudnn_benchmark = bool(args.cudnn_benchmark)
     try:
@@ -258,7 +264,7 @@ def main():
     except ImportError as e:
         log("PyTorch: cannot import torch (%s); skipped" % e)
         return 0
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         log("PyTorch %s: no CUDA device; skipped" % torch.__version__)
         return 0
     setup(args)
@@ -266,7 +272,7 @@ def main():
     if args.child:
         run_impl("compile:" + args.child, args.child, False, args, S)
         return 0
-    log("DEVICE %s" % torch.cuda.get_device_name(0))
+    log("DEVICE %s" % (torch.cuda.get_device_name(0) if DEVICE == "cuda" else DEVICE))
     log("PyTorch %s, CUDA %s, cuDNN %s; TF32 %s, cudnn.benchmark %s" % (
         torch.__version__, torch.version.cuda, torch.backends.cudnn.version(), args.tf32, args.cudnn_benchmark))
     deadline = time.perf_counter() + args.budget
@@ -285,7 +291,7 @@ def main():
         cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--tf32", str(int(args.tf32)),
                "--cudnn-benchmark", str(int(args.cudnn_benchmark)), "--box", str(args.box),
                "--long-box", str(args.long_box),
-               "--workloads", args.workloads, "--tiny", str(args.tiny)]
+               "--workloads", args.workloads, "--tiny", str(args.tiny), "--device", DEVICE]
         # the child's lines as they come; killed at the deadline (what it printed stands)
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
