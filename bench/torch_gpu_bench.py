@@ -77,8 +77,9 @@ def wrap(m, mode):
 
 
 def mark_step(mode):
+    """a new iteration for CUDA graphs (reduce-overhead and max-autotune both use them)"""
     import torch
-    if mode == "reduce-overhead":
+    if mode and DEVICE == "cuda":
         torch.compiler.cudagraph_mark_step_begin()
 
 
