@@ -52,9 +52,22 @@ template <int N> static cuda_iter<N> cuda_iter_make(const fdm_kview *const *ops)
   return it;
 }
 
-template <int N> static __device__ __forceinline__ void cuda_iter_offsets(const cuda_iter<N> &it, int64_t i,
+template <int N> static __host__ __device__ __forceinline__ void cuda_iter_offsets(const cuda_iter<N> &it, int64_t i,
                                                                           int64_t off[N]) {
+  if (it.nd == 1) {   /* the common case: operands that merge to one run */
+    for (int k = 0; k < N; k++) off[k] = i * it.st[k][0];
+    return;
+  }
   for (int k = 0; k < N; k++) off[k] = 0;
+  if (it.numel <= 0x7fffffff) {   /* 32-bit division is several times cheaper */
+    uint32_t r = (uint32_t)i;
+    for (int d = it.nd - 1; d >= 0; d--) {
+      uint32_t sz = (uint32_t)it.shape[d], c = r % sz;
+      r /= sz;
+      for (int k = 0; k < N; k++) off[k] += (int64_t)c * it.st[k][d];
+    }
+    return;
+  }
   for (int d = it.nd - 1; d >= 0; d--) {
     int64_t s = it.shape[d], c = i % s;
     i /= s;
