@@ -425,12 +425,13 @@ for _, w in ipairs(order) do
       if #why > 0 then b = { error = table.concat(why, ", ") } end
     end
     row(w, "PyTorch compile" .. (mode and (" (" .. mode .. ")") or ""), PRECISION, b, f)
-    row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, nil)
+    row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, f)   -- fdm (tf32/fp32) against it
   end
   print(("| %s | fdm | bf16 | n/a: no bf16 autocast yet | - | - | - |"):format(w))
 end
 print()
-print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster. TFLOP/s from the "
+print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster (against the bf16 row: fdm at "
+  .. PRECISION .. "). TFLOP/s from the "
   .. "convolution and linear FLOPs only (training step = 3 forwards).")
 
 ---------------------------------------------------------------- JSON
