@@ -377,18 +377,24 @@ case("arange, linspace", { 0, 1e-7 }, function() return {} end, nil, { devfn = f
 end })
 
 -- optimizer
-case("Adam, AdamW, amsgrad", { 1e-6, 1e-5 }, function() return {} end, nil, { devfn = function(dev)
+case("Adam, AdamW, amsgrad (multi-tensor, 30 parameters)", { 1e-6, 1e-5 }, function() return {} end, nil, { devfn = function(dev)
   local out = {}
   for _, o in ipairs { { lr = 1e-2 }, { lr = 1e-2, weight_decay = 0.1 }, { lr = 3e-3, amsgrad = true } } do
     fdm.manual_seed(5)
-    local p = fdm.randn(rsize(), 3, { device = dev }):requires_grad_()
-    local opt = (o.weight_decay and fdm.optim.AdamW or fdm.optim.Adam)({ p }, o)
+    local ps = {}
+    for k = 1, 30 do ps[k] = fdm.randn(rsize(), k % 4 == 0 and 0 or R(1, 3), { device = dev }):requires_grad_() end
+    local opt = (o.weight_decay and fdm.optim.AdamW or fdm.optim.Adam)(ps, o)
     for _ = 1, 3 do
       opt:zero_grad()
-      ;((p * p):sum() + p:sum()):backward()
+      local loss
+      for _, p in ipairs(ps) do
+        local t = (p * p):sum() + p:sum()
+        loss = loss and loss + t or t
+      end
+      loss:backward()
       opt:step()
     end
-    out[#out + 1] = p:detach()
+    for _, p in ipairs(ps) do out[#out + 1] = p:detach() end
   end
   return table.unpack(out)
 end })
