@@ -57,6 +57,7 @@ extern "C" int cuda_kernel_gemm(const fdm_gemm_params *p, const fdm_kview *a, co
     if (fdm_cuda_launched("matmul")) { fdm_cuda_scratch_release(wide, wide_bytes); return -1; }
     pb = wide;
   }
+  fdm_cuda_cublas_math();
   cublasHandle_t h = fdm_cuda_cublas();
   cublasOperation_t ta = p->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   /* the innermost merged dim goes to cuBLAS; the others loop here */

@@ -28,14 +28,25 @@ static const fdm_plugin_host *host;
 static cudaStream_t stream;
 static cublasHandle_t cublas;
 static cudnnHandle_t cudnn;
-static int tf32, sm_count;
+static int tf32_mode;   /* the math mode the cuBLAS handle has now */
+static int sm_count;
 static int device_id;
 static char last_error[1024];
 
 cudaStream_t fdm_cuda_stream(void) { return stream; }
+void fdm_cuda_cublas_math(void) {
+  int on = fdm_cuda_tf32();
+  if (on == tf32_mode || !cublas) return;
+  cublasSetMathMode(cublas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  tf32_mode = on;
+}
 cublasHandle_t fdm_cuda_cublas(void) { return cublas; }
 cudnnHandle_t fdm_cuda_cudnn(void) { return cudnn; }
-int fdm_cuda_tf32(void) { return tf32; }
+/* read at every call, so fdm.set_tf32() (which sets FDM_TF32) applies at once */
+int fdm_cuda_tf32(void) {
+  const char *t = getenv("FDM_TF32");
+  return t && (strcmp(t, "1") == 0 || strcmp(t, "true") == 0);
+}
 int fdm_cuda_sm_count(void) { return sm_count; }
 
 int fdm_cuda_seterror(const char *fmt, ...) {
@@ -244,8 +255,8 @@ extern "C" __attribute__((visibility("default"))) int fdm_backend_plugin_registe
     return setup_failed("cublas");
   }
   cublasSetStream(cublas, stream);
-  const char *t = getenv("FDM_TF32");
-  tf32 = t && (strcmp(t, "1") == 0 || strcmp(t, "true") == 0);
+  int tf32 = fdm_cuda_tf32();
+  tf32_mode = tf32;
   cublasSetMathMode(cublas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
   cudnnStatus_t ds = cudnnCreate(&cudnn);
   if (ds != CUDNN_STATUS_SUCCESS) {

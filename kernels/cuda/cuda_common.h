@@ -27,7 +27,11 @@ extern "C" {
 cudaStream_t fdm_cuda_stream(void);            /* the one stream every kernel runs on */
 cublasHandle_t fdm_cuda_cublas(void);          /* bound to the stream; TF32 per FDM_TF32 */
 cudnnHandle_t fdm_cuda_cudnn(void);            /* bound to the stream */
-int fdm_cuda_tf32(void);                       /* 1 when FDM_TF32=1 allows TF32 tensor cores */
+/* 1 when FDM_TF32=1 (or fdm.set_tf32(true), which sets it) allows TF32
+** tensor cores; read at every call */
+int fdm_cuda_tf32(void);
+/* sets the cuBLAS handle's math mode from fdm_cuda_tf32() (cheap when unchanged) */
+void fdm_cuda_cublas_math(void);
 int fdm_cuda_sm_count(void);                   /* multiprocessors of the device */
 /* sets the host's error message (fdm_lasterror) and returns -1 */
 int fdm_cuda_seterror(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
