@@ -68,7 +68,8 @@ local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
 local PYTHON = env("BENCH_PYTHON", "python3")
 local TORCH_MODES = env("BENCH_TORCH_MODES", "eager,eager_bf16,reduce-overhead,max-autotune")
 local CUDNN_BENCH = env("FDM_CUDNN_BENCHMARK", "0") ~= "0"
-local TF32 = env("FDM_TF32", "0") == "1" or env("FDM_TF32", "0") == "true"   -- as the plugin reads it
+-- as the plugin reads it (fdm.get_tf32 where the runtime has it)
+local TF32 = fdm.get_tf32 and fdm.get_tf32() or env("FDM_TF32", "0") == "1" or env("FDM_TF32", "0") == "true"
 local JSON_PATH = env("BENCH_GPU_JSON", "build/bench_gpu.json")
 local PRECISION = TF32 and "tf32" or "fp32"
 
