@@ -113,7 +113,6 @@ do
   local ok, err = pcall(function() return fdm.zeros(1, { device = DEV }):sum():item() end)
   if not ok then no_device(err) end
 end
-if fdm.set_default_device then fdm.set_default_device(DEV) end
 
 local gpu_name = DEV == "cuda" and (sh("nvidia-smi --query-gpu=name --format=csv,noheader") or ""):match("^[^\n]+")
   or "fake device (CPU kernels)"
@@ -320,6 +319,9 @@ do
   print(("FLOPs of one forward per image (convolutions + linear): UnconditionalUNet D=%d %.3f GFLOP, "
     .. "ClassConditionalUNet D=%d %.3f GFLOP"):format(S.uncond[1], fu / 1e9, S.cc[1], fc / 1e9))
 end
+
+-- after the FLOP count (on the CPU): anything a model creates without a device goes to DEV
+if fdm.set_default_device then fdm.set_default_device(DEV) end
 
 local order = split(WORKLOADS)
 local results = {}   -- results[workload][impl] = {ips, seconds, note}

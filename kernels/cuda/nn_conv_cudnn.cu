@@ -272,9 +272,11 @@ static __global__ void conv_bias_partial(const float *gy, int K, int64_t S, int6
   int k = blockIdx.x, j = blockIdx.y;
   int64_t chunk = (tot + splits - 1) / splits, lo = (int64_t)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double s = 0.0, unused = 0.0;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    int64_t n = i / S, r = i - n * S;
+  int64_t i = lo + threadIdx.x, n = i / S, r = i - n * S;   /* (n, r) of i, advanced without division */
+  for (; i < hi; i += blockDim.x) {
     s += gy[(n * K + k) * S + r];
+    r += blockDim.x;
+    while (r >= S) { r -= S; n++; }
   }
   nn_block_sum2(s, unused, sh);
   if (threadIdx.x == 0) part[(int64_t)k * splits + j] = s;
