@@ -4,6 +4,9 @@ half, on the same GPU in the same run): the Part B UNets of
 bench/torch_bench.py on CUDA, in eager mode, under torch.compile
 (reduce-overhead and max-autotune, each in its own process with a time
 limit: compiling can take minutes) and in eager mode under bf16 autocast.
+Order: eager, reduce-overhead (stopped 25 s before the budget ends, for the
+bf16 row), eager bf16, max-autotune with what is left: give --budget 400 or
+more (BENCH_GPU_BUDGET for make bench-gpu) for max-autotune to finish.
 
     python3 bench/torch_gpu_bench.py [--tf32 1] [--budget S] [--modes ...]
 
@@ -278,22 +281,18 @@ def main():
         torch.__version__, torch.version.cuda, torch.backends.cudnn.version(), args.tf32, args.cudnn_benchmark))
     deadline = time.perf_counter() + args.budget
     modes = args.modes.split(",")
-    if "eager" in modes:
-        run_impl("eager", None, False, args, S)
-    if "eager_bf16" in modes:
-        run_impl("eager_bf16", None, True, args, S)
-    for mode in ("reduce-overhead", "max-autotune"):
-        if mode not in modes:
-            continue
-        left = deadline - time.perf_counter()
+
+    def compiled(mode, reserve):
+        """one torch.compile mode in a child process, cut off `reserve` s before the deadline"""
+        left = deadline - reserve - time.perf_counter()
         if left < 20:
             log("SKIPPED compile:%s time box (%.0f s left of --budget %.0f)" % (mode, max(left, 0), args.budget))
-            continue
+            return
         cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--tf32", str(int(args.tf32)),
                "--cudnn-benchmark", str(int(args.cudnn_benchmark)), "--box", str(args.box),
                "--long-box", str(args.long_box),
                "--workloads", args.workloads, "--tiny", str(args.tiny), "--device", DEVICE]
-        # the child's lines as they come; killed at the deadline (what it printed stands)
+        # killed at its time limit: what it printed before stands
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             out, _ = p.communicate(timeout=left)
@@ -304,6 +303,17 @@ def main():
         for line in out.splitlines():
             if line.startswith(("RESULT", "FAILED", "TIMEOUT")):
                 log(line)
+
+    # the main comparisons first: eager, then reduce-overhead (compiles faster than
+    # max-autotune) leaving time for the bf16 row, then max-autotune with the rest
+    if "eager" in modes:
+        run_impl("eager", None, False, args, S)
+    if "reduce-overhead" in modes:
+        compiled("reduce-overhead", 25 if "eager_bf16" in modes else 0)
+    if "eager_bf16" in modes:
+        run_impl("eager_bf16", None, True, args, S)
+    if "max-autotune" in modes:
+        compiled("max-autotune", 0)
     return 0
 
 
