@@ -490,8 +490,11 @@ local function model_case(name, tol, f)
     local dev = table.pack(f(DEV))
     local e = {}
     for i = 1, cpu.n do
+      if cpu[i] == nil or not fdm.is_tensor(cpu[i]) then goto next end
+      if not fdm.is_tensor(dev[i]) then e[#e + 1] = ("result %d missing on %s"):format(i, DEV) goto next end
       local msg = compare(dev[i], cpu[i], tol)
       if msg then e[#e + 1] = ("result %d: %s"):format(i, msg) end
+      ::next::
     end
     return e
   end)
@@ -534,6 +537,19 @@ model_case("sampler run (flow matching, time-conditional Euler)", { norm = 1e-3 
     return flow.sample_time(net, QUICK and 2 or 8, { steps = QUICK and 3 or 20, device = dev })
   end)
   return x
+end)
+
+-- the shipped Part B model's sampler as scripts/eval.lua runs it (CFG 5,
+-- 300 Euler steps) for four digits from the same noise on both devices
+model_case("sampler run (shipped flow_class model, CFG 5, 300 steps)", { norm = 1e-2 }, function(dev)
+  local flow = require "fdm.flow"
+  local cls = require "fdm.classifier"
+  local model = cls.load_flow_class("weights/flow_class_mnist.safetensors")
+  if dev ~= "cpu" then model:to(dev) end
+  local labels = fdm.tensor({ 0, 3, 7, 9 }, { dtype = "int64" })
+  return fdm.no_grad(function()
+    return flow.sample_class(model, labels, { steps = QUICK and 3 or 300, guidance = 5, device = dev })
+  end)
 end)
 
 local dt = (fdm.time and fdm.time() or os.clock()) - t0
