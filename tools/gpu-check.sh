@@ -19,7 +19,8 @@
 # one is needed: unpack, library search, ldd, fdm's device list and its "no
 # CUDA device" reason, then the parity suite and the benchmark script on the
 # fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
-# Other knobs: GPU_BUNDLE (the archive), PARITY_TIMEOUT (s, default 150),
+# Other knobs: GPU_BUNDLE (the archive), GPU_CHECK_WORK (where it is unpacked,
+# default build/gpu-run), PARITY_TIMEOUT (s, default 150),
 # BENCH_GPU_BUDGET (s, default 120), GPU_CHECK_SKIP_BENCH=1.
 set -uo pipefail
 OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
@@ -39,8 +40,9 @@ if [ ! -f "$BUNDLE" ]; then
   summary "FAIL bundle: $BUNDLE is missing (run tools/gpu-bundle.sh here and carry build/gpu-bundle)"
   exit 2
 fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fdm-gpu.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+# unpacked inside the tree (build/ is git-ignored), not in a /tmp that may be noexec
+WORK=${GPU_CHECK_WORK:-$ROOT/build/gpu-run}
+rm -rf "$WORK" && mkdir -p "$WORK" || { summary "FAIL bundle: cannot create $WORK"; exit 2; }
 if ! tar -C "$WORK" -xJf "$BUNDLE" 2>/dev/null; then
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE" "$WORK" ||
     { summary "FAIL bundle: cannot unpack $BUNDLE"; exit 2; }
