@@ -138,26 +138,44 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   cudnnConvolutionBwdDataAlgoPerf_t rd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
   cudnnConvolutionBwdFilterAlgoPerf_t rw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
   int nf = 0, nd = 0, nw = 0;
-  if (benchmark_mode()) {
-    /* cuDNN allocates its own buffers and times each algorithm once per geometry */
-    NN_CUDNN(op, cudnnFindConvolutionForwardAlgorithm(h, c->in, c->filt, c->conv, c->out,
-                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
-    NN_CUDNN(op, cudnnFindConvolutionBackwardDataAlgorithm(h, c->filt, c->out, c->conv, c->in,
-                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
-    NN_CUDNN(op, cudnnFindConvolutionBackwardFilterAlgorithm(h, c->in, c->out, c->conv, c->filt,
-                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
-  } else {
+  /* timed (cuDNN allocates its own buffers, once per geometry) where asked for;
+  ** a direction whose timing fails (e.g. cuDNN's own allocation) falls back to
+  ** the heuristics */
+  int timed = benchmark_mode();
+  if (!timed || cudnnFindConvolutionForwardAlgorithm(h, c->in, c->filt, c->conv, c->out,
+                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf) != CUDNN_STATUS_SUCCESS)
     NN_CUDNN(op, cudnnGetConvolutionForwardAlgorithm_v7(h, c->in, c->filt, c->conv, c->out,
                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
+  if (!timed || cudnnFindConvolutionBackwardDataAlgorithm(h, c->filt, c->out, c->conv, c->in,
+                                                          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd) !=
+                    CUDNN_STATUS_SUCCESS)
     NN_CUDNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->filt, c->out, c->conv, c->in,
                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
+  if (!timed || cudnnFindConvolutionBackwardFilterAlgorithm(h, c->in, c->out, c->conv, c->filt,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw) !=
+                    CUDNN_STATUS_SUCCESS)
     NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
-  }
   size_t mf = 0, md = 0, mw = 0;
-  if (pick(op, rf, nf, c->tf32, &c->fwd, "forward") || pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data") ||
-      pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter"))
-    return -1;
+  /* a timed list with nothing usable (all failed, or too much workspace): the heuristics' */
+  if (pick(op, rf, nf, c->tf32, &c->fwd, "forward")) {
+    if (!timed) return -1;
+    NN_CUDNN(op, cudnnGetConvolutionForwardAlgorithm_v7(h, c->in, c->filt, c->conv, c->out,
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
+    if (pick(op, rf, nf, c->tf32, &c->fwd, "forward")) return -1;
+  }
+  if (pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data")) {
+    if (!timed) return -1;
+    NN_CUDNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->filt, c->out, c->conv, c->in,
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
+    if (pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data")) return -1;
+  }
+  if (pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter")) {
+    if (!timed) return -1;
+    NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
+    if (pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter")) return -1;
+  }
   /* the heuristics' memory is an estimate: ask for the exact sizes of the chosen ones */
   NN_CUDNN(op, cudnnGetConvolutionForwardWorkspaceSize(h, c->in, c->filt, c->conv, c->out, c->fwd, &mf));
   NN_CUDNN(op, cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->filt, c->out, c->conv, c->in, c->bwd_data, &md));
