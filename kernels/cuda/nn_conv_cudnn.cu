@@ -156,6 +156,9 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
                     CUDNN_STATUS_SUCCESS)
     NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
+  /* a failed search may have left cudaErrorMemoryAllocation as the runtime's last
+  ** error: clear it, or the next launch check would report it */
+  if (timed) (void)cudaGetLastError();
   size_t mf = 0, md = 0, mw = 0;
   /* a timed list with nothing usable (all failed, or too much workspace): the heuristics' */
   if (pick(op, rf, nf, c->tf32, &c->fwd, "forward")) {
