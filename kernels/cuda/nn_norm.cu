@@ -23,12 +23,18 @@
 #define BN_MIN_PER_BLOCK 8192  /* elements of one channel per reduction block, at least */
 #define BN_MAX_SPLITS 64
 
-/* element i of channel c in x [N, C, S], i < N*S (32-bit index math when it fits) */
-template <typename I>
-static __device__ __forceinline__ int64_t bn_at(I i, I S, int c, int C) {
-  I n = i / S, s = i - n * S;
-  return ((int64_t)n * C + c) * (int64_t)S + (int64_t)s;
-}
+/* walks the elements i = lo + threadIdx.x, += blockDim.x, of channel c in x [N, C, S]
+** (i < N*S) as (n, r) without a division per element: a = (n*C + c)*S + r */
+struct bn_walk {
+  int64_t n, r, S, C;
+  int c;
+  __device__ bn_walk(int64_t i, int64_t S_, int C_, int c_) : n(i / S_), r(i - (i / S_) * S_), S(S_), C(C_), c(c_) {}
+  __device__ int64_t at() const { return (n * C + c) * S + r; }
+  __device__ void next(int step) {
+    r += step;
+    while (r >= S) { r -= S; n++; }
+  }
+};
 
 static int bn_splits(int64_t per_channel) {
   int64_t s = per_channel / BN_MIN_PER_BLOCK;
@@ -42,14 +48,14 @@ static __device__ __forceinline__ float bn_grad_in(const float *gy, const float 
 }
 
 /* ---- forward: partial shifted sums (k = the channel's first element) ---- */
-template <typename I>
-static __global__ void bn_partial_stats(const float *x, int C, I S, I tot, int splits, double *part) {
+static __global__ void bn_partial_stats(const float *x, int C, int64_t S, int64_t tot, int splits, double *part) {
   __shared__ double sh[64];
   int c = blockIdx.x, j = blockIdx.y;
-  I chunk = (tot + splits - 1) / splits, lo = (I)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
+  int64_t chunk = (tot + splits - 1) / splits, lo = (int64_t)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double k = tot ? (double)x[(int64_t)c * S] : 0.0, s1 = 0.0, s2 = 0.0;
-  for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    double d = (double)x[bn_at<I>(i, S, c, C)] - k;
+  bn_walk w(lo + threadIdx.x, S, C, c);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x, w.next(blockDim.x)) {
+    double d = (double)x[w.at()] - k;
     s1 += d;
     s2 += d * d;
   }
@@ -107,16 +113,33 @@ static __global__ void bn_apply(const float *x, const float *w, const float *b, 
   }
 }
 
+/* the same, one block per row (n, c) of S >= 32 elements: no division per element */
+static __global__ void bn_apply_rows(const float *x, const float *w, const float *b, const float *mean,
+                                     const float *invstd, int C, int64_t S, float *pre, float *y) {
+  int64_t row = blockIdx.x, off = row * S;
+  int c = (int)(row % C);
+  float a = (w ? w[c] : 1.0f) * invstd[c], sh = b ? b[c] : 0.0f, m = mean[c];
+  for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
+    float v = (x[off + s] - m) * a + sh;
+    if (pre) {
+      pre[off + s] = v;
+      y[off + s] = nn_gelu(v);
+    } else {
+      y[off + s] = v;
+    }
+  }
+}
+
 /* ---- backward: partial (sum g, sum g*(x - mean)) per (split, channel) ---- */
-template <typename I>
 static __global__ void bn_partial_grad(const float *x, const float *gy, const float *pre, const float *mean, int C,
-                                       I S, I tot, int splits, double *part) {
+                                       int64_t S, int64_t tot, int splits, double *part) {
   __shared__ double sh[64];
   int c = blockIdx.x, j = blockIdx.y;
-  I chunk = (tot + splits - 1) / splits, lo = (I)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
+  int64_t chunk = (tot + splits - 1) / splits, lo = (int64_t)j * chunk, hi = lo + chunk < tot ? lo + chunk : tot;
   double m = mean[c], sg = 0.0, sgx = 0.0;
-  for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    int64_t a = bn_at<I>(i, S, c, C);
+  bn_walk w(lo + threadIdx.x, S, C, c);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x, w.next(blockDim.x)) {
+    int64_t a = w.at();
     double g = bn_grad_in(gy, pre, a);
     sg += g;
     sgx += g * ((double)x[a] - m);
@@ -163,6 +186,19 @@ static __global__ void bn_apply_grad(const float *x, const float *gy, const floa
   }
 }
 
+static __global__ void bn_apply_grad_rows(const float *x, const float *gy, const float *pre, const float *coef, int C,
+                                         int64_t S, float *gx) {
+  int64_t row = blockIdx.x, off = row * S;
+  const float *k = coef + 4 * (int)(row % C);
+  float ka = k[0], kb = k[1], kc = k[2], km = k[3];
+  for (int64_t s = threadIdx.x; s < S; s += blockDim.x)
+    gx[off + s] = ka * bn_grad_in(gy, pre, off + s) + kb * (x[off + s] - km) + kc;
+}
+
+/* one block per row when rows are long enough, else the flat grid-stride kernels */
+#define BN_ROW_MIN 32
+static int row_threads_for(int64_t S) { return S >= 512 ? 256 : 128; }
+
 static unsigned grid_for(int64_t total) { return nn_blocks(total); }
 
 static int bn_forward(const char *op, const fdm_batch_norm_params *p, const fdm_kview *x, const fdm_kview *weight,
@@ -181,17 +217,17 @@ static int bn_forward(const char *op, const fdm_batch_norm_params *p, const fdm_
     double *part = (double *)fdm_cuda_scratch((size_t)C * splits * 2 * sizeof(double));
     if (!part) return -1;
     dim3 grid(C, splits);
-    if (n < INT32_MAX)
-      bn_partial_stats<uint32_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), C, (uint32_t)S, (uint32_t)n, splits, part);
-    else
-      bn_partial_stats<int64_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), C, S, n, splits, part);
+    bn_partial_stats<<<grid, BN_THREADS, 0, st>>>(nn_f(x), C, S, n, splits, part);
     NN_LAUNCHED(op);
     bn_finalize_stats<<<(C + 255) / 256, 256, 0, st>>>(nn_f(x), C, S, n, splits, part, nn_f(rm), nn_f(rv),
                                                         p->training, p->momentum, p->eps, sm, si);
     NN_LAUNCHED(op);
   }
   if (total <= 0) return 0;
-  if (total < INT32_MAX)
+  if (S >= BN_ROW_MIN)
+    bn_apply_rows<<<(unsigned)(total / S), row_threads_for(S), 0, st>>>(nn_f(x), nn_f(weight), nn_f(bias), sm, si, C,
+                                                                        S, nn_f(pre), nn_f(y));
+  else if (total < INT32_MAX)
     bn_apply<uint32_t><<<grid_for(total), NN_THREADS, 0, st>>>(nn_f(x), nn_f(weight), nn_f(bias), sm, si,
                                                               (uint32_t)C, (uint32_t)S, (uint32_t)total,
                                                               nn_f(pre), nn_f(y));
@@ -220,12 +256,8 @@ static int bn_backward(const char *op, const fdm_batch_norm_params *p, const fdm
   const float *ppre = nn_f(pre);
   if (need_sums) {
     dim3 grid(C, splits);
-    if (n < INT32_MAX)
-      bn_partial_grad<uint32_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), nn_f(gy), ppre, nn_f(save_mean), C,
-                                                             (uint32_t)S, (uint32_t)n, splits, part);
-    else
-      bn_partial_grad<int64_t><<<grid, BN_THREADS, 0, st>>>(nn_f(x), nn_f(gy), ppre, nn_f(save_mean), C, S, n,
-                                                            splits, part);
+    bn_partial_grad<<<grid, BN_THREADS, 0, st>>>(nn_f(x), nn_f(gy), ppre, nn_f(save_mean), C, S, n, splits,
+                                                 part);
     NN_LAUNCHED(op);
   }
   bn_finalize_grad<<<(C + 255) / 256, 256, 0, st>>>(C, n, splits, part, nn_f(weight), nn_f(save_mean),
@@ -233,7 +265,10 @@ static int bn_backward(const char *op, const fdm_batch_norm_params *p, const fdm
                                                      coef);
   NN_LAUNCHED(op);
   if (!gx || total <= 0) return 0;
-  if (total < INT32_MAX)
+  if (S >= BN_ROW_MIN)
+    bn_apply_grad_rows<<<(unsigned)(total / S), row_threads_for(S), 0, st>>>(nn_f(x), nn_f(gy), ppre, coef, C, S,
+                                                                             nn_f(gx));
+  else if (total < INT32_MAX)
     bn_apply_grad<uint32_t><<<grid_for(total), NN_THREADS, 0, st>>>(nn_f(x), nn_f(gy), ppre, coef, (uint32_t)C,
                                                                    (uint32_t)S, (uint32_t)total, nn_f(gx));
   else
