@@ -276,9 +276,15 @@ static float *padded_x(const char *op, const conv_plan *c, const fdm_kview *x, c
   return pad;
 }
 
-/* y [N, K, S] += b[k] */
+/* y [N, K, S] += b[k]: one block per row (n, k) for rows of >= 32 elements, else flat */
 static __global__ void conv_bias_add(float *y, const float *b, int64_t n, int64_t S, int K) {
   NN_FOR(i, n) y[i] += b[(i / S) % K];
+}
+static __global__ void conv_bias_add_rows(float *y, const float *b, int64_t S, int K) {
+  int64_t row = blockIdx.x;
+  float v = b[row % K];
+  float *yr = y + row * S;
+  for (int64_t s = threadIdx.x; s < S; s += blockDim.x) yr[s] += v;
 }
 /* y [N, K, S] = b[k] (an empty reduction: no input channels) */
 static __global__ void conv_bias_fill(float *y, const float *b, int64_t n, int64_t S, int K) {
@@ -313,7 +319,10 @@ static __global__ void conv_bias_finalize(const double *part, int K, int splits,
 static int bias_add(const char *op, const fdm_conv_params *p, const fdm_kview *b, float *y, int K, int64_t S) {
   int64_t n = (int64_t)p->N * K * S;
   if (!b || !n) return 0;
-  conv_bias_add<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(y, nn_f(b), n, S, K);
+  if (S >= 32 && n / S <= 0x7fffffffLL)
+    conv_bias_add_rows<<<(unsigned)(n / S), S >= 512 ? 256 : 128, 0, fdm_cuda_stream()>>>(y, nn_f(b), S, K);
+  else
+    conv_bias_add<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(y, nn_f(b), n, S, K);
   NN_LAUNCHED(op);
   return 0;
 }
