@@ -28,7 +28,9 @@
 struct bn_walk {
   int64_t n, r, S, C;
   int c;
-  __device__ bn_walk(int64_t i, int64_t S_, int C_, int c_) : n(i / S_), r(i - (i / S_) * S_), S(S_), C(C_), c(c_) {}
+  /* S_ >= 1 whenever an element is walked (tot = N*S > 0) */
+  __device__ bn_walk(int64_t i, int64_t S_, int C_, int c_)
+      : n(S_ > 0 ? i / S_ : 0), r(S_ > 0 ? i - (i / S_) * S_ : 0), S(S_), C(C_), c(c_) {}
   __device__ int64_t at() const { return (n * C + c) * S + r; }
   __device__ void next(int step) {
     r += step;
