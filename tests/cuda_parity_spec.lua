@@ -54,4 +54,21 @@ describe("GPU parity suite", function()
     assert.truthy(out:find("rc=2", 1, true), out)
     assert.falsy(out:find("traceback", 1, true), out)
   end)
+
+  it("the CUDA plugin, when built, defines a kernel for every slot of the table", function()
+    local so = (os.getenv("FDM_BUILD") or "build") .. "/lua/fdm/fdm_backend_cuda.so"
+    local f = io.open(so, "rb")
+    if not f then return end   -- built only where the toolkit is (mk/cuda.mk)
+    f:close()
+    local p = io.popen("nm " .. so .. " 2>/dev/null")
+    local syms = p:read("a")
+    p:close()
+    local missing = {}
+    for _, k in ipairs(fdm.supports("cpu")) do
+      if not syms:find(" [tT] cuda_kernel_" .. k .. "\n") then missing[#missing + 1] = k end
+    end
+    assert.are.equal("", table.concat(missing, ", "), "slots without a CUDA kernel (NULL on the device)")
+    assert.falsy(syms:find(" [wU] cuda_kernel_"), "an unresolved kernel symbol")
+    assert.truthy(syms:find(" T fdm_backend_plugin_register\n"), "no plugin entry")
+  end)
 end)
