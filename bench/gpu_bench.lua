@@ -436,6 +436,9 @@ print()
 print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster (against the bf16 row: fdm at "
   .. PRECISION .. "). TFLOP/s from the "
   .. "convolution and linear FLOPs only (training step = 3 forwards).")
+print(("cc_epoch: %d steps of batch %d over random MNIST-shaped data on the device (MNIST is not on the GPU "
+  .. "machine); cfg_sample: %d digits, %d Euler steps, guidance 5 (batch %d per forward)."):format(S.epoch_steps,
+  S.epoch_batch, S.digits, S.sample_steps, 2 * S.digits))
 
 ---------------------------------------------------------------- JSON
 local function json(v, ind)
