@@ -42,6 +42,14 @@ describe("GPU parity suite", function()
     else
       assert.truthy(out:find("^no CUDA device: skipped %(") , out)
       assert.are.equal(0, rc, out)
+      -- a built plugin must load (no undefined symbol) and say why there is no GPU
+      local so = (os.getenv("FDM_BUILD") or "build") .. "/lua/fdm/fdm_backend_cuda.so"
+      local f = io.open(so, "rb")
+      if f then
+        f:close()
+        assert.truthy(out:find("no CUDA device: cudaGetDeviceCount failed", 1, true) or
+          out:find("no CUDA device: the driver reports none", 1, true), out)
+      end
     end
   end)
 
