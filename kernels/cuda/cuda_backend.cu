@@ -91,6 +91,8 @@ static size_t round_size(size_t n) {
 }
 
 static std::unordered_map<size_t, std::vector<void *>> *free_blocks;
+static void *grow_buf;      /* fdm_cuda_scratch's buffer */
+static size_t grow_size;
 static size_t live_bytes, cached_bytes, peak_bytes;
 static uint64_t nallocs, nuploads, ndownloads;
 
@@ -105,6 +107,20 @@ static size_t cuda_empty_cache(void) {
   free_blocks->clear();
   cached_bytes = 0;
   return freed;
+}
+
+static void cuda_release(void *p, size_t nbytes);
+
+/* fdm.empty_cache(): also gives back the scratch buffer (no kernel is
+** running on the host side then; the allocator's own pressure path keeps
+** it, since a kernel may hold it while it allocates) */
+static size_t cuda_empty_all(void) {
+  if (grow_buf) {
+    cuda_release(grow_buf, grow_size);
+    grow_buf = NULL;
+    grow_size = 0;
+  }
+  return cuda_empty_cache();
 }
 
 static void *raw_malloc(size_t n) {
@@ -168,8 +184,6 @@ void *fdm_cuda_scratch_alloc(size_t nbytes, const char *what) {
 
 void fdm_cuda_scratch_release(void *p, size_t nbytes) { cuda_release(p, nbytes); }
 
-static void *grow_buf;
-static size_t grow_size;
 void *fdm_cuda_scratch(size_t nbytes) {
   if (nbytes <= grow_size && grow_buf) return grow_buf;
   if (grow_buf) cuda_release(grow_buf, grow_size);   /* queued work still using it runs first */
@@ -216,7 +230,7 @@ static void cuda_stats(fdm_backend_stats *st) {
 static fdm_kernels kernels;
 static const fdm_backend cuda_backend = {
   "cuda", cuda_alloc, cuda_release, cuda_memset0, cuda_upload, cuda_download, cuda_synchronize,
-  cuda_empty_cache, cuda_stats, &kernels};
+  cuda_empty_all, cuda_stats, &kernels};
 
 static int setup_failed(const char *what) {
   if (cudnn) { cudnnDestroy(cudnn); cudnn = NULL; }
