@@ -10,10 +10,13 @@
 #   summary.txt     one line per step with its status, the parity count
 #   env.txt         GPU, driver, libraries found, ldd of fdm and the plugin
 #   parity.log      the parity suite's output
+#   nn_edges.log    tests/cuda/nn_edges.lua (make test-cuda-nn: the NN kernels'
+#                   rarer paths), when the tree has it
 #   bench-gpu.md    the benchmark's table (stdout)
 #   bench_gpu.json  the benchmark's numbers
 #   gpu-check.log   everything, in order
-# Exit status: 0 when the parity suite passed (the benchmark is informational).
+# Exit status: 0 when the parity suite (and nn_edges) passed; the benchmark
+# is informational.
 #
 # GPU_CHECK_DRY=1 runs here, without a GPU, everything up to the point where
 # one is needed: unpack, library search, ldd, fdm's device list and its "no
@@ -124,6 +127,17 @@ pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
 if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
 elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
 else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
+fi
+
+if [ -f tests/cuda/nn_edges.lua ]; then
+  echo "== nn_edges ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env FDM_EDGES_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/nn_edges.lua > "$OUT/nn_edges.log" 2>&1
+  erc=$?
+  tail -2 "$OUT/nn_edges.log"
+  eline=$(grep -E "^nn_edges on |skipped" "$OUT/nn_edges.log" | tail -1)
+  if [ $erc -eq 0 ] && [ -n "$eline" ]; then summary "ok   nn_edges: $eline ($(elapsed))"
+  else summary "FAIL parity nn_edges (rc $erc): ${eline:-no summary line} (see nn_edges.log)"
+  fi
 fi
 
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
