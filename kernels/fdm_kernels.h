@@ -109,7 +109,11 @@ typedef struct {
   X(ramp, (const fdm_kview *out, double start, double step, double stop, int linspace))       \
   /* Adam/AdamW as torch.optim (1.13): p, m, v (and vmax when non-NULL) in place */          \
   X(adam, (const fdm_adam_params *a, const fdm_kview *p, const fdm_kview *g, const fdm_kview *m, \
-           const fdm_kview *v, const fdm_kview *vmax))
+           const fdm_kview *v, const fdm_kview *vmax))                                        \
+  /* the same update for n parameters at once (multi-tensor: one pass, few launches); p, g, \
+  ** m, v: arrays of n views; vmax NULL or n views; every element as the adam kernel */     \
+  X(adam_multi, (const fdm_adam_params *a, int n, const fdm_kview *p, const fdm_kview *g,      \
+                 const fdm_kview *m, const fdm_kview *v, const fdm_kview *vmax))
 
 #include "fdm_kernels_nn.h"
 

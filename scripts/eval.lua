@@ -47,6 +47,7 @@ if not o.samples and not o.model then
 end
 if o.samples and o.model then cli.usage_error("eval: give --samples or --model, not both") end
 
+require("fdm.cli").check_device("eval", o.device)
 local t_start = fdm.time()
 local net = cls.load(o.classifier, { what = "eval: --classifier" })
 

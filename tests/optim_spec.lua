@@ -321,3 +321,47 @@ describe("optim.EMA", function()
     assert.is_true(math.abs(ema:current_decay() - 0.1) < 1e-12)
   end)
 end)
+
+describe("multi-tensor Adam (fdm.adam_multi_step_)", function()
+  it("gives adam_step_'s numbers bit for bit on each parameter, amsgrad and AdamW too", function()
+    for _, o in ipairs { { decoupled = false }, { decoupled = true, weight_decay = 0.05 }, { amsgrad = true } } do
+      fdm.manual_seed(3)
+      local n = 7
+      local a, b = {}, {}
+      for k = 1, n do
+        local p = fdm.randn(k, 3)
+        local g = fdm.randn(k, 3)
+        a[k] = { p = p:clone(), g = g, m = fdm.zeros(k, 3), v = fdm.zeros(k, 3), x = fdm.zeros(k, 3) }
+        b[k] = { p = p:clone(), g = g, m = fdm.zeros(k, 3), v = fdm.zeros(k, 3), x = fdm.zeros(k, 3) }
+      end
+      for step = 1, 3 do
+        local opts = { lr = 1e-2, step = step, decoupled = o.decoupled, weight_decay = o.weight_decay or 0 }
+        for k = 1, n do
+          local e = a[k]
+          opts.max_exp_avg_sq = o.amsgrad and e.x or nil
+          fdm.adam_step_(e.p, e.g, e.m, e.v, opts)
+        end
+        opts.max_exp_avg_sq = nil
+        local l = { {}, {}, {}, {}, {} }
+        for k = 1, n do
+          l[1][k], l[2][k], l[3][k], l[4][k], l[5][k] = b[k].p, b[k].g, b[k].m, b[k].v, b[k].x
+        end
+        fdm.adam_multi_step_(l[1], l[2], l[3], l[4], o.amsgrad and l[5] or nil, opts)
+      end
+      for k = 1, n do
+        assert.is_true(fdm.eq(a[k].p, b[k].p):all():item(), "parameter " .. k)
+        assert.is_true(fdm.eq(a[k].v, b[k].v):all():item(), "exp_avg_sq " .. k)
+      end
+    end
+  end)
+
+  it("checks its lists", function()
+    local ok, err = pcall(fdm.adam_multi_step_, { fdm.zeros(2) }, {}, {}, {}, nil, {})
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("list #2 has 0 entries", 1, true), err)
+    ok, err = pcall(fdm.adam_multi_step_, { fdm.zeros(2) }, { fdm.zeros(3) }, { fdm.zeros(2) }, { fdm.zeros(2) }, nil,
+      { step = 1 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("gradient shape [3] differs", 1, true), err)
+  end)
+end)

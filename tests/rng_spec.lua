@@ -88,6 +88,15 @@ describe("rng", function()
     assert.is_true(finite == true or finite == 1, "randn produced inf or NaN")
   end)
 
+  it("randn: pinned values (the shared transform of kernels/common/philox.h, the same on every device)", function()
+    -- the normal transform uses no libm, so these are the exact floats on
+    -- the CPU and on CUDA; changing philox.h changes them (say so in a commit)
+    fdm.manual_seed(0)
+    local want = {0x1.fb766p-1, -0x1.d96d66p-1, -0x1.3c3742p-1, -0x1.eda352p-2, -0x1.3aa6ap-3, 0x1.7254d8p-3}
+    local got = fdm.randn(6):tolist()
+    for i = 1, 6 do assert.are.equal(want[i], got[i], "randn element " .. i) end
+  end)
+
   it("rand: in [0, 1), uniform moments", function()
     fdm.manual_seed(9)
     local x = fdm.rand(1000000)

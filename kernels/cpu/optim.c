@@ -36,3 +36,10 @@ int cpu_kernel_adam(const fdm_adam_params *a, const fdm_kview *p, const fdm_kvie
   cpu_adam_step(fdm_kview_numel(p), &c, p->data, g->data, m->data, v->data, vmax ? (float *)vmax->data : NULL);
   return 0;
 }
+
+int cpu_kernel_adam_multi(const fdm_adam_params *a, int n, const fdm_kview *p, const fdm_kview *g,
+                          const fdm_kview *m, const fdm_kview *v, const fdm_kview *vmax) {
+  for (int i = 0; i < n; i++)
+    if (cpu_kernel_adam(a, &p[i], &g[i], &m[i], &v[i], vmax ? &vmax[i] : NULL)) return -1;
+  return 0;
+}

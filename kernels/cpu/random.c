@@ -1,7 +1,6 @@
 /* random.c: CPU random draws from Philox (kernels/common/philox.h) and the
 ** arange/linspace ramp. Uniform and normal draws use one 128-bit block per
 ** 4 elements, integers one block per 2 elements. */
-#include <math.h>
 #include <stdlib.h>
 #include "cpu_kernels.h"
 #include "common/philox.h"
@@ -14,16 +13,13 @@ static void fill_uniform(float *p, int64_t n, uint64_t seed, uint64_t base) {
   }
 }
 
-/* Box-Muller on lanes (0,1) and (2,3) of each block */
+/* Box-Muller on lanes (0,1) and (2,3) of each block, with the transform
+** every device shares (philox.h: no libm, so CUDA gives the same floats) */
 static void fill_normal(float *p, int64_t n, uint64_t seed, uint64_t base) {
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
   for (int64_t b = 0; b < (n + 3) / 4; b++) {
-    fdm_u32x4 r = fdm_philox(base + b, seed);
     float out[4];
-    for (int h = 0; h < 2; h++) {
-      float rad = sqrtf(-2.0f * logf(fdm_u01_open(r.v[2 * h]))), th = 6.2831853071795864f * fdm_u01(r.v[2 * h + 1]);
-      out[2 * h] = rad * cosf(th); out[2 * h + 1] = rad * sinf(th);
-    }
+    fdm_philox_normal4(fdm_philox(base + b, seed), out);
     for (int l = 0; l < 4 && b * 4 + l < n; l++) p[b * 4 + l] = out[l];
   }
 }

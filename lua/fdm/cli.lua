@@ -329,6 +329,18 @@ function cli.parse(argv, spec)
   return args
 end
 
+-- For scripts: a --device that is not there (no CUDA device, no CUDA build)
+-- is said once, up front, without a traceback: the reason on stderr, exit 2.
+function cli.check_device(name, device)
+  if not device or device == "cpu" then return end
+  local fdm = require "fdm"
+  local ok, err = pcall(fdm.zeros, { 1 }, { device = device })
+  if not ok then
+    io.stderr:write(("%s: --device %s: %s\n"):format(name or "fdm", device, (tostring(err):gsub("^.-: to: ", ""))))
+    os.exit(2)
+  end
+end
+
 -- For scripts: --help prints the list and exits 0; a misuse raises a usage
 -- error (the fdm executable prints it as one line and exits 2).
 function cli.parse_or_exit(argv, spec)
@@ -338,6 +350,7 @@ function cli.parse_or_exit(argv, spec)
     io.stdout:flush()
     os.exit(0)
   end
+  cli.check_device(spec.name, args.device)
   return args
 end
 

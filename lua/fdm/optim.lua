@@ -102,14 +102,18 @@ function Optimizer:step(closure)
   if closure then loss = closure() end
   no_grad(function()
     for _, g in ipairs(self.param_groups) do
+      -- an optimizer with update_group (Adam, AdamW) gets the group's
+      -- parameters at once: {p, grad, state} each
+      local items = self.update_group and {}
       for _, p in ipairs(g.params) do
         local grad = p.grad
         if grad ~= nil then
           local st = self.state[p]
           if st == nil then st = {}; self.state[p] = st end
-          self:update(p, grad, g, st)
+          if items then items[#items + 1] = { p, grad, st } else self:update(p, grad, g, st) end
         end
       end
+      if items and #items > 0 then self:update_group(items, g) end
     end
   end)
   return loss
@@ -352,6 +356,39 @@ local function adam_update(p, grad, g, st, decoupled)
     maximize = g.maximize, max_exp_avg_sq = g.amsgrad and st.max_exp_avg_sq or nil })
 end
 
+-- the whole group at once: parameters with the same device and step count
+-- take one multi-tensor call (runtime/ops/op_optim.c, the adam_multi kernel),
+-- with exactly adam_step_'s arithmetic on each
+local function adam_update_group(items, g, decoupled)
+  local batches, order = {}, {}
+  for _, it in ipairs(items) do
+    local p, grad, st = it[1], it[2], it[3]
+    if st.step == nil then
+      st.step = 0
+      st.exp_avg = fdm.zeros_like(p)
+      st.exp_avg_sq = fdm.zeros_like(p)
+      if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
+    end
+    st.step = st.step + 1
+    local key = p.device .. ":" .. st.step
+    local b = batches[key]
+    if not b then
+      b = { p = {}, g = {}, m = {}, v = {}, x = {}, step = st.step }
+      batches[key] = b
+      order[#order + 1] = key
+    end
+    local k = #b.p + 1
+    b.p[k], b.g[k], b.m[k], b.v[k] = p, grad, st.exp_avg, st.exp_avg_sq
+    if g.amsgrad then b.x[k] = st.max_exp_avg_sq end
+  end
+  for _, key in ipairs(order) do
+    local b = batches[key]
+    fdm.adam_multi_step_(b.p, b.g, b.m, b.v, g.amsgrad and b.x or nil, {
+      lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps,
+      weight_decay = g.weight_decay, step = b.step, decoupled = decoupled, maximize = g.maximize })
+  end
+end
+
 local Adam = setmetatable({}, { __index = Optimizer })
 Adam.__index = Adam
 optim.Adam = Adam
@@ -362,6 +399,7 @@ function Adam.new(params, opts)
 end
 setmetatable(Adam, { __index = Optimizer, __call = function(_, ...) return Adam.new(...) end })
 function Adam:update(p, grad, g, st) adam_update(p, grad, g, st, false) end
+function Adam:update_group(items, g) adam_update_group(items, g, false) end
 
 local AdamW = setmetatable({}, { __index = Optimizer })
 AdamW.__index = AdamW
@@ -372,6 +410,7 @@ function AdamW.new(params, opts)
 end
 setmetatable(AdamW, { __index = Optimizer, __call = function(_, ...) return AdamW.new(...) end })
 function AdamW:update(p, grad, g, st) adam_update(p, grad, g, st, true) end
+function AdamW:update_group(items, g) adam_update_group(items, g, true) end
 
 ---------------------------------------------------------------------------
 -- learning-rate schedulers (torch.optim.lr_scheduler, chainable forms)

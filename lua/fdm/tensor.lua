@@ -9,6 +9,7 @@ return function(fdm, core)
     T[name] = function(t) return t:to(dt) end
   end
   T.cpu = function(t) return t:to("cpu") end
+  T.cuda = function(t) return t:to("cuda") end
   T.type = function(t) return t.dtype end
 
   function T.flatten(t, first, last)

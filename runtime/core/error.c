@@ -5,9 +5,11 @@
 #include "fdm.h"
 
 static _Thread_local char errbuf[1024];
+static _Thread_local unsigned long errseq;
 
 int fdm_seterror(const char *fmt, ...) {
   va_list ap;
+  errseq++;
   va_start(ap, fmt);
   vsnprintf(errbuf, sizeof errbuf, fmt, ap);
   va_end(ap);
@@ -15,6 +17,7 @@ int fdm_seterror(const char *fmt, ...) {
 }
 
 const char *fdm_lasterror(void) { return errbuf[0] ? errbuf : "unknown error"; }
+unsigned long fdm_error_count(void) { return errseq; }
 
 char *fdm_shapestr(const fdm_tensor *t, char *buf, size_t n) {
   size_t k = 0;

@@ -78,6 +78,8 @@ static inline int64_t fdm_kview_numel(const fdm_kview *v) {
 /* ---- errors (core/error.c) ---- */
 int fdm_seterror(const char *fmt, ...);   /* always returns -1 */
 const char *fdm_lasterror(void);
+/* how many errors were set so far (a caller sees whether a callee set one) */
+unsigned long fdm_error_count(void);
 /* formats a shape as "[2, 3, 4]" into buf (returns buf) */
 char *fdm_shapestr(const fdm_tensor *t, char *buf, size_t n);
 

@@ -1,6 +1,7 @@
 /* tensor.c: tensor and storage lifetime (reference counting), shapes,
 ** strides, kernel views. Storage memory comes from (and goes back to) the
 ** device's backend; tensors never read or write their data here. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fdm.h"
@@ -16,11 +17,14 @@ static fdm_storage *storage_new(size_t nbytes, fdm_device dev) {
   if (!be) return NULL;
   fdm_storage *s = malloc(sizeof *s);
   if (!s) { fdm_seterror("out of memory allocating a storage header"); return NULL; }
+  unsigned long errs = fdm_error_count();
   s->data = be->alloc(nbytes);
   if (!s->data) {
     free(s);
-    fdm_seterror("out of memory: cannot allocate %.1f MiB on %s", nbytes / 1048576.0,
-                 fdm_device_name(dev));
+    /* a device allocator that says more (how much is free) keeps its words */
+    if (fdm_error_count() == errs)
+      fdm_seterror("out of memory: cannot allocate %.1f MiB on %s", nbytes / 1048576.0,
+                   fdm_device_name(dev));
     return NULL;
   }
   s->refs = 1; s->device = dev; s->nbytes = nbytes; s->version = 0;

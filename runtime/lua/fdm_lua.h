@@ -34,6 +34,9 @@ int fdm_lua_shape(lua_State *L, int idx, int64_t *shape);
 /* optional fields of an options table at idx (absent table = defaults) */
 fdm_dtype fdm_lua_optdtype(lua_State *L, int idx, const char *field, fdm_dtype def);
 fdm_device fdm_lua_optdevice(lua_State *L, int idx, const char *field, fdm_device def);
+/* the device of new tensors when no device option is given (cpu unless set) */
+fdm_device fdm_lua_default_device(void);
+void fdm_lua_set_default_device(fdm_device d);
 lua_Integer fdm_lua_optint(lua_State *L, int idx, const char *field, lua_Integer def);
 lua_Number fdm_lua_optnum(lua_State *L, int idx, const char *field, lua_Number def);
 int fdm_lua_optbool(lua_State *L, int idx, const char *field, int def);

@@ -1,4 +1,6 @@
 /* lcore.c: luaopen_fdm_core, the C module behind `require "fdm"`. */
+#include <stdlib.h>
+#include <string.h>
 #include "fdm_lua.h"
 #include "fdm_ops.h"
 #include "fdm_autograd.h"
@@ -60,6 +62,20 @@ static int l_backend_stats(lua_State *L) {
   return 1;
 }
 
+/* fdm.set_tf32(on): lets matrix products and convolutions on the GPU use
+** TF32 tensor cores (as FDM_TF32=1, which it sets; read by the CUDA kernels
+** at each call); fdm.get_tf32() */
+static int l_set_tf32(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  setenv("FDM_TF32", lua_toboolean(L, 1) ? "1" : "0", 1);
+  return 0;
+}
+static int l_get_tf32(lua_State *L) {
+  const char *t = getenv("FDM_TF32");
+  lua_pushboolean(L, t && (strcmp(t, "1") == 0 || strcmp(t, "true") == 0));
+  return 1;
+}
+
 /* device memory ran out: collect the tensors Lua no longer references */
 static void reclaim(void *ud) { lua_gc((lua_State *)ud, LUA_GCCOLLECT); }
 
@@ -74,6 +90,10 @@ int luaopen_fdm_core(lua_State *L) {
   lua_setfield(L, -2, "version");
   lua_pushcfunction(L, l_devices);
   lua_setfield(L, -2, "devices");
+  lua_pushcfunction(L, l_set_tf32);
+  lua_setfield(L, -2, "set_tf32");
+  lua_pushcfunction(L, l_get_tf32);
+  lua_setfield(L, -2, "get_tf32");
   lua_pushcfunction(L, l_load_backend);
   lua_setfield(L, -2, "load_backend");
   lua_pushcfunction(L, l_supports);

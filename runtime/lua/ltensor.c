@@ -37,7 +37,7 @@ static int shaped(lua_State *L, int kind) {
   if (kind == 3) { v = luaL_checknumber(L, first_after); first_after++; }
   int opts = opts_index(L, first_after);
   fdm_dtype dt = fdm_lua_optdtype(L, opts, "dtype", FDM_FLOAT32);
-  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device());
   fdm_tensor *t = NULL;
   switch (kind) {
     case 0: t = fdm_empty(dt, nd, shape, dev); break;
@@ -90,13 +90,13 @@ static int l_randint(lua_State *L) {
   int64_t shape[FDM_MAXDIM];
   int nd = fdm_lua_shape(L, 3, shape);
   int opts = opts_index(L, lua_istable(L, 3) ? 4 : 3 + nd);
-  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device());
   return PUSH(L, fdm_randint(lo, hi, nd, shape, dev));
 }
 
 static int l_randperm(lua_State *L) {
   int opts = opts_index(L, 2);
-  return PUSH(L, fdm_randperm(luaL_checkinteger(L, 1), fdm_lua_optdevice(L, opts, "device", FDM_CPU)));
+  return PUSH(L, fdm_randperm(luaL_checkinteger(L, 1), fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device())));
 }
 
 static int l_arange(lua_State *L) {
@@ -110,7 +110,7 @@ static int l_arange(lua_State *L) {
   for (int i = 1; i <= nnum && i <= 3; i++) if (!lua_isinteger(L, i)) allint = 0;
   int opts = opts_index(L, nnum + 1);
   fdm_dtype dt = fdm_lua_optdtype(L, opts, "dtype", allint ? FDM_INT64 : FDM_FLOAT32);
-  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device());
   fdm_tensor *t;
   if (allint && dt == FDM_INT64 && dev == FDM_CPU) {
     /* exact in int64: the core's fdm_arange counts in doubles, which round
@@ -136,7 +136,7 @@ static int l_arange(lua_State *L) {
 static int l_linspace(lua_State *L) {
   int opts = opts_index(L, 4);
   fdm_tensor *t = fdm_linspace(luaL_checknumber(L, 1), luaL_checknumber(L, 2), luaL_checkinteger(L, 3),
-                               fdm_lua_optdtype(L, opts, "dtype", FDM_FLOAT32), fdm_lua_optdevice(L, opts, "device", FDM_CPU));
+                               fdm_lua_optdtype(L, opts, "dtype", FDM_FLOAT32), fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device()));
   fdm_lua_push(L, t);
   apply_requires_grad(L, t, opts);
   return 1;
@@ -208,7 +208,7 @@ static int l_tensor(lua_State *L) {
   ** (2^3 is a float, 6//2 an integer): numbers make float32, booleans bool */
   fdm_dtype def = kind == 0 ? FDM_BOOL : FDM_FLOAT32;
   fdm_dtype dt = fdm_lua_optdtype(L, opts, "dtype", def);
-  fdm_device dev = fdm_lua_optdevice(L, opts, "device", FDM_CPU);
+  fdm_device dev = fdm_lua_optdevice(L, opts, "device", fdm_lua_default_device());
   fdm_tensor *t = fdm_empty(dt, nd, shape, FDM_CPU);
   if (!t) return fdm_lua_error(L);
   int64_t pos = 0;
@@ -854,7 +854,23 @@ static const luaL_Reg methods[] = {
   {"where", l_where}, {"pad", l_pad},
   {NULL, NULL}};
 
+/* fdm.set_default_device(name): where creation functions (zeros, randn,
+** tensor, arange, ...) put tensors when no device option is given */
+static int l_set_default_device(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  fdm_device d;
+  if (fdm_device_from_name(name, &d)) return luaL_error(L, "set_default_device: unknown device '%s' (cpu, cuda)", name);
+  if (!fdm_backend_get(d)) return luaL_error(L, "set_default_device: %s", fdm_lasterror());
+  fdm_lua_set_default_device(d);
+  return 0;
+}
+static int l_get_default_device(lua_State *L) {
+  lua_pushstring(L, fdm_device_name(fdm_lua_default_device()));
+  return 1;
+}
+
 static const luaL_Reg functions[] = {
+  {"set_default_device", l_set_default_device}, {"get_default_device", l_get_default_device},
   {"tensor", l_tensor}, {"empty", l_empty}, {"zeros", l_zeros}, {"ones", l_ones}, {"full", l_full},
   {"randn", l_randn}, {"rand", l_rand}, {"randint", l_randint}, {"randperm", l_randperm},
   {"arange", l_arange}, {"linspace", l_linspace}, {"zeros_like", l_zeros_like}, {"ones_like", l_ones_like},

@@ -120,6 +120,12 @@ fdm_dtype fdm_lua_optdtype(lua_State *L, int idx, const char *field, fdm_dtype d
   return d;
 }
 
+/* where creation functions put tensors when no device is given
+** (fdm.set_default_device) */
+static fdm_device default_device = FDM_CPU;
+fdm_device fdm_lua_default_device(void) { return default_device; }
+void fdm_lua_set_default_device(fdm_device d) { default_device = d; }
+
 fdm_device fdm_lua_optdevice(lua_State *L, int idx, const char *field, fdm_device def) {
   fdm_device d = def;
   int ty = getfield(L, idx, field);

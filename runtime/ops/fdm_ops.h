@@ -95,6 +95,10 @@ fdm_tensor *fdm_randperm(int64_t n, fdm_device dev);
 ** AMSGrad, or NULL), all in place (op_optim.c) */
 int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, fdm_tensor *vmax,
                    const fdm_adam_params *a);
+/* the same step for n parameters on one device in one kernel call (multi-tensor
+** Adam); vmax NULL or n tensors */
+int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                         fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a);
 fdm_tensor *fdm_arange(double start, double stop, double step, fdm_dtype dt, fdm_device dev);
 fdm_tensor *fdm_linspace(double start, double stop, int64_t n, fdm_dtype dt, fdm_device dev);
 #endif

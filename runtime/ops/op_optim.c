@@ -1,5 +1,6 @@
 /* op_optim.c: the fused optimizer step behind fdm.optim.Adam / AdamW: one
 ** kernel pass over each parameter and its moment buffers, in place. */
+#include <stdlib.h>
 #include "fdm_internal.h"
 
 /* t must be a contiguous float32 tensor shaped like the parameter, on its device */
@@ -42,5 +43,56 @@ int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, f
     fdm_bump_version(p); fdm_bump_version(m); fdm_bump_version(v);
     if (vmax) fdm_bump_version(vmax);
   }
+  return rc;
+}
+
+int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                         fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a) {
+  if (n <= 0) return 0;
+  if (a->step < 1) return fdm_seterror("adam_step_: step must be >= 1, got %lld", (long long)a->step);
+  fdm_device dev = p[0]->device;
+  for (int i = 0; i < n; i++) {
+    fdm_tensor *chk[2] = {p[i], g[i]};
+    if (fdm_backend_check("adam_step_", 2, chk)) return -1;
+    if (p[i]->device != dev)
+      return fdm_seterror("adam_step_: parameters on different devices (%s and %s)", fdm_device_name(dev),
+                          fdm_device_name(p[i]->device));
+    if (p[i]->dtype != FDM_FLOAT32 || !fdm_is_contiguous(p[i]))
+      return fdm_seterror("adam_step_: parameter %d must be a contiguous float32 tensor, got %s", i + 1,
+                          fdm_dtype_name(p[i]->dtype));
+    if (check_like(m[i], p[i], "exp_avg") || check_like(v[i], p[i], "exp_avg_sq") ||
+        (vmax && check_like(vmax[i], p[i], "max_exp_avg_sq")))
+      return -1;
+  }
+  fdm_kview *views = malloc((size_t)n * 5 * sizeof *views);
+  fdm_tensor **gc = calloc((size_t)n, sizeof *gc);
+  int rc = 0;
+  if (!views || !gc) rc = fdm_seterror("adam_step_: out of memory for %d parameters", n);
+  for (int i = 0; i < n && rc == 0; i++) {
+    gc[i] = fdm_float_contig(g[i]);
+    if (!gc[i]) { rc = -1; break; }
+    if (!fdm_same_shape(gc[i], p[i])) {
+      char b1[128], b2[128];
+      rc = fdm_seterror("adam_step_: gradient shape %s differs from the parameter's %s",
+                        fdm_shapestr(gc[i], b1, sizeof b1), fdm_shapestr(p[i], b2, sizeof b2));
+      break;
+    }
+    views[i] = fdm_kview_of(p[i]);
+    views[n + i] = fdm_kview_of(gc[i]);
+    views[2 * n + i] = fdm_kview_of(m[i]);
+    views[3 * n + i] = fdm_kview_of(v[i]);
+    if (vmax) views[4 * n + i] = fdm_kview_of(vmax[i]);
+  }
+  if (rc == 0)
+    rc = FDM_KERNEL(dev, "adam_step_", adam_multi, a, n, views, views + n, views + 2 * n, views + 3 * n,
+                    vmax ? views + 4 * n : NULL);
+  if (gc) for (int i = 0; i < n; i++) fdm_release(gc[i]);
+  free(gc);
+  free(views);
+  if (rc == 0)
+    for (int i = 0; i < n; i++) {
+      fdm_bump_version(p[i]); fdm_bump_version(m[i]); fdm_bump_version(v[i]);
+      if (vmax) fdm_bump_version(vmax[i]);
+    }
   return rc;
 }

@@ -1,0 +1,97 @@
+/* core_optim.cu: the fused Adam/AdamW step of kernels/cpu/optim.c (torch.optim
+** 1.13's order of float operations), one pass over each parameter, and the
+** multi-tensor form (adam_multi: up to 24 parameters per launch); the bias
+** corrections are computed on the host exactly as the CPU does. */
+#include "cuda_iter.cuh"
+
+struct adam_consts {
+  float b1, b2, eps, wd, decay, step_size, bc2_sqrt;
+  int decoupled, maximize;
+};
+
+static __device__ __forceinline__ void adam_one(const adam_consts &c, int64_t i, float *p, const float *g, float *m,
+                                                float *v, float *vmax) {
+  float gi = c.maximize ? -g[i] : g[i];
+  float pi = p[i];
+  if (c.wd != 0.0f) {
+    if (c.decoupled) pi *= c.decay;
+    else gi = gi + c.wd * pi;
+  }
+  float mi = m[i] * c.b1 + (1.0f - c.b1) * gi;
+  float vi = v[i] * c.b2 + (1.0f - c.b2) * (gi * gi);
+  m[i] = mi;
+  v[i] = vi;
+  float vs = vi;
+  if (vmax) { vs = vmax[i] > vi ? vmax[i] : vi; vmax[i] = vs; }
+  float denom = sqrtf(vs) / c.bc2_sqrt + c.eps;
+  p[i] = pi + (-c.step_size) * (mi / denom);
+}
+
+static __global__ void adam_k(adam_consts c, int64_t n, float *p, const float *g, float *m, float *v, float *vmax) {
+  CI_FOR(i, n) adam_one(c, i, p, g, m, v, vmax);
+}
+
+/* up to AM_CHUNK parameters per launch, their pointers in the kernel's
+** arguments (no upload, no synchronisation); blockIdx.y picks the tensor */
+#define AM_CHUNK 24
+struct adam_chunk {
+  int64_t numel[AM_CHUNK];
+  float *p[AM_CHUNK], *m[AM_CHUNK], *v[AM_CHUNK], *vmax[AM_CHUNK];
+  const float *g[AM_CHUNK];
+};
+
+static __global__ void adam_multi_k(adam_consts c, adam_chunk ch) {
+  int k = blockIdx.y;
+  int64_t n = ch.numel[k];
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    adam_one(c, i, ch.p[k], ch.g[k], ch.m[k], ch.v[k], ch.vmax[k]);
+}
+
+/* the bias corrections on the host, exactly as kernels/cpu/optim.c */
+static adam_consts consts_of(const fdm_adam_params *a) {
+  adam_consts c;
+  const float b1 = a->beta1, b2 = a->beta2;
+  const float bc1 = 1.0f - (float)pow(b1, (double)a->step);
+  const float bc2 = 1.0f - (float)pow(b2, (double)a->step);
+  c.b1 = b1; c.b2 = b2; c.eps = a->eps; c.wd = a->weight_decay;
+  c.step_size = a->lr / bc1;
+  c.bc2_sqrt = sqrtf(bc2);
+  c.decay = 1.0f - a->lr * a->weight_decay;
+  c.decoupled = a->decoupled;
+  c.maximize = a->maximize;
+  return c;
+}
+
+extern "C" int cuda_kernel_adam(const fdm_adam_params *a, const fdm_kview *p, const fdm_kview *g, const fdm_kview *m,
+                                const fdm_kview *v, const fdm_kview *vmax) {
+  int64_t n = fdm_kview_numel(p);
+  if (n == 0) return 0;
+  adam_k<<<fdm_cuda_blocks(n, 256), 256, 0, fdm_cuda_stream()>>>(
+      consts_of(a), n, (float *)p->data, (const float *)g->data, (float *)m->data, (float *)v->data,
+      vmax ? (float *)vmax->data : (float *)NULL);
+  return fdm_cuda_launched("adam");
+}
+
+extern "C" int cuda_kernel_adam_multi(const fdm_adam_params *a, int n, const fdm_kview *p, const fdm_kview *g,
+                                      const fdm_kview *m, const fdm_kview *v, const fdm_kview *vmax) {
+  adam_consts c = consts_of(a);
+  for (int first = 0; first < n; first += AM_CHUNK) {
+    adam_chunk ch;
+    int cnt = n - first < AM_CHUNK ? n - first : AM_CHUNK;
+    int64_t most = 0;
+    for (int k = 0; k < cnt; k++) {
+      int i = first + k;
+      ch.numel[k] = fdm_kview_numel(&p[i]);
+      ch.p[k] = (float *)p[i].data; ch.g[k] = (const float *)g[i].data;
+      ch.m[k] = (float *)m[i].data; ch.v[k] = (float *)v[i].data;
+      ch.vmax[k] = vmax ? (float *)vmax[i].data : (float *)NULL;
+      if (ch.numel[k] > most) most = ch.numel[k];
+    }
+    if (most == 0) continue;
+    unsigned bx = fdm_cuda_blocks(most, 256);
+    if (bx > 1024) bx = 1024;
+    adam_multi_k<<<dim3(bx, (unsigned)cnt), 256, 0, fdm_cuda_stream()>>>(c, ch);
+    if (fdm_cuda_launched("adam")) return -1;
+  }
+  return 0;
+}

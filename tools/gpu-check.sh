@@ -1,0 +1,165 @@
+#!/bin/bash
+# tools/gpu-check.sh OUTDIR: all of the GPU work of fdm in one run on the GPU
+# machine (one H100, 16 cores, no make/Lua/busted/OpenBLAS there), under 5
+# minutes: unpacks build/gpu-bundle/fdm-gpu.tar.xz (tools/gpu-bundle.sh, built
+# here and carried), finds CUDA's libraries (the PyTorch environment's
+# nvidia/{cudnn,cublas,cu13,cuda_runtime}/lib, else /usr/local/cuda), runs the
+# parity suite (tests/cuda/parity.lua, what `make test-cuda` runs) and the GPU
+# benchmark (bench/gpu_bench.lua, what `make bench-gpu` runs) with the
+# bundle's fdm, and leaves at most 8 files in OUTDIR:
+#   summary.txt     one line per step with its status, the parity count
+#   env.txt         GPU, driver, libraries found, ldd of fdm and the plugin
+#   parity.log      the parity suite's output
+#   nn_edges.log    tests/cuda/nn_edges.lua (make test-cuda-nn: the NN kernels'
+#                   rarer paths), when the tree has it
+#   bench-gpu.md    the benchmark's table (stdout)
+#   bench_gpu.json  the benchmark's numbers
+#   gpu-check.log   everything, in order
+# Exit status: 0 when the parity suite (and nn_edges) passed; the benchmark
+# is informational.
+#
+# GPU_CHECK_DRY=1 runs here, without a GPU, everything up to the point where
+# one is needed: unpack, library search, ldd, fdm's device list and its "no
+# CUDA device" reason, then the parity suite and the benchmark script on the
+# fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
+# Other knobs: GPU_BUNDLE (the archive), GPU_CHECK_WORK (where it is unpacked,
+# default build/gpu-run), PARITY_TIMEOUT (s, default 150),
+# BENCH_GPU_BUDGET (s, default 120), GPU_CHECK_SKIP_BENCH=1.
+set -uo pipefail
+OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DRY=${GPU_CHECK_DRY:-0}
+BUNDLE=${GPU_BUNDLE:-$ROOT/build/gpu-bundle/fdm-gpu.tar.xz}
+T0=$(date +%s)
+exec > >(tee -a "$OUT/gpu-check.log") 2>&1
+summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+elapsed() { echo $(( $(date +%s) - T0 ))s; }
+
+echo "== gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ) dry=$DRY root=$ROOT"
+if [ ! -f "$BUNDLE" ]; then
+  summary "FAIL bundle: $BUNDLE is missing (run tools/gpu-bundle.sh here and carry build/gpu-bundle)"
+  exit 2
+fi
+# unpacked inside the tree (build/ is git-ignored), not in a /tmp that may be noexec
+WORK=${GPU_CHECK_WORK:-$ROOT/build/gpu-run}
+rm -rf "$WORK" && mkdir -p "$WORK" || { summary "FAIL bundle: cannot create $WORK"; exit 2; }
+if ! tar -C "$WORK" -xJf "$BUNDLE" 2>/dev/null; then
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE" "$WORK" ||
+    { summary "FAIL bundle: cannot unpack $BUNDLE"; exit 2; }
+fi
+FDM="$WORK/bin/fdm"
+PLUGIN="$WORK/lib/fdm_backend_cuda.so"
+summary "ok   bundle: $(head -2 "$WORK/MANIFEST" | tail -1) ($(elapsed))"
+
+# CUDA's libraries: the PyTorch environment's nvidia packages (versioned
+# sonames only), torch's own lib/, and the toolkit's lib64
+libdirs=""
+if py=$(python3 - 2>/dev/null <<'PY'
+import os
+dirs = []
+try:
+    import nvidia
+    for base in nvidia.__path__:
+        for sub in ("cudnn", "cublas", "cu13", "cuda_runtime", "cuda_nvrtc", "nvjitlink"):
+            d = os.path.join(base, sub, "lib")
+            if os.path.isdir(d):
+                dirs.append(d)
+except Exception:
+    pass
+try:
+    import torch
+    d = os.path.join(os.path.dirname(torch.__file__), "lib")
+    if os.path.isdir(d):
+        dirs.append(d)
+except Exception:
+    pass
+print(":".join(dirs))
+PY
+); then libdirs=$py; fi
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && libdirs="${libdirs:+$libdirs:}$d"
+done
+export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FDM_CUDA_BACKEND="$PLUGIN" FDM_LUA_PATH="$ROOT/lua" OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OMP_WAIT_POLICY=passive
+{
+  echo "== GPU"
+  nvidia-smi -L 2>&1 || echo "(no nvidia-smi)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 || true
+  echo "== python / torch"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "gpu", torch.cuda.is_available())' 2>&1 || true
+  echo "== LD_LIBRARY_PATH"
+  echo "$LD_LIBRARY_PATH" | tr ':' '\n'
+  echo "== ldd bin/fdm"; ldd "$FDM"
+  echo "== ldd fdm_backend_cuda.so"; ldd "$PLUGIN"
+  echo "== MANIFEST"; cat "$WORK/MANIFEST"
+} > "$OUT/env.txt" 2>&1
+missing=$( (ldd "$FDM"; ldd "$PLUGIN") | grep "not found" | sort -u)
+if [ -n "$missing" ]; then
+  summary "FAIL libraries: $(echo "$missing" | awk '{print $1}' | tr '\n' ' ')(see env.txt)"
+  [ "$DRY" = 1 ] || exit 2
+else
+  summary "ok   libraries: fdm and the CUDA plugin resolve every library ($(elapsed))"
+fi
+
+cd "$ROOT"
+devs=$("$FDM" -e 'print(table.concat(fdm.devices(), ","))' 2>&1)
+why=$("$FDM" -e 'local ok, e = pcall(fdm.zeros, {1}, {device = "cuda"}) print(ok and "cuda ok" or e)' 2>&1)
+summary "info devices: $devs; cuda: $why"
+
+PARITY_DEVICE=cuda
+if [ "$DRY" = 1 ]; then
+  PARITY_DEVICE=fake
+  export FDM_FAKE_BACKEND=${FDM_FAKE_BACKEND:-$ROOT/build/tests/fdm_fake_backend.so} FDM_PARITY_QUICK=1
+  summary "info dry run: the parity suite and the benchmark run on the fake device"
+elif [ "$devs" = "${devs/cuda/}" ]; then
+  summary "FAIL device: fdm lists no CUDA device ($why)"
+  exit 1
+fi
+
+echo "== parity ($PARITY_DEVICE)"
+timeout "${PARITY_TIMEOUT:-150}" env FDM_PARITY_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/parity.lua > "$OUT/parity.log" 2>&1
+prc=$?
+tail -3 "$OUT/parity.log"
+pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
+if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
+elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
+else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
+fi
+
+if [ -f tests/cuda/nn_edges.lua ]; then
+  echo "== nn_edges ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env FDM_EDGES_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/nn_edges.lua > "$OUT/nn_edges.log" 2>&1
+  erc=$?
+  tail -2 "$OUT/nn_edges.log"
+  eline=$(grep -E "^nn_edges on |skipped" "$OUT/nn_edges.log" | tail -1)
+  if [ $erc -eq 0 ] && [ -n "$eline" ]; then summary "ok   nn_edges: $eline ($(elapsed))"
+  else summary "FAIL parity nn_edges (rc $erc): ${eline:-no summary line} (see nn_edges.log)"
+  fi
+fi
+
+if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+  echo "== bench-gpu"
+  if [ -x bench/gpu_bench.sh ]; then
+    BENCH_GPU_JSON="$OUT/bench_gpu.json" timeout 240 bench/gpu_bench.sh > "$OUT/bench-gpu.md" 2>&1
+    brc=$?
+  elif [ -f bench/gpu_bench.lua ]; then
+    benv="BENCH_GPU_JSON=$OUT/bench_gpu.json BENCH_GPU_BUDGET=${BENCH_GPU_BUDGET:-120} FDM_TF32=${FDM_TF32:-1} FDM_CUDNN_BENCHMARK=${FDM_CUDNN_BENCHMARK:-1}"
+    [ "$DRY" = 1 ] && benv="$benv FDM_BENCH_DEVICE=fake BENCH_TORCH=0"
+    timeout 240 env $benv "$FDM" bench/gpu_bench.lua > "$OUT/bench-gpu.md" 2>&1
+    brc=$?
+  else
+    echo "no bench/gpu_bench.lua or bench/gpu_bench.sh in this tree" > "$OUT/bench-gpu.md"
+    brc=0
+  fi
+  tail -15 "$OUT/bench-gpu.md"
+  summary "$([ $brc -eq 0 ] && echo "ok  " || echo "FAIL") bench-gpu (rc $brc): see bench-gpu.md ($(elapsed))"
+fi
+
+n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+[ "$n" -le 8 ] || summary "warn OUTDIR holds $n files (8 expected at most)"
+summary "done in $(elapsed)"
+grep -q "^FAIL parity" "$OUT/summary.txt" && exit 1
+exit 0
