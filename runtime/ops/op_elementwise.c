@@ -193,7 +193,7 @@ int fdm_check_inplace(const char *op, fdm_tensor *t) {
   if (fdm_grad_enabled() && t->requires_grad)
     return fdm_seterror("%s: in-place operation on a tensor that requires grad; "
                         "use fdm.no_grad(function() ... end) or t:detach()", op);
-  for (int d = 0; d < t->ndim; d++)
+  for (int d = 0; d < t->ndim && fdm_numel(t) > 0; d++)
     if (t->stride[d] == 0 && t->shape[d] > 1)
       return fdm_seterror("%s: the tensor is an expanded view (dim %d has stride 0): several of its "
                           "elements share one memory location; clone it first", op, d + 1);
