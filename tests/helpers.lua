@@ -402,7 +402,7 @@ end
 
 -- shell helpers for specs that run scripts: out, exit code of `cmd` (stderr folded in)
 function H.sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\""))
   local out = p:read("a")
   p:close()
   local rc = tonumber(out:match("__rc=(%d+)%s*$"))
@@ -421,6 +421,28 @@ function H.slurp(path)
   local s = f:read("a")
   f:close()
   return s
+end
+
+-- a fresh empty directory
+function H.tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(os.execute("mkdir -p '" .. d:gsub("'", "'\\''") .. "'"))
+  return d
+end
+
+-- the whole file (an error when it cannot be read: tests want to know)
+function H.readall(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.writeall(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
 end
 
 return H

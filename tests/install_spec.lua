@@ -4,20 +4,8 @@
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
 local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
 
-local function sh(cmd)   -- -> output (stdout and stderr), exit code
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("__rc=(%d+)\n$"))
-  return out:gsub("__rc=%d+\n$", ""), code
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. q(d)))
-  return d
-end
+local H = require "helpers"
+local sh, tmpdir = H.sh, H.tmpdir   -- sh(cmd) -> output (stdout and stderr), exit code
 
 local function is_png(p)
   local f = io.open(p, "rb")

@@ -1,26 +1,8 @@
 -- tests of fdm.io: PNG, safetensors, IDX, grids, GIFs, plots.
 local fdm = require "fdm"
+local H = require "helpers"
+local tmpdir, readall, writeall = H.tmpdir, H.readall, H.writeall
 local fio = fdm.io
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
-
-local function readall(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function writeall(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
 
 local function flat(t)
   local out = {}

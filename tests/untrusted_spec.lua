@@ -4,6 +4,8 @@
 -- temporaries a killed run left; safetensors metadata keeps NUL-free exact
 -- strings, the data section has no gaps, files are byte-reproducible.
 local fdm = require "fdm"
+local H = require "helpers"
+local tmpdir, readall, writeall, exists = H.tmpdir, H.readall, H.writeall, H.exists
 local ckpt = require "fdm.checkpoint"
 
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
@@ -11,32 +13,6 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- an address-space limit for child processes (not under ASan, which
 -- reserves terabytes of shadow memory; there the time limits remain)
 local ULIMIT = (os.getenv("LD_PRELOAD") or ""):find("asan") and "" or "ulimit -v 1500000; "
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. q(d)))
-  return d
-end
-
-local function readall(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function writeall(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
 
 local function raises(f, ...)
   local ok, err = pcall(f)

@@ -2,13 +2,9 @@
 #ifndef CPU_OPTIM_H
 #define CPU_OPTIM_H
 #include <stdint.h>
+#include "fdm_kernels.h"   /* fdm_adam_params */
 
-typedef struct {
-  float lr, beta1, beta2, eps, weight_decay;
-  int64_t step;          /* the step number after this update (1 for the first) */
-  int decoupled;         /* AdamW: decay the weights, not the gradient */
-  int maximize;
-} cpu_adam_params;
+typedef fdm_adam_params cpu_adam_params;
 
 /* Adam/AdamW as torch.optim (1.13, single-tensor path), elementwise:
 ** p, m, v updated in place; vmax non-NULL selects AMSGrad. */

@@ -32,8 +32,7 @@ void cpu_adam_step(int64_t n, const cpu_adam_params *a, float *p, const float *g
 
 int cpu_kernel_adam(const fdm_adam_params *a, const fdm_kview *p, const fdm_kview *g, const fdm_kview *m,
                     const fdm_kview *v, const fdm_kview *vmax) {
-  cpu_adam_params c = {a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->step, a->decoupled, a->maximize};
-  cpu_adam_step(fdm_kview_numel(p), &c, p->data, g->data, m->data, v->data, vmax ? (float *)vmax->data : NULL);
+  cpu_adam_step(fdm_kview_numel(p), a, p->data, g->data, m->data, v->data, vmax ? (float *)vmax->data : NULL);
   return 0;
 }
 

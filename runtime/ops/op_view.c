@@ -288,17 +288,23 @@ fdm_tensor *fdm_detach(fdm_tensor *t) {
 /* ---- gather ---- */
 typedef struct { int dim; fdm_tensor *idx; } index_state;
 
-static int gather_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
+/* the gradient of gather or index_select: zeros of the input's shape, and
+** g added at the saved index by the device's scatter-add kernel */
+static int index_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin, int is_gather) {
   index_state *s = FDM_NODE_STATE(n, index_state);
   if (!s) return -1;
   const fdm_node_input *in = fdm_node_input_at(n, 0);
   fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
   if (!gx) return -1;
   fdm_kview vgx = fdm_kview_of(gx), vi = fdm_kview_of(s->idx), vg = fdm_kview_of(g);
-  if (FDM_KERNEL(gx->device, "gather", gather_backward, &vgx, &vi, &vg, s->dim)) { fdm_release(gx); return -1; }
+  int rc = is_gather ? FDM_KERNEL(gx->device, "gather", gather_backward, &vgx, &vi, &vg, s->dim)
+                     : FDM_KERNEL(gx->device, "index_select", index_select_backward, &vgx, &vi, &vg, s->dim);
+  if (rc) { fdm_release(gx); return -1; }
   gin[0] = gx;
   return 0;
 }
+
+static int gather_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) { return index_backward(n, g, gin, 1); }
 
 /* records gather / index_select's node, which keeps the (contiguous) index */
 static int record_index(fdm_tensor *out, fdm_tensor *t, const char *name, fdm_backward_fn bw, int dim,
@@ -340,18 +346,7 @@ badshape:
 
 /* ---- index_select: rows picked by an int64 index (a batch from a data set) ---- */
 static int index_select_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
-  index_state *s = FDM_NODE_STATE(n, index_state);
-  if (!s) return -1;
-  const fdm_node_input *in = fdm_node_input_at(n, 0);
-  fdm_tensor *gx = fdm_zeros(FDM_FLOAT32, in->ndim, in->shape, g->device);
-  if (!gx) return -1;
-  fdm_kview vgx = fdm_kview_of(gx), vi = fdm_kview_of(s->idx), vg = fdm_kview_of(g);
-  if (FDM_KERNEL(gx->device, "index_select", index_select_backward, &vgx, &vi, &vg, s->dim)) {
-    fdm_release(gx);
-    return -1;
-  }
-  gin[0] = gx;
-  return 0;
+  return index_backward(n, g, gin, 0);
 }
 
 fdm_tensor *fdm_index_select(fdm_tensor *t, int dim, fdm_tensor *index) {
