@@ -18,9 +18,11 @@ local opts = cli.parse_or_exit(arg, {
     { "lr", "number", 3e-3, "learning rate (Adam, cosine-annealed to 1e-4)", min = 0 },
     { "euler", "int", 100, "Euler steps of the sampler", min = 4 },
     { "out", "string", "out", "output folder (demo.png, demo_loss.png)" },
+    { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
   },
 })
 fdm.manual_seed(opts.seed)
+fdm.set_default_device(opts.device)   -- every tensor below is made there
 print(("demo: flow matching on eight Gaussians, seed %d, %d steps"):format(opts.seed, opts.steps))
 
 -- eight Gaussian blobs on a ring of radius 0.8
@@ -32,7 +34,7 @@ end
 
 local model = nn.Sequential(
   nn.Linear(3, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
-  nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 2))
+  nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 2)):to(opts.device)
 local opt = fdm.optim.Adam(model:parameters(), { lr = opts.lr })
 local sched = fdm.optim.CosineAnnealingLR(opt, opts.steps, 1e-4)
 

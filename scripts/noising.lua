@@ -7,7 +7,7 @@ local train = require "fdm.train"
 
 local spec = {
   name = "noising", summary = "visualize z = x + sigma eps (Part B 1.2)",
-  common = { "seed", "subset", "dataset", "out" },
+  common = { "seed", "subset", "dataset", "out", "device" },
   options = {
     { "sigmas", "numbers", { 0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0 }, "noise levels", min = 0 },
     { "show", "int", 5, "digits shown (rows)", min = 1 },
@@ -19,7 +19,7 @@ fdm.manual_seed(args.seed)
 local sigmas = args.sigmas
 local ds = train.load_data(args, args.split)
 local k = math.min(args.show, ds.n)
-local x = ds.images:narrow(1, 1, k)
+local x = ds.images:narrow(1, 1, k):to(args.device)
 local labels = ds.labels:narrow(1, 1, k):tolist()
 local imgs, rows, cols = {}, {}, {}
 local eps = fdm.randn_like(x)                     -- the same noise at every sigma

@@ -15,7 +15,7 @@ local F = fdm.F
 
 local argv = arg or {}
 local opts = cli.parse_or_exit(argv, {
-  name = "train_classifier", common = { "epochs", "batch", "lr", "seed" },
+  name = "train_classifier", common = { "epochs", "batch", "lr", "seed", "device" },
   summary = "train the MNIST classifier that scores generators (fdm.classifier)",
   defaults = { epochs = 4, batch = 128, lr = 2e-3, seed = 0 },
   options = {
@@ -45,7 +45,8 @@ local test = cls.mnist("test")
 if opts.n then train = cls.head(train, opts.n) end
 io.stderr:write(string.format("data: %d train, %d test images (%.1f s)\n", train.n, test.n, fdm.time() - t_load))
 
-local net = cls.new()
+local dev = opts.device
+local net = cls.new():to(dev)
 net:train()
 print(string.format("MnistClassifier: %d parameters", net:num_parameters()))
 local opt = fdm.optim.Adam(net:parameters(), { lr = opts.lr })
@@ -74,13 +75,14 @@ end
 
 -- per-sample random translation by up to `shift` pixels: pad with zeros,
 -- then gather each image's 28x28 window at its own offset
-local grid28 = (fdm.arange(28):view(28, 1) * (28 + 2 * opts.shift) + fdm.arange(28):view(1, 28)):view(1, 784)
+local grid28 = (fdm.arange(28):view(28, 1) * (28 + 2 * opts.shift) + fdm.arange(28):view(1, 28)):view(1, 784):to(dev)
 local function augment(x)
   local s = opts.shift
   if s <= 0 then return x end
   local b, w = x.shape[1], 28 + 2 * s
   local flat = fdm.pad(x, { s, s, s, s }):reshape(b, w * w)
-  local idx = fdm.randint(0, 2 * s + 1, { b, 1 }) * w + fdm.randint(0, 2 * s + 1, { b, 1 }) + grid28
+  local on = { device = x.device }
+  local idx = fdm.randint(0, 2 * s + 1, { b, 1 }, on) * w + fdm.randint(0, 2 * s + 1, { b, 1 }, on) + grid28
   return fdm.gather(flat, 2, idx):view(b, 1, 28, 28)
 end
 
@@ -103,6 +105,7 @@ for ep = 1, opts.epochs do
   local ep_loss, ep_n, ep_correct = 0.0, 0, 0
   local t_ep = fdm.time()
   for x, y in epoch_batches(train, opts.batch) do
+    x, y = x:to(dev), y:to(dev)
     for _, g in ipairs(opt.param_groups) do g.lr = lr_at(step) end
     local logits = net(augment(x))
     local loss = F.cross_entropy(logits, y)

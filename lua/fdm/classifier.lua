@@ -198,15 +198,18 @@ local function prep(x)
 end
 
 -- calls fn(batch) on x in batches of opts.batch (500), in eval mode and
--- without autograd; the network's train/eval mode is put back afterwards
+-- without autograd, each batch on the network's device (results are
+-- gathered on the cpu); the network's train/eval mode is put back afterwards
 local function eval_batches(net, x, opts, fn)
   local batch = (opts and opts.batch) or 500
   x = prep(x)
+  local p = net:parameters()[1]
+  local dev = p and p.device or "cpu"
   fdm.no_grad(function()
     local was = net.training
     net:eval()
     local n = x.shape[1]
-    for s = 1, n, batch do fn(x:narrow(1, s, math.min(batch, n - s + 1))) end
+    for s = 1, n, batch do fn(x:narrow(1, s, math.min(batch, n - s + 1)):to(dev)) end
     net:train(was)
   end)
 end
@@ -216,14 +219,14 @@ local function cat(list) return #list == 1 and list[1] or fdm.cat(list, 1) end
 -- [N,128] float32 features
 function M.features(net, x, opts)
   local fs = {}
-  eval_batches(net, x, opts, function(b) fs[#fs + 1] = net:features(b) end)
+  eval_batches(net, x, opts, function(b) fs[#fs + 1] = net:features(b):to("cpu") end)
   return cat(fs)
 end
 
 -- [N,10] logits
 function M.logits(net, x, opts)
   local ls = {}
-  eval_batches(net, x, opts, function(b) ls[#ls + 1] = net(b) end)
+  eval_batches(net, x, opts, function(b) ls[#ls + 1] = net(b):to("cpu") end)
   return cat(ls)
 end
 
@@ -232,8 +235,8 @@ function M.logits_and_features(net, x, opts)
   local ls, fs = {}, {}
   eval_batches(net, x, opts, function(b)
     local f = net:features(b)
-    fs[#fs + 1] = f
-    ls[#ls + 1] = net:head(f)
+    fs[#fs + 1] = f:to("cpu")
+    ls[#ls + 1] = net:head(f):to("cpu")
   end)
   return cat(ls), cat(fs)
 end
