@@ -445,4 +445,16 @@ function H.writeall(path, s)
   f:close()
 end
 
+-- the peak resident set (VmHWM, KiB) of a fresh `bin` running the Lua file
+-- script (nil: nothing): read by the process itself from /proc, so no
+-- /usr/bin/time is needed on the machine
+function H.peak_rss_kb(bin, script)
+  local function q(x) return "'" .. tostring(x):gsub("'", "'\\''") .. "'" end
+  local code = (script and ("dofile(%q) "):format(script) or "")
+    .. "for l in io.lines('/proc/self/status') do local v = l:match('^VmHWM:%s*(%d+)') "
+    .. "if v then print('RSS ' .. v) end end"
+  local out = H.sh(q(bin) .. " -e " .. q(code))
+  return tonumber(out:match("RSS (%d+)")), out
+end
+
 return H

@@ -64,15 +64,21 @@ describe("runtime", function()
     local base = fdm.memory()
     local w = fdm.randn(64, 64, { requires_grad = true })
     local peak = 0
-    for _ = 1, 300 do
+    for _ = 1, 600 do
       local x = fdm.randn(256, 64)
       local loss = fdm.F.gelu(fdm.matmul(x, w)):square():mean()
       loss:backward()
       w:zero_grad()
       peak = math.max(peak, fdm.memory() - base)
     end
-    -- ~120 MiB is allocated in all; the collector runs every 32 MiB of new tensors
-    assert.is_true(peak < 64 * 1024 * 1024, ("peak %.1f MiB"):format(peak / 1048576))
+    -- ~0.25 MiB of tensors per step; the collector runs after 32 MiB of new
+    -- Lua-held tensors or as many bytes as were alive at the last collection
+    -- (whatever earlier specs keep, e.g. loaded data sets), so live memory is
+    -- a sawtooth: measured 64 MiB at its top on an empty heap (also before the
+    -- backend refactor). 600 steps allocate 150 MiB: a leak would pass the bound.
+    local limit = math.max(80 * 1048576, base + 80 * 1048576)
+    assert.is_true(peak < limit, ("peak %.1f MiB above the %.1f MiB alive before (bound %.1f MiB)"):format(
+      peak / 1048576, base / 1048576, limit / 1048576))
   end)
 
   it("shows plain tables compactly in the REPL (fdm.repr)", function()

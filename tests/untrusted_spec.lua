@@ -226,9 +226,8 @@ describe("IDX gzip bomb", function()
     assert.truthy(out:find("10 data bytes", 1, true) or out:find("declares", 1, true), out)
     assert(secs < 2, "took " .. secs .. " s")
     -- the peak: reading a 1 MiB gz inflating to 64 MiB must not allocate 64 MiB
-    local rss = sh("/usr/bin/time -f 'RSS %M' " .. q(BIN) .. " " .. q(script))
-    local kb = tonumber(rss:match("RSS (%d+)"))
-    local base_kb = tonumber(sh("/usr/bin/time -f 'RSS %M' " .. q(BIN) .. " -e 'print(1)'"):match("RSS (%d+)"))
+    local kb = H.peak_rss_kb(BIN, script)
+    local base_kb = H.peak_rss_kb(BIN)
     assert(kb and base_kb and kb - base_kb < 32 * 1024, "peak RSS grew by " .. tostring(kb and base_kb and kb - base_kb) .. " KiB")
     -- good files still read, plain and gzip'ed (several members too)
     local ok = d .. "/ok.idx"
@@ -388,9 +387,8 @@ open(%q, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB
     png16(big, 4096, 4096)
     local script = d .. "/r.lua"
     writeall(script, ("local t = fdm.io.read_png(%q, { range = 'byte' }) assert(t.shape[3] == 4096)"):format(big))
-    local function peak(cmd) return tonumber(sh("/usr/bin/time -f 'RSS %M' " .. cmd):match("RSS (%d+)")) end
-    local base = peak(q(BIN) .. " -e 'print(1)'")
-    local kb = peak(q(BIN) .. " " .. q(script))
+    local base = H.peak_rss_kb(BIN)
+    local kb = H.peak_rss_kb(BIN, script)
     assert(kb - base < 96 * 1024, string.format("peak RSS grew by %d MiB for a 64 MiB tensor", (kb - base) // 1024))
     os.execute("rm -rf " .. q(d))
   end)
