@@ -33,7 +33,7 @@ CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 MAIN_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(MAIN_SRC))
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all deps test test-c bench install clean data fuzz
+.PHONY: all deps test test-c bench install clean data fuzz lua-module install-lua-module
 all: $(BUILD)/fdm $(BUILD)/lua/fdm/core.so
 
 deps: $(DEPS_STAMP)
@@ -71,11 +71,35 @@ test: all $(TEST_DEPS)
 	$(LUA_ENV) $(SAN_ENV) lua5.4 /usr/bin/busted --lpath="" --cpath="" -o utfTerminal tests/
 	$(MAKE) --no-print-directory test-c
 
+# `make install PREFIX=...`: bin/fdm; the module (lib/lua/5.4/fdm/core.so,
+# share/lua/5.4/fdm/*.lua); fdm's scripts and shipped weights in share/fdm
+# (`fdm anagram` runs share/fdm/scripts/anagram.lua, and the scripts find
+# share/fdm/weights from any directory: lua/fdm/weights.lua); the docs in
+# share/doc/fdm (README.md, docs/, as in the source tree so links work).
+SHARE_FDM = $(DESTDIR)$(PREFIX)/share/fdm
+DOC_FDM   = $(DESTDIR)$(PREFIX)/share/doc/fdm
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm
 	install -m 755 $(BUILD)/fdm $(DESTDIR)$(PREFIX)/bin/fdm
 	install -m 755 $(BUILD)/lua/fdm/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm/core.so
 	install -m 644 lua/fdm/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/
+	install -d $(SHARE_FDM)/scripts/partA $(SHARE_FDM)/weights $(DOC_FDM)/docs/img
+	install -m 644 scripts/*.lua $(SHARE_FDM)/scripts/
+	install -m 644 scripts/partA/*.lua $(SHARE_FDM)/scripts/partA/
+	install -m 644 weights/*.safetensors weights/*.md $(SHARE_FDM)/weights/
+	install -m 644 README.md PERFORMANCE.md $(DOC_FDM)/
+	install -m 644 docs/*.md $(DOC_FDM)/docs/
+	install -m 644 docs/img/* $(DOC_FDM)/docs/img/
+
+# LuaRocks (fdm-0.1.0-1.rockspec, `luarocks make`): the module alone, into the
+# directories luarocks names (INST_LIBDIR for fdm/core.so, INST_LUADIR for
+# fdm/*.lua)
+lua-module: $(BUILD)/lua/fdm/core.so
+install-lua-module: lua-module
+	@test -n "$(INST_LIBDIR)" -a -n "$(INST_LUADIR)" || { echo "install-lua-module: set INST_LIBDIR and INST_LUADIR (luarocks make does)"; exit 2; }
+	install -d $(INST_LIBDIR)/fdm $(INST_LUADIR)/fdm
+	install -m 755 $(BUILD)/lua/fdm/core.so $(INST_LIBDIR)/fdm/core.so
+	install -m 644 lua/fdm/*.lua $(INST_LUADIR)/fdm/
 
 clean:
 	rm -rf build build-san

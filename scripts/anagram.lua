@@ -13,14 +13,14 @@ local C = dofile(here .. "/partA/common.lua")
 local fdm = rawget(_G, "fdm") or require "fdm"
 
 local args = C.parse("anagram", "visual anagrams: an image that reads as prompt 1 upright and prompt 2 transformed", {
+  "seed", "steps", "cfg", "device", "model", "threshold",
   { "prompts", "string", "6,9", "two comma-separated prompts: upright, transformed" },
   { "view", "choice", "rot180", "the second view", choices = { "flip", "rot180", "rot90", "rot270", "negate", "jigsaw" } },
   { "n", "int", 3, "illusions to draw", min = 1 },
   { "out", "string", "out/anagram.png", "output PNG" },
 }, { steps = 20, cfg = 7 }, "scripts/anagram.lua")
 local clock = C.timer()
-local prompts = C.split(args.prompts)
-if #prompts ~= 2 then io.stderr:write("anagram: --prompts needs two prompts, e.g. \"6,9\"\n"); os.exit(2) end
+local prompts = C.two_prompts(args)
 local model = C.load_model(args)
 C.seed(args)
 local _, shown = C.anagram(model, prompts, { "identity", args.view }, args, args.n)

@@ -11,41 +11,29 @@
 -- checkpoint's metadata. --smooth K averages the last K batches (default: a
 -- tenth of an epoch). --md FILE also writes the table as markdown.
 local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
 local ckpt = require "fdm.checkpoint"
 local train = require "fdm.train"
 
-local USAGE = [==[
-usage: fdm scripts/compare_runs.lua [--out out/compare_runs.png] [--smooth K] [--title T] [--md FILE]
-         RUN[=LABEL] RUN[=LABEL] ...
-  RUN: a training output folder (holding checkpoint.safetensors) or a checkpoint file]==]
-
-local function fail(msg)
-  io.stderr:write("compare_runs: " .. msg .. "\n" .. USAGE .. "\n")
-  os.exit(2)
-end
-
-local argv = arg or {}
-local o = { out = "out/compare_runs.png", title = "training loss" }
+local o = cli.parse_or_exit(arg, {
+  name = "compare_runs", common = false,
+  summary = "loss curves and per-epoch mean losses of training runs, from their checkpoints",
+  positional = { name = "RUN[=LABEL]", min = 1,
+    help = "a training output folder (holding checkpoint.safetensors) or a checkpoint file" },
+  options = {
+    { "out", "string", "out/compare_runs.png", "the loss plot" },
+    { "smooth", "int", nil, "average the last K batches (default: a tenth of an epoch)", min = 1 },
+    { "title", "string", "training loss", "title of the plot" },
+    { "md", "string", nil, "also write the table as markdown to this file" },
+  },
+})
+local function fail(msg) cli.usage_error("compare_runs: " .. msg) end
 local runs = {}
-local i = 1
-while i <= #argv do
-  local a = argv[i]
-  if a == "-h" or a == "--help" then print(USAGE) os.exit(0) end
-  local k = a:match("^%-%-([%w%-]+)$")
-  if k then
-    if not ({ out = 1, smooth = 1, title = 1, md = 1 })[k] then fail("unknown option --" .. k) end
-    if argv[i + 1] == nil then fail("--" .. k .. " needs a value") end
-    o[k] = argv[i + 1]
-    i = i + 2
-  else
-    local path, label = a:match("^(.-)=(.+)$")
-    runs[#runs + 1] = { path = path or a, label = label }
-    i = i + 1
-  end
+for _, a in ipairs(o.positional) do
+  local path, label = a:match("^(.-)=(.+)$")
+  runs[#runs + 1] = { path = path or a, label = label }
 end
-if #runs == 0 then fail("give at least one run") end
-local smooth = o.smooth and math.tointeger(tonumber(o.smooth))
-if o.smooth and (not smooth or smooth < 1) then fail("--smooth expects a positive integer, got '" .. o.smooth .. "'") end
+local smooth = o.smooth
 
 local function is_dir(p)
   local f = io.open(p .. "/.", "r")
@@ -65,8 +53,9 @@ end
 local max_epochs = 0
 for _, r in ipairs(runs) do
   local file = is_dir(r.path) and (r.path .. "/checkpoint.safetensors") or r.path
+  if not ckpt.exists(file) then fail("no checkpoint at '" .. file .. "' (a run folder or a checkpoint file expected)") end
   local ok, st = pcall(ckpt.load, file, { restore_rng = false })
-  if not ok then fail((tostring(st):gsub("^[^:]*:%d+: ", ""))) end
+  if not ok then fail((tostring(st):gsub("^[^:]*:%d+: ", ""):gsub("\n.*", ""))) end
   local h = st.history or {}
   if not h.loss or #h.loss == 0 or not h.epoch_loss or #h.epoch_loss == 0 then
     fail("'" .. file .. "' holds no loss history (not written by fdm.train?)")

@@ -17,25 +17,23 @@ local flow = require "fdm.flow"
 local unet = require "fdm.unet"
 
 local options = {
-  { "sigma", "number", 0.5, "training noise level" },
+  { "sigma", "number", 0.5, "training noise level", min = 0 },
   { "pure-noise", "flag", false, "1.2.3: train to denoise pure noise (z = eps)" },
-  { "sigmas", "string", "0,0.2,0.4,0.5,0.6,0.8,1.0", "1.2.2: noise levels shown after training" },
+  { "sigmas", "numbers", { 0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0 }, "1.2.2: noise levels shown after training", min = 0 },
   { "show", "int", 8, "test images shown after each milestone epoch", min = 1 },
   { "sample-epochs", "ints", {}, "epochs after which to show test results (default 1 and epochs)" },
 }
 for _, o in ipairs(train.OPTIONS) do options[#options + 1] = o end
 local spec = {
   name = "denoiser", summary = "one-step denoising UNet on MNIST (Part B 1.2.1-1.2.3)",
+  common = train.COMMON,
   defaults = { epochs = 5, batch = 256, lr = 1e-4, hidden = 128 },
   options = options,
 }
 local args = cli.parse_or_exit(arg, spec)
 local pure = args.pure_noise
 if pure and not args.given.out then args.out = "out/denoiser_pure_noise" end
-local sigmas = {}
-for s in args.sigmas:gmatch("[^,]+") do
-  sigmas[#sigmas + 1] = tonumber(s) or error("--sigmas: '" .. s .. "' is not a number", 0)
-end
+local sigmas = args.sigmas
 print("denoiser: " .. cli.describe(args, spec))
 fdm.manual_seed(args.seed)
 
@@ -103,7 +101,9 @@ local run = train.run {
   loader = loader, full_images = 60000,
   meta = { hidden = args.hidden, batch = args.batch, lr = args.lr, dataset = args.dataset,
            subset = args.subset, seed = args.seed, sigma = pure and "pure" or args.sigma,
-           model = "UnconditionalUNet" },
+           model = "UnconditionalUNet",
+           ["fdm.kind"] = "denoiser", ["fdm.architecture"] = "UnconditionalUNet",
+           ["fdm.in_channels"] = 1, ["fdm.hidden"] = args.hidden },
   loss = function(x) return flow.denoiser_loss(net, x, pure and "pure" or args.sigma) end,
   after_epoch = function(epoch) if is_milestone[epoch] then test_results(epoch) end end,
 }

@@ -8,7 +8,7 @@
 --   ./build/fdm scripts/eval.lua --samples FILE.safetensors
 --       FILE holds `images` float [N,1,28,28] in [0,1] and `labels` int64 [N]
 --       (the digit each sample was asked to be)
---   ./build/fdm scripts/eval.lua --model weights/X.safetensors --kind flow_class
+--   ./build/fdm scripts/eval.lua --model weights/X.safetensors (a flow_class model; other kinds are refused)
 --       [--hidden D] [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device cuda]
 --       generates N samples (labels 0,1,...,9,0,1,...) with the CFG Euler sampler
 --   common: [--n N (default 10000; with --samples: all of the file)]
@@ -17,54 +17,68 @@
 --       [--save FILE (the generated samples, as --samples reads them)]
 --       [--json FILE (the results)] [--baseline 0 (skip the real-data FD floor)]
 local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
 local cls = require "fdm.classifier"
 
-local USAGE = [==[
-usage: fdm scripts/eval.lua (--samples FILE | --model FILE --kind flow_class [--hidden D]
-         [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device D]) [--n N] [--classifier FILE]
-         [--ref-n 10000] [--out out/eval_samples.png] [--per 8] [--save FILE] [--json FILE] [--baseline 0]]==]
-
-local argv = arg or {}
-local o = { out = "out/eval_samples.png", per = 8, cfg = 5, steps = 300, batch = 256, seed = 0,
-  ["ref-n"] = 10000 }
-local i = 1
-while i <= #argv do
-  local a = argv[i]
-  if a == "-h" or a == "--help" then print(USAGE) os.exit(0) end
-  local k = a:match("^%-%-([%w%-_]+)$")
-  if not k or argv[i + 1] == nil then io.stderr:write("eval: bad argument '" .. a .. "'\n" .. USAGE .. "\n") os.exit(2) end
-  o[k] = tonumber(argv[i + 1]) or argv[i + 1]
-  i = i + 2
-end
+local o = cli.parse_or_exit(arg, {
+  name = "eval", common = false,
+  summary = "score MNIST samples (--samples FILE) or a flow_class model (--model FILE) with the shipped classifier",
+  options = {
+    { "samples", "string", nil, "safetensors file with images [N,1,28,28] in [0,1] and labels [N]" },
+    { "model", "string", nil, "flow_class weights to sample from (e.g. weights/flow_class_mnist.safetensors)" },
+    { "hidden", "int", nil, "UNet width D of --model (default: from the file)", min = 1 },
+    { "cfg", "number", 5, "classifier-free guidance scale of the sampler" },
+    { "steps", "int", 300, "Euler steps of the sampler", min = 1 },
+    { "batch", "int", 256, "sampling batch size", min = 1 },
+    { "seed", "int", 0, "sampling seed" },
+    { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+    { "n", "int", nil, "samples to score (default 10000 with --model, all of --samples)", min = 1 },
+    { "classifier", "string", nil, "classifier weights (default: the shipped weights/mnist_classifier.safetensors)" },
+    { "ref-n", "int", 10000, "MNIST test images of the reference statistics", min = 2 },
+    { "out", "string", "out/eval_samples.png", "grid of samples with the classifier's readings (none: no grid)" },
+    { "per", "int", 8, "samples per digit in the grid", min = 1 },
+    { "save", "string", nil, "also save the generated samples (as --samples reads them)" },
+    { "json", "string", nil, "also write the results as JSON" },
+    { "baseline", "int", 1, "1: score N real training digits too (the FD floor at this N); 0: skip", min = 0, max = 1 },
+  },
+})
 if not o.samples and not o.model then
-  io.stderr:write("eval: give --samples FILE or --model FILE --kind flow_class\n" .. USAGE .. "\n")
-  os.exit(2)
+  cli.usage_error("eval: give --samples FILE or --model FILE (see --help)")
 end
+if o.samples and o.model then cli.usage_error("eval: give --samples or --model, not both") end
 
 local t_start = fdm.time()
-local net = cls.load(o.classifier)
+local net = cls.load(o.classifier, { what = "eval: --classifier" })
 
 ---------------------------------------------------------------- the samples
 local images, labels, source
 if o.samples then
-  local t = fdm.io.load_safetensors(o.samples)
+  if not require("fdm.weights").exists(o.samples) then cli.usage_error("eval: --samples: no such file '" .. o.samples .. "'") end
+  local ok, t = pcall(fdm.io.load_safetensors, o.samples)
+  if not ok then
+    cli.usage_error("eval: --samples: '" .. o.samples .. "' is not a readable safetensors file (" ..
+      tostring(t):gsub("\n.*", "") .. ")")
+  end
   images, labels = t.images, t.labels
-  assert(images and labels, "eval: '" .. o.samples .. "' must hold `images` and `labels`")
+  if not (images and labels) then
+    cli.usage_error("eval: --samples: '" .. o.samples .. "' must hold tensors named `images` and `labels`")
+  end
   if images.dtype ~= "float32" then images = images:float() end
   if #images.shape == 3 then images = images:unsqueeze(2) end
-  assert(#images.shape == 4 and images.shape[2] == 1 and images.shape[3] == 28 and images.shape[4] == 28,
-    "eval: images must be [N,1,28,28], got [" .. table.concat(images.shape, ",") .. "]")
+  if not (#images.shape == 4 and images.shape[2] == 1 and images.shape[3] == 28 and images.shape[4] == 28) then
+    cli.usage_error("eval: --samples: images must be [N,1,28,28], got [" .. table.concat(images.shape, ",") .. "]")
+  end
   labels = labels:to("int64"):reshape(labels:numel())
-  assert(labels.shape[1] == images.shape[1], "eval: images and labels differ in N")
+  if labels.shape[1] ~= images.shape[1] then
+    cli.usage_error(("eval: --samples: %d images but %d labels"):format(images.shape[1], labels.shape[1]))
+  end
   if o.n and o.n < images.shape[1] then
     images, labels = images:narrow(1, 1, o.n), labels:narrow(1, 1, o.n)
   end
   source = o.samples
 else
-  local kind = o.kind or "flow_class"
-  if kind ~= "flow_class" then error("eval: --kind " .. kind .. " is not supported (flow_class)") end
   local N = o.n or 10000
-  local model, _, D = cls.load_flow_class(o.model, { hidden = o.hidden })
+  local model, _, D = cls.load_flow_class(o.model, { hidden = o.hidden, what = "eval: --model" })
   if o.device and o.device ~= "cpu" then model:to(o.device) end
   local lab = {}
   for k = 1, N do lab[k] = (k - 1) % 10 end
@@ -95,7 +109,7 @@ local pred = logits:argmax(2)
 local acc, per = cls.score(pred, labels)
 
 local test = cls.mnist("test")
-local ref = cls.head(test, o["ref-n"])
+local ref = cls.head(test, o.ref_n)
 local ref_feats = cls.features(net, ref.images)
 local ref_stats = cls.stats(ref_feats)
 local fd, parts = cls.frechet(feats, ref_stats)

@@ -20,12 +20,13 @@ local NOSCHED_LR = 1e-3
 local options = {
   { "per-digit", "int", 4, "samples of every digit after each milestone epoch", min = 1 },
   { "sample-epochs", "ints", {}, "epochs after which to sample (default 1, epochs/2, epochs)" },
-  { "p-uncond", "number", 0.1, "probability of dropping the class in training" },
+  { "p-uncond", "number", 0.1, "probability of dropping the class in training", min = 0, max = 1 },
   { "no-scheduler", "flag", false, "2.6+: train without the ExponentialLR scheduler, at a constant lr (1e-3 unless --lr is given)" },
 }
 for _, o in ipairs(train.OPTIONS) do options[#options + 1] = o end
 local spec = {
   name = "flow_class", summary = "class-conditioned flow matching with CFG on MNIST (Part B 2.4-2.6)",
+  common = { "steps", "cfg", table.unpack(train.COMMON) },
   defaults = { epochs = 10, batch = 64, lr = 1e-2, hidden = 64, steps = 300, cfg = 5 },
   options = options,
 }
@@ -74,7 +75,9 @@ local run = train.run {
   loader = loader, full_images = 60000,
   meta = { hidden = args.hidden, batch = args.batch, lr = args.lr, dataset = args.dataset,
            subset = args.subset, seed = args.seed, scheduler = tostring(not args.no_scheduler),
-           p_uncond = args.p_uncond, model = "ClassConditionalUNet" },
+           p_uncond = args.p_uncond, model = "ClassConditionalUNet",
+           ["fdm.kind"] = "flow_class", ["fdm.architecture"] = "ClassConditionalUNet",
+           ["fdm.in_channels"] = 1, ["fdm.hidden"] = args.hidden, ["fdm.num_classes"] = 10 },
   loss = function(x, y) return flow.class_loss(net, x, y, args.p_uncond, 10) end,
   after_epoch = function(epoch)
     if not is_milestone[epoch] then return end

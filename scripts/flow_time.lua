@@ -21,6 +21,7 @@ local options = {
 for _, o in ipairs(train.OPTIONS) do options[#options + 1] = o end
 local spec = {
   name = "flow_time", summary = "time-conditioned flow matching on MNIST (Part B 2.1-2.3)",
+  common = { "steps", table.unpack(train.COMMON) },   -- all but --cfg
   defaults = { epochs = 10, batch = 64, lr = 1e-2, hidden = 64, steps = 300 },
   options = options,
 }
@@ -54,7 +55,9 @@ local run = train.run {
   loader = loader, full_images = 60000,
   meta = { hidden = args.hidden, batch = args.batch, lr = args.lr, dataset = args.dataset,
            subset = args.subset, seed = args.seed, scheduler = tostring(not args.no_scheduler),
-           model = "TimeConditionalUNet" },
+           model = "TimeConditionalUNet",
+           ["fdm.kind"] = "flow_time", ["fdm.architecture"] = "TimeConditionalUNet",
+           ["fdm.in_channels"] = 1, ["fdm.hidden"] = args.hidden },
   loss = function(x) return flow.time_loss(net, x) end,
   after_epoch = function(epoch)
     if not is_milestone[epoch] then return end

@@ -7,18 +7,16 @@ local train = require "fdm.train"
 
 local spec = {
   name = "noising", summary = "visualize z = x + sigma eps (Part B 1.2)",
+  common = { "seed", "subset", "dataset", "out" },
   options = {
-    { "sigmas", "string", "0,0.2,0.4,0.5,0.6,0.8,1.0", "noise levels" },
+    { "sigmas", "numbers", { 0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0 }, "noise levels", min = 0 },
     { "show", "int", 5, "digits shown (rows)", min = 1 },
     { "split", "choice", "train", "which split the digits come from", choices = { "train", "test" } },
   },
 }
 local args = cli.parse_or_exit(arg, spec)
 fdm.manual_seed(args.seed)
-local sigmas = {}
-for s in args.sigmas:gmatch("[^,]+") do
-  sigmas[#sigmas + 1] = tonumber(s) or error("--sigmas: '" .. s .. "' is not a number", 0)
-end
+local sigmas = args.sigmas
 local ds = train.load_data(args, args.split)
 local k = math.min(args.show, ds.n)
 local x = ds.images:narrow(1, 1, k)

@@ -9,20 +9,23 @@
 -- all steps; each training image is translated by a random (dx, dy) in
 -- [-shift, shift]^2 (zero fill). Prints images/s and the test accuracy.
 local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
 local cls = require "fdm.classifier"
 local F = fdm.F
 
 local argv = arg or {}
-local opts = { epochs = 4, batch = 128, lr = 2e-3, seed = 0, shift = 2, out = "weights/mnist_classifier.safetensors" }
-local i = 1
-while i <= #argv do
-  local k = argv[i]:match("^%-%-(.+)$")
-  if not k then error("train_classifier: unexpected argument '" .. argv[i] .. "'") end
-  local v = argv[i + 1]
-  if v == nil then error("train_classifier: --" .. k .. " needs a value") end
-  opts[k] = tonumber(v) or v
-  i = i + 2
-end
+local opts = cli.parse_or_exit(argv, {
+  name = "train_classifier", common = { "epochs", "batch", "lr", "seed" },
+  summary = "train the MNIST classifier that scores generators (fdm.classifier)",
+  defaults = { epochs = 4, batch = 128, lr = 2e-3, seed = 0 },
+  options = {
+    { "shift", "int", 2, "random translation of training images, pixels (0: none)", min = 0, max = 13 },
+    { "n", "int", nil, "train on the first N training images (default: all)", min = 1 },
+    { "out", "string", "weights/mnist_classifier.safetensors", "where the weights go" },
+    { "note", "string", nil, "provenance note (default: --out with .md; none: no note)" },
+    { "own-loader", "flag", false, "shuffle with this script's gather loader instead of fdm.data's" },
+  },
+})
 if opts.note == nil then opts.note = opts.out:gsub("%.safetensors$", "") .. ".md" end
 
 local function sh(cmd)

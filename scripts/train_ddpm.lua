@@ -17,6 +17,7 @@
 local fdm = rawget(_G, "fdm") or require "fdm"
 local cli = require "fdm.cli"
 local ckpt = require "fdm.checkpoint"
+local train_lib = require "fdm.train"
 local M = require "fdm.ddpm_model"
 local D = require "fdm.diffusion"
 
@@ -27,9 +28,9 @@ local spec = {
   defaults = { epochs = 20, batch = 128, lr = 1e-3, hidden = 64, steps = 34, cfg = 5 },
   options = {
     { "weights", "string", nil, "final weights (default weights/ddpm_mnist.safetensors, OUT/ddpm_mnist.safetensors with --out/--subset)" },
-    { "p-uncond", "number", 0.1, "probability of dropping the class (CFG training)" },
-    { "ema", "number", 0.999, "EMA decay of the saved weights (0 = no EMA)" },
-    { "warmup", "int", 200, "linear learning-rate warmup steps (then cosine decay to lr/20)" },
+    { "p-uncond", "number", 0.1, "probability of dropping the class (CFG training)", min = 0, max = 1 },
+    { "ema", "number", 0.999, "EMA decay of the saved weights (0 = no EMA)", min = 0, max = 1 },
+    { "warmup", "int", 200, "linear learning-rate warmup steps (then cosine decay to lr/20)", min = 0 },
     { "schedule", "choice", "cosine", "beta schedule", choices = { "cosine", "linear" } },
     { "samples", "flag", true, "save a CFG sample grid after every epoch (--samples=false to skip)" },
   },
@@ -104,10 +105,15 @@ local function lr_at(step) -- step from 0
 end
 
 local CKPT, EMA_PATH = OUT .. "/checkpoint.safetensors", OUT .. "/ema.safetensors"
+-- stored in the checkpoint; --resume must be given the same
+local META = { script = "train_ddpm", hidden = args.hidden, schedule = args.schedule, T = model.T,
+  p_uncond = args.p_uncond, ema = args.ema, lr = args.lr, batch = args.batch, seed = args.seed }
 local history = { loss = {}, epoch_loss = {} }
 local start_epoch = 1
 if args.resume then
-  if not ckpt.exists(CKPT) then error("train_ddpm: --resume but no " .. CKPT, 0) end
+  if not ckpt.exists(CKPT) then cli.usage_error("train_ddpm: --resume but no " .. CKPT .. " (run without --resume to start)") end
+  local _, md = ckpt.read(CKPT)
+  train_lib.check_meta(md["meta"] and ckpt.parse_literal(md["meta"], "meta") or {}, META, CKPT)
   local st = ckpt.load(CKPT, { model = net, optimizer = opt })
   history.loss = st.history.loss or {}
   history.epoch_loss = st.history.epoch_loss or {}
@@ -182,8 +188,7 @@ for ep = start_epoch, args.epochs do
   print(string.format("epoch %d: mean loss %.5f, %.1f s (%.0f images/s)", ep, sum / cnt,
     fdm.time() - t_ep, cnt / (fdm.time() - t_ep)))
   ckpt.save(CKPT, { model = net, optimizer = opt, epoch = ep, history = history,
-    meta = { script = "train_ddpm", hidden = args.hidden, schedule = args.schedule, T = model.T,
-      p_uncond = args.p_uncond, ema = args.ema, lr = args.lr, batch = args.batch, seed = args.seed } })
+    meta = META })
   save_ema()
   fdm.io.plot_curves(OUT .. "/loss.png", { { name = "training loss (per step)", y = history.loss } },
     { logy = true, title = "DDPM epsilon-prediction loss", xlabel = "step", ylabel = "MSE" })

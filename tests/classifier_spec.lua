@@ -218,7 +218,7 @@ describe("classifier.sample_flow_class and eval.lua --model", function()
     os.execute("mkdir -p " .. q(dir))
     local path = dir .. "/flow.safetensors"
     fdm.io.save_safetensors(path, out, { ["meta.hidden"] = "8", ["fdm.checkpoint"] = "1" })
-    local cmd = table.concat({ q(BIN), "scripts/eval.lua", "--model", q(path), "--kind", "flow_class",
+    local cmd = table.concat({ q(BIN), "scripts/eval.lua", "--model", q(path),
       "--n", "20", "--steps", "2", "--ref-n", "500", "--baseline", "0", "--out", q(dir .. "/g.png"),
       "--json", q(dir .. "/r.json"), "--save", q(dir .. "/s.safetensors"), "2>&1" }, " ")
     local p = assert(io.popen(cmd))

@@ -417,6 +417,64 @@ describe("fdm.io drawings", function()
     raises(function() fio.save_grid(p, fdm.rand(4, 4)) end, "save_grid")
   end)
 
+  it("save_grid never clips: long captions and a long title on a narrow grid fit, whole", function()
+    local p = dir .. "/long.png"
+    local caps = { '"the digit nine" (9)', "t = 250 (abar 0.846)",
+                   "a caption of many words that cannot fit under one small image at all",
+                   "Supercalifragilisticexpialidocious-without-any-spaces-so-it-must-break-inside" }
+    local title = "1.2.3: the pure-noise denoiser outputs the training set's mean image, whatever the noise"
+    local rows = { "a row caption that is longer than any sensible left margin could hold on one line", "r2" }
+    local lay = fio.save_grid(p, fdm.rand(4, 1, 28, 28), { nrow = 2, scale = 1, captions = caps, title = title,
+      row_captions = rows, col_captions = { "first column, with a long caption", "2" } })
+    local img = fio.read_png(p, { range = "byte" })
+    assert.are.same({ 3, lay.height, lay.width }, { img.shape[1], img.shape[2], img.shape[3] })
+    -- every line inside the canvas, clear of every other line and of the images
+    local boxes = {}
+    for _, t in ipairs(lay.texts) do
+      assert.is_true(t.x >= 1 and t.y >= 1 and t.x + t.w <= lay.width - 1 and t.y + t.h <= lay.height - 1,
+        ("%s %d '%s' at %.1f,%.1f %.1fx%.1f outside %dx%d"):format(t.kind, t.index, t.text, t.x, t.y, t.w, t.h,
+          lay.width, lay.height))
+      boxes[#boxes + 1] = { t.x, t.y, t.w, t.h, t.kind .. " '" .. t.text .. "'" }
+    end
+    for i, c in ipairs(lay.cells) do boxes[#boxes + 1] = { c[1], c[2], c[3], c[4], "image " .. i } end
+    for i = 1, #boxes do
+      for j = i + 1, #boxes do
+        local a, b = boxes[i], boxes[j]
+        local apart = a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1] or a[2] + a[4] <= b[2] or b[2] + b[4] <= a[2]
+        assert.is_true(apart, a[5] .. " overlaps " .. b[5])
+      end
+    end
+    -- each text drawn whole: its lines give back every word (or, unbroken, every character)
+    local function lines_of(kind, index)
+      local l = {}
+      for _, t in ipairs(lay.texts) do if t.kind == kind and t.index == index then l[#l + 1] = t.text end end
+      return l
+    end
+    for i, c in ipairs(caps) do
+      local l = lines_of("caption", i)
+      assert.is_true(#l >= 1, "caption " .. i .. " not drawn")
+      if c:find(" ") then assert.are.equal(c, table.concat(l, " ")) else assert.are.equal(c, table.concat(l)) end
+    end
+    assert.is_true(#lines_of("caption", 4) >= 2)   -- the unbroken word was broken, not cut
+    assert.are.equal(title, table.concat(lines_of("title", 1), " "))
+    assert.are.equal(rows[1], table.concat(lines_of("row", 1), " "))
+    assert.are.equal("first column, with a long caption", table.concat(lines_of("col", 1), " "))
+    -- the pixels agree: ink inside every line's box, none on the canvas border
+    local px = img:narrow(1, 1, 1):reshape(lay.height, lay.width):float()
+    for _, t in ipairs(lay.texts) do
+      local x0, y0 = math.floor(t.x) + 1, math.floor(t.y) + 1
+      local w, h = math.min(math.ceil(t.w) + 1, lay.width - x0 + 1), math.min(math.ceil(t.h) + 1, lay.height - y0 + 1)
+      assert.is_true(px:narrow(1, y0, h):narrow(2, x0, w):min():item() < 128, "no ink for '" .. t.text .. "'")
+    end
+    for _, edge in ipairs({ px:narrow(1, 1, 1), px:narrow(1, lay.height, 1), px:narrow(2, 1, 1), px:narrow(2, lay.width, 1) }) do
+      assert.is_true(edge:min():item() >= 250, "ink on the canvas border")
+    end
+    -- a title wider than the grid widens the canvas (up to a limit, then wraps)
+    local narrow = fio.save_grid(p, fdm.rand(1, 1, 28, 28), { scale = 1, title = "a title much wider than 28 px" })
+    assert.is_true(narrow.width > 28 + 8)
+    assert.are.equal(1, #narrow.texts)
+  end)
+
   it("write_gif writes an animated GIF", function()
     local p = dir .. "/a.gif"
     fio.write_gif(p, fdm.rand(5, 3, 8, 8), {delay_ms = 100, scale = 2})

@@ -61,6 +61,31 @@ describe("layers of the runtime", function()
     assert(#bad == 0, "calls into higher layers:\n" .. table.concat(bad, "\n"))
   end)
 
+  it("the executable's files do not call each other both ways", function()
+    local app = lines("ls '" .. BUILD .. "'/obj/runtime/app/*.o")
+    local defs, uses = {}, {}
+    for _, o in ipairs(app) do
+      defs[o], uses[o] = {}, {}
+      for _, l in ipairs(lines("nm -g --defined-only '" .. o .. "'")) do
+        local sym = l:match("%x+ [TDBR] (%S+)$")
+        if sym then defs[o][sym] = true end
+      end
+      for _, l in ipairs(lines("nm -u '" .. o .. "'")) do
+        local sym = l:match("U (%S+)$")
+        if sym then uses[o][sym] = true end
+      end
+    end
+    local function calls(a, b)
+      for sym in pairs(uses[a]) do if defs[b][sym] then return sym end end
+    end
+    for _, a in ipairs(app) do
+      for _, b in ipairs(app) do
+        local ab, ba = calls(a, b), calls(b, a)
+        assert(not (a < b and ab and ba), ("%s and %s call each other (%s, %s)"):format(a, b, tostring(ab), tostring(ba)))
+      end
+    end
+  end)
+
   it("the op layer touches no tensor data (no fdm_data, BLAS or OpenMP)", function()
     local bad = {}
     local n = 0

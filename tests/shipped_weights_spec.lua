@@ -36,3 +36,89 @@ describe("shipped flow-matching weights", function()
     assert.is_true(acc >= 0.95, ("accuracy %.2f"):format(acc))
   end)
 end)
+
+describe("weight-file metadata (fdm.weights)", function()
+  local W = require "fdm.weights"
+  local cli = require "fdm.cli"
+  local SHIPPED = {
+    ["weights/ddpm_mnist.safetensors"] = { kind = "ddpm", architecture = "ClassConditionalUNet",
+      sizes = { in_channels = "1", hidden = "32", num_classes = "10" } },
+    ["weights/flow_class_mnist.safetensors"] = { kind = "flow_class", architecture = "ClassConditionalUNet",
+      sizes = { in_channels = "1", hidden = "64", num_classes = "10" } },
+    ["weights/mnist_classifier.safetensors"] = { kind = "classifier", architecture = "MnistClassifier",
+      sizes = { conv1 = "32", conv2 = "64", features = "128", num_classes = "10" } },
+  }
+  local LOADERS = {
+    ddpm = function(p) return M.load(p) end,
+    flow_class = function(p) return classifier.load_flow_class(p) end,
+    classifier = function(p) return classifier.load(p) end,
+  }
+
+  local function usage_error_of(fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok)
+    assert.is_true(cli.is_usage_error(err), tostring(err))
+    return tostring(err)
+  end
+
+  it("every shipped file says its kind, architecture and sizes, and they match its tensors", function()
+    local p = io.popen("ls weights/*.safetensors")
+    local files = {}
+    for f in p:lines() do files[#files + 1] = f end
+    p:close()
+    assert.are.equal(3, #files)
+    for _, f in ipairs(files) do
+      local want = assert(SHIPPED[f], f .. " is shipped but not described here")
+      local tensors, meta = fdm.io.load_safetensors(f)
+      assert.are.equal(want.kind, meta["fdm.kind"], f)
+      assert.are.equal(want.architecture, meta["fdm.architecture"], f)
+      for k, v in pairs(want.sizes) do assert.are.equal(v, meta["fdm." .. k], f .. " fdm." .. k) end
+      -- sizes agree with the tensors
+      if want.architecture == "ClassConditionalUNet" then
+        assert.are.equal(tonumber(meta["fdm.hidden"]), tensors["in_block.net.0.net.0.weight"].shape[1])
+        assert.are.equal(tonumber(meta["fdm.num_classes"]), tensors["fc1_c.net.0.weight"].shape[2])
+      else
+        assert.are.equal(tonumber(meta["fdm.features"]), tensors["fc1.weight"].shape[1])
+      end
+      assert.truthy(LOADERS[want.kind](f), f)
+      -- the provenance note tells the same
+      local note = assert(io.open((f:gsub("%.safetensors$", ".md")))):read("a")
+      assert.truthy(note:find("`fdm.kind` = `" .. want.kind .. "`", 1, true), f .. ": note lacks fdm.kind")
+    end
+  end)
+
+  it("a loader refuses an fdm file of another kind, naming both", function()
+    for f, want in pairs(SHIPPED) do
+      for kind, load in pairs(LOADERS) do
+        if kind ~= want.kind then
+          local err = usage_error_of(load, f)
+          assert.truthy(err:find("holds " .. want.kind, 1, true), err)
+          assert.truthy(err:find("needs " .. kind, 1, true), err)
+        end
+      end
+    end
+  end)
+
+  it("a file without fdm metadata (a PyTorch export) loads when names and shapes match, else names the first mismatch", function()
+    local d = os.tmpname()
+    local tensors = fdm.io.load_safetensors("weights/flow_class_mnist.safetensors")
+    fdm.io.save_safetensors(d, tensors, { format = "pt" })
+    local model, _, D = classifier.load_flow_class(d)
+    assert.are.equal(64, D)
+    assert.are.equal(nil, W.kind_of(select(2, fdm.io.load_safetensors(d))))
+    -- the same tensors, read as a DDPM: names and shapes match, so they are accepted
+    assert.truthy(M.load(d))
+    -- a wrong shape and a missing tensor: refused with the first mismatch
+    tensors["out_conv.bias"] = fdm.zeros(2)
+    fdm.io.save_safetensors(d, tensors, { format = "pt" })
+    local err = usage_error_of(classifier.load_flow_class, d)
+    assert.truthy(err:find("tensor out_conv.bias has shape [2], the model's is [1]", 1, true), err)
+    tensors["out_conv.bias"] = nil
+    fdm.io.save_safetensors(d, tensors, { format = "pt" })
+    err = usage_error_of(classifier.load_flow_class, d)
+    assert.truthy(err:find("it has no tensor out_conv.bias", 1, true), err)
+    err = usage_error_of(classifier.load, "weights/ddpm_mnist.safetensors.nope")
+    assert.truthy(err:find("no weights at", 1, true), err)
+    os.remove(d)
+  end)
+end)

@@ -19,6 +19,8 @@
 --   FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^1/2 S2 S1^1/2)^1/2)
 -- using only symmetric eigendecompositions (cyclic Jacobi, cls.eigh).
 local fdm = require "fdm"
+local cli = require "fdm.cli"
+local W = require "fdm.weights"
 local nn, F = fdm.nn, fdm.F
 
 local M = {}
@@ -83,31 +85,47 @@ local function exists(p)
   return false
 end
 
+-- the shipped classifier: weights/mnist_classifier.safetensors in the working
+-- directory, else in FDM_WEIGHTS or the installation (fdm.weights)
 function M.default_weights()
   local p = "weights/mnist_classifier.safetensors"
   if exists(p) then return p end
-  return repo_root() .. "/" .. p
+  return W.find("mnist_classifier.safetensors") or (repo_root() .. "/" .. p)
 end
 
--- loads the classifier (eval mode); path defaults to the shipped weights
-function M.load(path)
-  path = path or M.default_weights()
-  local sd, meta = fdm.io.load_safetensors(path)
-  local opts = {}
-  if sd["conv1.weight"] then opts.c1 = sd["conv1.weight"].shape[1] end
-  if sd["conv2.weight"] then opts.c2 = sd["conv2.weight"].shape[1] end
-  if sd["fc1.weight"] then opts.hidden = sd["fc1.weight"].shape[1] end
-  local net = Net(opts)
+-- loads the classifier (eval mode); path defaults to the shipped weights. A
+-- missing file, an fdm file of another kind, or tensors that do not fit the
+-- MnistClassifier are usage errors (opts.what names the option, for messages)
+function M.load(path, opts)
+  opts = opts or {}
+  local sd, meta, _, resolved = W.read(path or M.default_weights(), { kind = "classifier", what = opts.what,
+    user = "the classifier loader (fdm.classifier)" })
+  local sizes = {}
+  if sd["conv1.weight"] then sizes.c1 = sd["conv1.weight"].shape[1] end
+  if sd["conv2.weight"] then sizes.c2 = sd["conv2.weight"].shape[1] end
+  if sd["fc1.weight"] then sizes.hidden = sd["fc1.weight"].shape[1] end
+  local net = Net(sizes)
+  W.check_state(resolved, sd, net:state_dict(), "the MnistClassifier", opts.what)
   net:load_state_dict(sd)
   net:eval()
   return net, meta
+end
+
+-- the fdm.* metadata of a classifier weight file (fdm.weights)
+function M.weight_metadata(net)
+  local sd = net:state_dict()
+  return W.metadata("classifier", "MnistClassifier", {
+    conv1 = sd["conv1.weight"].shape[1], conv2 = sd["conv2.weight"].shape[1],
+    features = sd["fc1.weight"].shape[1], num_classes = sd["fc2.weight"].shape[1] })
 end
 
 function M.save(net, path, meta)
   local sd = net:state_dict()
   local out = {}
   for k, v in pairs(sd) do out[k] = v:contiguous() end
-  fdm.io.save_safetensors(path, out, meta)
+  local m = M.weight_metadata(net)
+  for k, v in pairs(meta or {}) do m[k] = tostring(v) end
+  fdm.io.save_safetensors(path, out, m)
 end
 
 ---------------------------------------------------------------------------
@@ -449,14 +467,19 @@ end
 -- class-conditioned flow matching: loading and CFG sampling
 ---------------------------------------------------------------------------
 
--- loads a ClassConditionalUNet (eval mode) from a safetensors file; D from
--- opts.hidden, the file's metadata (hidden / meta.hidden as fdm.checkpoint
--- writes it, num_hiddens, D) or the shape of the first conv. Takes model
--- files (plain state-dict names) and checkpoints ("model." prefix).
+-- loads a class-conditioned flow-matching ClassConditionalUNet (eval mode)
+-- from a safetensors file; D from opts.hidden, the file's metadata
+-- (fdm.hidden, hidden / meta.hidden as fdm.checkpoint writes it,
+-- num_hiddens, D) or the shape of the first conv. Takes model files (plain
+-- state-dict names) and checkpoints ("model." prefix). An fdm file of another
+-- kind (a DDPM, a classifier) and tensors that do not fit are usage errors.
+-- opts.what names the option that gave the path (for messages).
 function M.load_flow_class(path, opts)
   opts = opts or {}
   local unet = require "fdm.unet"
-  local sd, meta = fdm.io.load_safetensors(path)
+  local sd, meta, _, resolved = W.read(path, { kind = "flow_class", what = opts.what,
+    user = "a flow_class loader (fdm.classifier.load_flow_class, scripts/eval.lua --model)" })
+  path = resolved
   -- strip a common prefix such as "model." if the keys carry one
   if not sd["in_block.net.0.net.0.weight"] then
     for k in pairs(sd) do
@@ -472,18 +495,28 @@ function M.load_flow_class(path, opts)
     end
   end
   meta = meta or {}
-  local D = opts.hidden or tonumber(meta.hidden or meta["meta.hidden"] or meta.num_hiddens
+  local D = opts.hidden or tonumber(meta["fdm.hidden"] or meta.hidden or meta["meta.hidden"] or meta.num_hiddens
     or meta["meta.num_hiddens"] or meta.D or "")
   local w0 = sd["in_block.net.0.net.0.weight"]
   if not D and w0 then D = w0.shape[1] end
-  assert(D, "load_flow_class: '" .. path .. "': cannot tell the hidden width D (use --hidden)")
+  if not D then
+    cli.usage_error(("%s'%s' is not a ClassConditionalUNet (no in_block.net.0.net.0.weight, no hidden metadata)")
+      :format(opts.what and (opts.what .. ": ") or "", path))
+  end
   local nc = 10
   local wc = sd["fc1_c.net.0.weight"]
   if wc then nc = wc.shape[2] end
   local model = unet.ClassConditionalUNet(1, D, nc)
+  W.check_state(path, sd, model:state_dict(), ("ClassConditionalUNet(1, %d, %d)"):format(D, nc), opts.what)
   model:load_state_dict(sd)
   model:eval()
   return model, meta, D
+end
+
+-- the fdm.* metadata of a class-conditioned flow model's weight file
+function M.flow_class_metadata(hidden, num_classes)
+  return W.metadata("flow_class", "ClassConditionalUNet",
+    { in_channels = 1, hidden = hidden, num_classes = num_classes or 10 })
 end
 
 -- CFG Euler sampler of the spec (2.6): x ~ N(0,I); for i = 0..T-1:

@@ -1,4 +1,4 @@
--- fdm.cli: command-line options shared by the Part B scripts.
+-- fdm.cli: the one command-line parser of fdm's scripts, and usage errors.
 --
 --   local cli = require "fdm.cli"
 --   local args = cli.parse_or_exit(arg, {
@@ -18,10 +18,36 @@
 -- uses underscores (--pure-noise -> args.pure_noise).
 --
 -- Types: "int", "number", "string", "flag", "choice" (spec entry field
--- `choices`), "ints" (comma-separated integers, "" = empty list).
--- An option entry is { name, type, default, help [, choices = {...}] [, min = n] }
+-- `choices`), "ints" and "numbers" (comma-separated, "" = empty list; min and
+-- max apply to every element).
+-- An option entry is { name, type, default, help [, choices = {...}] [, min = n] [, max = n] }
 -- or the same as named fields.
+--
+-- spec.common picks the options of cli.COMMON a script takes: a list of names
+-- (each script lists exactly the options it reads, so --help does not lie),
+-- false for none; absent, all of them. spec.positional = { name = "RUN",
+-- help = "...", min = 1 } accepts words that do not start with -- into
+-- args.positional.
+--
+-- Usage errors: cli.usage_error(msg) raises an error object that the fdm
+-- executable prints as one line, without a stack trace, and exits with
+-- status 2 (FDM_DEBUG=1 adds the trace); every other error is a bug and keeps
+-- its trace. The parser, the weight loaders and the scripts raise them for
+-- what a user typed wrong.
 local cli = {}
+
+---------------------------------------------------------------- usage errors
+local UsageError = { __name = "fdm.UsageError" }
+UsageError.__index = UsageError
+UsageError.__tostring = function(e) return e.message end
+cli.UsageError = UsageError
+
+-- raises a usage error (message: one line saying what was wrong and what is accepted)
+function cli.usage_error(message)
+  error(setmetatable({ message = tostring(message) }, UsageError), 0)
+end
+
+function cli.is_usage_error(e) return getmetatable(e) == UsageError end
 
 -- the options every script takes (defaults: scripts override with `defaults`)
 cli.COMMON = {
@@ -34,10 +60,12 @@ cli.COMMON = {
   { "dataset", "choice", "mnist", "training data", choices = { "mnist", "fashion" } },
   { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
   { "resume", "flag", false, "continue from OUT/checkpoint.safetensors" },
-  { "out", "string", nil, "output directory (default out/<script>)" },
+  { "out", "string", nil, "output directory" },
   { "steps", "int", 300, "sampling steps T", min = 1 },
   { "cfg", "number", 5, "classifier-free guidance scale gamma" },
 }
+
+local TYPES = { int = 1, number = 1, string = 1, flag = 1, choice = 1, ints = 1, numbers = 1 }
 
 local function normalize(o)
   local e = {}
@@ -47,12 +75,28 @@ local function normalize(o)
   e.help = o.help or o[4] or ""
   e.choices, e.min, e.max = o.choices, o.min, o.max
   assert(type(e.name) == "string" and e.name:match("^[%w][%w%-]*$"), "cli: bad option name " .. tostring(e.name))
-  assert(({ int = 1, number = 1, string = 1, flag = 1, choice = 1, ints = 1 })[e.type],
-    "cli: option --" .. e.name .. " has unknown type " .. tostring(e.type))
+  assert(TYPES[e.type], "cli: option --" .. e.name .. " has unknown type " .. tostring(e.type))
   if e.type == "choice" then assert(type(e.choices) == "table" and #e.choices > 0, "cli: --" .. e.name .. " needs choices") end
   if e.type == "flag" and e.default == nil then e.default = false end
   e.key = e.name:gsub("%-", "_")
   return e
+end
+
+local COMMON_BY_NAME = {}
+for _, o in ipairs(cli.COMMON) do COMMON_BY_NAME[o[1]] = o end
+
+-- the entries of cli.COMMON that spec.common selects
+local function common_options(spec)
+  if spec.common == false then return {} end
+  if spec.common == nil or spec.common == true then return cli.COMMON end
+  local wanted = {}
+  for _, name in ipairs(spec.common) do
+    assert(COMMON_BY_NAME[name], "cli: spec.common names unknown option --" .. tostring(name))
+    wanted[name] = true
+  end
+  local out = {}   -- in cli.COMMON's order, whatever the list's
+  for _, o in ipairs(cli.COMMON) do if wanted[o[1]] then out[#out + 1] = o end end
+  return out
 end
 
 -- builds the ordered option list of a spec: common ones (with the spec's
@@ -67,7 +111,7 @@ local function option_list(spec)
       list[#list + 1] = e; by[e.name] = #list
     end
   end
-  if spec.common ~= false then for _, o in ipairs(cli.COMMON) do add(o) end end
+  for _, o in ipairs(common_options(spec)) do add(o) end
   for _, o in ipairs(spec.options or {}) do add(o) end
   local defaults = spec.defaults or {}
   for k, v in pairs(defaults) do
@@ -84,7 +128,9 @@ local function fmt_default(e)
   local d = e.default
   if d == nil then return "" end
   if e.type == "flag" then return d and " (default: on)" or "" end
-  if e.type == "ints" then return " (default: " .. (#d > 0 and table.concat(d, ",") or "auto") .. ")" end
+  if e.type == "ints" or e.type == "numbers" then
+    return " (default: " .. (#d > 0 and table.concat(d, ",") or "auto") .. ")"
+  end
   if type(d) == "number" and math.type(d) == "float" then return " (default: " .. string.format("%.6g", d) .. ")" end
   return " (default: " .. tostring(d) .. ")"
 end
@@ -93,17 +139,36 @@ local function metavar(e)
   if e.type == "flag" then return "" end
   if e.type == "choice" then return " " .. table.concat(e.choices, "|") end
   if e.type == "ints" then return " N,N,..." end
+  if e.type == "numbers" then return " X,X,..." end
   if e.type == "int" then return " N" end
   if e.type == "number" then return " X" end
   return " " .. e.key:upper()
+end
+
+-- what an option accepts, for error messages: "an integer >= 1", ...
+local function accepted(e)
+  local range = ""
+  if e.min and e.max then range = (" in %s..%s"):format(e.min, e.max)
+  elseif e.min then range = " >= " .. e.min
+  elseif e.max then range = " <= " .. e.max end
+  if e.type == "int" then return "an integer" .. range end
+  if e.type == "number" then return "a number" .. range end
+  if e.type == "ints" then return "comma-separated integers" .. (range ~= "" and (", each" .. range) or "") end
+  if e.type == "numbers" then return "comma-separated numbers" .. (range ~= "" and (", each" .. range) or "") end
+  if e.type == "flag" then return "true or false" end
+  if e.type == "choice" then return "one of " .. table.concat(e.choices, ", ") end
+  return "a string"
 end
 
 -- the --help text
 function cli.help(spec)
   local list = option_list(spec)
   local lines = {}
-  lines[#lines + 1] = "usage: fdm " .. (spec.script or ("scripts/" .. (spec.name or "script") .. ".lua")) .. " [options]"
+  local pos = spec.positional
+  lines[#lines + 1] = "usage: fdm " .. (spec.script or ("scripts/" .. (spec.name or "script") .. ".lua")) ..
+    " [options]" .. (pos and (" " .. pos.name .. " ...") or "")
   if spec.summary then lines[#lines + 1] = spec.summary end
+  if pos then lines[#lines + 1] = "  " .. pos.name .. ": " .. (pos.help or "") end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "options:"
   local w = 0
@@ -123,105 +188,154 @@ local function valid_names(list)
   local n = {}
   for i, e in ipairs(list) do n[i] = "--" .. e.name end
   n[#n + 1] = "--help"
-  return table.concat(n, ", ")
+  return table.concat(n, " ")
+end
+
+-- Levenshtein distance, for "did you mean"
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function closest(list, name)
+  local best, bd
+  for _, e in ipairs(list) do
+    local d = distance(name, e.name)
+    if d <= math.max(2, #name // 3) and (not bd or d < bd) then best, bd = e.name, d end
+  end
+  return best
+end
+
+local function bad_value(e, s)
+  error({ cli_error = string.format("option --%s expects %s, got '%s'", e.name, accepted(e), s) }, 0)
+end
+
+local function in_range(e, v, s)
+  if (e.min and v < e.min) or (e.max and v > e.max) then bad_value(e, s) end
+  return v
 end
 
 local function convert(e, s)
-  local bad = function(what)
-    error({ cli_error = string.format("option --%s: %s, got '%s'", e.name, what, s) }, 0)
-  end
   if e.type == "string" then return s end
   if e.type == "flag" then
     if s == "true" or s == "1" or s == "yes" then return true end
     if s == "false" or s == "0" or s == "no" then return false end
-    bad("expects true or false")
+    bad_value(e, s)
   end
   if e.type == "choice" then
     for _, c in ipairs(e.choices) do if c == s then return s end end
-    bad("expects one of " .. table.concat(e.choices, ", "))
+    bad_value(e, s)
   end
-  if e.type == "ints" then
+  if e.type == "ints" or e.type == "numbers" then
     local out = {}
-    for part in s:gmatch("[^,]+") do
-      local v = math.tointeger(tonumber(part))
-      if v == nil then bad("expects comma-separated integers") end
-      out[#out + 1] = v
+    if s:match("^%s*$") then return out end
+    for part in (s .. ","):gmatch("([^,]*),") do
+      local v = tonumber(part)
+      if e.type == "ints" then v = math.tointeger(v) elseif v then v = v + 0.0 end
+      if v == nil or v ~= v then bad_value(e, s) end
+      out[#out + 1] = in_range(e, v, s)
     end
     return out
   end
   local v = tonumber(s)
-  if v == nil then bad(e.type == "int" and "expects an integer" or "expects a number") end
+  if v == nil or v ~= v then bad_value(e, s) end
   if e.type == "int" then
-    local i = math.tointeger(v)
-    if i == nil then bad("expects an integer") end
-    v = i
+    v = math.tointeger(v)
+    if v == nil then bad_value(e, s) end
   else
     v = v + 0.0
   end
-  if e.min and v < e.min then bad("must be at least " .. e.min) end
-  if e.max and v > e.max then bad("must be at most " .. e.max) end
-  return v
+  return in_range(e, v, s)
 end
 
 -- Parses argv (a list of strings, e.g. the global `arg`). Returns the
 -- options table (with `given` = set of keys given explicitly), or nil and the
--- help text when --help was asked. Raises "<message>" on any misuse (the
--- message names the valid options).
+-- help text when --help was asked. Raises a usage error (one line naming what
+-- is accepted) on any misuse.
 function cli.parse(argv, spec)
   spec = spec or {}
   local list, by = option_list(spec)
-  local args, given = {}, {}
+  local args, given, positional = {}, {}, {}
   for _, e in ipairs(list) do
     local d = e.default
     if type(d) == "table" then local c = {}; for i, v in ipairs(d) do c[i] = v end; d = c end
     args[e.key] = d
   end
-  local function fail(msg)
-    error(msg .. "\nvalid options: " .. valid_names(list), 0)
-  end
+  local prefix = spec.name and (spec.name .. ": ") or ""
+  local function fail(msg) cli.usage_error(prefix .. msg) end
   local i, n = 1, #(argv or {})
+  local only_positional = false
   while i <= n do
     local w = argv[i]
-    if w == "--help" or w == "-h" then return nil, cli.help(spec) end
-    local name, value = w:match("^%-%-([^=]+)=(.*)$")
-    if not name then name = w:match("^%-%-(.+)$") end
-    if not name then fail("unexpected argument '" .. w .. "' (options start with --)") end
-    local idx = by[name]
-    if not idx then fail("unknown option --" .. name) end
-    local e = list[idx]
-    if value == nil then
-      if e.type == "flag" then
-        value = "true"
+    if not only_positional and (w == "--help" or w == "-h") then return nil, cli.help(spec) end
+    local name, value
+    if not only_positional then
+      name, value = w:match("^%-%-([^=]+)=(.*)$")
+      if not name then name = w:match("^%-%-(.+)$") end
+    end
+    if w == "--" and spec.positional and not only_positional then
+      only_positional = true
+    elseif not name then
+      if spec.positional and (only_positional or not w:match("^%-.")) then
+        positional[#positional + 1] = w
       else
-        i = i + 1
-        value = argv[i]
-        if value == nil then fail("option --" .. name .. " needs a value" .. metavar(e)) end
+        fail("unexpected argument '" .. w .. "' (options start with --; valid options: " .. valid_names(list) .. ")")
       end
+    else
+      local idx = by[name]
+      if not idx then
+        local near = closest(list, name)
+        fail("unknown option --" .. name .. (near and (" (did you mean --" .. near .. "?)") or "") ..
+          "; valid options: " .. valid_names(list))
+      end
+      local e = list[idx]
+      if value == nil then
+        if e.type == "flag" then
+          value = "true"
+        else
+          i = i + 1
+          value = argv[i]
+          if value == nil then fail("option --" .. name .. " needs a value: " .. accepted(e)) end
+        end
+      end
+      local ok, v = pcall(convert, e, value)
+      if not ok then
+        if type(v) == "table" and v.cli_error then fail(v.cli_error) end
+        error(v, 0)
+      end
+      args[e.key] = v
+      given[e.key] = true
     end
-    local ok, v = pcall(convert, e, value)
-    if not ok then
-      if type(v) == "table" and v.cli_error then fail(v.cli_error) end
-      error(v, 0)
-    end
-    args[e.key] = v
-    given[e.key] = true
     i = i + 1
+  end
+  if spec.positional then
+    local need = spec.positional.min or 0
+    if #positional < need then
+      fail(("needs at least %d %s argument%s (see --help)"):format(need, spec.positional.name, need == 1 and "" or "s"))
+    end
+    args.positional = positional
   end
   args.given = given
   args.script = spec.name
   return args
 end
 
--- For scripts: --help prints the list and exits 0; an error prints the
--- message and the list to stderr and exits 2.
+-- For scripts: --help prints the list and exits 0; a misuse raises a usage
+-- error (the fdm executable prints it as one line and exits 2).
 function cli.parse_or_exit(argv, spec)
-  local ok, args, help = pcall(cli.parse, argv, spec)
-  if not ok then
-    io.stderr:write((spec.name or "fdm") .. ": " .. tostring(args) .. "\n\n" .. cli.help(spec))
-    os.exit(2)
-  end
+  local args, help = cli.parse(argv, spec)
   if args == nil then
     io.stdout:write(help)
+    io.stdout:flush()
     os.exit(0)
   end
   return args
@@ -239,6 +353,11 @@ function cli.describe(args, spec)
     end
   end
   return table.concat(parts, " ")
+end
+
+-- the option entries of a spec, in --help order (for tests and tools)
+function cli.options(spec)
+  return (option_list(spec or {}))
 end
 
 return cli

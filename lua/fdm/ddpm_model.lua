@@ -31,6 +31,7 @@
 local fdm = require "fdm"
 local D = require "fdm.diffusion"
 local unet = require "fdm.unet"
+local W = require "fdm.weights"
 
 local M = {}
 
@@ -145,18 +146,21 @@ local function exists(p)
 end
 M.exists = exists
 
-M.HOW_TO_TRAIN = "train it with `./build/fdm scripts/train_ddpm.lua` (see docs/partA.md), " ..
+M.HOW_TO_TRAIN = "train it with `fdm scripts/train_ddpm.lua` (see docs/partA.md), " ..
   "or pass --model PATH"
 
 -- loads weights written by scripts/train_ddpm.lua (a model file or a training
--- checkpoint); the width D is read from the tensors. Eval mode.
+-- checkpoint), or a foreign file (PyTorch export) whose tensor names and
+-- shapes are the ClassConditionalUNet's; the width D is read from the
+-- metadata or the tensors. A missing file, an fdm file of another kind or a
+-- mismatching one is a usage error. Eval mode. opts.what names the option
+-- that gave the path (for messages), opts.device.
 function M.load(path, opts)
   opts = opts or {}
   path = path or M.DEFAULT_WEIGHTS
-  if not exists(path) then
-    error(("ddpm_model: no weights at '%s': %s"):format(path, M.HOW_TO_TRAIN), 2)
-  end
-  local tensors, meta = fdm.io.load_safetensors(path)
+  local tensors, meta, _, resolved = W.read(path, { kind = "ddpm", what = opts.what or "ddpm_model",
+    user = "the DDPM loader (fdm.ddpm_model)", hint = M.HOW_TO_TRAIN })
+  path = resolved
   if meta["fdm.checkpoint"] then
     local sd = {}
     for k, v in pairs(tensors) do
@@ -166,11 +170,12 @@ function M.load(path, opts)
     tensors = sd
   end
   local w = tensors["in_block.net.0.net.0.weight"]
-  if not w then error(("ddpm_model: '%s' does not hold a ClassConditionalUNet (no in_block.net.0.net.0.weight)"):format(path), 2) end
-  local hidden = w.shape[1]
+  local hidden = tonumber(meta["fdm.hidden"] or "") or (w and w.shape[1]) or 64
   local kind = meta.schedule or meta["meta.schedule"] or "cosine"
   local T = tonumber(meta.T or meta["meta.T"] or 1000)
   local model = M.new { hidden = hidden, schedule_kind = kind, T = T, meta = meta, name = path }
+  W.check_state(path, tensors, model.net:state_dict(),
+    ("ClassConditionalUNet(1, %d, %d)"):format(hidden, M.NUM_CLASSES), opts.what)
   model.net:load_state_dict(tensors)
   if opts.device and opts.device ~= "cpu" then model.net:to(opts.device); model.device = opts.device end
   model.net:eval()
@@ -178,10 +183,17 @@ function M.load(path, opts)
   return model
 end
 
+-- the fdm.* metadata of a DDPM weight file (fdm.weights)
+function M.weight_metadata(model)
+  return W.metadata("ddpm", "ClassConditionalUNet",
+    { in_channels = 1, hidden = model.hidden, num_classes = M.NUM_CLASSES })
+end
+
 -- saves the net's weights with the metadata load() reads back
 function M.save(model, path, meta)
   local m = { format = "pt", model = "ClassConditionalUNet", schedule = model.schedule.kind,
     T = tostring(model.T), hidden = tostring(model.hidden), prediction = "epsilon", time_input = "t/T" }
+  for k, v in pairs(M.weight_metadata(model)) do m[k] = v end
   for k, v in pairs(meta or {}) do m[k] = tostring(v) end
   local out = {}
   for k, v in pairs(model.net:state_dict()) do

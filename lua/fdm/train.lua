@@ -26,10 +26,15 @@
 -- same weights, optimizer moments, learning rate, RNG stream and loss
 -- history as a run that never stopped.
 local fdm = require "fdm"
+local cli = require "fdm.cli"
 local ckpt = require "fdm.checkpoint"
 local flow = require "fdm.flow"
 
 local train = {}
+
+-- the options of fdm.cli.COMMON that fdm.train itself reads (train.run,
+-- train.load_data); scripts add the others they read (steps, cfg, ...)
+train.COMMON = { "epochs", "batch", "lr", "hidden", "seed", "subset", "dataset", "device", "resume", "out" }
 
 -- options the training scripts add to fdm.cli's common ones
 train.OPTIONS = {
@@ -175,7 +180,8 @@ function train.plot_loss(path, losses, title, steps_per_epoch)
     ylabel = "MSE loss (log scale)" })
 end
 
-local function check_meta(saved, want, path)
+-- --resume with other settings than the checkpoint's is a usage error
+function train.check_meta(saved, want, path)
   local diffs = {}
   for k, v in pairs(want or {}) do
     if saved[k] ~= nil and tostring(saved[k]) ~= tostring(v) then
@@ -184,8 +190,8 @@ local function check_meta(saved, want, path)
   end
   if #diffs > 0 then
     table.sort(diffs)
-    error("--resume: " .. path .. " was made with other settings (" .. table.concat(diffs, "; ") ..
-      "); use the same options or another --out", 0)
+    cli.usage_error("--resume: " .. path .. " was made with other settings (" .. table.concat(diffs, "; ") ..
+      "); use the same options or another --out")
   end
 end
 
@@ -208,10 +214,10 @@ function train.run(cfg)
   meta.script = meta.script or cfg.name
   if args.resume then
     if not ckpt.exists(run.checkpoint) then
-      error("--resume: no checkpoint at " .. run.checkpoint .. " (run without --resume to start)", 0)
+      cli.usage_error("--resume: no checkpoint at " .. run.checkpoint .. " (run without --resume to start)")
     end
     local _, md = ckpt.read(run.checkpoint)
-    check_meta(md["meta"] and ckpt.parse_literal(md["meta"], "meta") or {}, meta, run.checkpoint)
+    train.check_meta(md["meta"] and ckpt.parse_literal(md["meta"], "meta") or {}, meta, run.checkpoint)
     local st = ckpt.load(run.checkpoint, { model = model, optimizer = opt, scheduler = sched })
     run.epoch = st.epoch or 0
     for k, v in pairs(st.history) do run.history[k] = v end

@@ -1,16 +1,17 @@
 /*
 ** main.c: the `fdm` executable. A lua5.4-style standalone interpreter whose
 ** state comes with the fdm library preloaded: `fdm` is a global in scripts,
-** in -e code and in the REPL (runtime/app/repl.c). This file only handles the
-** command line and sets up the state; it is modelled on lua.c so that
+** in -e code and in the REPL (runtime/app/repl.c); chunks run through
+** runtime/app/run.c. This file only handles the command line and sets up
+** the state; it is modelled on lua.c so that
 ** `fdm script.lua a b` behaves as `lua script.lua a b` does.
 */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -23,70 +24,25 @@
 static const char *usage_text =
   "usage: " FDM_PROGNAME " [options] [script [args]]\n"
   "Available options are:\n"
-  "  -e code   run the string 'code'\n"
-  "  -l mod    require library 'mod' into global 'mod'\n"
-  "  -i        enter the REPL after running script or -e code\n"
-  "  -v        show version information\n"
-  "  -h        show this help\n"
-  "  --        stop handling options\n"
-  "  -         run stdin as a script and stop handling options\n"
+  "  -e code        run the string 'code'\n"
+  "  -l mod         require library 'mod' into global 'mod'\n"
+  "  -i             enter the REPL after running script or -e code\n"
+  "  -v, --version  show version information\n"
+  "  -h, --help     show this help\n"
+  "  --             stop handling options\n"
+  "  -              run stdin as a script and stop handling options\n"
   "With no script and no -e, opens the REPL (stdin a terminal) or runs stdin.\n"
+  "A script that is not a file names one of fdm's scripts: `fdm anagram` runs\n"
+  "scripts/anagram.lua of the installation (or of the source tree), and\n"
+  "`fdm anagram --help` lists its options.\n"
   "Environment: FDM_LUA_PATH (Lua library directory or ?-templates),\n"
+  "FDM_SCRIPTS (where `fdm NAME` looks first), FDM_WEIGHTS (directories of\n"
+  "weight files, ':'-separated), FDM_DEBUG=1 (stack traces for usage errors too),\n"
   "FDM_HISTORY (REPL history file, default ~/.fdm_history).\n";
 
-/* ---- Ctrl-C while a chunk runs (as lua.c) ----
-** A signal handler may not touch the Lua state, except lua_sethook, which is
-** meant for this: the hook runs at the next instruction and raises the error
-** in Lua's own context, so it unwinds through pcall cleanly. */
-static lua_State *globalL = NULL;
-
-static void lstop(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
-}
-
-static void laction(int sig) {
-  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
-  signal(sig, SIG_DFL);  /* a second Ctrl-C before the hook fires kills, as in lua */
-  lua_sethook(globalL, lstop, flag, 1);
-}
-
-/* adds a traceback to string messages; turns other error objects into text */
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-int fdm_docall(lua_State *L, int narg, int nres) {
-  int status;
-  int base = lua_gettop(L) - narg;
-  lua_pushcfunction(L, msghandler);
-  lua_insert(L, base);
-  globalL = L;
-  signal(SIGINT, laction);
-  status = lua_pcall(L, narg, nres, base);
-  signal(SIGINT, SIG_DFL);
-  lua_remove(L, base);
-  return status;
-}
-
-int fdm_report(lua_State *L, int status) {
-  if (status != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
-    fflush(stdout);  /* keep the script's output before the error in pipes */
-    fprintf(stderr, "%s: %s\n", FDM_PROGNAME, msg ? msg : "(error object is not a string)");
-    fflush(stderr);
-    lua_pop(L, 1);
-  }
-  return status;
-}
+/* exit status of a usage error: what the user typed was wrong (lua.c has
+** no such case; 2 is what getopt-style tools use) */
+#define EXIT_USAGE 2
 
 /* ---- the Lua library path ---- */
 
@@ -124,8 +80,12 @@ static void set_lua_path(lua_State *L, char *docs, size_t ndocs) {
       snprintf(buf, sizeof buf, "%s/docs/api.md", exe);
       if (file_exists(buf) && ndocs >= PATH_MAX && realpath(buf, docs) == NULL)
         docs[0] = '\0';
-    } else
-      dir = "share/lua/5.4";
+    } else {
+      dir = "share/lua/5.4";   /* installed: the docs are in share/doc/fdm (make install) */
+      snprintf(buf, sizeof buf, "%s/share/doc/fdm/docs/api.md", exe);
+      if (file_exists(buf) && ndocs >= PATH_MAX && realpath(buf, docs) == NULL)
+        docs[0] = '\0';
+    }
     if (!(env && *env)) {
       lua_pushfstring(L, "%s/%s/?.lua;%s/%s/?/init.lua", exe, dir, exe, dir);
       luaL_addvalue(&b);
@@ -156,11 +116,14 @@ static int collect_args(int argc, char **argv, Args *a) {
     if (o[0] != '-') break;                /* the script */
     if (o[1] == '\0') break;               /* "-": stdin is the script */
     if (strcmp(o, "--") == 0) { i++; break; }
+    if (strcmp(o, "--help") == 0) { a->has_h = 1; continue; }
+    if (strcmp(o, "--version") == 0) { a->has_v = 1; continue; }
     switch (o[1]) {
     case 'e': case 'l':
       if (o[1] == 'e') a->has_e = 1; else a->has_l = 1;
       if (o[2] == '\0' && ++i >= argc) {
-        fprintf(stderr, "%s: '%s' needs argument\n%s", FDM_PROGNAME, o, usage_text);
+        fprintf(stderr, "%s: option '%s' needs an argument (%s)\n", FDM_PROGNAME, o,
+                o[1] == 'e' ? "the Lua code to run" : "the module to require");
         return 0;
       }
       break;
@@ -171,12 +134,82 @@ static int collect_args(int argc, char **argv, Args *a) {
       if (o[1] == 'h') a->has_h = 1;
       break;
     default: bad:
-      fprintf(stderr, "%s: unrecognized option '%s'\n%s", FDM_PROGNAME, o, usage_text);
+      fprintf(stderr, "%s: unrecognized option '%s' (options: -e code, -l mod, -i, -v, -h, --help, --version, --, -)\n",
+              FDM_PROGNAME, o);
       return 0;
     }
   }
   a->script = i < argc ? i : 0;
   return 1;
+}
+
+/* ---- `fdm NAME`: fdm's own scripts by name ---- */
+
+/* the directory above the executable's: the source tree for build/fdm,
+** PREFIX for PREFIX/bin/fdm; "" when unknown */
+static void exe_root(char *root, size_t n) {
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  root[0] = '\0';
+  if (len <= 0) return;
+  exe[len] = '\0';
+  for (int up = 0; up < 2; up++) {
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+  }
+  snprintf(root, n, "%s", exe);
+}
+
+static int is_regular_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The directories `fdm NAME` looks in, in order: FDM_SCRIPTS, the source
+** tree's scripts/ (build/fdm), the installed PREFIX/share/fdm/scripts. */
+static int script_dirs(char dirs[][PATH_MAX], int max) {
+  char root[PATH_MAX];
+  int n = 0;
+  const char *env = getenv("FDM_SCRIPTS");
+  if (env && *env && n < max) snprintf(dirs[n++], PATH_MAX, "%s", env);
+  exe_root(root, sizeof root);
+  if (root[0]) {
+    if (n < max) snprintf(dirs[n++], PATH_MAX, "%.*s/scripts", PATH_MAX - 16, root);
+    if (n < max) snprintf(dirs[n++], PATH_MAX, "%.*s/share/fdm/scripts", PATH_MAX - 24, root);
+  }
+  return n;
+}
+
+/* When the script argument is not a file, finds fdm's script of that name:
+** DIR/NAME, DIR/NAME.lua, and for "scripts/X" DIR/X (so the source tree's
+** `fdm scripts/anagram.lua` works from any directory). Returns the path in
+** found, or 0 after printing a one-line error. */
+static int find_script(const char *name, char *found, size_t nfound) {
+  char dirs[3][PATH_MAX];
+  if (strcmp(name, "-") == 0 || is_regular_file(name)) {
+    snprintf(found, nfound, "%s", name);
+    return 1;
+  }
+  int nd = script_dirs(dirs, 3);
+  const char *bare = strncmp(name, "scripts/", 8) == 0 ? name + 8 : name;
+  if (name[0] != '/')
+    for (int d = 0; d < nd; d++) {
+      const char *forms[2] = {"%s/%s", "%s/%s.lua"};
+      for (int f = 0; f < 2; f++) {
+        char path[2 * PATH_MAX + 8];
+        snprintf(path, sizeof path, forms[f], dirs[d], bare);
+        if (strlen(path) < nfound && is_regular_file(path)) {
+          snprintf(found, nfound, "%s", path);
+          return 1;
+        }
+      }
+    }
+  fprintf(stderr, "%s: cannot open %s: no such file%s", FDM_PROGNAME, name,
+          name[0] == '/' || nd == 0 ? "" : ", and no script of that name in");
+  if (name[0] != '/')
+    for (int d = 0; d < nd; d++) fprintf(stderr, "%s %s", d ? "," : "", dirs[d]);
+  fprintf(stderr, "\n");
+  return 0;
 }
 
 /* arg[0] = script, arg[1..] its arguments, interpreter and options at
@@ -287,12 +320,17 @@ int main(int argc, char **argv) {
   Args a;
   if (argc < 1 || argv[0] == NULL) { static char *none[] = {FDM_PROGNAME, NULL}; argc = 1; argv = none; }
   prefer_passive_openmp(argv);
-  if (!collect_args(argc, argv, &a)) return EXIT_FAILURE;
+  if (!collect_args(argc, argv, &a)) return EXIT_USAGE;
   if (a.has_h) { fputs(usage_text, stdout); return EXIT_SUCCESS; }
   if (a.has_v) {
     printf("%s %s (%s)\n", FDM_PROGNAME, FDM_VERSION, LUA_RELEASE);
     fflush(stdout);
     if (!a.script && !a.has_e && !a.has_l && !a.has_i) return EXIT_SUCCESS;  /* `fdm -v` alone */
+  }
+  static char script_path[PATH_MAX];
+  if (a.script && !(strcmp(argv[a.script], "-") == 0 && strcmp(argv[a.script - 1], "--") != 0)) {
+    if (!find_script(argv[a.script], script_path, sizeof script_path)) return EXIT_USAGE;
+    argv[a.script] = script_path;   /* arg[0] is the script found: scripts find their neighbours from it */
   }
   lua_State *L = luaL_newstate();
   if (L == NULL) {
@@ -309,5 +347,5 @@ int main(int argc, char **argv) {
   int ok = status == LUA_OK && lua_toboolean(L, -1);
   fdm_report(L, status);
   lua_close(L);
-  return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+  return ok ? EXIT_SUCCESS : fdm_usage_error_raised() ? EXIT_USAGE : EXIT_FAILURE;
 }

@@ -41,9 +41,11 @@ static void storage_release(fdm_storage *s) {
   free(s);
 }
 
+/* an empty tensor may have sizes whose product overflows (0 x 2^62 x 2^62):
+** its strides are never used to address anything, so they may wrap */
 static void set_contiguous_strides(fdm_tensor *t) {
-  int64_t st = 1;
-  for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = st; st *= t->shape[d]; }
+  uint64_t st = 1;
+  for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = (int64_t)st; st *= (uint64_t)t->shape[d]; }
 }
 
 int64_t fdm_shape_numel(const char *op, int ndim, const int64_t *shape) {
@@ -180,17 +182,20 @@ void fdm_free_data(fdm_tensor *t) {
   if (t->grad_fn) { fdm_node_release(t->grad_fn); t->grad_fn = NULL; }
 }
 
+/* shapes are checked when tensors are made, so a product can only overflow
+** for an empty tensor: a zero anywhere gives 0 before multiplying */
 int64_t fdm_numel(const fdm_tensor *t) {
   int64_t n = 1;
+  for (int d = 0; d < t->ndim; d++) if (t->shape[d] == 0) return 0;
   for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
   return n;
 }
 
 int fdm_is_contiguous(const fdm_tensor *t) {
-  int64_t st = 1;
+  uint64_t st = 1;
   for (int d = t->ndim - 1; d >= 0; d--) {
-    if (t->shape[d] != 1 && t->stride[d] != st) return 0;
-    st *= t->shape[d];
+    if (t->shape[d] != 1 && (uint64_t)t->stride[d] != st) return 0;
+    st *= (uint64_t)t->shape[d];
   }
   return 1;
 }

@@ -118,6 +118,17 @@ int fdm_gif_encode(const fdm_image *frames, int nframes, int delay_ms, int loop,
                    int scale, fdm_membuf *out);
 
 /* ---- cairo drawings (io_draw.c) ---- */
+/* Where a grid's text and images went (pixels, ink extents of each drawn
+** line): what tests check to see that no caption or title is clipped. */
+enum { FDM_TEXT_TITLE, FDM_TEXT_COL, FDM_TEXT_ROW, FDM_TEXT_CAPTION };
+typedef struct { int kind, index; double x, y, w, h; char *text; } fdm_grid_text;
+typedef struct {
+  int width, height;                /* the canvas */
+  fdm_grid_text *texts; int ntexts; /* one entry per drawn line; index: 0-based caption/row/column */
+  double (*cells)[4]; int ncells;   /* x, y, w, h of each image */
+} fdm_grid_layout;
+void fdm_grid_layout_free(fdm_grid_layout *l);
+
 typedef struct {
   int nrow;                        /* images per row; <= 0: ceil(sqrt(n)) */
   int scale;                       /* <= 0: smallest making cells >= 64 px */
@@ -125,7 +136,11 @@ typedef struct {
   const char *const *col_captions; int ncol_captions;
   const char *const *captions;     int ncaptions;
   const char *title;
+  fdm_grid_layout *layout;         /* optional: filled on success (free with fdm_grid_layout_free) */
 } fdm_grid_opts;
+/* Text is measured: columns widen for wide captions (up to a limit, then
+** captions wrap at spaces), the canvas widens for a wide title (then it
+** wraps), row captions wrap; nothing is clipped. */
 int fdm_draw_grid(const char *path, const fdm_image *ims, int n, const fdm_grid_opts *o);
 typedef struct { const char *name; const double *x; const double *y; int n; } fdm_plot_series;
 typedef struct {

@@ -83,6 +83,163 @@ static void set_font(cairo_t *cr, double size, int bold) {
 /* ------------------------------------------------------------------ */
 /* grids                                                                */
 
+/* Width of the ink and advance of s: what a line needs so that nothing of
+** it falls outside its box (bold glyphs may overhang their advance). */
+static double line_width(cairo_t *cr, const char *s) {
+  char *c = clean_utf8(s);
+  if (!c) return 0;
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, c, &e);
+  free(c);
+  double right = e.x_advance > e.x_bearing + e.width ? e.x_advance : e.x_bearing + e.width;
+  double left = e.x_bearing < 0 ? e.x_bearing : 0;
+  return right - left;
+}
+
+/* a wrapped text: its lines (each malloc'ed) */
+typedef struct { char **line; int n; } wrapped;
+
+static void wrapped_free(wrapped *w) {
+  for (int i = 0; i < w->n; i++) free(w->line[i]);
+  free(w->line);
+  w->line = NULL; w->n = 0;
+}
+
+static int wrapped_push(wrapped *w, const char *s, size_t len) {
+  char **nl = realloc(w->line, (size_t)(w->n + 1) * sizeof *nl);
+  if (!nl) return -1;
+  w->line = nl;
+  char *c = malloc(len + 1);
+  if (!c) return -1;
+  memcpy(c, s, len);
+  c[len] = 0;
+  w->line[w->n++] = c;
+  return 0;
+}
+
+static size_t utf8_len(unsigned char c) {
+  return c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+}
+
+/* Breaks s into lines no wider than maxw: at spaces, and inside a word only
+** when the word alone is wider (at a character boundary). At least one line. */
+static int wrap_text(cairo_t *cr, const char *s, double maxw, wrapped *out) {
+  out->line = NULL; out->n = 0;
+  char *c = clean_utf8(s);
+  if (!c) return -1;
+  size_t n = strlen(c), i = 0;
+  char *cur = malloc(n + 1);   /* the line being built */
+  if (!cur) { free(c); return -1; }
+  size_t cl = 0;
+  int rc = 0;
+  while (i < n && rc == 0) {
+    while (i < n && c[i] == ' ') i++;
+    size_t w0 = i;
+    while (i < n && c[i] != ' ') i++;
+    if (i == w0) break;
+    /* try the line plus this word */
+    size_t keep = cl;
+    if (cl) cur[cl++] = ' ';
+    memcpy(cur + cl, c + w0, i - w0);
+    cl += i - w0;
+    cur[cl] = 0;
+    if (line_width(cr, cur) <= maxw) continue;
+    cl = keep;   /* does not fit: the line ends before the word */
+    cur[cl] = 0;
+    if (cl) { rc = wrapped_push(out, cur, cl); cl = 0; }
+    /* the word on a new line, split by characters while it is too wide */
+    size_t p = w0;
+    while (p < i && rc == 0) {
+      size_t take = 0, best = 0;
+      while (p + take < i) {
+        size_t step = utf8_len((unsigned char)c[p + take]);
+        memcpy(cur, c + p, take + step);
+        cur[take + step] = 0;
+        if (line_width(cr, cur) > maxw && take > 0) break;
+        take += step;
+        best = take;
+      }
+      if (p + best >= i) {   /* the rest of the word starts the next line */
+        memcpy(cur, c + p, best);
+        cl = best;
+        cur[cl] = 0;
+      } else {
+        rc = wrapped_push(out, c + p, best);
+      }
+      p += best;
+    }
+  }
+  if (rc == 0 && (cl || out->n == 0)) rc = wrapped_push(out, cur, cl);
+  free(cur);
+  free(c);
+  if (rc != 0) wrapped_free(out);
+  return rc;
+}
+
+static int layout_add_text(fdm_grid_layout *l, int kind, int index, const char *text,
+                           double x, double y, double w, double h) {
+  if (!l) return 0;
+  fdm_grid_text *nt = realloc(l->texts, (size_t)(l->ntexts + 1) * sizeof *nt);
+  if (!nt) return -1;
+  l->texts = nt;
+  fdm_grid_text *t = &l->texts[l->ntexts];
+  t->text = malloc(strlen(text) + 1);
+  if (!t->text) return -1;
+  strcpy(t->text, text);
+  t->kind = kind; t->index = index; t->x = x; t->y = y; t->w = w; t->h = h;
+  l->ntexts++;
+  return 0;
+}
+
+void fdm_grid_layout_free(fdm_grid_layout *l) {
+  if (!l) return;
+  for (int i = 0; i < l->ntexts; i++) free(l->texts[i].text);
+  free(l->texts);
+  free(l->cells);
+  memset(l, 0, sizeof *l);
+}
+
+/* Draws one line: align 0 left of x, 1 centered on x, 2 right of x; baseline
+** at y. Records its ink extents in the layout. */
+static int draw_line(cairo_t *cr, fdm_grid_layout *l, int kind, int index, const char *s,
+                     double x, double y, int align) {
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, s, &e);
+  double w = line_width(cr, s), left = e.x_bearing < 0 ? e.x_bearing : 0;
+  double x0 = align == 1 ? x - w / 2 : align == 2 ? x - w : x;   /* left edge of the box */
+  cairo_move_to(cr, x0 - left, y);
+  cairo_show_text(cr, s);
+  if (e.width <= 0 || e.height <= 0) return 0;   /* spaces only: nothing drawn */
+  return layout_add_text(l, kind, index, s, x0 - left + e.x_bearing, y + e.y_bearing, e.width, e.height);
+}
+
+/* wraps every string of list[0..n-1] to maxw; returns the largest number of lines */
+static int wrap_all(cairo_t *cr, const char *const *list, int n, double maxw, wrapped *out) {
+  int most = 0;
+  for (int i = 0; i < n; i++) {
+    if (wrap_text(cr, list[i], maxw, &out[i]) != 0) {
+      for (int k = 0; k < i; k++) wrapped_free(&out[k]);
+      return -1;
+    }
+    if (out[i].n > most) most = out[i].n;
+  }
+  return most;
+}
+
+/* the widest of the strings (0 when none) */
+static double widest(cairo_t *cr, const char *const *list, int n) {
+  double w = 0;
+  for (int i = 0; i < n; i++) {
+    double t = line_width(cr, list[i]);
+    if (t > w) w = t;
+  }
+  return w;
+}
+
+#define GRID_CAPTION_MAX 240.0  /* a column widens up to this for its captions; beyond, they wrap */
+#define GRID_ROWCAP_MAX 300.0   /* row captions wrap beyond this */
+#define GRID_TITLE_MAX 960.0    /* the canvas widens up to this for the title; beyond, it wraps */
+
 int fdm_draw_grid(const char *path, const fdm_image *ims, int n, const fdm_grid_opts *o) {
   if (n < 1) return fdm_seterror("no images");
   int mh = 0, mw = 0;
@@ -98,44 +255,80 @@ int fdm_draw_grid(const char *path, const fdm_image *ims, int n, const fdm_grid_
   int big = mh > mw ? mh : mw;
   int scale = o->scale > 0 ? o->scale : (big >= 64 ? 1 : (64 + big - 1) / big);
   if ((int64_t)mw * scale > 8192 || (int64_t)mh * scale > 8192) return fdm_seterror("scaled cells exceed 8192 px");
-  int cw = mw * scale, ch = mh * scale, pad = 4;
-  double fs = 13;
+  int cw = mw * scale, ch = mh * scale, pad = 4, margin = 6;
+  double fs = 13, tfs = fs * 1.3;
+  double lh = ceil(fs * 1.3), tlh = ceil(tfs * 1.25);   /* line heights */
+  int ncap = o->captions ? (o->ncaptions < n ? o->ncaptions : n) : 0;
+  int ncc = o->col_captions ? (o->ncol_captions < ncol ? o->ncol_captions : ncol) : 0;
+  int nrc = o->row_captions ? (o->nrow_captions < nrows ? o->nrow_captions : nrows) : 0;
+  const char *title = o->title && *o->title ? o->title : NULL;
+
+  /* measure: column width, left margin for row captions, wrapped lines */
+  wrapped *caps = calloc((size_t)(ncap + ncc + nrc + 1), sizeof *caps);
+  if (!caps) return fdm_seterror("out of memory");
+  wrapped *cols = caps + ncap, *rows = cols + ncc, *tl = rows + nrc;
+  int ret = -1, ok = 1;
   cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
   cairo_t *pc = cairo_create(probe);
   set_font(pc, fs, 0);
-  double left = 0;
-  if (o->row_captions)
-    for (int r = 0; r < nrows && r < o->nrow_captions; r++) {
-      double tw = text_width(pc, o->row_captions[r]);
-      if (tw > left) left = tw;
-    }
+  double need = widest(pc, o->captions, ncap), needc = widest(pc, o->col_captions, ncc);
+  if (needc > need) need = needc;
+  double colw = cw;   /* the width given to each column's text and image */
+  if (need + 4 > colw) colw = fmin(ceil(need + 4), fmax(cw, GRID_CAPTION_MAX));
+  double rcw = fmin(ceil(widest(pc, o->row_captions, nrc)), GRID_ROWCAP_MAX);
+  int cap_lines = ncap ? wrap_all(pc, o->captions, ncap, colw - 4, caps) : 0;
+  int cc_lines = ncc && cap_lines >= 0 ? wrap_all(pc, o->col_captions, ncc, colw - 4, cols) : 0;
+  int rc_lines = nrc && cap_lines >= 0 && cc_lines >= 0 ? wrap_all(pc, o->row_captions, nrc, rcw, rows) : 0;
+  if (cap_lines < 0 || cc_lines < 0 || rc_lines < 0) ok = 0;
+  double left = nrc && rcw > 0 ? rcw + 2 * margin : 0;
+  double gw = left + ncol * (colw + pad) + pad;   /* the grid's width */
+  double W = gw;
+  int title_lines = 0;
+  if (ok && title) {
+    set_font(pc, tfs, 1);
+    double tw = line_width(pc, title);
+    if (tw + 2 * margin > W) W = fmax(gw, fmin(ceil(tw + 2 * margin), GRID_TITLE_MAX));
+    title_lines = wrap_text(pc, title, W - 2 * margin, tl) == 0 ? tl->n : (ok = 0);
+  }
   cairo_destroy(pc); cairo_surface_destroy(probe);
-  if (left > 0) left = ceil(left) + 10;
-  if (left > 400) left = 400;
-  int title_h = o->title && *o->title ? (int)(fs * 1.6 + 8) : 0;
-  int colcap_h = o->col_captions && o->ncol_captions > 0 ? (int)(fs + 8) : 0;
-  int cap_h = o->captions && o->ncaptions > 0 ? (int)(fs + 6) : 0;
-  int top = title_h + colcap_h;
-  int64_t W64 = (int64_t)left + (int64_t)ncol * (cw + pad) + pad;
-  int64_t H64 = (int64_t)top + (int64_t)nrows * (ch + pad + cap_h) + pad;
-  if (W64 > 32767 || H64 > 32767)
-    return fdm_seterror("grid of %lldx%lld pixels is too large (cairo limit 32767)", (long long)W64, (long long)H64);
-  int W = (int)W64, H = (int)H64;
-  cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+  if (!ok) { fdm_seterror("out of memory"); goto done; }
+  double title_h = title_lines ? title_lines * tlh + 8 : 0;
+  double colcap_h = cc_lines ? cc_lines * lh + 4 : 0;
+  double cap_h = cap_lines ? cap_lines * lh + 2 : 0;
+  double rowh = fmax(ch, rc_lines * lh);   /* row captions taller than the images stretch the row */
+  double top = title_h + colcap_h, gx = floor((W - gw) / 2);
+  int64_t W64 = (int64_t)ceil(W);
+  int64_t H64 = (int64_t)ceil(top + nrows * (rowh + pad + cap_h) + pad);
+  if (W64 > 32767 || H64 > 32767) {
+    fdm_seterror("grid of %lldx%lld pixels is too large (cairo limit 32767)", (long long)W64, (long long)H64);
+    goto done;
+  }
+  int Wi = (int)W64, Hi = (int)H64;
+  cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, Wi, Hi);
   if (cairo_surface_status(s) != CAIRO_STATUS_SUCCESS) {
     cairo_surface_destroy(s);
-    return fdm_seterror("cairo: cannot create a %dx%d surface", W, H);
+    fdm_seterror("cairo: cannot create a %dx%d surface", Wi, Hi);
+    goto done;
+  }
+  fdm_grid_layout *L = o->layout;
+  if (L) {
+    memset(L, 0, sizeof *L);
+    L->width = Wi; L->height = Hi;
+    L->cells = calloc((size_t)n, sizeof *L->cells);
+    if (!L->cells) { cairo_surface_destroy(s); fdm_seterror("out of memory"); goto done; }
+    L->ncells = n;
   }
   cairo_surface_flush(s);
   uint8_t *data = cairo_image_surface_get_data(s);
   int stride = cairo_image_surface_get_stride(s);
-  memset(data, 255, (size_t)stride * H);
+  memset(data, 255, (size_t)stride * Hi);
   for (int i = 0; i < n; i++) {
     const fdm_image *im = &ims[i];
     int r = i / ncol, c = i % ncol;
-    /* center images smaller than the cell */
-    int x0 = (int)left + pad + c * (cw + pad) + (mw - im->w) * scale / 2;
-    int y0 = top + pad + r * (ch + pad + cap_h) + (mh - im->h) * scale / 2;
+    /* images centered in their column and row */
+    int x0 = (int)(gx + left + pad + c * (colw + pad) + (colw - im->w * scale) / 2);
+    int y0 = (int)(top + pad + r * (rowh + pad + cap_h) + (rowh - im->h * scale) / 2);
+    if (L) { L->cells[i][0] = x0; L->cells[i][1] = y0; L->cells[i][2] = im->w * scale; L->cells[i][3] = im->h * scale; }
     for (int y = 0; y < im->h * scale; y++) {
       uint32_t *dst = (uint32_t *)(data + (size_t)(y0 + y) * stride) + x0;
       const uint8_t *row = im->px + (size_t)(y / scale) * im->w * im->c;
@@ -158,40 +351,41 @@ int fdm_draw_grid(const char *path, const fdm_image *ims, int n, const fdm_grid_
   cairo_surface_mark_dirty(s);
   cairo_t *cr = cairo_create(s);
   cairo_set_source_rgb(cr, 0, 0, 0);
-  if (title_h) {
-    set_font(cr, fs * 1.3, 1);
-    draw_text(cr, o->title, W / 2.0, fs * 1.3 + 4, 1);
+  int lerr = 0;
+  if (title_lines) {
+    set_font(cr, tfs, 1);
+    for (int k = 0; k < tl->n; k++)
+      lerr |= draw_line(cr, L, FDM_TEXT_TITLE, 0, tl->line[k], Wi / 2.0, 4 + tfs + k * tlh, 1);
   }
   set_font(cr, fs, 0);
-  if (colcap_h)
-    for (int c = 0; c < ncol && c < o->ncol_captions; c++) {
-      double cx = left + pad + c * (cw + pad) + cw / 2.0;
-      cairo_save(cr);
-      cairo_rectangle(cr, left + pad + c * (cw + pad), title_h, cw + pad, colcap_h);
-      cairo_clip(cr);
-      draw_text(cr, o->col_captions[c], cx, title_h + fs + 2, 1);
-      cairo_restore(cr);
-    }
-  if (o->row_captions)
-    for (int r = 0; r < nrows && r < o->nrow_captions; r++) {
-      double cy = top + pad + r * (ch + pad + cap_h) + ch / 2.0 + fs / 3.0;
-      draw_text(cr, o->row_captions[r], left - 6, cy, 2);
-    }
-  if (cap_h)
-    for (int i = 0; i < n && i < o->ncaptions; i++) {
-      int r = i / ncol, c = i % ncol;
-      double x = left + pad + c * (cw + pad);
-      double y = top + pad + r * (ch + pad + cap_h) + ch;
-      cairo_save(cr);
-      cairo_rectangle(cr, x, y, cw + pad, cap_h + pad);
-      cairo_clip(cr);
-      draw_text(cr, o->captions[i], x + cw / 2.0, y + fs + 1, 1);
-      cairo_restore(cr);
-    }
+  for (int c = 0; c < ncc; c++) {
+    double cx = gx + left + pad + c * (colw + pad) + colw / 2.0;
+    double y = title_h + colcap_h - 4 - (cols[c].n - 1) * lh - (lh - fs) / 2;   /* bottom-aligned over the column */
+    for (int k = 0; k < cols[c].n; k++)
+      lerr |= draw_line(cr, L, FDM_TEXT_COL, c, cols[c].line[k], cx, y + k * lh, 1);
+  }
+  for (int r = 0; r < nrc; r++) {
+    double block = rows[r].n * lh;
+    double y = top + pad + r * (rowh + pad + cap_h) + (rowh - block) / 2 + fs;
+    for (int k = 0; k < rows[r].n; k++)
+      lerr |= draw_line(cr, L, FDM_TEXT_ROW, r, rows[r].line[k], gx + left - margin, y + k * lh, 2);
+  }
+  for (int i = 0; i < ncap; i++) {
+    int r = i / ncol, c = i % ncol;
+    double cx = gx + left + pad + c * (colw + pad) + colw / 2.0;
+    double y = top + pad + r * (rowh + pad + cap_h) + rowh + fs + 1;
+    for (int k = 0; k < caps[i].n; k++)
+      lerr |= draw_line(cr, L, FDM_TEXT_CAPTION, i, caps[i].line[k], cx, y + k * lh, 1);
+  }
   cairo_status_t st = cairo_status(cr);
   cairo_destroy(cr);
-  int ret = st == CAIRO_STATUS_SUCCESS ? save_surface(s, path) : fdm_seterror("cairo: %s", cairo_status_to_string(st));
+  if (lerr) ret = fdm_seterror("out of memory");
+  else ret = st == CAIRO_STATUS_SUCCESS ? save_surface(s, path) : fdm_seterror("cairo: %s", cairo_status_to_string(st));
   cairo_surface_destroy(s);
+  if (ret != 0 && L) fdm_grid_layout_free(L);
+done:
+  for (int i = 0; i < ncap + ncc + nrc + 1; i++) wrapped_free(&caps[i]);
+  free(caps);
   return ret;
 }
 

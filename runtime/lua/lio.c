@@ -233,8 +233,39 @@ static int l_save_grid(lua_State *L) {
   o.ncol_captions = opt_strings(L, 3, "col_captions", anchor, "save_grid", &o.col_captions);
   o.ncaptions = opt_strings(L, 3, "captions", anchor, "save_grid", &o.captions);
   o.title = opt_string(L, 3, "title", anchor);
+  fdm_grid_layout layout;
+  o.layout = &layout;
   if (fdm_draw_grid(path, ims, n, &o) != 0) return io_fail(L, "save_grid", path);
-  return 0;
+  /* returns where things went: {width, height, texts = {{kind, index, text,
+  ** x, y, w, h}}, cells = {{x, y, w, h}}} (1-based index; tests check that
+  ** every line of text lies inside the canvas, clear of the others) */
+  static const char *const kinds[] = {"title", "col", "row", "caption"};
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, layout.width); lua_setfield(L, -2, "width");
+  lua_pushinteger(L, layout.height); lua_setfield(L, -2, "height");
+  lua_createtable(L, layout.ntexts, 0);
+  for (int i = 0; i < layout.ntexts; i++) {
+    const fdm_grid_text *t = &layout.texts[i];
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, kinds[t->kind]); lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, t->index + 1); lua_setfield(L, -2, "index");
+    lua_pushstring(L, t->text); lua_setfield(L, -2, "text");
+    lua_pushnumber(L, t->x); lua_setfield(L, -2, "x");
+    lua_pushnumber(L, t->y); lua_setfield(L, -2, "y");
+    lua_pushnumber(L, t->w); lua_setfield(L, -2, "w");
+    lua_pushnumber(L, t->h); lua_setfield(L, -2, "h");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "texts");
+  lua_createtable(L, layout.ncells, 0);
+  for (int i = 0; i < layout.ncells; i++) {
+    lua_createtable(L, 4, 0);
+    for (int k = 0; k < 4; k++) { lua_pushnumber(L, layout.cells[i][k]); lua_rawseti(L, -2, k + 1); }
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "cells");
+  fdm_grid_layout_free(&layout);
+  return 1;
 }
 
 static int l_write_gif(lua_State *L) {

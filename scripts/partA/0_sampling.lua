@@ -7,8 +7,9 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D, fdm = C.D, rawget(_G, "fdm") or require "fdm"
 
 local args = C.parse("0_sampling", "Part A 0: sampling at 20, 50 and 100 steps with a fixed seed", {
+  "seed", "steps", "cfg", "device", "model", "out", "threshold",
   { "prompts", "string", "a 3,seven,the digit nine", "comma-separated prompts" },
-  { "step-counts", "ints", { 20, 50, 100 }, "step counts to compare (--steps N alone runs only N)" },
+  { "step-counts", "ints", { 20, 50, 100 }, "step counts to compare (--steps N alone runs only N)", min = 2, max = 1000 },
   { "n", "int", 2, "samples per prompt", min = 1 },
 })
 local counts = args.given.steps and { args.steps } or args.step_counts

@@ -6,8 +6,9 @@ local D, M = C.D, C.M
 local fdm = rawget(_G, "fdm") or require "fdm"
 
 local args = C.parse("1_2_blur", "Part A 1.2: Gaussian-blur denoising of the noisy test image", {
-  { "ts", "ints", { 250, 500, 750 }, "timesteps" },
-  { "kernel", "int", 5, "Gaussian kernel size (odd)" },
+  "seed", "device", "model", "out",
+  { "ts", "ints", { 250, 500, 750 }, "timesteps", min = 0, max = 999 },
+  { "kernel", "int", 5, "Gaussian kernel size (odd)", min = 1 },
   { "sigma", "number", 1.5, "Gaussian sigma (pixels)" },
   { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
 })

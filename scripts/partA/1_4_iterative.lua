@@ -9,7 +9,8 @@ local D, M = C.D, C.M
 local fdm = rawget(_G, "fdm") or require "fdm"
 
 local args = C.parse("1_4_iterative", "Part A 1.4: iterative denoising vs one-step vs blur", {
-  { "i-start", "int", 10, "index into 990, 960, ..., 0 (10: t = 690; mapped by t for other --steps)", min = 0 },
+  "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
+  { "i-start", "int", 10, "index into 990, 960, ..., 0 (10: t = 690; mapped by t for other --steps)", min = 0, max = C.I_START_MAX },
   { "every", "int", 5, "show every k-th step", min = 1 },
   { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
 }, { prompt = "a 7", cfg = 1 })

@@ -6,6 +6,7 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D = C.D
 
 local args = C.parse("1_5_sampling", "Part A 1.5: sampling from pure noise", {
+  "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
   { "n", "int", 5, "samples", min = 1 },
 }, { prompt = "a handwritten digit", cfg = 1 })
 local model = C.load_model(args)

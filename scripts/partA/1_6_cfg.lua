@@ -8,6 +8,7 @@ local D = C.D
 local fdm = rawget(_G, "fdm") or require "fdm"
 
 local args = C.parse("1_6_cfg", "Part A 1.6: classifier-free guidance", {
+  "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
   { "n", "int", 5, "samples per row", min = 1 },
 }, { prompt = "the digit three", cfg = 7 })
 local model = C.load_model(args)

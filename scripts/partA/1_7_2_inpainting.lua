@@ -9,6 +9,7 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D, M = C.D, C.M
 
 local args = C.parse("1_7_2_inpainting", "Part A 1.7.2: RePaint inpainting", {
+  "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
   { "image", "string", nil, "comma-separated PNGs to inpaint (after the test image)" },
   { "mask", "string", nil, "comma-separated mask PNGs, one per --image (light = new content)" },
   { "n", "int", 3, "results per image", min = 1 },

@@ -9,8 +9,9 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local M = C.M
 
 local args = C.parse("1_7_sdedit", "Part A 1.7: SDEdit (image-to-image) at several noise levels", {
+  "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
   { "image", "string", nil, "comma-separated PNGs (your own images) shown after the test image" },
-  { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0 (mapped by t for other --steps)" },
+  { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0 (mapped by t for other --steps)", min = 0, max = C.I_START_MAX },
 }, { prompt = "a handwritten digit", cfg = 7 })
 local model = C.load_model(args)
 C.seed(args)

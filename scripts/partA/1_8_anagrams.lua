@@ -8,6 +8,7 @@
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 
 local args = C.parse("1_8_anagrams", "Part A 1.8: visual anagrams with pluggable views", {
+  "seed", "steps", "cfg", "device", "model", "out", "threshold",
   { "prompts", "string", nil, "two comma-separated prompts for one illusion of your own" },
   { "view", "choice", "flip", "the second view for --prompts", choices = { "flip", "rot180", "rot90", "rot270", "negate", "jigsaw" } },
   { "extras", "flag", false, "add rot90, negation and jigsaw illusions" },
@@ -17,8 +18,7 @@ local model = C.load_model(args)
 C.seed(args)
 local illusions
 if args.prompts then
-  local p = C.split(args.prompts)
-  if #p ~= 2 then io.stderr:write("1_8_anagrams: --prompts needs two prompts\n"); os.exit(2) end
+  local p = C.two_prompts(args)
   illusions = { { p[1], p[2], args.view } }
 else
   illusions = { { "6", "9", "rot180" }, { "2", "5", "flip" } }

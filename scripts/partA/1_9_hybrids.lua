@@ -9,8 +9,9 @@ local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D = C.D
 
 local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
+  "seed", "steps", "cfg", "device", "model", "out", "threshold",
   { "prompts", "string", nil, "low-frequency prompt,high-frequency prompt (one hybrid of your own)" },
-  { "kernel", "int", 33, "Gaussian kernel size of the low-pass" },
+  { "kernel", "int", 33, "Gaussian kernel size of the low-pass", min = 1 },
   { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
   { "n", "int", 2, "samples per hybrid", min = 1 },
 }, { cfg = 7 })
@@ -18,8 +19,7 @@ local model = C.load_model(args)
 C.seed(args)
 local hybrids = { { "0", "1" }, { "8", "7" } }
 if args.prompts then
-  local p = C.split(args.prompts)
-  if #p ~= 2 then io.stderr:write("1_9_hybrids: --prompts needs two prompts\n"); os.exit(2) end
+  local p = C.two_prompts(args)
   hybrids = { p }
 end
 local uncond = C.encode(model, "", args)

@@ -10,23 +10,35 @@ local F = fdm.F
 local C = { D = D, M = M }
 
 ---------------------------------------------------------------- options
--- the options every Part A script takes; `own` adds or replaces entries,
--- `defaults` changes defaults (e.g. {cfg = 1, prompt = "seven"})
+-- the options Part A scripts share; each script names those it reads
+C.OPTIONS = {
+  { "seed", "int", 180, "random seed (printed; the same seed gives the same noise)" },
+  { "prompt", "string", "", "text prompt (see docs/partA.md: \"7\", \"seven\", \"the digit seven\", \"\" = unconditional)" },
+  { "steps", "int", 34, "strided timesteps from ~990 to 0 (34 = the course's 990, 960, ..., 0)", min = 2, max = 1000 },
+  { "cfg", "number", 7, "classifier-free guidance scale gamma (1 = none)" },
+  { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+  { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
+  { "out", "string", "out/partA", "output folder" },
+  { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
+}
+local SHARED = {}
+for _, o in ipairs(C.OPTIONS) do SHARED[o[1]] = o end
+
+-- The course's i_start indices (into 990, 960, ..., 0): the last that still
+-- denoises is 32 (t = 30); 33 is t = 0.
+C.I_START_MAX = 32
+
+-- Parses the command line. `own` lists the names of the shared options the
+-- script reads (strings, in C.OPTIONS) and its own option entries (tables,
+-- fdm.cli's format); `defaults` changes defaults (e.g. {cfg = 1, prompt = "seven"}).
 function C.parse(name, summary, own, defaults, script)
-  local options = {
-    { "seed", "int", 180, "random seed (printed; the same seed gives the same noise)" },
-    { "prompt", "string", "", "text prompt (see docs/partA.md: \"7\", \"seven\", \"the digit seven\", \"\" = unconditional)" },
-    { "steps", "int", 34, "strided timesteps from ~990 to 0 (34 = the course's 990, 960, ..., 0)", min = 2 },
-    { "cfg", "number", 7, "classifier-free guidance scale gamma (1 = none)" },
-    { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
-    { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
-    { "out", "string", "out/partA", "output folder" },
-    { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
-  }
+  local options = {}
   for _, o in ipairs(own or {}) do
-    options[#options + 1] = o
-    -- scripts that take --prompts (several prompts) have no --prompt
-    if o[1] == "prompts" then table.remove(options, 2) end
+    if type(o) == "string" then
+      options[#options + 1] = assert(SHARED[o], "partA: no shared option --" .. o)
+    else
+      options[#options + 1] = o
+    end
   end
   local spec = { name = name, summary = summary, common = false, options = options, defaults = defaults,
     script = script or ("scripts/partA/" .. name .. ".lua") }
@@ -47,23 +59,26 @@ function C.split(s, sep)
 end
 
 ---------------------------------------------------------------- setup
+-- the DDPM of --model (missing or unfit weights are usage errors)
 function C.load_model(args)
-  local ok, model = pcall(M.load, args.model, { device = args.device })
-  if not ok then
-    io.stderr:write(args.name .. ": " .. tostring(model):gsub("^[^:]*:%d+: ", "") .. "\n")
-    os.exit(1)
-  end
-  return model
+  return M.load(args.model, { device = args.device, what = args.name .. ": --model" })
 end
 
--- model:encode with a clean error (exit 2) for unknown prompts
+-- model:encode, an unknown prompt being a usage error
 function C.encode(model, prompt, args)
-  local ok, c = pcall(model.encode, model, prompt)
-  if not ok then
-    io.stderr:write((args and args.name or "partA") .. ": " .. tostring(c):gsub("^[^:]*:%d+: ", "") .. "\n")
-    os.exit(2)
+  local c, err = M.parse_prompt(prompt)
+  if c == nil then cli.usage_error((args and args.name or "partA") .. ": " .. err) end
+  return model:encode(prompt)
+end
+
+-- two comma-separated prompts of --prompts, else a usage error
+function C.two_prompts(args)
+  local p = C.split(args.prompts)
+  if #p ~= 2 then
+    cli.usage_error(("%s: --prompts expects two comma-separated prompts (e.g. \"6,9\"), got '%s'")
+      :format(args.name, args.prompts))
   end
-  return c
+  return p
 end
 
 function C.seed(args)
@@ -151,8 +166,7 @@ end
 function C.load_image(path, size)
   local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
   if not ok then
-    io.stderr:write("cannot read image '" .. path .. "': " .. tostring(im) .. "\n")
-    os.exit(1)
+    cli.usage_error("cannot read image '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   return C.prepare_image(im, size)
 end
@@ -163,8 +177,7 @@ function C.load_mask(path, size)
   size = size or 28
   local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
   if not ok then
-    io.stderr:write("cannot read mask '" .. path .. "': " .. tostring(im) .. "\n")
-    os.exit(1)
+    cli.usage_error("cannot read mask '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   local g = im:narrow(1, 1, 1)
   local H, W = g.shape[2], g.shape[3]

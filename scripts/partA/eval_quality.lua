@@ -33,11 +33,12 @@ local DEFAULT_HYBRIDS = "0:1,8:7,1:8,0:6,7:1"
 local LOW_STRETCH = 0.3
 
 local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG, anagrams and hybrids", {
+  "seed", "steps", "cfg", "device", "model", "out", "threshold",
   { "n", "int", 50, "samples per digit (CFG) and per pair (anagrams, hybrids)", min = 1 },
   { "pairs", "string", DEFAULT_PAIRS, "anagram pairs p1:p2[:view], comma-separated (view: " .. table.concat(VIEWS, ", ") .. ")" },
   { "view", "choice", "rot180", "the view of --pairs entries that name none", choices = VIEWS },
   { "hybrid-pairs", "string", DEFAULT_HYBRIDS, "hybrid pairs low:high (far:near), comma-separated" },
-  { "kernel", "int", 33, "Gaussian kernel of the hybrids' low-pass (and its readout)" },
+  { "kernel", "int", 33, "Gaussian kernel of the hybrids' low-pass (and its readout)", min = 1 },
   { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
   { "sections", "string", "cfg,anagrams,hybrids", "what to measure (comma-separated subset)" },
   { "ref", "int", 1000, "MNIST test digits for the readout calibration (0 = skip)", min = 0 },
@@ -48,10 +49,7 @@ local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG
 args.report = args.report or (args.out .. "/quality.txt")
 args.examples = args.examples or (args.out .. "/quality_examples.png")
 
-local function fail(msg, rc)
-  io.stderr:write("eval_quality: " .. msg .. "\n")
-  os.exit(rc or 2)
-end
+local function fail(msg) require("fdm.cli").usage_error("eval_quality: " .. msg) end
 
 ---------------------------------------------------------------- options
 local sections = {}
@@ -97,8 +95,7 @@ local command = table.concat(cmd, " ")
 
 ---------------------------------------------------------------- setup
 local model = C.load_model(args)
-local okc, net = pcall(cls.load, args.classifier)
-if not okc then fail("cannot load the classifier: " .. tostring(net), 1) end
+local net = cls.load(args.classifier, { what = "eval_quality: --classifier" })
 local ts = C.timesteps(args)
 local uncond = C.encode(model, "", args)
 local guided = args.cfg ~= 1
@@ -372,7 +369,7 @@ end
 
 if dir_of(args.report) then C.mkdir(dir_of(args.report)) end
 local f = io.open(args.report, "w")
-if not f then fail("cannot write " .. args.report, 1) end
+if not f then fail("cannot write --report " .. args.report) end
 f:write("-- fdm Part A quality (scripts/partA/eval_quality.lua)\n")
 f:write("-- command: " .. command .. "\n")
 f:write(("-- model: %s (D=%s); seed %d; n %d; %d steps; cfg %g\n"):format(args.model, tostring(model.hidden), args.seed,

@@ -271,7 +271,7 @@ static void test_draw(void) {
   const char *rows[] = {"row one", "row \xff two"};
   const char *cols[] = {"a", "b", "c"};
   const char *caps[] = {"0", "1", "2", "3", "4"};
-  fdm_grid_opts o = {3, 0, rows, 2, cols, 3, caps, 5, "title"};
+  fdm_grid_opts o = {3, 0, rows, 2, cols, 3, caps, 5, "title", NULL};
   CHECK(fdm_draw_grid(path, ims, 5, &o) == 0);
   fdm_image r;
   CHECK(fdm_png_read(path, &r) == 0 && r.c == 3 && r.w > 3 * 64 && r.h > 2 * 64);
