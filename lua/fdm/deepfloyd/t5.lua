@@ -126,6 +126,8 @@ function T5.new(cfg, params, opts)
   self.p = p
   self.num_parameters = L.spec_params(spec)
   self.bias_cache = {}
+  -- collect dead activations after every layer of a large encoder (see fdm.deepfloyd.unet)
+  if opts.collect ~= nil then self.collect = opts.collect else self.collect = self.num_parameters > 5e7 end
   return self
 end
 
@@ -181,6 +183,7 @@ function Enc:forward(ids, mask, cap)
     end
     h = h + F.linear(ff, p[b .. "1.DenseReluDense.wo.weight"])
     if cap then cap["block." .. i] = h end
+    if self.collect then collectgarbage() end
   end
   h = T5.rms_norm(h, p["encoder.final_layer_norm.weight"], c.eps)
   if cap then cap.last_hidden_state = h end

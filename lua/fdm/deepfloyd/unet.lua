@@ -293,6 +293,10 @@ function U.new(cfg, params, opts)
   self.p = prepare(params, spec)
   self.act = act_fn(plan.act)
   self.num_parameters = require("fdm.deepfloyd.loader").spec_params(spec)
+  -- fdm's collector runs after as many new bytes as were alive: with gigabytes
+  -- of weights, dead activations would pile up to the weights' size; a large
+  -- model collects after every block instead (opts.collect = false to skip)
+  if opts.collect ~= nil then self.collect = opts.collect else self.collect = self.num_parameters > 5e7 end
   return self
 end
 
@@ -490,6 +494,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       res(h)
     end
     if cap then cap[("down_blocks.%d"):format(i - 1)] = h end
+    if self.collect then collectgarbage() end
   end
   local m = pl.mid
   h = self:resnet(m.resnets[1], h, emb, pl.mid_scale)
@@ -513,6 +518,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       if cap then cap[("detail.up_blocks.%d.upsamplers.0"):format(i - 1)] = h end
     end
     if cap then cap[("up_blocks.%d"):format(i - 1)] = h end
+    if self.collect then collectgarbage() end
   end
   h = self:gn("conv_norm_out", h, pl.groups, pl.eps)
   if cap then cap.conv_norm_out = h end
