@@ -268,10 +268,10 @@ function U.random_params(spec, opts)
       local fan = 1
       for i = 2, #shape do fan = fan * shape[i] end
       if #shape == 1 then fan = shape[1] end
-      t = fdm.randn(shape) * (1 / math.sqrt(math.max(fan, 1)))
+      t = fdm.randn(shape):mul_(1 / math.sqrt(math.max(fan, 1)))
       if dt ~= "float32" and #shape >= 2 then
         local h = dt == "float16" and t:half() or t:bfloat16()
-        t:free()
+        t:free() -- at once: the collector would let gigabytes of float32 draws pile up
         t = h
       end
     end
@@ -494,7 +494,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       res(h)
     end
     if cap then cap[("down_blocks.%d"):format(i - 1)] = h end
-    if self.collect then collectgarbage() end
+    if self.collect then collectgarbage(); fdm.empty_cache() end
   end
   local m = pl.mid
   h = self:resnet(m.resnets[1], h, emb, pl.mid_scale)
@@ -518,7 +518,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       if cap then cap[("detail.up_blocks.%d.upsamplers.0"):format(i - 1)] = h end
     end
     if cap then cap[("up_blocks.%d"):format(i - 1)] = h end
-    if self.collect then collectgarbage() end
+    if self.collect then collectgarbage(); fdm.empty_cache() end
   end
   h = self:gn("conv_norm_out", h, pl.groups, pl.eps)
   if cap then cap.conv_norm_out = h end
