@@ -245,7 +245,8 @@ function IF.upscale(m2, x64, cond, uncond, opts)
   opts = opts or {}
   local n = x64.shape[1]
   local S2 = m2.image_shape[2]
-  local up = fdm.F.interpolate(x64, { size = { S2, S2 }, mode = "bilinear", align_corners = true })
+  -- stage I's final diffusers step returns its thresholded x0, within [-1, 1]
+  local up = fdm.F.interpolate(fdm.clamp(x64, -1, 1), { size = { S2, S2 }, mode = "bilinear", align_corners = true })
   local level = opts.noise_level or 250
   local noise = fdm.randn_like(up)
   m2.low_res = m2.noising:add_noise(up, noise, level)
