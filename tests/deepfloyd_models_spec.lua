@@ -145,6 +145,22 @@ describe("deepfloyd loader errors", function()
     local net = U.load(tmp)
     assert.are.equal(1728534, net.num_parameters)
   end)
+  it("reads an fp16 variant named as diffusers names it (shards through .safetensors.index.fp16.json)", function()
+    local params = L.weights(ROOT .. "/if-i/unet")
+    local half, map = {}, {}
+    for k, v in pairs(params) do
+      half[k] = v:dim() >= 2 and v:half() or v:contiguous()
+      map[#map + 1] = ('"%s": "diffusion_pytorch_model.fp16-00001-of-00001.safetensors"'):format(k)
+    end
+    os.execute("rm -f " .. tmp .. "/unet/*.safetensors " .. tmp .. "/unet/*.json")
+    write(tmp .. "/unet/config.json", cfg_text())
+    fdm.io.save_safetensors(tmp .. "/unet/diffusion_pytorch_model.fp16-00001-of-00001.safetensors", half)
+    write(tmp .. "/unet/diffusion_pytorch_model.safetensors.index.fp16.json", '{"weight_map": {' .. table.concat(map, ", ") .. "}}")
+    local net = U.load(tmp, { variant = "fp16" })
+    assert.are.equal("float16", net.p["conv_in.weight"].dtype)
+    local net2 = U.load(tmp) -- no plain file: the fp16 variant is found without asking
+    assert.are.equal(1728534, net2.num_parameters)
+  end)
   it("refuses a model larger than the available memory", function()
     local ok, e = pcall(L.check_memory, 1e15, "a test model")
     if os.getenv("FDM_SKIP_MEMORY_CHECK") then return end

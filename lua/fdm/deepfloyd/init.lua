@@ -197,6 +197,21 @@ function IF.load(dir, opts)
   local cfg = L.read_json(udir .. "/config.json", "deepfloyd")
   U.spec(cfg) -- unsupported block types fail here, before any weight is read
   local files = L.weight_files(udir, "diffusion_pytorch_model", opts.variant)
+  local function total(list)
+    local b = 0
+    for _, f in ipairs(list or {}) do b = b + file_size(f) end
+    return b
+  end
+  if files and not opts.variant then
+    -- float32 files that would not fit: the fp16 variant when the folder has one
+    local avail = L.mem_available()
+    local f16 = L.weight_files(udir, "diffusion_pytorch_model", "fp16")
+    if avail and total(files) > 0.8 * avail and f16 and f16[1] ~= files[1] then
+      io.stderr:write(("deepfloyd: %s's float32 weights (%.1f GB) do not fit beside the rest; using the fp16 variant\n")
+        :format(udir, total(files) / 1e9))
+      files, opts.variant = f16, "fp16"
+    end
+  end
   if not files then
     error(("deepfloyd: no weights in '%s' (diffusion_pytorch_model[.fp16].safetensors or its .index.json)"):format(udir), 0)
   end

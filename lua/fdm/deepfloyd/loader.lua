@@ -139,15 +139,18 @@ end
 -- candidates in order of preference; opts.variant = "fp16" prefers the variant
 function L.weight_files(dir, base, variant)
   local names = {}
+  -- a variant as transformers and diffusers name it: BASE.fp16.safetensors,
+  -- shards named by BASE.safetensors.index.fp16.json (or BASE.fp16.safetensors.index.json)
   local function add(v)
     local stem = base .. (v and ("." .. v) or "")
     names[#names + 1] = { single = dir .. "/" .. stem .. ".safetensors", index = dir .. "/" .. stem .. ".safetensors.index.json" }
+    if v then names[#names + 1] = { single = "", index = dir .. "/" .. base .. ".safetensors.index." .. v .. ".json" } end
   end
   if variant then add(variant) end
   add(nil)
   if not variant then add("fp16"); add("bf16") end
   for _, n in ipairs(names) do
-    if exists(n.single) then return { n.single } end
+    if n.single ~= "" and exists(n.single) then return { n.single } end
     if exists(n.index) then
       local idx = L.read_json(n.index, "load")
       if type(idx.weight_map) ~= "table" then
