@@ -110,11 +110,25 @@ function Model:text_encoder()
       :format(self.dir), 0)
   end
   if not kdir then error(("deepfloyd: '%s' has no tokenizer/spiece.model"):format(self.dir), 0) end
-  local bytes = 0
-  for _, f in ipairs(L.weight_files(tdir, "model", self.variant) or {}) do bytes = bytes + file_size(f) end
-  L.check_memory(bytes, "the T5 encoder in '" .. tdir .. "'")
+  local function total(list)
+    local b = 0
+    for _, f in ipairs(list or {}) do b = b + file_size(f) end
+    return b
+  end
+  local variant = self.variant
+  local files = L.weight_files(tdir, "model", variant)
+  local avail = L.mem_available()
+  if not variant and avail and total(files) > 0.8 * avail then
+    -- float32 T5-XXL (19 GB) does not fit a 24 GB machine: its fp16 variant does
+    local f16 = L.weight_files(tdir, "model", "fp16")
+    if f16 and files and f16[1] ~= files[1] then
+      io.stderr:write(("deepfloyd: %s's float32 weights (%.1f GB) do not fit; using the fp16 variant\n"):format(tdir, total(files) / 1e9))
+      files, variant = f16, "fp16"
+    end
+  end
+  L.check_memory(total(files), "the T5 encoder in '" .. tdir .. "'")
   local t0 = fdm.time()
-  self.t5 = T5.load(tdir, { variant = self.variant })
+  self.t5 = T5.load(tdir, { variant = variant })
   self.tok = Tok.load(kdir)
   self.t5_load_s = fdm.time() - t0
   self.text_dir, self.tok_dir = tdir, kdir
