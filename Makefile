@@ -84,6 +84,8 @@ install: all
 	install -m 755 $(BUILD)/fdm $(DESTDIR)$(PREFIX)/bin/fdm
 	install -m 755 $(BUILD)/lua/fdm/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/fdm/core.so
 	install -m 644 lua/fdm/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/
+	install -d $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/deepfloyd
+	install -m 644 lua/fdm/deepfloyd/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/fdm/deepfloyd/
 	install -d $(SHARE_FDM)/scripts/partA $(SHARE_FDM)/weights $(DOC_FDM)/docs/img
 	install -m 644 scripts/*.lua $(SHARE_FDM)/scripts/
 	install -m 644 scripts/partA/*.lua $(SHARE_FDM)/scripts/partA/

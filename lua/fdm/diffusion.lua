@@ -384,6 +384,7 @@ function D.Sampler(model, opts)
   self.variance = opts.variance or model.variance
   if opts.clip_x0 ~= nil then self.clip_x0 = opts.clip_x0 else self.clip_x0 = model.clip_x0 end
   local th = opts.threshold
+  if th == nil then th = model.threshold end  -- a model's own default (DeepFloyd IF: ratio 0.95, max 1.5 / 1.0)
   if th == true then th = { ratio = 0.995 } end
   self.threshold = th or nil
   self.inpaint = opts.inpaint

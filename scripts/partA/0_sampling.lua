@@ -20,7 +20,7 @@ local conds = {}
 for i, p in ipairs(prompts) do conds[i] = C.encode(model, p, args) end
 local cond = fdm.cat((function()
   local l = {}
-  for i = 1, #prompts do l[i] = conds[i]:expand(args.n, conds[i].shape[2]) end
+  for i = 1, #prompts do l[i] = C.expand_cond(conds[i], args.n) end
   return l
 end)(), 1)
 

@@ -31,7 +31,7 @@ end
 local ims, names = {}, {}
 for _, pr in ipairs(pairs_) do
   local x, m = pr[1], pr[2]
-  local xs = x:expand(args.n, 1, 28, 28):contiguous()
+  local xs = x:expand(args.n, x.shape[2], x.shape[3], x.shape[4]):contiguous()
   local out = D.inpaint(model, xs, m, C.sampler_opts(args, { cond = cond, uncond = uncond, cfg = args.cfg, steps = args.steps }))
   ims[#ims + 1] = x
   ims[#ims + 1] = m * 2 - 1

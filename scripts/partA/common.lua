@@ -7,7 +7,7 @@ local D = require "fdm.diffusion"
 local M = require "fdm.ddpm_model"
 local F = fdm.F
 
-local C = { D = D, M = M }
+local C = { D = D, M = M, size = 28, channels = 1 }
 
 ---------------------------------------------------------------- options
 -- the options Part A scripts share; each script names those it reads
@@ -40,6 +40,13 @@ function C.parse(name, summary, own, defaults, script)
       options[#options + 1] = o
     end
   end
+  for _, o in ipairs(options) do
+    if o == SHARED.model then -- DeepFloyd IF (an IF folder as --model): the stage II upsampler too
+      options[#options + 1] = { "upsampler", "string", nil, "with a DeepFloyd IF folder as --model: its stage II folder; " ..
+        "every grid is also written upsampled to 256x256 (FILE_256.png)" }
+      break
+    end
+  end
   local spec = { name = name, summary = summary, common = false, options = options, defaults = defaults,
     script = script or ("scripts/partA/" .. name .. ".lua") }
   local args = cli.parse_or_exit(arg, spec)
@@ -61,11 +68,38 @@ end
 ---------------------------------------------------------------- setup
 -- the DDPM of --model (missing or unfit weights are usage errors)
 function C.load_model(args)
+  local IF = require "fdm.deepfloyd"
+  if IF.is_folder(args.model) then
+    -- DeepFloyd IF stage I (64x64 RGB, T5 prompts); --upsampler: stage II
+    local ok, m = pcall(IF.load, args.model)
+    if not ok then cli.usage_error(args.name .. ": --model: " .. tostring(m)) end
+    C.IF, C.size, C.channels = m, m.image_shape[2], m.image_shape[1]
+    if args.upsampler then
+      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m })
+      if not ok2 then cli.usage_error(args.name .. ": --upsampler: " .. tostring(m2)) end
+      C.upsampler = m2
+    end
+    return m
+  end
+  if args.upsampler then cli.usage_error(args.name .. ": --upsampler needs a DeepFloyd IF folder as --model") end
   return M.load(args.model, { device = args.device, what = args.name .. ": --model" })
+end
+
+-- a condition [1, ...] repeated for n images
+function C.expand_cond(c, n)
+  local shape = { n }
+  for k = 2, c:dim() do shape[k] = c.shape[k] end
+  return c:expand(shape)
 end
 
 -- model:encode, an unknown prompt being a usage error
 function C.encode(model, prompt, args)
+  if C.IF and model == C.IF then
+    local ok, e = pcall(model.encode, model, prompt)
+    if not ok then cli.usage_error((args and args.name or "partA") .. ": " .. tostring(e)) end
+    if prompt ~= "" and not C.first_cond then C.first_cond = e end
+    return e
+  end
   local c, err = M.parse_prompt(prompt)
   if c == nil then cli.usage_error((args and args.name or "partA") .. ": " .. err) end
   return model:encode(prompt)
@@ -129,6 +163,10 @@ end
 function C.test_image(k)
   local ds = C.mnist_test()
   local x = ds.images:narrow(1, k or 1, 1):clone()
+  if C.size ~= 28 or C.channels ~= 1 then
+    x = F.interpolate(x, { size = { C.size, C.size }, mode = "bilinear", align_corners = false })
+    x = x:expand(1, C.channels, C.size, C.size):contiguous()
+  end
   return M.to_model(x), ds.labels[k or 1]:item()
 end
 
@@ -136,8 +174,9 @@ end
 -- gray (alpha composited over white), box-filtered and bilinearly resized so
 -- the shorter side is `size`, center-cropped, inverted when the border is light
 function C.prepare_image(im, size)
-  size = size or 28
+  size = size or C.size
   local c = im.shape[1]
+  if C.channels == 3 then return C.prepare_rgb(im, size), false end
   local g
   if c == 1 then g = im
   elseif c == 2 then g = im:narrow(1, 1, 1) * im:narrow(1, 2, 1) + (1 - im:narrow(1, 2, 1))
@@ -163,6 +202,30 @@ function C.prepare_image(im, size)
   return fdm.clamp(x, 0, 1), b > 0.5
 end
 
+-- a colour image -> [1,3,size,size] in [0,1]: alpha over white, box filter,
+-- bilinear resize of the shorter side to size, centre crop (DeepFloyd IF)
+function C.prepare_rgb(im, size)
+  local c = im.shape[1]
+  local rgb
+  if c == 1 or c == 2 then
+    local g = im:narrow(1, 1, 1)
+    if c == 2 then g = g * im:narrow(1, 2, 1) + (1 - im:narrow(1, 2, 1)) end
+    rgb = g:expand(3, g.shape[2], g.shape[3])
+  else
+    rgb = im:narrow(1, 1, 3)
+    if c == 4 then local a = im:narrow(1, 4, 1); rgb = rgb * a + (1 - a) end
+  end
+  local H, W = rgb.shape[2], rgb.shape[3]
+  local x = rgb:contiguous():reshape(1, 3, H, W)
+  local k = math.min(H, W) // size
+  if k >= 2 then x = F.avg_pool2d(x, k); H, W = x.shape[3], x.shape[4] end
+  local s = size / math.min(H, W)
+  local nh, nw = math.max(size, math.floor(H * s + 0.5)), math.max(size, math.floor(W * s + 0.5))
+  if nh ~= H or nw ~= W then x = F.interpolate(x, { size = { nh, nw }, mode = "bilinear", align_corners = false }) end
+  x = x:narrow(3, (nh - size) // 2 + 1, size):narrow(4, (nw - size) // 2 + 1, size):contiguous()
+  return fdm.clamp(x, 0, 1)
+end
+
 function C.load_image(path, size)
   local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
   if not ok then
@@ -174,7 +237,7 @@ end
 -- a mask PNG -> [1,1,28,28] with 1 where new content goes (light pixels),
 -- resized like an image (without the polarity rule) and thresholded at 0.5
 function C.load_mask(path, size)
-  size = size or 28
+  size = size or C.size
   local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
   if not ok then
     cli.usage_error("cannot read mask '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
@@ -186,13 +249,18 @@ function C.load_mask(path, size)
   local nh, nw = math.max(size, math.floor(H * s + 0.5)), math.max(size, math.floor(W * s + 0.5))
   x = F.interpolate(x, { size = { nh, nw }, mode = "bilinear", align_corners = false })
   x = x:narrow(3, (nh - size) // 2 + 1, size):narrow(4, (nw - size) // 2 + 1, size)
-  return fdm.gt(x, 0.5):float()
+  return fdm.gt(x, 0.5):float():expand(1, C.channels, size, size):contiguous()
 end
 
 -- a size x size mask with 1 in the rectangle rows r0..r1, cols c0..c1 (1-based, inclusive)
 function C.rect_mask(r0, r1, c0, c1, size)
-  size = size or 28
-  local m = fdm.zeros(1, 1, size, size)
+  if size == nil and C.size ~= 28 then -- coordinates of a 28x28 canvas, scaled to the model's size
+    local f = C.size / 28
+    r0, c0 = math.floor((r0 - 1) * f) + 1, math.floor((c0 - 1) * f) + 1
+    r1, c1 = math.floor(r1 * f + 0.5), math.floor(c1 * f + 0.5)
+  end
+  size = size or C.size
+  local m = fdm.zeros(1, C.channels, size, size)
   m:narrow(3, r0, r1 - r0 + 1):narrow(4, c0, c1 - c0 + 1):fill_(1)
   return m
 end
@@ -203,7 +271,7 @@ end
 -- a 28x28 canvas (x to the right, y down); width in pixels (anti-aliased edge).
 function C.render_strokes(strokes, opts)
   opts = opts or {}
-  local size, width = opts.size or 28, opts.width or 2.6
+  local size, width = opts.size or C.size, opts.width or 2.6
   local r = width / 2
   local segs = {}
   for _, line in ipairs(strokes) do
@@ -230,7 +298,9 @@ function C.render_strokes(strokes, opts)
     end
     vals[py + 1] = row
   end
-  return fdm.tensor({ { vals } })
+  local t = fdm.tensor({ { vals } })
+  if C.channels ~= 1 and opts.size == nil then t = t:expand(1, C.channels, size, size):contiguous() end
+  return t
 end
 
 -- "x,y x,y ...; x,y ..." (pixels of a 28x28 canvas) -> strokes
@@ -291,8 +361,37 @@ function C.save_grid(path, images, opts)
   opts = opts or {}
   local o = { scale = opts.scale or 3 }
   for k, v in pairs(opts) do o[k] = v end
+  if C.IF and not opts.scale then o.scale = 2 end
   fdm.io.save_grid(path, to01(images), o)
   print("wrote " .. path)
+  if C.upsampler then C.save_upsampled(path, images, o) end
+end
+
+-- DeepFloyd IF: every image of a grid through stage II (conditioned on the
+-- first prompt the script encoded, or opts.upsample_cond), written as FILE_256.png
+function C.save_upsampled(path, images, o)
+  local IF = require "fdm.deepfloyd"
+  local m1, m2 = C.IF, C.upsampler
+  local cond = o.upsample_cond or C.first_cond or m1:encode("")
+  local uncond = m1:encode("")
+  local list = {}
+  for i, x in ipairs(images) do
+    if x.shape[2] ~= 3 then x = x:expand(x.shape[1], 3, x.shape[3], x.shape[4]) end
+    list[i] = x:contiguous()
+  end
+  local x = fdm.cat(list, 1)
+  local n = x.shape[1]
+  local out = {}
+  for s = 1, n, 4 do -- a few images per stage II run
+    local k = math.min(4, n - s + 1)
+    out[#out + 1] = IF.upscale(m2, x:narrow(1, s, k), cond, uncond, { steps = C.upsampler_steps or 50 })
+  end
+  local o2 = {}
+  for k, v in pairs(o) do o2[k] = v end
+  o2.scale = 1
+  local p2 = path:gsub("%.png$", "") .. "_256.png"
+  fdm.io.save_grid(p2, to01(out), o2)
+  print("wrote " .. p2)
 end
 
 -- images already in [0,1]
@@ -339,7 +438,10 @@ function C.anagram(model, prompts, views, args, n)
   return x, shown
 end
 
-function C.caption(prompt) return M.describe_prompt(prompt) end
+function C.caption(prompt)
+  if C.IF then return prompt == "" and "(unconditional)" or prompt end
+  return M.describe_prompt(prompt)
+end
 
 function C.timer()
   local t0 = fdm.time()

@@ -95,6 +95,7 @@ local command = table.concat(cmd, " ")
 
 ---------------------------------------------------------------- setup
 local model = C.load_model(args)
+if C.IF then fail("--model: the quality measures read MNIST digits with the MNIST classifier; they do not apply to a DeepFloyd IF folder") end
 local net = cls.load(args.classifier, { what = "eval_quality: --classifier" })
 local ts = C.timesteps(args)
 local uncond = C.encode(model, "", args)

@@ -1,0 +1,130 @@
+-- bench/deepfloyd.lua: speed of DeepFloyd IF in fdm without the real weights:
+-- the real configurations instantiated with random weights (half-precision
+-- matrices, as the published fp16 files load), one at a time.
+--
+--   ./build/fdm bench/deepfloyd.lua --config if-i-m  [--dtype float16] [--steps 2] [--batch 2]
+--   ./build/fdm bench/deepfloyd.lua --config if-i-xl | if-ii-m | t5-xxl | t5-xxl-layers --layers 6
+--
+-- Prints the parameter count, seconds to build, seconds per UNet step (batch 2:
+-- the conditional and unconditional pass of CFG; 64x64 for stage I, 256x256 for
+-- stage II) or per prompt embedding (77 tokens), and the peak resident memory.
+--
+-- Configurations. T5-XXL is t5-v1_1-xxl's encoder (d_model 4096, d_ff 10240,
+-- 64 heads of 64, 24 layers, vocab 32128: 4.76 B parameters). The published
+-- IF UNet configs were not at hand; these stand-ins have IF's block structure
+-- and match the published parameter counts within 1%: IF-I-M 400 M, IF-I-XL
+-- 4.3 B, IF-II-M 450 M (counts printed by the script).
+local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
+local U = require "fdm.deepfloyd.unet"
+local T5 = require "fdm.deepfloyd.t5"
+local L = require "fdm.deepfloyd.loader"
+
+local args = cli.parse_or_exit(arg, {
+  name = "bench_deepfloyd", script = "bench/deepfloyd.lua", common = false,
+  summary = "seconds per UNet step / prompt embedding of the IF configurations with random weights",
+  options = {
+    { "config", "choice", "if-i-m", "configuration", choices = { "if-i-m", "if-i-xl", "if-ii-m", "t5-xxl" } },
+    { "dtype", "choice", "float16", "weight storage", choices = { "float16", "bfloat16", "float32" } },
+    { "steps", "int", 2, "timed UNet steps / prompt embeddings (after one warm-up)", min = 1 },
+    { "batch", "int", 2, "UNet batch (2 = one CFG step of one image)", min = 1 },
+    { "layers", "int", 0, "T5: build only this many layers and scale the time to 24 (0 = all)", min = 0 },
+    { "device", "string", "cpu", "device" },
+  },
+})
+
+local function stage1(boc)
+  return { block_out_channels = boc, layers_per_block = 3, attention_head_dim = 64, cross_attention_dim = boc[#boc],
+    encoder_hid_dim = 4096, encoder_hid_dim_type = "text_proj", addition_embed_type = "text", addition_embed_type_num_heads = 64,
+    act_fn = "gelu", norm_num_groups = 32, resnet_time_scale_shift = "scale_shift", in_channels = 3, out_channels = 6,
+    down_block_types = { "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D" },
+    up_block_types = { "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D" },
+    mid_block_type = "UNetMidBlock2DSimpleCrossAttn", cross_attention_norm = "group_norm", sample_size = 64 }
+end
+local function stage2()
+  local c = stage1({ 128, 256, 512, 768, 768 })
+  c.layers_per_block = { 2, 2, 3, 3, 3 }
+  c.in_channels = 6; c.class_embed_type = "timestep"; c.time_embedding_dim = 512; c.time_embedding_act_fn = "gelu"
+  c.resnet_skip_time_act = true; c.resnet_out_scale_factor = 1.4142271248762552; c.mid_block_scale_factor = 1.4142271248762552
+  c.sample_size = 256
+  c.down_block_types = { "ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D",
+    "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D" }
+  c.up_block_types = { "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D",
+    "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D" }
+  return c
+end
+local CONFIGS = {
+  ["if-i-m"] = function() return stage1({ 192, 384, 576, 832 }) end,
+  ["if-i-xl"] = function() return stage1({ 704, 1408, 2112, 2816 }) end,
+  ["if-ii-m"] = stage2,
+  ["t5-xxl"] = function()
+    return { d_model = 4096, d_ff = 10240, d_kv = 64, num_heads = 64, num_layers = 24, vocab_size = 32128,
+      feed_forward_proj = "gated-gelu", dense_act_fn = "gelu_new", layer_norm_epsilon = 1e-6,
+      relative_attention_num_buckets = 32, relative_attention_max_distance = 128 }
+  end,
+}
+
+local function gb(b) return (b or 0) / 1e9 end
+local cfg = CONFIGS[args.config]()
+local is_t5 = args.config == "t5-xxl"
+local full_layers = cfg.num_layers
+if is_t5 and args.layers > 0 then cfg.num_layers = args.layers end
+local spec = is_t5 and (T5.spec(cfg)) or (U.spec(cfg))
+local nparam = L.spec_params(spec)
+local es = args.dtype == "float32" and 4 or 2
+print(("%s: %.1f M parameters (%s matrices: %.2f GB)%s"):format(args.config, nparam / 1e6, args.dtype, nparam * es / 1e9,
+  (is_t5 and cfg.num_layers ~= full_layers) and (" [%d of %d layers built]"):format(cfg.num_layers, full_layers) or ""))
+L.check_memory(nparam * es * 1.1, args.config)
+
+fdm.manual_seed(0)
+local t0 = fdm.time()
+local params = U.random_params(spec, { dtype = args.dtype })
+collectgarbage(); collectgarbage()
+fdm.empty_cache() -- the float32 draws the half matrices were rounded from
+local build_peak = L.peak_rss()
+-- from here the peak counts the weights and the inference only (VmHWM reset)
+local f = io.open("/proc/self/clear_refs", "w")
+if f then f:write("5"); f:close() end
+print(("random weights: %.1f s, rss %.2f GB"):format(fdm.time() - t0, gb(L.rss())))
+local dev = args.device
+
+local times = {}
+if is_t5 then
+  local enc = T5.new(cfg, params)
+  params = nil
+  collectgarbage()
+  local ids = fdm.randint(0, cfg.vocab_size, { 1, 77 })
+  local mask = fdm.ones(1, 77, { dtype = "int64" })
+  for i = 0, args.steps do
+    local ts = fdm.time()
+    local h = fdm.no_grad(function() return enc(ids, mask) end)
+    local _ = h:sum():item()
+    local dt = fdm.time() - ts
+    if i > 0 then times[#times + 1] = dt end
+    print(("  embedding %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
+  end
+else
+  local net = U.new(cfg, params)
+  params = nil
+  collectgarbage()
+  local n = args.batch
+  local S = cfg.sample_size
+  local x = fdm.randn(n, cfg.in_channels, S, S)
+  local enc = fdm.randn(n, 77, 4096)
+  local labels = cfg.class_embed_type and 250 or nil
+  for i = 0, args.steps do
+    local ts = fdm.time()
+    local out = fdm.no_grad(function() return net(x, 500, enc, labels) end)
+    local _ = out:sum():item()
+    local dt = fdm.time() - ts
+    if i > 0 then times[#times + 1] = dt end
+    print(("  step %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
+  end
+end
+table.sort(times)
+local med = times[(#times + 1) // 2]
+local scale = (is_t5 and cfg.num_layers ~= full_layers) and (full_layers / cfg.num_layers) or 1
+print(("%s: %s %.2f s (median of %d)%s; peak memory %.2f GB (while building the random weights: %.2f GB); threads %s"):format(args.config,
+  is_t5 and "seconds per prompt embedding" or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch, cfg.sample_size, cfg.sample_size),
+  med * scale, #times, scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", gb(L.peak_rss()), gb(build_peak),
+  os.getenv("OMP_NUM_THREADS") or "default"))

@@ -1,0 +1,298 @@
+-- fdm.deepfloyd: DeepFloyd IF behind the Part A model interface (docs/partA.md)
+--
+--   local IF = require "fdm.deepfloyd"
+--   local m1 = IF.load("~/IF-I-M-v1.0")            -- stage I: unet/, scheduler/, text_encoder/, tokenizer/
+--   local m2 = IF.load("~/IF-II-M-v1.0", {text_model = m1})   -- stage II (takes stage I's embeddings)
+--   local c = m1:encode("a lithograph of waterfalls")  -- [1, 77, D] (cached on disk by prompt and model)
+--   local eps, var = m1(x_t, t, c)                 -- the Part A interface: eps and the raw learned_range v
+--   local x = D.sample(m1, 1, {cond = c, uncond = m1:encode(""), cfg = 7, steps = 20})
+--   local y = IF.upscale(m2, x, c, m1:encode(""), {steps = 50, cfg = 4, noise_level = 250})
+--   m1:free_text_encoder()                         -- drop T5 once the prompts are embedded
+--
+-- A folder is the published layout (model_index.json, unet/, scheduler/,
+-- text_encoder/, tokenizer/, stage II: image_noising_scheduler/, no
+-- text_encoder/), or the tiny test layout where stage I and II share the
+-- scheduler/, text_encoder/ and tokenizer/ of the parent folder. A prompt of
+-- the form "@file.safetensors" loads embeddings made elsewhere (the tensor
+-- "prompt_embeds", or the file's only tensor; [77, D] or [1, 77, D]).
+local fdm = require "fdm"
+local D = require "fdm.diffusion"
+local L = require "fdm.deepfloyd.loader"
+local U = require "fdm.deepfloyd.unet"
+local S = require "fdm.deepfloyd.scheduler"
+
+local IF = {}
+IF.loader, IF.unet, IF.scheduler = L, U, S
+
+local function expand_home(p)
+  if p:sub(1, 2) == "~/" then return (os.getenv("HOME") or "") .. p:sub(2) end
+  return p
+end
+
+local function isdir(p) return L.exists(p .. "/.") or L.exists(p .. "/config.json") end
+
+-- sub-folder `name` of dir, or of its parent (tiny layout)
+local function find_sub(dir, name, file)
+  for _, d in ipairs { dir .. "/" .. name, dir .. "/../" .. name } do
+    if L.exists(d .. "/" .. file) then return d end
+  end
+  return nil
+end
+IF.find_sub = find_sub
+
+local function file_size(p)
+  local f = io.open(p, "rb")
+  if not f then return 0 end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- FNV-1a 64-bit, hex
+local function fnv(s)
+  local h = 0xcbf29ce484222325
+  for i = 1, #s do
+    h = h ~ s:byte(i)
+    h = h * 0x100000001b3
+  end
+  return ("%016x"):format(h)
+end
+IF.hash = fnv
+
+function IF.cache_dir()
+  local d = os.getenv("FDM_CACHE")
+  if d and d ~= "" then return d end
+  local x = os.getenv("XDG_CACHE_HOME")
+  if x and x ~= "" then return x .. "/fdm" end
+  return (os.getenv("HOME") or "/tmp") .. "/.cache/fdm"
+end
+
+local Model = {}
+Model.__index = Model
+IF.Model = Model
+
+-- eps, var = model(x_t, t, cond); stage II: the noisy upscaled image and its
+-- noise level come from model.low_res / model.noise_level (set by IF.upscale)
+Model.__call = function(self, x, t, cond)
+  if cond == nil then cond = self:encode("") end
+  local n = x.shape[1]
+  if type(t) ~= "number" and t:numel() == 1 then t = t:reshape(1):tolist()[1] end
+  local input, labels = x, nil
+  if self.stage == 2 then
+    local lr = self.low_res
+    if lr == nil then error("deepfloyd: a stage II model needs model.low_res (use deepfloyd.upscale)", 2) end
+    if lr.shape[1] ~= n then
+      if n % lr.shape[1] ~= 0 then error("deepfloyd: low_res batch does not divide the batch", 2) end
+      local rep = {}
+      for i = 1, n // lr.shape[1] do rep[i] = lr end
+      lr = fdm.cat(rep, 1)
+    end
+    input = fdm.cat({ x, lr }, 2)
+    labels = self.noise_level or 250
+  end
+  local out = fdm.no_grad(function() return self.net(input, t, cond, labels) end)
+  local C = x.shape[2]
+  if out.shape[2] == 2 * C then
+    return out:narrow(2, 1, C), out:narrow(2, C + 1, C)
+  end
+  return out
+end
+
+function Model:text_encoder()
+  if self.text_model and self.text_model ~= self then return self.text_model:text_encoder() end
+  if self.t5 then return self.t5, self.tok end
+  local T5 = require "fdm.deepfloyd.t5"
+  local Tok = require "fdm.deepfloyd.tokenizer"
+  local tdir = self.text_dir or find_sub(self.dir, "text_encoder", "config.json")
+  local kdir = self.tok_dir or find_sub(self.dir, "tokenizer", "spiece.model")
+  if not tdir then
+    error(("deepfloyd: '%s' has no text_encoder/ (a stage II folder: pass the stage I model, or embeddings as @file.safetensors)")
+      :format(self.dir), 0)
+  end
+  if not kdir then error(("deepfloyd: '%s' has no tokenizer/spiece.model"):format(self.dir), 0) end
+  local function total(list)
+    local b = 0
+    for _, f in ipairs(list or {}) do b = b + file_size(f) end
+    return b
+  end
+  local variant = self.variant
+  local files = L.weight_files(tdir, "model", variant)
+  local avail = L.mem_available()
+  if not variant and avail and total(files) > 0.8 * avail then
+    -- float32 T5-XXL (19 GB) does not fit a 24 GB machine: its fp16 variant does
+    local f16 = L.weight_files(tdir, "model", "fp16")
+    if f16 and files and f16[1] ~= files[1] then
+      io.stderr:write(("deepfloyd: %s's float32 weights (%.1f GB) do not fit; using the fp16 variant\n"):format(tdir, total(files) / 1e9))
+      files, variant = f16, "fp16"
+    end
+  end
+  L.check_memory(total(files), "the T5 encoder in '" .. tdir .. "'")
+  local t0 = fdm.time()
+  self.t5 = T5.load(tdir, { variant = variant })
+  self.tok = Tok.load(kdir)
+  self.t5_load_s = fdm.time() - t0
+  self.text_dir, self.tok_dir = tdir, kdir
+  return self.t5, self.tok
+end
+
+function Model:free_text_encoder()
+  if self.text_model and self.text_model ~= self then return self.text_model:free_text_encoder() end
+  self.t5 = nil
+  collectgarbage()
+  collectgarbage()
+end
+
+local function load_embedding_file(path)
+  local t = fdm.io.load_safetensors(path)
+  local e = t.prompt_embeds
+  if not e then
+    local k, v = next(t)
+    if next(t, k) ~= nil then error(("deepfloyd: '%s' holds several tensors and none is named prompt_embeds"):format(path), 0) end
+    e = v
+  end
+  if e == nil then error(("deepfloyd: '%s' holds no tensor"):format(path), 0) end
+  if e:dim() == 2 then e = e:unsqueeze(1) end
+  if e:dim() ~= 3 or e.shape[1] ~= 1 then error(("deepfloyd: '%s': embeddings must be [77, D] or [1, 77, D]"):format(path), 0) end
+  return e:float():contiguous()
+end
+
+-- the T5 embedding of a prompt [1, 77, D] (IFPipeline: lower().strip(),
+-- padding to 77, all 77 positions kept); cached on disk by prompt and model
+function Model:encode(prompt)
+  if type(prompt) ~= "string" then error("deepfloyd: a prompt must be a string", 2) end
+  if prompt:sub(1, 1) == "@" and prompt:match("%.safetensors$") then return load_embedding_file(prompt:sub(2)) end
+  self.embed_cache = self.embed_cache or {}
+  if self.embed_cache[prompt] then return self.embed_cache[prompt] end
+  local src = (self.text_model and self.text_model ~= self) and self.text_model or self
+  local tdir = src.text_dir or find_sub(src.dir, "text_encoder", "config.json")
+  local key, path
+  if tdir and self.disk_cache ~= false then
+    local files = L.weight_files(tdir, "model", src.variant) or {}
+    local id = tdir .. "|" .. table.concat(files, ",")
+    for _, f in ipairs(files) do id = id .. "|" .. file_size(f) end
+    local cfgs = L.read_file(tdir .. "/config.json") or ""
+    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. prompt)
+    path = IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors"
+    if L.exists(path) then
+      local ok, e = pcall(function()
+        local t, meta = fdm.io.load_safetensors(path)
+        if meta.prompt ~= prompt then error("hash collision") end
+        return t.prompt_embeds
+      end)
+      if ok and e then self.embed_cache[prompt] = e; return e end
+    end
+  end
+  local t5, tok = src:text_encoder()
+  local Tok = require "fdm.deepfloyd.tokenizer"
+  local ids, mask = tok:encode(Tok.preprocess(prompt), { max_length = 77 })
+  local t0 = fdm.time()
+  local e = fdm.no_grad(function()
+    return t5(fdm.tensor({ ids }, { dtype = "int64" }), fdm.tensor({ mask }, { dtype = "int64" }))
+  end)
+  src.last_embed_s = fdm.time() - t0
+  e = e:contiguous()
+  if path then
+    os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'")
+    pcall(fdm.io.save_safetensors, path, { prompt_embeds = e }, { prompt = prompt, text_encoder = tdir })
+  end
+  self.embed_cache[prompt] = e
+  return e
+end
+
+function Model:eval() return self end
+
+-- loads a stage I or stage II folder
+function IF.load(dir, opts)
+  opts = opts or {}
+  dir = expand_home(dir)
+  if not isdir(dir) then error(("deepfloyd: no folder '%s'"):format(dir), 0) end
+  local udir = L.exists(dir .. "/unet/config.json") and dir .. "/unet" or (L.exists(dir .. "/config.json") and dir or nil)
+  if not udir then error(("deepfloyd: '%s' has no unet/config.json (a DeepFloyd IF folder in the diffusers layout expected)"):format(dir), 0) end
+  local cfg = L.read_json(udir .. "/config.json", "deepfloyd")
+  U.spec(cfg) -- unsupported block types fail here, before any weight is read
+  local files = L.weight_files(udir, "diffusion_pytorch_model", opts.variant)
+  local function total(list)
+    local b = 0
+    for _, f in ipairs(list or {}) do b = b + file_size(f) end
+    return b
+  end
+  if files and not opts.variant then
+    -- float32 files that would not fit: the fp16 variant when the folder has one
+    local avail = L.mem_available()
+    local f16 = L.weight_files(udir, "diffusion_pytorch_model", "fp16")
+    if avail and total(files) > 0.8 * avail and f16 and f16[1] ~= files[1] then
+      io.stderr:write(("deepfloyd: %s's float32 weights (%.1f GB) do not fit beside the rest; using the fp16 variant\n")
+        :format(udir, total(files) / 1e9))
+      files, opts.variant = f16, "fp16"
+    end
+  end
+  if not files then
+    error(("deepfloyd: no weights in '%s' (diffusion_pytorch_model[.fp16].safetensors or its .index.json)"):format(udir), 0)
+  end
+  local bytes = 0
+  for _, f in ipairs(files) do bytes = bytes + file_size(f) end
+  L.check_memory(bytes, "the UNet in '" .. udir .. "'")
+  local sdir = find_sub(dir, "scheduler", "scheduler_config.json")
+  if not sdir then error(("deepfloyd: '%s' has no scheduler/scheduler_config.json"):format(dir), 0) end
+  local t0 = fdm.time()
+  local net = U.load(udir, { variant = opts.variant })
+  local self = setmetatable({}, Model)
+  self.load_s = fdm.time() - t0
+  self.dir, self.net, self.cfg, self.variant = dir, net, cfg, opts.variant
+  self.scheduler = S.load(sdir)
+  self.schedule = self.scheduler:schedule()
+  self.T = self.schedule.T
+  self.stage = net.plan.class_embed and 2 or 1
+  local size = L.is_null(cfg.sample_size) and 64 or cfg.sample_size
+  self.image_shape = { net.plan.out_channels // 2, size, size }
+  self.device = "cpu"
+  self.variance = "learned_range"
+  self.clip_x0 = true
+  self.threshold = { ratio = self.scheduler.config.dynamic_thresholding_ratio,
+    max = self.stage == 2 and 1.0 or self.scheduler.config.sample_max_value }
+  if self.stage == 2 then
+    self.threshold.max = opts.sample_max_value or 1.0
+    local nd = find_sub(dir, "image_noising_scheduler", "scheduler_config.json")
+    self.noising = nd and S.load(nd) or S.new({ beta_schedule = "squaredcos_cap_v2" })
+  end
+  self.text_model = opts.text_model
+  self.prompts = "any text prompt (T5 embeddings); \"\" is the unconditional prompt"
+  self.name = dir
+  self.num_parameters = net.num_parameters
+  return self
+end
+
+function IF.is_folder(path)
+  path = expand_home(path)
+  return L.exists(path .. "/unet/config.json") or L.exists(path .. "/model_index.json")
+end
+
+-- stage II: x64 [N, 3, h, w] in [-1, 1] (stage I's samples) -> [N, 3, S, S];
+-- upscaled bilinearly (align_corners), noised to noise_level, concatenated to
+-- the input of every step; CFG 4 by default; dynamic thresholding max 1.0
+function IF.upscale(m2, x64, cond, uncond, opts)
+  opts = opts or {}
+  local n = x64.shape[1]
+  local S2 = m2.image_shape[2]
+  -- stage I's final diffusers step returns its thresholded x0, within [-1, 1]
+  local up = fdm.F.interpolate(fdm.clamp(x64, -1, 1), { size = { S2, S2 }, mode = "bilinear", align_corners = true })
+  local level = opts.noise_level or 250
+  local noise = fdm.randn_like(up)
+  m2.low_res = m2.noising:add_noise(up, noise, level)
+  m2.noise_level = level
+  local g = opts.cfg or 4
+  local timesteps = opts.timesteps or D.strided_timesteps { steps = opts.steps or 50, T = m2.T }
+  local c = cond
+  if c.shape[1] ~= n then c = c:expand(n, c.shape[2], c.shape[3]) end
+  local ok, res = pcall(D.sample, m2, n, {
+    cond = c, uncond = uncond, cfg = g, timesteps = timesteps, threshold = m2.threshold,
+    shape = m2.image_shape, add_variance = true })
+  m2.low_res = nil
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- [-1, 1] -> [0, 1]
+function IF.to01(x) return fdm.clamp((x + 1) * 0.5, 0, 1) end
+
+return IF

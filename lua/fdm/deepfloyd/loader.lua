@@ -1,0 +1,287 @@
+-- fdm.deepfloyd.loader: reading the published Hugging Face folders (diffusers /
+-- transformers layout) without hard-coding sizes.
+--
+--   local L = require "fdm.deepfloyd.loader"
+--   L.json_decode(s), L.read_json(path)
+--   L.weights(dir, {base = "diffusion_pytorch_model", variant = "fp16"|nil})
+--       -> name -> tensor (memory-mapped), the list of files read
+--       looks for BASE[.VARIANT].safetensors or the shards named by
+--       BASE[.VARIANT].safetensors.index.json (fp32, fp16 or bf16 tensors)
+--   L.check(params, spec, what)   spec = {{name, shape}, ...}: raises an error
+--       that lists missing names, wrong shapes and (up to a few) unexpected names
+--   L.spec_bytes(spec, bytes_per_el) ; L.mem_available() (bytes, from /proc/meminfo)
+--   L.check_memory(bytes, what)   refuses clearly when bytes exceed available memory
+local fdm = require "fdm"
+
+local L = {}
+
+---------------------------------------------------------------- JSON
+local function utf8_of(cp) return utf8.char(cp) end
+
+function L.json_decode(s)
+  local pos = 1
+  local function err(msg) error(("json: %s at byte %d"):format(msg, pos), 0) end
+  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
+  local value
+  local function str()
+    pos = pos + 1
+    local out = {}
+    while true do
+      local c = s:sub(pos, pos)
+      if c == "" then err("unterminated string") end
+      if c == '"' then pos = pos + 1; break end
+      if c == "\\" then
+        local e = s:sub(pos + 1, pos + 1)
+        local map = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", ['"'] = '"', ["\\"] = "\\", ["/"] = "/" }
+        if map[e] then out[#out + 1] = map[e]; pos = pos + 2
+        elseif e == "u" then
+          local cp = tonumber(s:sub(pos + 2, pos + 5), 16) or err("bad \\u escape")
+          pos = pos + 6
+          if cp >= 0xD800 and cp <= 0xDBFF and s:sub(pos, pos + 1) == "\\u" then
+            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
+            if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+              cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+              pos = pos + 6
+            end
+          end
+          out[#out + 1] = utf8_of(cp)
+        else err("bad escape") end
+      else
+        local j = s:find('["\\]', pos) or err("unterminated string")
+        out[#out + 1] = s:sub(pos, j - 1)
+        pos = j
+      end
+    end
+    return table.concat(out)
+  end
+  function value()
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then
+      pos = pos + 1
+      local obj, keys = {}, {}
+      ws()
+      if s:sub(pos, pos) == "}" then pos = pos + 1; return obj end
+      while true do
+        ws()
+        if s:sub(pos, pos) ~= '"' then err("object key expected") end
+        local k = str()
+        ws()
+        if s:sub(pos, pos) ~= ":" then err("':' expected") end
+        pos = pos + 1
+        obj[k] = value()
+        keys[#keys + 1] = k
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "}" then break end
+        if d ~= "," then err("',' or '}' expected") end
+      end
+      return obj
+    elseif c == "[" then
+      pos = pos + 1
+      local arr = {}
+      ws()
+      if s:sub(pos, pos) == "]" then pos = pos + 1; return arr end
+      while true do
+        arr[#arr + 1] = value()
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "]" then break end
+        if d ~= "," then err("',' or ']' expected") end
+      end
+      return arr
+    elseif c == '"' then
+      return str()
+    elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
+    elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
+    elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4; return L.null
+    else
+      local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+      if not num or num == "" then err("unexpected character '" .. c .. "'") end
+      pos = pos + #num
+      return math.tointeger(tonumber(num)) or tonumber(num)
+    end
+  end
+  local v = value()
+  ws()
+  if pos <= #s then err("trailing characters") end
+  return v
+end
+L.null = setmetatable({}, { __tostring = function() return "null" end })
+function L.is_null(v) return v == nil or v == L.null end
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close(); return true end
+  return false
+end
+L.exists = exists
+
+function L.read_file(path)
+  local f, e = io.open(path, "rb")
+  if not f then return nil, e end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function L.read_json(path, what)
+  local s = L.read_file(path)
+  if not s then error(("%s: missing file '%s'"):format(what or "deepfloyd", path), 0) end
+  local ok, v = pcall(L.json_decode, s)
+  if not ok then error(("%s: '%s' is not valid JSON (%s)"):format(what or "deepfloyd", path, v), 0) end
+  return v
+end
+
+---------------------------------------------------------------- weights
+-- candidates in order of preference; opts.variant = "fp16" prefers the variant
+function L.weight_files(dir, base, variant)
+  local names = {}
+  -- a variant as transformers and diffusers name it: BASE.fp16.safetensors,
+  -- shards named by BASE.safetensors.index.fp16.json (or BASE.fp16.safetensors.index.json)
+  local function add(v)
+    local stem = base .. (v and ("." .. v) or "")
+    names[#names + 1] = { single = dir .. "/" .. stem .. ".safetensors", index = dir .. "/" .. stem .. ".safetensors.index.json" }
+    if v then names[#names + 1] = { single = "", index = dir .. "/" .. base .. ".safetensors.index." .. v .. ".json" } end
+  end
+  if variant then add(variant) end
+  add(nil)
+  if not variant then add("fp16"); add("bf16") end
+  for _, n in ipairs(names) do
+    if n.single ~= "" and exists(n.single) then return { n.single } end
+    if exists(n.index) then
+      local idx = L.read_json(n.index, "load")
+      if type(idx.weight_map) ~= "table" then
+        error(("load: '%s' has no weight_map"):format(n.index), 0)
+      end
+      local seen, files = {}, {}
+      for _, f in pairs(idx.weight_map) do
+        if not seen[f] then seen[f] = true; files[#files + 1] = dir .. "/" .. f end
+      end
+      table.sort(files)
+      for _, f in ipairs(files) do
+        if not exists(f) then error(("load: shard '%s' named by '%s' is missing"):format(f, n.index), 0) end
+      end
+      return files
+    end
+  end
+  return nil
+end
+
+function L.weights(dir, opts)
+  opts = opts or {}
+  local base = opts.base or "diffusion_pytorch_model"
+  local files = L.weight_files(dir, base, opts.variant)
+  if not files then
+    error(("load: no weights in '%s' (expected %s.safetensors, %s.fp16.safetensors or a sharded %s.safetensors.index.json)")
+      :format(dir, base, base, base), 0)
+  end
+  local params = {}
+  for _, f in ipairs(files) do
+    local t = fdm.io.load_safetensors(f, { mmap = opts.mmap ~= false })
+    for k, v in pairs(t) do params[k] = v end
+  end
+  return params, files
+end
+
+local function shape_str(s)
+  local p = {}
+  for i = 1, #s do p[i] = tostring(s[i]) end
+  return "[" .. table.concat(p, ", ") .. "]"
+end
+L.shape_str = shape_str
+
+-- spec: {{name, shape}, ...}
+function L.check(params, spec, what)
+  local missing, wrong, known = {}, {}, {}
+  for _, e in ipairs(spec) do
+    local name, shape = e[1], e[2]
+    known[name] = true
+    local t = params[name]
+    if t == nil then
+      missing[#missing + 1] = name .. " " .. shape_str(shape)
+    else
+      local s = t.shape
+      local ok = #s == #shape
+      for i = 1, #shape do if s[i] ~= shape[i] then ok = false end end
+      if not ok then wrong[#wrong + 1] = ("%s is %s, expected %s"):format(name, shape_str(s), shape_str(shape)) end
+      local dt = t.dtype
+      if dt ~= "float32" and dt ~= "float16" and dt ~= "bfloat16" then
+        wrong[#wrong + 1] = ("%s has dtype %s (float32, float16 or bfloat16 expected)"):format(name, dt)
+      end
+    end
+  end
+  local extra = {}
+  for k in pairs(params) do if not known[k] then extra[#extra + 1] = k end end
+  table.sort(extra)
+  if #missing > 0 or #wrong > 0 then
+    local msg = { ("%s: the weights do not match the config"):format(what or "load") }
+    local function list(title, l)
+      if #l == 0 then return end
+      local shown = {}
+      for i = 1, math.min(#l, 12) do shown[i] = "  " .. l[i] end
+      msg[#msg + 1] = ("%d %s:\n%s%s"):format(#l, title, table.concat(shown, "\n"), #l > 12 and ("\n  ... and " .. (#l - 12) .. " more") or "")
+    end
+    list("missing tensors", missing)
+    list("tensors with the wrong shape or dtype", wrong)
+    list("unexpected tensors", extra)
+    error(table.concat(msg, "\n"), 0)
+  end
+  return extra
+end
+
+function L.numel(shape)
+  local n = 1
+  for i = 1, #shape do n = n * shape[i] end
+  return n
+end
+
+function L.spec_params(spec)
+  local n = 0
+  for _, e in ipairs(spec) do n = n + L.numel(e[2]) end
+  return n
+end
+
+-- MemAvailable in bytes (nil when /proc/meminfo is not there)
+function L.mem_available()
+  local s = L.read_file("/proc/meminfo")
+  if not s then return nil end
+  local kb = s:match("MemAvailable:%s*(%d+)")
+  return kb and tonumber(kb) * 1024 or nil
+end
+
+function L.check_memory(bytes, what)
+  local avail = L.mem_available()
+  if os.getenv("FDM_SKIP_MEMORY_CHECK") then return avail end
+  if avail and bytes > avail then
+    error(("%s needs about %.1f GB but only %.1f GB of memory is available; free memory, use the fp16 weights " ..
+      "(keep them memory-mapped: --dtype float16), or a smaller model"):format(what, bytes / 1e9, avail / 1e9), 0)
+  end
+  return avail
+end
+
+-- bytes of a loaded parameter table (by each tensor's dtype)
+function L.param_bytes(params)
+  local b = 0
+  for _, t in pairs(params) do
+    local es = (t.dtype == "float16" or t.dtype == "bfloat16") and 2 or 4
+    b = b + t:numel() * es
+  end
+  return b
+end
+
+-- peak resident memory of this process (VmHWM), bytes
+function L.peak_rss()
+  local s = L.read_file("/proc/self/status")
+  local kb = s and s:match("VmHWM:%s*(%d+)")
+  return kb and tonumber(kb) * 1024 or nil
+end
+function L.rss()
+  local s = L.read_file("/proc/self/status")
+  local kb = s and s:match("VmRSS:%s*(%d+)")
+  return kb and tonumber(kb) * 1024 or nil
+end
+
+return L

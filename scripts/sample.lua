@@ -1,0 +1,116 @@
+-- The course's Part 0: several prompts, several step counts, one seed; stage I
+-- (64x64) then, with --upsampler, stage II (256x256).
+--   fdm scripts/sample.lua --model ~/IF-I-M-v1.0 --upsampler ~/IF-II-M-v1.0 \
+--       --prompts "a lithograph of waterfalls,a man wearing a hat" --steps 20,50,100 --seed 101
+--   fdm scripts/sample.lua            -- without --model: the shipped MNIST DDPM (digit prompts)
+-- Writes OUT/sample.png (rows: step counts; columns: prompts) and, with
+-- --upsampler, OUT/sample_upsampled.png; prints timings and peak memory.
+local fdm = rawget(_G, "fdm") or require "fdm"
+local cli = require "fdm.cli"
+local D = require "fdm.diffusion"
+
+local COURSE_PROMPTS = "an oil painting of a snowy mountain village,a man wearing a hat,a rocket ship"
+local spec = {
+  name = "sample", script = "scripts/sample.lua", common = false,
+  summary = "Part 0: sample prompts at several step counts with one seed (DeepFloyd IF stage I, then stage II)",
+  options = {
+    { "model", "string", nil, "DeepFloyd IF stage I folder (diffusers layout); default: the shipped MNIST DDPM" },
+    { "upsampler", "string", nil, "DeepFloyd IF stage II folder: upsample every sample to 256x256" },
+    { "prompt", "string", nil, "one prompt (same as --prompts with one entry)" },
+    { "prompts", "string", nil, "comma-separated prompts (default: the course's three; digits for the MNIST model)" },
+    { "steps", "ints", { 20, 50, 100 }, "stage I step counts, one grid row each" },
+    { "seed", "int", 180, "random seed, reused for every step count" },
+    { "cfg", "number", 7, "stage I guidance scale" },
+    { "n", "int", 1, "samples per prompt", min = 1 },
+    { "upsampler-steps", "int", 50, "stage II steps", min = 2 },
+    { "upsampler-cfg", "number", 4, "stage II guidance scale" },
+    { "noise-level", "int", 250, "stage II noise level of the upscaled image", min = 0 },
+    { "variant", "string", nil, "weights variant to prefer (fp16)" },
+    { "out", "string", "out/sample", "output folder" },
+  },
+}
+local args = cli.parse_or_exit(arg, spec)
+
+local function split(s)
+  local out = {}
+  for p in (s .. ","):gmatch("([^,]*),") do
+    p = p:gsub("^%s+", ""):gsub("%s+$", "")
+    if p ~= "" then out[#out + 1] = p end
+  end
+  return out
+end
+
+local L = require "fdm.deepfloyd.loader"
+local IF = require "fdm.deepfloyd"
+local t_start = fdm.time()
+local model, m2
+local ok, err = pcall(function()
+  if args.model then
+    model = IF.load(args.model, { variant = args.variant })
+    if args.upsampler then m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model }) end
+  else
+    if args.upsampler then error("--upsampler needs --model (a DeepFloyd IF stage I folder)", 0) end
+    model = require("fdm.ddpm_model").load()
+  end
+end)
+if not ok then
+  io.stderr:write("sample: " .. tostring(err) .. "\n")
+  os.exit(2)
+end
+local prompts = split(args.prompts or args.prompt or (args.model and COURSE_PROMPTS or "a 3,seven,the digit nine"))
+if #prompts == 0 then io.stderr:write("sample: no prompts\n"); os.exit(2) end
+
+local t0 = fdm.time()
+local conds, uncond = {}, nil
+ok, err = pcall(function()
+  uncond = model:encode("")
+  for i, p in ipairs(prompts) do conds[i] = model:encode(p) end
+end)
+if not ok then io.stderr:write("sample: " .. tostring(err) .. "\n"); os.exit(2) end
+print(("embedded %d prompts in %.2f s"):format(#prompts + 1, fdm.time() - t0))
+if model.free_text_encoder then model:free_text_encoder() end
+
+local function batch_cond(list)
+  local l = {}
+  for i, c in ipairs(list) do
+    local shape = { args.n }
+    for k = 2, c:dim() do shape[k] = c.shape[k] end
+    l[i] = c:expand(shape)
+  end
+  return fdm.cat(l, 1)
+end
+local cond = batch_cond(conds)
+local n = #prompts * args.n
+
+local rows, rows_up, row_caps = {}, {}, {}
+for _, steps in ipairs(args.steps) do
+  fdm.manual_seed(args.seed)
+  local ts = fdm.time()
+  local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps })
+  local dt = fdm.time() - ts
+  print(("stage I, %d steps: %.2f s (%.3f s per step)"):format(steps, dt, dt / (steps - 1)))
+  rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1)
+  row_caps[#row_caps + 1] = steps .. " steps"
+  if m2 then
+    local tu = fdm.time()
+    local y = IF.upscale(m2, x, cond, uncond, { steps = args.upsampler_steps, cfg = args.upsampler_cfg,
+      noise_level = args.noise_level })
+    local du = fdm.time() - tu
+    print(("stage II, %d steps: %.2f s (%.3f s per step)"):format(args.upsampler_steps, du, du / (args.upsampler_steps - 1)))
+    rows_up[#rows_up + 1] = fdm.clamp((y + 1) * 0.5, 0, 1)
+  end
+end
+
+local caps = {}
+for _, p in ipairs(prompts) do for _ = 1, args.n do caps[#caps + 1] = p end end
+os.execute("mkdir -p '" .. args.out .. "'")
+local function grid(path, list, scale)
+  fdm.io.save_grid(path, fdm.cat(list, 1), { nrow = n, scale = scale, row_captions = row_caps, col_captions = caps,
+    title = ("%s, seed %d, CFG %g"):format(args.model or "MNIST DDPM", args.seed, args.cfg) })
+  print("wrote " .. path)
+end
+local s1 = model.image_shape[2]
+grid(args.out .. "/sample.png", rows, math.max(1, 128 // s1))
+if m2 then grid(args.out .. "/sample_upsampled.png", rows_up, math.max(1, 256 // m2.image_shape[2])) end
+local peak = L.peak_rss()
+print(("total %.1f s; peak memory %.2f GB"):format(fdm.time() - t_start, (peak or 0) / 1e9))

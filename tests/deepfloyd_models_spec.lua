@@ -1,0 +1,173 @@
+-- DeepFloyd IF in fdm: the tiny random-weight stage I / stage II UNets and the
+-- T5 encoder of tests/data/deepfloyd-tiny (laid out like the published
+-- folders, references from diffusers 0.21.4 / transformers 4.33.3), loaded
+-- through the same loader a real folder goes through, against every golden
+-- tensor. Tolerance: max|fdm - ref| <= tol * max|ref|, against the pure
+-- float64 reference where there is one (else the float32 run): 1e-5 for the
+-- UNets (their own float32-vs-float64 spread is up to 8.6e-6, the sinusoid),
+-- 5e-6 for T5 (spread 6.5e-7). The stated sensitivities (timestep - 1 moves the
+-- output by 9.4e-4, GroupNorm eps 1e-6 by 8.9e-4, ...) are all far above these.
+local fdm = require "fdm"
+local U = require "fdm.deepfloyd.unet"
+local T5 = require "fdm.deepfloyd.t5"
+local L = require "fdm.deepfloyd.loader"
+
+local ROOT = "tests/data/deepfloyd-tiny"
+
+local function rel(a, b)
+  local m = b:abs():max():item()
+  return (a - b):abs():max():item() / (m > 0 and m or 1)
+end
+
+local function golden_names(g)
+  local names = {}
+  for k in pairs(g) do
+    local b = k:match("^(.*)_f64$") or k:match("^(.*)_f32$")
+    if b then names[b] = true end
+  end
+  local list = {}
+  for k in pairs(names) do list[#list + 1] = k end
+  table.sort(list)
+  return list
+end
+
+for _, st in ipairs { "if-i", "if-ii" } do
+  describe("deepfloyd " .. st .. " UNet", function()
+    local dir = ROOT .. "/" .. st
+    local net = U.load(dir)
+    local g = fdm.io.load_safetensors(dir .. "/golden.safetensors")
+    local cap = {}
+    fdm.no_grad(function()
+      return net(g["input.sample"], g["input.timestep"], g["input.encoder_hidden_states"], g["input.class_labels"], cap)
+    end)
+    -- later spec files measure memory: drop what this file holds
+    teardown(function() net, g, cap = nil, nil, nil; collectgarbage(); collectgarbage() end)
+    for _, name in ipairs(golden_names(g)) do
+      it(name .. " matches within 1e-5 of max|ref|", function()
+        local ref = g[name .. "_f64"] or g[name .. "_f32"]
+        assert.is_not_nil(cap[name], "not captured: " .. name)
+        assert.are.same(ref.shape, cap[name].shape)
+        local d = rel(cap[name], ref)
+        assert.is_true(d <= 1e-5, ("%s: %.3e"):format(name, d))
+      end)
+    end
+    it("counts the parameters of the folder", function()
+      assert.are.equal(st == "if-i" and 1728534 or 1241494, net.num_parameters)
+    end)
+    it("gives the same output with float16 weights up to their rounding", function()
+      local params = L.weights(dir .. "/unet")
+      local half = {}
+      for k, v in pairs(params) do half[k] = v:dim() >= 2 and v:half() or v end
+      local net16 = U.new(net.cfg, half)
+      local out = fdm.no_grad(function()
+        return net16(g["input.sample"], g["input.timestep"], g["input.encoder_hidden_states"], g["input.class_labels"])
+      end)
+      local d = rel(out, g.output_f64)
+      assert.is_true(d < 2e-2, ("fp16 weights: %.3e"):format(d))
+    end)
+  end)
+end
+
+describe("deepfloyd T5 encoder", function()
+  local dir = ROOT .. "/text_encoder"
+  local enc = T5.load(dir)
+  local g = fdm.io.load_safetensors(dir .. "/golden.safetensors")
+  local cap = {}
+  fdm.no_grad(function() return enc(g.input_ids, g.attention_mask, cap) end)
+  teardown(function() enc, g, cap = nil, nil, nil; collectgarbage(); collectgarbage() end)
+  it("relative position buckets equal transformers' (77 x 77)", function()
+    local b = T5.bucket_table(77, 77, enc.cfg)
+    assert.are.equal(0, (b - g.relative_position_bucket:reshape(77 * 77)):abs():max():item())
+  end)
+  for _, name in ipairs { "embed_tokens", "position_bias", "block.0", "block.1", "last_hidden_state" } do
+    it(name .. " matches within 5e-6 of max|ref|", function()
+      local d = rel(cap[name], g[name .. "_f64"])
+      assert.is_true(d <= 5e-6, ("%s: %.3e"):format(name, d))
+    end)
+  end
+  it("rms_norm has a gradient (composition of ops)", function()
+    local x = fdm.randn(3, 8):requires_grad_()
+    local w = fdm.randn(8):requires_grad_()
+    T5.rms_norm(x, w, 1e-6):sum():backward()
+    assert.is_not_nil(x.grad)
+    assert.is_not_nil(w.grad)
+  end)
+end)
+
+describe("deepfloyd loader errors", function()
+  local tmp = os.tmpname()
+  setup(function()
+    os.remove(tmp)
+    os.execute("mkdir -p " .. tmp .. "/unet")
+  end)
+  teardown(function() os.execute("rm -rf " .. tmp) end)
+  local function cfg_text(mod)
+    local s = L.read_file(ROOT .. "/if-i/unet/config.json")
+    return mod and mod(s) or s
+  end
+  local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
+  it("names missing weight files", function()
+    write(tmp .. "/unet/config.json", cfg_text())
+    local ok, e = pcall(U.load, tmp)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("no weights in", 1, true))
+  end)
+  it("names an unsupported block type", function()
+    write(tmp .. "/unet/config.json", cfg_text(function(s) return (s:gsub('"ResnetDownsampleBlock2D"', '"CrossAttnDownBlock2D"', 1)) end))
+    local ok, e = pcall(U.load, tmp)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("CrossAttnDownBlock2D", 1, true))
+  end)
+  it("lists missing tensors and wrong shapes", function()
+    write(tmp .. "/unet/config.json", cfg_text(function(s) return (s:gsub('"layers_per_block": 2', '"layers_per_block": 3')) end))
+    os.execute("cp " .. ROOT .. "/if-i/unet/diffusion_pytorch_model.safetensors " .. tmp .. "/unet/")
+    local ok, e = pcall(U.load, tmp)
+    assert.is_false(ok)
+    e = tostring(e)
+    assert.truthy(e:find("missing tensors", 1, true))
+    assert.truthy(e:find("down_blocks.0.resnets.2.conv1.weight", 1, true))
+    assert.truthy(e:find("wrong shape", 1, true))
+  end)
+  it("reads sharded weights through their index json", function()
+    local params = L.weights(ROOT .. "/if-i/unet")
+    local a, b = {}, {}
+    local i = 0
+    local map = {}
+    for k, v in pairs(params) do
+      i = i + 1
+      if i % 2 == 0 then a[k] = v:contiguous(); map[k] = "diffusion_pytorch_model-00001-of-00002.safetensors"
+      else b[k] = v:contiguous(); map[k] = "diffusion_pytorch_model-00002-of-00002.safetensors" end
+    end
+    os.execute("rm -f " .. tmp .. "/unet/*.safetensors")
+    write(tmp .. "/unet/config.json", cfg_text())
+    fdm.io.save_safetensors(tmp .. "/unet/diffusion_pytorch_model-00001-of-00002.safetensors", a)
+    fdm.io.save_safetensors(tmp .. "/unet/diffusion_pytorch_model-00002-of-00002.safetensors", b)
+    local parts = {}
+    for k, f in pairs(map) do parts[#parts + 1] = ('"%s": "%s"'):format(k, f) end
+    write(tmp .. "/unet/diffusion_pytorch_model.safetensors.index.json", '{"metadata": {}, "weight_map": {' .. table.concat(parts, ", ") .. "}}")
+    local net = U.load(tmp)
+    assert.are.equal(1728534, net.num_parameters)
+  end)
+  it("reads an fp16 variant named as diffusers names it (shards through .safetensors.index.fp16.json)", function()
+    local params = L.weights(ROOT .. "/if-i/unet")
+    local half, map = {}, {}
+    for k, v in pairs(params) do
+      half[k] = v:dim() >= 2 and v:half() or v:contiguous()
+      map[#map + 1] = ('"%s": "diffusion_pytorch_model.fp16-00001-of-00001.safetensors"'):format(k)
+    end
+    os.execute("rm -f " .. tmp .. "/unet/*.safetensors " .. tmp .. "/unet/*.json")
+    write(tmp .. "/unet/config.json", cfg_text())
+    fdm.io.save_safetensors(tmp .. "/unet/diffusion_pytorch_model.fp16-00001-of-00001.safetensors", half)
+    write(tmp .. "/unet/diffusion_pytorch_model.safetensors.index.fp16.json", '{"weight_map": {' .. table.concat(map, ", ") .. "}}")
+    local net = U.load(tmp, { variant = "fp16" })
+    assert.are.equal("float16", net.p["conv_in.weight"].dtype)
+    local net2 = U.load(tmp) -- no plain file: the fp16 variant is found without asking
+    assert.are.equal(1728534, net2.num_parameters)
+  end)
+  it("refuses a model larger than the available memory", function()
+    local ok, e = pcall(L.check_memory, 1e15, "a test model")
+    if os.getenv("FDM_SKIP_MEMORY_CHECK") then return end
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("memory is available", 1, true))
+  end)
+end)

@@ -1,0 +1,215 @@
+-- DeepFloyd IF in fdm: the scheduler (diffusers 0.21.4 DDPMScheduler values),
+-- the T5 tokenizer (transformers 4.33.3 slow T5Tokenizer ids), the Part A
+-- model interface and scripts/sample.lua end to end on the tiny folders.
+local fdm = require "fdm"
+local S = require "fdm.deepfloyd.scheduler"
+local Tok = require "fdm.deepfloyd.tokenizer"
+local L = require "fdm.deepfloyd.loader"
+local D = require "fdm.diffusion"
+
+local ROOT = "tests/data/deepfloyd-tiny"
+local FDM = os.getenv("FDM_BIN") or "./build/fdm"
+
+local function rel(a, b)
+  local m = b:abs():max():item()
+  return (a - b):abs():max():item() / (m > 0 and m or 1)
+end
+
+describe("deepfloyd scheduler", function()
+  local s = S.load(ROOT .. "/scheduler")
+  local g = fdm.io.load_safetensors(ROOT .. "/scheduler/golden.safetensors")
+  local ts = g.timesteps:tolist()
+  s:set_timesteps(ts)
+  teardown(function() s, g = nil, nil; collectgarbage(); collectgarbage() end)
+  it("betas, alphas and alphas_cumprod are diffusers' float32 values exactly", function()
+    assert.are.equal(0, (s.betas - g.betas):abs():max():item())
+    assert.are.equal(0, (s.alphas - g.alphas):abs():max():item())
+    assert.are.equal(0, (s.alphas_cumprod - g.alphas_cumprod):abs():max():item())
+  end)
+  it("previous timesteps of the course's list", function()
+    local pt = g.prev_timesteps:tolist()
+    for i, t in ipairs(ts) do assert.are.equal(pt[i], s:previous_timestep(t)) end
+  end)
+  it("learned_range log variance (1e-6)", function()
+    for i, t in ipairs(ts) do
+      assert.is_true(rel(s:variance(t, g["variance.predicted_variance"]), g["variance.log_variance"][i]) <= 1e-6)
+    end
+  end)
+  it("fdm.diffusion's learned_range variance over the same schedule (1e-5)", function()
+    local sch = s:schedule()
+    local pt = g.prev_timesteps:tolist()
+    for i, t in ipairs(ts) do
+      if pt[i] >= 0 then
+        local lv = fdm.log(D.step_variance(sch, t, pt[i], "learned_range", g["variance.predicted_variance"]))
+        assert.is_true(rel(lv, g["variance.log_variance"][i]) <= 1e-5)
+      end
+    end
+  end)
+  it("dynamic thresholding (ratio 0.95, max 1.5) (1e-6)", function()
+    assert.is_true(rel(s:threshold(g["threshold.sample"]), g["threshold.result"]) <= 1e-6)
+  end)
+  it("step at every timestep: prev_sample and pred_original_sample (1e-6)", function()
+    for i, t in ipairs(g["step.timestep"]:tolist()) do
+      local x, x0 = s:step(g["step.model_output"], t, g["step.sample"], g["step.noise"])
+      assert.is_true(rel(x, g["step.prev_sample"][i]) <= 1e-6, "prev_sample at t=" .. t)
+      assert.is_true(rel(x0, g["step.pred_original_sample"][i]) <= 1e-6, "x0 at t=" .. t)
+    end
+  end)
+  it("add_noise at stage II's noise level 250 (1e-6)", function()
+    local r = s:add_noise(g["add_noise.original"], g["add_noise.noise"], g["add_noise.timestep"]:tolist()[1])
+    assert.is_true(rel(r, g["add_noise.result"]) <= 1e-6)
+  end)
+end)
+
+describe("deepfloyd tokenizer", function()
+  local dir = ROOT .. "/tokenizer"
+  local tok = Tok.load(dir)
+  local g = L.read_json(dir .. "/golden.json")
+  it("reads the unigram model (1000 pieces, <pad> appended as 1100)", function()
+    assert.are.equal(1000, #tok.pieces)
+    assert.are.equal(1100, tok.pad_id)
+    assert.are.equal(2, tok.eos_id)
+    assert.are.equal(0, tok.unk_id)
+  end)
+  for _, e in ipairs(g.entries) do
+    it("ids, mask and length of " .. ("%q"):format(e.prompt):sub(1, 60), function()
+      local ids, mask, toks, n = tok:encode(e.prompt, { max_length = 77 })
+      assert.are.same(e.input_ids, ids)
+      assert.are.same(e.attention_mask, mask)
+      assert.are.equal(e.untruncated_length, n)
+      assert.are.same(e.tokens, toks)
+      assert.are.equal(e.pipeline_text, Tok.preprocess(e.prompt))
+      local pids, pmask = tok:encode(e.pipeline_text, { max_length = 77 })
+      assert.are.same(e.pipeline_input_ids, pids)
+      assert.are.same(e.pipeline_attention_mask, pmask)
+    end)
+  end
+end)
+
+describe("deepfloyd model interface", function()
+  local IF = require "fdm.deepfloyd"
+  local cache = os.tmpname()
+  local old = os.getenv("FDM_CACHE")
+  local m1, m2
+  setup(function()
+    os.remove(cache)
+    -- FDM_CACHE is read through os.getenv: point the cache at a temporary folder
+    IF.cache_dir = function() return cache end
+    m1 = IF.load(ROOT .. "/if-i")
+    m2 = IF.load(ROOT .. "/if-ii", { text_model = m1 })
+  end)
+  teardown(function()
+    os.execute("rm -rf " .. cache)
+    m1, m2 = nil, nil
+    collectgarbage(); collectgarbage()
+  end)
+  it("stage I: image shape, learned_range, thresholding max 1.5; stage II: max 1.0", function()
+    assert.are.same({ 3, 16, 16 }, m1.image_shape)
+    assert.are.equal("learned_range", m1.variance)
+    assert.are.equal(1.5, m1.threshold.max)
+    assert.are.equal(0.95, m1.threshold.ratio)
+    assert.are.equal(2, m2.stage)
+    assert.are.same({ 3, 32, 32 }, m2.image_shape)
+    assert.are.equal(1.0, m2.threshold.max)
+  end)
+  it("encode: the T5 golden embedding of the pipeline text, cached on disk", function()
+    local g = fdm.io.load_safetensors(ROOT .. "/text_encoder/golden.safetensors")
+    local e = m1:encode("a lithograph of waterfalls")
+    assert.are.same({ 1, 77, 64 }, e.shape)
+    assert.is_true(rel(e[1], g.last_hidden_state_f64[1]) <= 5e-6)
+    local m1b = IF.load(ROOT .. "/if-i")
+    m1b.text_encoder = function() error("the disk cache was not used") end
+    local e2 = m1b:encode("a lithograph of waterfalls")
+    assert.are.equal(0, (e2 - e):abs():max():item())
+  end)
+  it("encode: embeddings from a file (@path.safetensors)", function()
+    local p = os.tmpname() .. ".safetensors"
+    fdm.io.save_safetensors(p, { prompt_embeds = fdm.ones(77, 64) })
+    local e = m1:encode("@" .. p)
+    assert.are.same({ 1, 77, 64 }, e.shape)
+    os.remove(p)
+  end)
+  it("model(x_t, t, cond) returns eps and the raw variance; the sampler runs with CFG", function()
+    fdm.manual_seed(3)
+    local c, u = m1:encode("a rocket ship"), m1:encode("")
+    local eps, var = m1(fdm.randn(2, 3, 16, 16), 500, c)
+    assert.are.same({ 2, 3, 16, 16 }, eps.shape)
+    assert.are.same({ 2, 3, 16, 16 }, var.shape)
+    local x = D.sample(m1, 2, { cond = c, uncond = u, cfg = 7, steps = 4 })
+    assert.are.same({ 2, 3, 16, 16 }, x.shape)
+    local y = IF.upscale(m2, x, c, u, { steps = 3 })
+    assert.are.same({ 2, 3, 32, 32 }, y.shape)
+    assert.is_true(y:abs():max():item() < 10) -- finite, of image scale
+  end)
+  it("a stage II folder without a text encoder says so", function()
+    local m = IF.load(ROOT .. "/if-ii")
+    m.dir = "/nonexistent/if-ii"
+    m.disk_cache = false
+    local ok, e = pcall(m.encode, m, "a dog")
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("text_encoder", 1, true))
+  end)
+end)
+
+describe("scripts/sample.lua on the tiny folders", function()
+  it("runs stage I then stage II and writes both grids", function()
+    local out = os.tmpname()
+    os.remove(out)
+    local cmd = ("FDM_CACHE=%s/cache " .. FDM .. " scripts/sample.lua --model %s/if-i --upsampler %s/if-ii " ..
+      "--prompts 'a lithograph of waterfalls,a man wearing a hat' --steps 3,5 --upsampler-steps 3 --seed 101 --out %s 2>&1")
+      :format(out, ROOT, ROOT, out)
+    local p = io.popen(cmd)
+    local text = p:read("a")
+    local ok = p:close()
+    assert.is_true(ok, text)
+    assert.truthy(text:find("peak memory", 1, true), text)
+    assert.is_true(L.exists(out .. "/sample.png"))
+    assert.is_true(L.exists(out .. "/sample_upsampled.png"))
+    local im = fdm.io.read_png(out .. "/sample_upsampled.png")
+    assert.is_true(im.shape[2] > 64)
+    os.execute("rm -rf " .. out)
+  end)
+  it("a missing folder is a usage error (exit 2)", function()
+    local p = io.popen(FDM .. " scripts/sample.lua --model /nonexistent/IF-I-M 2>&1; echo rc=$?")
+    local text = p:read("a")
+    p:close()
+    assert.truthy(text:find("rc=2", 1, true), text)
+    assert.truthy(text:find("/nonexistent/IF-I-M", 1, true), text)
+  end)
+end)
+
+describe("Part A scripts on the tiny IF folders", function()
+  local out = os.tmpname()
+  setup(function() os.remove(out) end)
+  teardown(function() os.execute("rm -rf " .. out) end)
+  local function run(script, extra)
+    local cmd = ("FDM_CACHE=%s/cache %s scripts/partA/%s.lua --model %s/if-i --upsampler %s/if-ii --out %s %s 2>&1")
+      :format(out, FDM, script, ROOT, ROOT, out, extra or "")
+    local p = io.popen(cmd)
+    local text = p:read("a")
+    local ok = p:close()
+    assert.is_true(ok, cmd .. "\n" .. text)
+    return text
+  end
+  it("1_8 anagrams with text prompts writes the grid and its 256 version", function()
+    run("1_8_anagrams", "--steps 3 --prompts 'an oil painting of an old man,an oil painting of people around a campfire'")
+    assert.is_true(L.exists(out .. "/1_8_anagrams.png"))
+    assert.is_true(L.exists(out .. "/1_8_anagrams_256.png"))
+  end)
+  it("1_7_2 inpainting with a user RGB image and mask at the model's size", function()
+    local img, mask = out .. "_img.png", out .. "_mask.png"
+    fdm.io.write_png(img, fdm.rand(3, 40, 50))
+    local m = fdm.zeros(1, 40, 50)
+    m:narrow(2, 10, 20):narrow(3, 10, 20):fill_(1)
+    fdm.io.write_png(mask, m)
+    run("1_7_2_inpainting", ("--steps 3 --n 1 --prompt 'a photo of a dog' --image %s --mask %s"):format(img, mask))
+    assert.is_true(L.exists(out .. "/1_7_2_inpainting.png"))
+    os.remove(img); os.remove(mask)
+  end)
+  it("1_7_sdedit and 1_7_1 sketches run", function()
+    run("1_7_sdedit", "--steps 3 --prompt 'a rocket ship' --i-starts 1,10")
+    run("1_7_1_sketches", "--steps 3")
+    assert.is_true(L.exists(out .. "/1_7_sdedit_256.png"))
+    assert.is_true(L.exists(out .. "/1_7_1_sketches.png"))
+  end)
+end)
