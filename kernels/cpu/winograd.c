@@ -285,6 +285,7 @@ static void input4(const wg_plan *g, int C, int H, int W, int ph, int pw, const 
       float *restrict o0 = t + (size_t)j * P, *restrict o1 = t + (size_t)(6 + j) * P;
       float *restrict o2 = t + (size_t)(12 + j) * P, *restrict o3 = t + (size_t)(18 + j) * P;
       float *restrict o4 = t + (size_t)(24 + j) * P, *restrict o5 = t + (size_t)(30 + j) * P;
+      #pragma omp simd
       for (size_t p = 0; p < P; p++)
         BT6(d0[p], d1[p], d2[p], d3[p], d4[p], d5[p], o0[p], o1[p], o2[p], o3[p], o4[p], o5[p]);
     }
@@ -294,6 +295,7 @@ static void input4(const wg_plan *g, int C, int H, int W, int ph, int pw, const 
       float *restrict v = V + (size_t)c * P + (size_t)(i * 6) * CP;
       float *restrict o0 = v, *restrict o1 = v + CP, *restrict o2 = v + 2 * CP;
       float *restrict o3 = v + 3 * CP, *restrict o4 = v + 4 * CP, *restrict o5 = v + 5 * CP;
+      #pragma omp simd
       for (size_t p = 0; p < P; p++)
         BT6(d0[p], d1[p], d2[p], d3[p], d4[p], d5[p], o0[p], o1[p], o2[p], o3[p], o4[p], o5[p]);
     }
@@ -322,6 +324,7 @@ static void output4(const wg_plan *g, int K, int OH, int OW, const float *M, con
       const float *restrict p4 = m + (size_t)(24 + c) * KP, *restrict p5 = m + (size_t)(30 + c) * KP;
       float *restrict s0 = sb + (size_t)c * P, *restrict s1 = sb + (size_t)(6 + c) * P;
       float *restrict s2 = sb + (size_t)(12 + c) * P, *restrict s3 = sb + (size_t)(18 + c) * P;
+      #pragma omp simd
       for (size_t p = 0; p < P; p++)
         AT6(p0[p], p1[p], p2[p], p3[p], p4[p], p5[p], s0[p], s1[p], s2[p], s3[p]);
     }
@@ -329,6 +332,7 @@ static void output4(const wg_plan *g, int K, int OH, int OW, const float *M, con
       const float *restrict q = sb + (size_t)(i * 6) * P;
       float *restrict e0 = e + (size_t)(i * 4) * P, *restrict e1 = e0 + P, *restrict e2 = e0 + 2 * P,
             *restrict e3 = e0 + 3 * P;
+      #pragma omp simd
       for (size_t p = 0; p < P; p++) {
         float o0, o1, o2, o3;
         AT6(q[p], q[P + p], q[2 * P + p], q[3 * P + p], q[4 * P + p], q[5 * P + p], o0, o1, o2, o3);
@@ -361,32 +365,53 @@ static void output4(const wg_plan *g, int K, int OH, int OW, const float *M, con
     o0 = (d0); o1 = e_ + f_; o2 = e_ - f_; o3 = g_ + h_; o4 = g_ - h_; o5 = (d3); } while (0)
 
 static void grad4(const wg_plan *g, int K, int OH, int OW, const float *gy, int n0, int nb, float *Y) {
-  size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
-  for (int k = 0; k < K; k++)
-    for (int b = 0; b < nb; b++) {
+  const size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
+  const int TW = g->TW, TH = g->TH, Wp = 4 * TW;
+  float *d = malloc(sizeof(float) * (40 * P + 4 * (size_t)Wp));
+  if (!d) return;
+  float *t = d + 16 * P, *row = t + 24 * P;
+  for (int k = 0; k < K; k++) {
+    for (int b = 0; b < nb; b++) {   /* gather the 4x4 tiles: d[i][j][p] */
       const float *gk = gy + ((size_t)(n0 + b) * K + k) * OH * OW;
-      for (int ty = 0; ty < g->TH; ty++)
-        for (int tx = 0; tx < g->TW; tx++) {
-          int oy = 4 * ty, ox = 4 * tx;
-          float d[4][4], t[6][4];
-          if (oy + 4 <= OH && ox + 4 <= OW)
-            for (int i = 0; i < 4; i++)
-              for (int j = 0; j < 4; j++) d[i][j] = gk[(oy + i) * OW + ox + j];
-          else
-            for (int i = 0; i < 4; i++)
-              for (int j = 0; j < 4; j++)
-                d[i][j] = (oy + i < OH && ox + j < OW) ? gk[(oy + i) * OW + ox + j] : 0.0f;
-          for (int j = 0; j < 4; j++)
-            A6(d[0][j], d[1][j], d[2][j], d[3][j], t[0][j], t[1][j], t[2][j], t[3][j], t[4][j], t[5][j]);
-          size_t p = (size_t)b * g->tiles + (size_t)ty * g->TW + tx;
-          float *y = Y + (size_t)k * P + p;
-          for (int r = 0; r < 6; r++) {
-            float o[6];
-            A6(t[r][0], t[r][1], t[r][2], t[r][3], o[0], o[1], o[2], o[3], o[4], o[5]);
-            for (int q = 0; q < 6; q++) y[(size_t)(r * 6 + q) * KP] = o[q];
-          }
+      for (int ty = 0; ty < TH; ty++) {
+        size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
+        for (int i = 0; i < 4; i++) {
+          float *r = row + i * Wp;
+          int yy = 4 * ty + i, n = OW < Wp ? OW : Wp;
+          if (yy >= OH) { memset(r, 0, Wp * sizeof(float)); continue; }
+          memcpy(r, gk + (size_t)yy * OW, n * sizeof(float));
+          if (n < Wp) memset(r + n, 0, (Wp - n) * sizeof(float));
         }
+        for (int i = 0; i < 4; i++)
+          for (int j = 0; j < 4; j++) {
+            const float *r = row + i * Wp + j;
+            float *o = d + (size_t)(i * 4 + j) * P + p0;
+            for (int tx = 0; tx < TW; tx++) o[tx] = r[4 * tx];
+          }
+      }
     }
+    for (int j = 0; j < 4; j++) {   /* A over the tile rows: t[r][j] */
+      const float *restrict d0 = d + (size_t)j * P, *restrict d1 = d + (size_t)(4 + j) * P;
+      const float *restrict d2 = d + (size_t)(8 + j) * P, *restrict d3 = d + (size_t)(12 + j) * P;
+      float *restrict o0 = t + (size_t)j * P, *restrict o1 = t + (size_t)(4 + j) * P;
+      float *restrict o2 = t + (size_t)(8 + j) * P, *restrict o3 = t + (size_t)(12 + j) * P;
+      float *restrict o4 = t + (size_t)(16 + j) * P, *restrict o5 = t + (size_t)(20 + j) * P;
+      #pragma omp simd
+      for (size_t p = 0; p < P; p++)
+        A6(d0[p], d1[p], d2[p], d3[p], o0[p], o1[p], o2[p], o3[p], o4[p], o5[p]);
+    }
+    for (int r = 0; r < 6; r++) {   /* then over the columns, into Y[r*6+q][k] */
+      const float *restrict q0 = t + (size_t)(r * 4) * P, *restrict q1 = q0 + P;
+      const float *restrict q2 = q0 + 2 * P, *restrict q3 = q0 + 3 * P;
+      float *restrict y = Y + (size_t)k * P + (size_t)(r * 6) * KP;
+      float *restrict o0 = y, *restrict o1 = y + KP, *restrict o2 = y + 2 * KP;
+      float *restrict o3 = y + 3 * KP, *restrict o4 = y + 4 * KP, *restrict o5 = y + 5 * KP;
+      #pragma omp simd
+      for (size_t p = 0; p < P; p++)
+        A6(q0[p], q1[p], q2[p], q3[p], o0[p], o1[p], o2[p], o3[p], o4[p], o5[p]);
+    }
+  }
+  free(d);
 }
 
 void cpu_winograd_conv(int m, int N, int C, int H, int W, int K, int ph, int pw, int OH, int OW,
