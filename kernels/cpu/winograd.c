@@ -269,12 +269,15 @@ static void input4(const wg_plan *g, int C, int H, int W, int ph, int pw, const 
           memcpy(r + lo, xc + (size_t)yy * W, n * sizeof(float));
           if (lo + n < Wp) memset(r + lo + n, 0, (Wp - lo - n) * sizeof(float));
         }
-        for (int i = 0; i < 6; i++)
-          for (int j = 0; j < 6; j++) {
-            const float *r = row + i * Wp + j;
-            float *o = d + (size_t)(i * 6 + j) * P + p0;
-            for (int tx = 0; tx < TW; tx++) o[tx] = r[4 * tx];
+        for (int i = 0; i < 6; i++) {
+          const float *r = row + i * Wp;
+          float *o = d + (size_t)(i * 6) * P + p0;
+          for (int tx = 0; tx < TW; tx++) {
+            const float *a = r + 4 * tx;
+            o[tx] = a[0]; o[P + tx] = a[1]; o[2 * P + tx] = a[2];
+            o[3 * P + tx] = a[3]; o[4 * P + tx] = a[4]; o[5 * P + tx] = a[5];
           }
+        }
       }
     }
     /* B^T over the tile rows, then over the columns, each over all P tiles */
@@ -382,12 +385,14 @@ static void grad4(const wg_plan *g, int K, int OH, int OW, const float *gy, int 
           memcpy(r, gk + (size_t)yy * OW, n * sizeof(float));
           if (n < Wp) memset(r + n, 0, (Wp - n) * sizeof(float));
         }
-        for (int i = 0; i < 4; i++)
-          for (int j = 0; j < 4; j++) {
-            const float *r = row + i * Wp + j;
-            float *o = d + (size_t)(i * 4 + j) * P + p0;
-            for (int tx = 0; tx < TW; tx++) o[tx] = r[4 * tx];
+        for (int i = 0; i < 4; i++) {
+          const float *r = row + i * Wp;
+          float *o = d + (size_t)(i * 4) * P + p0;
+          for (int tx = 0; tx < TW; tx++) {
+            const float *a = r + 4 * tx;
+            o[tx] = a[0]; o[P + tx] = a[1]; o[2 * P + tx] = a[2]; o[3 * P + tx] = a[3];
           }
+        }
       }
     }
     for (int j = 0; j < 4; j++) {   /* A over the tile rows: t[r][j] */
