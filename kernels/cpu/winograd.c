@@ -73,8 +73,11 @@ static double tile_cost(int m, int OH, int OW) {
   return (double)(m + 2) * (m + 2) * ((OH + m - 1) / m) * ((OW + m - 1) / m);
 }
 
+static int forced = -1;   /* -1: not read yet; 0: automatic; 2 or 4 */
+
+void cpu_winograd_force_tile(int m) { forced = m == 2 || m == 4 ? m : 0; }
+
 int cpu_winograd_tile(const cpu_conv_params *p) {
-  static int forced = -1;
   if (forced < 0) {
     const char *e = getenv("FDM_WINOGRAD_TILE");
     forced = e && (atoi(e) == 2 || atoi(e) == 4) ? atoi(e) : 0;
