@@ -251,6 +251,11 @@ for _, name in ipairs(order) do
     collectgarbage(); collectgarbage()
     run_torch(name, table.concat(modes, ","), "nchw")
     if DO_TORCH_CL then run_torch(name, table.concat(modes, ","), "cl") end
+    for _, mode in ipairs(modes) do   -- this repeat's ratio, against its faster PyTorch layout
+      local r = results[name][mode]
+      local t = math.max(r.nchw[rep] or 0, r.cl[rep] or 0)
+      if t > 0 and r.fdm[rep] then r.ratios = r.ratios or {}; r.ratios[#r.ratios + 1] = r.fdm[rep] / t end
+    end
   end
   m, train_step, eval_step = nil, nil, nil
   collectgarbage(); collectgarbage()
@@ -258,9 +263,11 @@ end
 
 print()
 print(("medians of %d repeats, fdm and PyTorch interleaved; %s"):format(REPEATS, isa()))
-print(("%-20s %-6s %10s %11s %11s %6s %9s  %s"):format("config", "mode", "fdm img/s", "torch NCHW",
-  "torch NHWC", "best", "fdm/torch", "load averages (1, 5, 15 min) at each repeat"))
-print(string.rep("-", 110))
+print("fdm/torch: the fdm median over the faster PyTorch layout's median; per-rep: the median of each")
+print("repeat's own ratio (fdm over that repeat's faster PyTorch layout)")
+print(("%-20s %-6s %10s %11s %11s %6s %9s %8s  %s"):format("config", "mode", "fdm img/s", "torch NCHW",
+  "torch NHWC", "best", "fdm/torch", "per-rep", "load averages (1, 5, 15 min) at each repeat"))
+print(string.rep("-", 119))
 local function f2(v) return v and ("%.2f"):format(v) or "-" end
 for _, name in ipairs(order) do
   for _, mode in ipairs({ "train", "eval" }) do
@@ -269,8 +276,10 @@ for _, name in ipairs(order) do
       local fm, tn, tc = median(r.fdm), median(r.nchw), median(r.cl)
       local best, which = tn, "NCHW"
       if tc and (not tn or tc > tn) then best, which = tc, "NHWC" end
-      print(("%-20s %-6s %10s %11s %11s %6s %9s  %s"):format(name, mode, f2(fm), f2(tn), f2(tc),
-        best and which or "-", best and ("%.3f"):format(fm / best) or "-", table.concat(results[name].loads, " | ")))
+      local pr = r.ratios and median(r.ratios)
+      print(("%-20s %-6s %10s %11s %11s %6s %9s %8s  %s"):format(name, mode, f2(fm), f2(tn), f2(tc),
+        best and which or "-", best and ("%.3f"):format(fm / best) or "-", pr and ("%.3f"):format(pr) or "-",
+        table.concat(results[name].loads, " | ")))
     end
   end
 end
