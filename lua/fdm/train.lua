@@ -216,7 +216,7 @@ function train.run(cfg)
     if not ckpt.exists(run.checkpoint) then
       cli.usage_error("--resume: no checkpoint at " .. run.checkpoint .. " (run without --resume to start)")
     end
-    check_meta(ckpt.read_meta(run.checkpoint), meta, run.checkpoint)
+    train.check_meta(ckpt.read_meta(run.checkpoint), meta, run.checkpoint)
     local st = ckpt.load(run.checkpoint, { model = model, optimizer = opt, scheduler = sched })
     run.epoch = st.epoch or 0
     for k, v in pairs(st.history) do run.history[k] = v end
