@@ -112,8 +112,7 @@ local history = { loss = {}, epoch_loss = {} }
 local start_epoch = 1
 if args.resume then
   if not ckpt.exists(CKPT) then cli.usage_error("train_ddpm: --resume but no " .. CKPT .. " (run without --resume to start)") end
-  local _, md = ckpt.read(CKPT)
-  train_lib.check_meta(md["meta"] and ckpt.parse_literal(md["meta"], "meta") or {}, META, CKPT)
+  train_lib.check_meta(ckpt.read_meta(CKPT), META, CKPT)
   local st = ckpt.load(CKPT, { model = net, optimizer = opt })
   history.loss = st.history.loss or {}
   history.epoch_loss = st.history.epoch_loss or {}
