@@ -20,8 +20,14 @@
 -- Environment:
 --   BENCH_ITERS    timed iterations per measurement (default 1: one uncond
 --                  D=128 batch-256 step takes tens of seconds on 2 cores)
+--   BENCH_REPEATS  measurements per figure (default 3): fdm, then PyTorch
+--                  (NCHW, then channels_last), repeated; the table gives the
+--                  medians, and the ratio against the faster PyTorch layout
+--   BENCH_TORCH_CL 0 skips PyTorch's channels_last runs
 --   BENCH_WARMUP   warm-up iterations (default 1)
---   BENCH_CONFIGS  comma list (default uncond_D128_B256,cc_D64_B64)
+--   BENCH_CONFIGS  comma list (default uncond_D128_B256,cc_D64_B64,sampler_cc_D64_B512;
+--                  the sampler config is the eval-mode forward at batch 2N = 512
+--                  of scripts/eval.lua's 300-step CFG sampler, --batch 256)
 --   BENCH_MODES    train,eval (default both)
 --   BENCH_TORCH    0 skips PyTorch;  BENCH_PYTHON the interpreter (/usr/bin/python3)
 --   BENCH_OVERHEAD 0 skips the dispatch-overhead measurement
@@ -40,7 +46,9 @@ end
 
 local ITERS = tonumber(env("BENCH_ITERS", "1"))
 local WARMUP = tonumber(env("BENCH_WARMUP", "1"))
-local CONFIG_LIST = env("BENCH_CONFIGS", "uncond_D128_B256,cc_D64_B64")
+local CONFIG_LIST = env("BENCH_CONFIGS", "uncond_D128_B256,cc_D64_B64,sampler_cc_D64_B512")
+local REPEATS = math.max(1, tonumber(env("BENCH_REPEATS", "3")))
+local DO_TORCH_CL = env("BENCH_TORCH_CL", "1") ~= "0"
 local MODE_LIST = env("BENCH_MODES", "train,eval")
 local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
 local DO_OVERHEAD = env("BENCH_OVERHEAD", "1") ~= "0"
@@ -76,6 +84,7 @@ for _, m in ipairs(split(MODE_LIST)) do MODES[m] = true end
 local CONFIGS = {
   uncond_D128_B256 = { kind = "uncond", D = 128, N = 256 },
   cc_D64_B64 = { kind = "cc", D = 64, N = 64 },
+  sampler_cc_D64_B512 = { kind = "cc", D = 64, N = 512, eval_only = true },
   tc_D64_B64 = { kind = "tc", D = 64, N = 64 },
   uncond_D8_B1 = { kind = "uncond", D = 8, N = 1 },
   cc_D8_B1 = { kind = "cc", D = 8, N = 1 },
@@ -134,6 +143,27 @@ local function machine()
   return model .. ", " .. n .. " cores"
 end
 
+-- the processor's widest vector ISA (the bench's figures depend on it) and
+-- the overrides in force: FDM_CPU_ISA=avx2 (fdm; `make bench-avx2` also
+-- builds fdm's own loops for x86-64-v3), OPENBLAS_CORETYPE (fdm's BLAS) and
+-- ONEDNN_MAX_CPU_ISA (PyTorch's convolutions)
+local function isa()
+  local f = io.open("/proc/cpuinfo")
+  local flags = ""
+  if f then
+    for line in f:lines() do
+      local m = line:match("^flags%s*:%s*(.+)$")
+      if m then flags = " " .. m .. " " break end
+    end
+    f:close()
+  end
+  local hw = flags:find(" avx512f ") and "AVX-512" or flags:find(" avx2 ") and "AVX2" or "SSE"
+  local forced = os.getenv("FDM_CPU_ISA")
+  local used = (forced and forced:lower() == "avx2" and hw == "AVX-512") and "AVX2 (forced: FDM_CPU_ISA=avx2)" or hw
+  return ("ISA %s (processor: %s); OPENBLAS_CORETYPE=%s ONEDNN_MAX_CPU_ISA=%s"):format(used, hw,
+    os.getenv("OPENBLAS_CORETYPE") or "(unset)", os.getenv("ONEDNN_MAX_CPU_ISA") or "(unset)")
+end
+
 local function loadavg()
   local f = io.open("/proc/loadavg")
   if not f then return "?" end
@@ -141,9 +171,10 @@ local function loadavg()
   return s:match("^(%S+ %S+ %S+)") or s
 end
 
-print(("fdm bench %s: %s; OMP_NUM_THREADS=%s OMP_WAIT_POLICY=%s; iters %d, warm-up %d; clock %s; load average %s"):format(
+print(("fdm bench %s: %s; OMP_NUM_THREADS=%s OMP_WAIT_POLICY=%s; iters %d, warm-up %d, repeats %d; clock %s; load average %s"):format(
   os.date("!%Y-%m-%d %H:%M UTC"), machine(), os.getenv("OMP_NUM_THREADS") or "(unset)",
-  os.getenv("OMP_WAIT_POLICY") or "(unset)", ITERS, WARMUP, clock_name, loadavg()))
+  os.getenv("OMP_WAIT_POLICY") or "(unset)", ITERS, WARMUP, REPEATS, clock_name, loadavg()))
+print(isa())
 
 ---------------------------------------------------------------- runs
 -- fdm then PyTorch for each config in turn, so that the two numbers of a
@@ -152,22 +183,24 @@ local results = {}   -- results[cfg][mode] = {fdm = img/s, torch = img/s}
 local order = split(CONFIG_LIST)
 
 local torch_ok = nil   -- nil: not probed yet
-local function run_torch(name)
+-- one PyTorch measurement of config `name` (layout "nchw" or "cl"); adds the
+-- figures to results[name][mode][layout]
+local function run_torch(name, modes, layout)
   if not DO_TORCH then return end
   if torch_ok == nil then
     torch_ok = os.execute(PYTHON .. " -c 'import torch' >/dev/null 2>&1") and true or false
     if not torch_ok then print("PyTorch: " .. PYTHON .. " cannot import torch; skipped") end
   end
   if not torch_ok then return end
-  local cmd = ("%s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs %s --modes %s 2>&1"):format(
-    PYTHON, HERE, ITERS, WARMUP, name, MODE_LIST)
+  local cmd = ("%s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs %s --modes %s%s 2>&1"):format(
+    PYTHON, HERE, ITERS, WARMUP, name, modes, layout == "cl" and " --channels-last" or "")
   local p = io.popen(cmd)
   for line in p:lines() do
     local cname, mode, ips, s = line:match("^RESULT (%S+) (%S+) (%S+) (%S+)")
     if cname and results[cname] and results[cname][mode] then
-      results[cname][mode].torch = tonumber(ips)
-      results[cname][mode].torch_s = tonumber(s)
-      io.write(("  torch %-5s %9.2f img/s  (%.4f s)\n"):format(mode, tonumber(ips), tonumber(s)))
+      local r = results[cname][mode]
+      r[layout][#r[layout] + 1] = tonumber(ips)
+      io.write(("  torch %-5s %-4s %9.2f img/s  (%.4f s)\n"):format(mode, layout, tonumber(ips), tonumber(s)))
     else
       io.write("  torch: " .. line .. "\n")
     end
@@ -176,44 +209,85 @@ local function run_torch(name)
   p:close()
 end
 
+local function median(t)
+  if #t == 0 then return nil end
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
 if DO_TORCH then
-  print(("PyTorch: %s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs <config>"):format(
+  print(("PyTorch: %s %s/torch_bench.py --bench --threads 2 --iters %d --warmup %d --configs <config> [--channels-last]"):format(
     PYTHON, HERE, ITERS, WARMUP))
 end
 for _, name in ipairs(order) do
   local cfg = assert(CONFIGS[name], "unknown config " .. name)
-  results[name] = {}
-  local m, train_step, eval_step = make(cfg)
-  io.write(("%-18s %d params, load average %s\n"):format(name, m:num_parameters(), loadavg()))
-  if MODES.train then
-    m:train()
-    local dt = time_loop(train_step, ITERS, WARMUP)
-    results[name].train = { fdm = cfg.N / dt, fdm_s = dt }
-    io.write(("  fdm   train %9.2f img/s  (%.4f s/step)\n"):format(cfg.N / dt, dt)); io.flush()
+  results[name] = { loads = {} }
+  local modes = {}
+  for _, mode in ipairs({ "train", "eval" }) do
+    if MODES[mode] and not (cfg.eval_only and mode == "train") then
+      modes[#modes + 1] = mode
+      results[name][mode] = { fdm = {}, nchw = {}, cl = {} }
+    end
   end
-  if MODES.eval then
-    m:eval()
-    local dt = time_loop(eval_step, ITERS, WARMUP)
-    results[name].eval = { fdm = cfg.N / dt, fdm_s = dt }
-    io.write(("  fdm   eval  %9.2f img/s  (%.4f s/forward)\n"):format(cfg.N / dt, dt)); io.flush()
+  local m, train_step, eval_step = make(cfg)
+  io.write(("%-18s %d params, batch %d\n"):format(name, m:num_parameters(), cfg.N))
+  -- fdm and PyTorch interleaved: each repeat measures fdm, then PyTorch in
+  -- both layouts, so every figure of a ratio is taken within a minute or two
+  for rep = 1, REPEATS do
+    local la = loadavg()
+    results[name].loads[rep] = la
+    io.write(("  repeat %d, load average %s\n"):format(rep, la))
+    for _, mode in ipairs(modes) do
+      local dt
+      if mode == "train" then m:train(); dt = time_loop(train_step, ITERS, WARMUP)
+      else m:eval(); dt = time_loop(eval_step, ITERS, WARMUP) end
+      local r = results[name][mode]
+      r.fdm[#r.fdm + 1] = cfg.N / dt
+      io.write(("  fdm   %-5s      %9.2f img/s  (%.4f s)\n"):format(mode, cfg.N / dt, dt)); io.flush()
+    end
+    collectgarbage(); collectgarbage()
+    run_torch(name, table.concat(modes, ","), "nchw")
+    if DO_TORCH_CL then run_torch(name, table.concat(modes, ","), "cl") end
+    for _, mode in ipairs(modes) do   -- this repeat's ratio, against its faster PyTorch layout
+      local r = results[name][mode]
+      local t = math.max(r.nchw[rep] or 0, r.cl[rep] or 0)
+      if t > 0 and r.fdm[rep] then r.ratios = r.ratios or {}; r.ratios[#r.ratios + 1] = r.fdm[rep] / t end
+    end
   end
   m, train_step, eval_step = nil, nil, nil
   collectgarbage(); collectgarbage()
-  run_torch(name)
 end
 
 print()
-print(("%-18s %-6s %12s %12s %10s"):format("config", "mode", "fdm img/s", "torch img/s", "fdm/torch"))
-print(string.rep("-", 62))
+print(("medians of %d repeats, fdm and PyTorch interleaved; %s"):format(REPEATS, isa()))
+print("fdm/torch: the fdm median over the faster PyTorch layout's median; per-rep: the median of each")
+print("repeat's own ratio (fdm over that repeat's faster PyTorch layout)")
+print(("%-20s %-6s %10s %11s %11s %6s %9s %8s  %s"):format("config", "mode", "fdm img/s", "torch NCHW",
+  "torch NHWC", "best", "fdm/torch", "per-rep", "load averages (1, 5, 15 min) at each repeat"))
+print(string.rep("-", 119))
+local function f2(v) return v and ("%.2f"):format(v) or "-" end
 for _, name in ipairs(order) do
   for _, mode in ipairs({ "train", "eval" }) do
     local r = results[name][mode]
     if r then
-      print(("%-18s %-6s %12.2f %12s %10s"):format(name, mode, r.fdm,
-        r.torch and ("%.2f"):format(r.torch) or "-",
-        r.torch and ("%.3f"):format(r.fdm / r.torch) or "-"))
+      local fm, tn, tc = median(r.fdm), median(r.nchw), median(r.cl)
+      local best, which = tn, "NCHW"
+      if tc and (not tn or tc > tn) then best, which = tc, "NHWC" end
+      local pr = r.ratios and median(r.ratios)
+      print(("%-20s %-6s %10s %11s %11s %6s %9s %8s  %s"):format(name, mode, f2(fm), f2(tn), f2(tc),
+        best and which or "-", best and ("%.3f"):format(fm / best) or "-", pr and ("%.3f"):format(pr) or "-",
+        table.concat(results[name].loads, " | ")))
     end
   end
+end
+local s = results.sampler_cc_D64_B512
+if s and s.eval and median(s.eval.fdm) then
+  local fm = median(s.eval.fdm)
+  print(("sampler (scripts/eval.lua, 300 steps, CFG, 256 samples per batch of 512): fdm %.1f s per batch, %.2f samples/s"):format(
+    300 * 512 / fm, 256 / (300 * 512 / fm)))
 end
 print()
 

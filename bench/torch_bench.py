@@ -256,6 +256,9 @@ def export(path, D, N):
 CONFIGS = {
     "uncond_D128_B256": ("uncond", 128, 256),
     "cc_D64_B64": ("cc", 64, 64),
+    # the 300-step CFG sampler of scripts/eval.lua (--batch 256): eval-mode
+    # forwards at batch 2N = 512 (conditional and unconditional halves)
+    "sampler_cc_D64_B512": ("cc", 64, 512),
     "tc_D64_B64": ("tc", 64, 64),
     "uncond_D8_B1": ("uncond", 8, 1),
     "cc_D8_B1": ("cc", 8, 1),
@@ -282,14 +285,18 @@ def inputs(kind, N):
     return [x, c, t, mask]
 
 
-def bench(names, iters, warmup, modes=("train", "eval")):
+def bench(names, iters, warmup, modes=("train", "eval"), channels_last=False):
     for name in names:
         kind, D, N = CONFIGS[name]
         torch.manual_seed(0)
         m = make(kind, D)
-        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
         args = inputs(kind, N)
         target = torch.randn(N, 1, 28, 28)
+        if channels_last:  # NHWC activations and weights (oneDNN's preferred layout)
+            m = m.to(memory_format=torch.channels_last)
+            args[0] = args[0].contiguous(memory_format=torch.channels_last)
+            target = target.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
 
         def step():
             opt.zero_grad()
@@ -332,6 +339,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default="uncond_D128_B256,cc_D64_B64")
     ap.add_argument("--modes", default="train,eval")
+    ap.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last memory format")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.count:
@@ -340,7 +348,7 @@ def main():
     if a.export:
         export(a.out, a.hidden, a.batch)
     if a.bench:
-        bench(a.configs.split(","), a.iters, a.warmup, a.modes.split(","))
+        bench(a.configs.split(","), a.iters, a.warmup, a.modes.split(","), a.channels_last)
     if not (a.count or a.export or a.bench):
         ap.print_help()
         return 2

@@ -2,13 +2,14 @@
 # tools/bench_ab.sh OLD_TREE NEW_TREE [ROUNDS]: fdm's `make bench` numbers of
 # two builds, interleaved (old, new, old, new, ...) so that both see the same
 # machine, and the median of each over ROUNDS (default 3). Each tree must be
-# built (make); PyTorch and the dispatch-overhead measurement are skipped.
+# built (make); PyTorch and the dispatch-overhead measurement are skipped, and
+# each run is one repeat (BENCH_REPEATS=1: the rounds are the repeats).
 # Prints one table: config, mode, old img/s, new img/s, new/old.
 set -euo pipefail
 old=$(cd "$1" && pwd); new=$(cd "$2" && pwd); rounds=${3:-3}
 out=$(mktemp -d)
 run() {   # tree label round
-  (cd "$1" && BENCH_TORCH=0 BENCH_OVERHEAD=0 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive \
+  (cd "$1" && BENCH_TORCH=0 BENCH_OVERHEAD=0 BENCH_REPEATS=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive \
      LUA_PATH="$1/lua/?.lua;$1/lua/?/init.lua;;" LUA_CPATH="$1/build/lua/?.so;;" \
      ./build/fdm bench/bench.lua) > "$out/$2.$3" 2>&1
 }

@@ -437,9 +437,10 @@ size_t cpu_conv2d_work(const cpu_conv_params *p) {
 void cpu_conv2d_forward(const cpu_conv_params *p, const float *x, const float *w,
                         const float *b, float *y, float *work) {
   if (use_winograd(p)) {
-    cpu_winograd_weights(p->K, p->C, w, 0, work);
-    cpu_winograd_conv(p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, work, b, y,
-                      work + (size_t)16 * p->K * p->C);
+    int m = cpu_winograd_tile(p);
+    cpu_winograd_weights(m, p->K, p->C, w, 0, work);
+    cpu_winograd_conv(m, p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, work, b, y,
+                      work + cpu_winograd_ufloats(m, p->K, p->C));
     return;
   }
   conv_geom g;
@@ -456,13 +457,14 @@ void cpu_conv2d_backward(const cpu_conv_params *p, const float *x, const float *
   if (gb) bias_grad(p->N, p->K, (size_t)p->OH * p->OW, gy, gb);
   if (gx && use_winograd(p)) {
     /* gx = full correlation of gy with the transposed, rotated filters */
-    cpu_winograd_weights(p->C, p->K, w, 1, work);
-    cpu_winograd_conv(p->N, p->K, p->OH, p->OW, p->C, 2 - p->ph, 2 - p->pw, p->H, p->W, gy, work,
-                      NULL, gx, work + (size_t)16 * p->K * p->C);
+    int m = cpu_winograd_tile(p);
+    cpu_winograd_weights(m, p->C, p->K, w, 1, work);
+    cpu_winograd_conv(m, p->N, p->K, p->OH, p->OW, p->C, 2 - p->ph, 2 - p->pw, p->H, p->W, gy, work,
+                      NULL, gx, work + cpu_winograd_ufloats(m, p->K, p->C));
     gx = NULL;
   }
   if (gw && use_winograd(p)) {
-    cpu_winograd_weight_grad(p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, gy, gw, work);
+    cpu_winograd_weight_grad(cpu_winograd_tile(p), p->N, p->C, p->H, p->W, p->K, p->ph, p->pw, p->OH, p->OW, x, gy, gw, work);
     gw = NULL;
   }
   if (!gx && !gw) return;

@@ -309,9 +309,19 @@ static int pmain(lua_State *L) {
 ** libgomp reads the policy from the environment when it loads,
 ** before main, so fdm re-executes itself once with the variable set unless
 ** the user chose a policy. */
+/* FDM_CPU_ISA=avx2 forces the AVX2 path on an AVX-512 machine: OpenBLAS
+** picks its kernels when it loads, from OPENBLAS_CORETYPE, so that is set
+** (Haswell) before the same re-execution. */
 static void prefer_passive_openmp(char **argv) {
-  if (getenv("OMP_WAIT_POLICY") || getenv("FDM_NO_REEXEC")) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
+  if (getenv("FDM_NO_REEXEC")) return;
+  int again = 0;
+  const char *isa = getenv("FDM_CPU_ISA");
+  if (isa && (!strcmp(isa, "avx2") || !strcmp(isa, "AVX2")) && !getenv("OPENBLAS_CORETYPE")) {
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    again = 1;
+  }
+  if (!getenv("OMP_WAIT_POLICY")) { setenv("OMP_WAIT_POLICY", "passive", 1); again = 1; }
+  if (!again) return;
   setenv("FDM_NO_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);   /* returns only on failure: carry on as we are */
 }
