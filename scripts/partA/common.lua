@@ -170,7 +170,7 @@ function C.test_image(k)
   return M.to_model(x), ds.labels[k or 1]:item()
 end
 
--- any PNG (gray/RGB/RGBA, any size, either polarity) -> [1,1,28,28] in [0,1]:
+-- any PNG or JPEG (gray/RGB/RGBA, any size, either polarity) -> [1,1,28,28] in [0,1]:
 -- gray (alpha composited over white), box-filtered and bilinearly resized so
 -- the shorter side is `size`, center-cropped, inverted when the border is light
 function C.prepare_image(im, size)
@@ -227,20 +227,20 @@ function C.prepare_rgb(im, size)
 end
 
 function C.load_image(path, size)
-  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  local ok, im = pcall(fdm.io.read_image, path, { range = "01" })
   if not ok then
-    cli.usage_error("cannot read image '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
+    cli.usage_error("cannot read image '" .. path .. "' (a PNG or JPEG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   return C.prepare_image(im, size)
 end
 
--- a mask PNG -> [1,1,28,28] with 1 where new content goes (light pixels),
+-- a mask image (PNG or JPEG) -> [1,1,28,28] with 1 where new content goes (light pixels),
 -- resized like an image (without the polarity rule) and thresholded at 0.5
 function C.load_mask(path, size)
   size = size or C.size
-  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  local ok, im = pcall(fdm.io.read_image, path, { range = "01" })
   if not ok then
-    cli.usage_error("cannot read mask '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
+    cli.usage_error("cannot read mask '" .. path .. "' (a PNG or JPEG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   local g = im:narrow(1, 1, 1)
   local H, W = g.shape[2], g.shape[3]
