@@ -71,11 +71,11 @@ function C.load_model(args)
   local IF = require "fdm.deepfloyd"
   if IF.is_folder(args.model) then
     -- DeepFloyd IF stage I (64x64 RGB, T5 prompts); --upsampler: stage II
-    local ok, m = pcall(IF.load, args.model)
+    local ok, m = pcall(IF.load, args.model, { device = args.device })
     if not ok then cli.usage_error(args.name .. ": --model: " .. tostring(m)) end
     C.IF, C.size, C.channels = m, m.image_shape[2], m.image_shape[1]
     if args.upsampler then
-      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m })
+      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device })
       if not ok2 then cli.usage_error(args.name .. ": --upsampler: " .. tostring(m2)) end
       C.upsampler = m2
     end
@@ -377,7 +377,7 @@ function C.save_upsampled(path, images, o)
   local list = {}
   for i, x in ipairs(images) do
     if x.shape[2] ~= 3 then x = x:expand(x.shape[1], 3, x.shape[3], x.shape[4]) end
-    list[i] = x:contiguous()
+    list[i] = m2:on_device(x:contiguous())
   end
   local x = fdm.cat(list, 1)
   local n = x.shape[1]
@@ -398,7 +398,9 @@ end
 function C.save_grid01(path, images, opts)
   local o = { scale = 3 }
   for k, v in pairs(opts or {}) do o[k] = v end
-  fdm.io.save_grid(path, fdm.cat(images, 1), o)
+  local list = {}
+  for i, x in ipairs(images) do list[i] = x.device == "cpu" and x or x:to("cpu") end
+  fdm.io.save_grid(path, fdm.cat(list, 1), o)
   print("wrote " .. path)
 end
 

@@ -1,0 +1,132 @@
+-- DeepFloyd IF on a device: model:to(dev) moves stage I, stage II and T5
+-- (float16 weights included) and the pipeline keeps its tensors there. The
+-- test-only "fake" device (tests/c/fake_backend.c, loaded by tests/helpers.lua
+-- when FDM_FAKE_BACKEND is set, as `make test` does) runs the CPU kernels over
+-- separate memory, so every number must equal the CPU's bit for bit.
+local fdm = require "fdm"
+local H = require "helpers"
+local IF = require "fdm.deepfloyd"
+local D = require "fdm.diffusion"
+
+local ROOT = "tests/data/deepfloyd-tiny"
+local FDM = os.getenv("FDM_BIN") or "./build/fdm"
+local have_fake = fdm.supports("fake", "copy")
+
+-- the largest |a - b| (a on any device, b on the CPU)
+local function diff(a, b)
+  assert.are.same(b.shape, a.shape)
+  return (a:to("cpu"):float() - b:float()):abs():max():item()
+end
+
+local function load_pair(dir, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local cpu = IF.load(dir, o)
+  o.device = "fake"
+  if o.text_model then o.text_model = o.text_model_fake end
+  local fake = IF.load(dir, o)
+  cpu.disk_cache, fake.disk_cache = false, false -- each computes its own embeddings
+  return cpu, fake
+end
+
+describe("DeepFloyd IF on the fake device", function()
+  if not have_fake then
+    pending("FDM_FAKE_BACKEND is not set (make test sets it)")
+    return
+  end
+  local m1, f1 = load_pair(ROOT .. "/if-i")
+  local m2 = IF.load(ROOT .. "/if-ii", { text_model = m1 })
+  local f2 = IF.load(ROOT .. "/if-ii", { text_model = f1, device = "fake" })
+  m2.disk_cache, f2.disk_cache = false, false
+  teardown(function() m1, f1, m2, f2 = nil, nil, nil, nil; collectgarbage(); collectgarbage() end)
+
+  it("every UNet weight moved, float16 ones stay float16", function()
+    assert.are.equal("fake", f1.device)
+    local n16 = 0
+    for name, t in pairs(f1.net.p) do
+      assert.are.equal("fake", t.device, name)
+      assert.are.equal(m1.net.p[name].dtype, t.dtype, name)
+      if t.dtype == "float16" then n16 = n16 + 1 end
+    end
+    for name, t in pairs(f2.net.p) do assert.are.equal("fake", t.device, name) end
+  end)
+
+  it("T5 embeddings equal the CPU's and stay on the device", function()
+    local ec, ef = m1:encode("a rocket ship"), f1:encode("a rocket ship")
+    assert.are.equal("fake", ef.device)
+    assert.are.equal("fake", f1.t5.p["shared.weight"].device)
+    assert.are.equal(0, diff(ef, ec))
+    assert.are.equal(0, diff(f1:encode(""), m1:encode("")))
+    -- stage II takes stage I's embeddings, on its own device
+    assert.are.equal("fake", f2:encode("a rocket ship").device)
+  end)
+
+  it("stage I UNet and a scheduler step equal the CPU's", function()
+    fdm.manual_seed(7)
+    local x = fdm.randn(2, 3, 64, 64)
+    local noise = fdm.randn(2, 3, 64, 64)
+    local c = m1:encode("a rocket ship")
+    local eps_c, var_c = m1(x, 500, c)
+    local xf = x:to("fake")
+    local eps_f, var_f = f1(xf, 500, f1:encode("a rocket ship"))
+    assert.are.equal("fake", eps_f.device)
+    assert.is_true(diff(eps_f, eps_c) <= 1e-6)
+    assert.is_true(diff(var_f, var_c) <= 1e-6)
+    -- a CPU image in: CPU results out (Part A scripts' own images)
+    assert.are.equal("cpu", (f1(x, 500, c)).device)
+    local out_c = fdm.cat({ eps_c, var_c }, 2)
+    local out_f = fdm.cat({ eps_f, var_f }, 2)
+    local pc, x0c = m1.scheduler:step(out_c, 500, x, noise, { t_prev = 450 })
+    local pf, x0f = f1.scheduler:step(out_f, 500, xf, noise:to("fake"), { t_prev = 450 })
+    assert.are.equal("fake", pf.device)
+    assert.is_true(diff(pf, pc) <= 1e-6)
+    assert.is_true(diff(x0f, x0c) <= 1e-6)
+  end)
+
+  it("sampling (stage I, CFG, learned variance, thresholding) then stage II equal the CPU's", function()
+    local function run(a, b)
+      fdm.manual_seed(101)
+      local c, u = a:encode("a man wearing a hat"), a:encode("")
+      local x = D.sample(a, 1, { cond = c, uncond = u, cfg = 7, steps = 3 })
+      local y = IF.upscale(b, x, c, u, { steps = 3, cfg = 4 })
+      return x, y
+    end
+    local xc, yc = run(m1, m2)
+    local xf, yf = run(f1, f2)
+    assert.are.equal("fake", xf.device)
+    assert.are.equal("fake", yf.device)
+    assert.is_true(diff(xf, xc) <= 1e-6, "stage I " .. diff(xf, xc))
+    assert.is_true(diff(yf, yc) <= 1e-6, "stage II " .. diff(yf, yc))
+  end)
+
+  it("model:to moves a loaded model back and forth; an unknown device is an error", function()
+    local m = IF.load(ROOT .. "/if-i")
+    m.disk_cache = false
+    local e = m:encode("a rocket ship")
+    m:to("fake")
+    assert.are.equal("fake", m:encode("a rocket ship").device)
+    assert.are.equal("fake", m.t5.p["shared.weight"].device)
+    m:to("cpu")
+    assert.are.equal(0, diff(m:encode("a rocket ship"), e))
+    assert.has_error(function() m:to("nodevice") end)
+  end)
+end)
+
+describe("scripts/sample.lua --device", function()
+  it("is an option of --help", function()
+    local out = H.sh(FDM .. " scripts/sample.lua --help")
+    assert.truthy(out:find("--device", 1, true), out)
+  end)
+  it("--device cuda without a CUDA device is one clear line, exit 2", function()
+    if fdm.supports and fdm.supports("cuda", "copy") then
+      pending("this machine has a CUDA device")
+      return
+    end
+    local out, rc = H.sh(FDM .. " scripts/sample.lua --model " .. ROOT .. "/if-i --device cuda --steps 3")
+    assert.are.equal(2, rc, out)
+    assert.truthy(out:find("--device cuda", 1, true), out)
+    assert.is_nil(out:find("traceback", 1, true), out)
+    local lines = select(2, out:gsub("\n", "\n"))
+    assert.is_true(lines <= 1, out)
+  end)
+end)
