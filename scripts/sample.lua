@@ -27,7 +27,7 @@ local spec = {
     { "noise-level", "int", 250, "stage II noise level of the upscaled image", min = 0 },
     { "variant", "string", nil, "weights variant to prefer (fp16)" },
     { "device", "choice", "cpu", "where the models run (the T5 encoder too; images come back to the CPU to be saved)",
-      choices = { "cpu", "cuda" } },
+      choices = cli.device_choices() },
     { "out", "string", "out/sample", "output folder" },
   },
 }

@@ -112,6 +112,97 @@ describe("DeepFloyd IF on the fake device", function()
   end)
 end)
 
+-- the tiny stage I folder with float16 weights (every matrix and conv
+-- kernel half, as the published fp16 variants), memory-mapped when loaded
+local function fp16_folder()
+  local d = H.tmpdir()
+  local function half_copy(src, dst)
+    local t = fdm.io.load_safetensors(src)
+    local out = {}
+    for k, v in pairs(t) do out[k] = v:dim() >= 2 and v:half() or v end
+    fdm.io.save_safetensors(dst, out)
+  end
+  os.execute(("mkdir -p '%s/if-i/unet' '%s/text_encoder' && cp -r %s/scheduler %s/tokenizer '%s/'"):format(d, d, ROOT, ROOT, d))
+  os.execute(("cp %s/if-i/unet/config.json '%s/if-i/unet/' && cp %s/text_encoder/config.json '%s/text_encoder/'")
+    :format(ROOT, d, ROOT, d))
+  half_copy(ROOT .. "/if-i/unet/diffusion_pytorch_model.safetensors", d .. "/if-i/unet/diffusion_pytorch_model.fp16.safetensors")
+  half_copy(ROOT .. "/text_encoder/model.safetensors", d .. "/text_encoder/model.fp16.safetensors")
+  return d
+end
+
+describe("DeepFloyd IF with memory-mapped float16 weights on the fake device", function()
+  if not have_fake then
+    pending("FDM_FAKE_BACKEND is not set (make test sets it)")
+    return
+  end
+  local d = fp16_folder()
+  teardown(function() os.execute("rm -rf '" .. d .. "'"); collectgarbage(); collectgarbage() end)
+  it("half UNet and T5 weights move as half and give the CPU's numbers", function()
+    local m, f = load_pair(d .. "/if-i", { variant = "fp16" })
+    local n16 = 0
+    for name, t in pairs(f.net.p) do
+      assert.are.equal("fake", t.device, name)
+      assert.are.equal(m.net.p[name].dtype, t.dtype, name)
+      if t.dtype == "float16" then n16 = n16 + 1 end
+    end
+    assert.is_true(n16 > 10, "float16 matrices: " .. n16)
+    local ec, ef = m:encode("a rocket ship"), f:encode("a rocket ship")
+    assert.are.equal("float16", f.t5.p["shared.weight"].dtype)
+    assert.are.equal("fake", f.t5.p["shared.weight"].device)
+    assert.are.equal(0, diff(ef, ec))
+    fdm.manual_seed(5)
+    local x = fdm.randn(1, 3, 64, 64)
+    local eps_c, var_c = m(x, 700, ec)
+    local eps_f, var_f = f(x:to("fake"), 700, ef)
+    assert.are.equal("fake", eps_f.device)
+    assert.is_true(diff(eps_f, eps_c) <= 1e-6)
+    assert.is_true(diff(var_f, var_c) <= 1e-6)
+  end)
+end)
+
+-- a script run as `fdm -e 'fdm.load_backend(FAKE)' script ... --device DEV`
+-- (the fake device is a plugin: the script's --device accepts it once loaded)
+local function run_on(dev, script, args)
+  local out = H.tmpdir()
+  local fake = os.getenv("FDM_FAKE_BACKEND")
+  local cmd = ("FDM_CACHE='%s/cache' %s -e \"fdm.load_backend('%s')\" %s %s --device %s --out '%s'")
+    :format(out, FDM, fake, script, args, dev, out)
+  local text, rc = H.sh(cmd)
+  assert.are.equal(0, rc, cmd .. "\n" .. text)
+  return out
+end
+
+describe("scripts on the fake device write the CPU's images byte for byte", function()
+  if not have_fake then
+    pending("FDM_FAKE_BACKEND is not set (make test sets it)")
+    return
+  end
+  local function same(a, b, files)
+    for _, f in ipairs(files) do
+      local x, y = H.readall(a .. "/" .. f), H.readall(b .. "/" .. f)
+      assert.is_true(x == y, f .. " differs between cpu and fake")
+    end
+    os.execute("rm -rf '" .. a .. "' '" .. b .. "'")
+  end
+  it("sample.lua, stage I and II", function()
+    local args = ("--model %s/if-i --upsampler %s/if-ii --prompts 'a rocket ship' --steps 3 --upsampler-steps 3")
+      :format(ROOT, ROOT)
+    same(run_on("cpu", "scripts/sample.lua", args), run_on("fake", "scripts/sample.lua", args),
+      { "sample.png", "sample_upsampled.png" })
+  end)
+  it("Part A inpainting of a user JPEG (CPU image and mask, samples on the device)", function()
+    local d = H.tmpdir()
+    local m = fdm.zeros(1, 14, 20)
+    m:narrow(2, 4, 6):narrow(3, 5, 8):fill_(1)
+    fdm.io.write_png(d .. "/mask.png", m)
+    local args = ("--model %s/if-i --upsampler %s/if-ii --steps 3 --n 1 --prompt 'a photo of a dog' --image %s --mask %s")
+      :format(ROOT, ROOT, H.here("data/jpeg/rgb.jpg"), d .. "/mask.png")
+    same(run_on("cpu", "scripts/partA/1_7_2_inpainting.lua", args), run_on("fake", "scripts/partA/1_7_2_inpainting.lua", args),
+      { "1_7_2_inpainting.png", "1_7_2_inpainting_256.png" })
+    os.execute("rm -rf '" .. d .. "'")
+  end)
+end)
+
 describe("scripts/sample.lua --device", function()
   it("is an option of --help", function()
     local out = H.sh(FDM .. " scripts/sample.lua --help")
