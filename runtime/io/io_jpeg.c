@@ -17,11 +17,20 @@
 typedef struct {
   struct jpeg_error_mgr pub;   /* first: libjpeg passes a pointer to it */
   jmp_buf jb;
+  int plain;                   /* msg is ours (size, colour space): no "corrupt JPEG" prefix */
   char msg[JMSG_LENGTH_MAX + 64];
 } jpeg_err;
 
+/* our own refusals: the message as given, back to the setjmp */
+#define REFUSE(e, ...) do { snprintf((e)->msg, sizeof (e)->msg, __VA_ARGS__); (e)->plain = 1; longjmp((e)->jb, 1); } while (0)
+
 static void on_error(j_common_ptr cinfo) {
   jpeg_err *e = (jpeg_err *)cinfo->err;
+  /* libjpeg's memory manager has no backing store: a progressive image whose
+  ** coefficients exceed max_memory_to_use ends here, which is a size limit */
+  if (cinfo->err->msg_code == JERR_NO_BACKING_STORE)
+    REFUSE(e, "image too large for the decoder (its coefficients need more than %ld MiB)",
+           cinfo->mem->max_memory_to_use >> 20);
   (*cinfo->err->format_message)(cinfo, e->msg);
   longjmp(e->jb, 1);
 }
@@ -34,7 +43,7 @@ static void on_message(j_common_ptr cinfo, int level) {
   if (level >= 0) return;
   switch (cinfo->err->msg_code) {
   case JWRN_JPEG_EOF: case JWRN_HIT_MARKER: case JWRN_HUFF_BAD_CODE: case JWRN_ARITH_BAD_CODE:
-  case JWRN_MUST_RESYNC: case JWRN_NOT_SEQUENTIAL: case JWRN_BOGUS_PROGRESSION:
+  case JWRN_MUST_RESYNC:
     on_error(cinfo);
   default: break;
   }
@@ -57,6 +66,7 @@ int fdm_jpeg_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fd
     free(row);
     jpeg_destroy_decompress(&cinfo);
     if (sink_failed) return -1;   /* the sink set the error */
+    if (err.plain) return fdm_seterror("%s", err.msg);
     return fdm_seterror("corrupt JPEG: %s", err.msg);
   }
   jpeg_create_decompress(&cinfo);
@@ -71,36 +81,26 @@ int fdm_jpeg_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fd
   case JCS_CMYK: case JCS_YCCK:
     /* Adobe CMYK files store inverted inks and need a colour profile to look
     ** right; a naive conversion would give wrong colours, so refuse clearly */
-    snprintf(err.msg, sizeof err.msg, "%s colour space is not supported (convert the image to RGB)",
-             cinfo.jpeg_color_space == JCS_CMYK ? "CMYK" : "YCCK");
-    longjmp(err.jb, 1);
+    REFUSE(&err, "%s JPEG files are not supported (convert the image to RGB)",
+           cinfo.jpeg_color_space == JCS_CMYK ? "CMYK" : "YCCK");
   default:
-    snprintf(err.msg, sizeof err.msg, "unknown colour space with %d components", cinfo.num_components);
-    longjmp(err.jb, 1);
+    REFUSE(&err, "JPEG with an unknown colour space (%d components) is not supported", cinfo.num_components);
   }
   unsigned w = cinfo.image_width, h = cinfo.image_height;
-  if (w == 0 || h == 0) { snprintf(err.msg, sizeof err.msg, "empty image"); longjmp(err.jb, 1); }
-  if ((size_t)w * h > max_pixels) {
-    snprintf(err.msg, sizeof err.msg, "image too large (%ux%u, limit %zu pixels)", w, h, max_pixels);
-    longjmp(err.jb, 1);
-  }
+  if (w == 0 || h == 0) REFUSE(&err, "corrupt JPEG: empty image");
+  if ((size_t)w * h > max_pixels) REFUSE(&err, "image too large (%ux%u, limit %zu pixels)", w, h, max_pixels);
   jpeg_start_decompress(&cinfo);
   int ch = cinfo.output_components;
-  if ((ch != 1 && ch != 3) || cinfo.output_width != w || cinfo.output_height != h) {
-    snprintf(err.msg, sizeof err.msg, "unsupported pixel layout (%d components)", ch);
-    longjmp(err.jb, 1);
-  }
+  if ((ch != 1 && ch != 3) || cinfo.output_width != w || cinfo.output_height != h)
+    REFUSE(&err, "unsupported JPEG pixel layout (%d components)", ch);
   /* libjpeg decodes row by row (its own buffers aside), like the PNG reader */
   if (sink->begin(sink->ud, (int)w, (int)h, ch, 0) != 0) { sink_failed = 1; longjmp(err.jb, 1); }
   row = malloc((size_t)w * ch);
-  if (!row) { snprintf(err.msg, sizeof err.msg, "out of memory"); longjmp(err.jb, 1); }
+  if (!row) REFUSE(&err, "out of memory");
   while (cinfo.output_scanline < h) {
     JSAMPROW r = row;
     int y = (int)cinfo.output_scanline;
-    if (jpeg_read_scanlines(&cinfo, &r, 1) != 1) {
-      snprintf(err.msg, sizeof err.msg, "truncated file");
-      longjmp(err.jb, 1);
-    }
+    if (jpeg_read_scanlines(&cinfo, &r, 1) != 1) REFUSE(&err, "corrupt JPEG: truncated file");
     sink->row(sink->ud, y, row);
   }
   jpeg_finish_decompress(&cinfo);
