@@ -15,7 +15,7 @@ CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror=implicit-func
 # the default pthread build's spinning workers fight OpenMP's for the cores
 # (measured: a small MLP step took 76 ms instead of 4 ms under load).
 BLAS_DIR ?= /usr/lib/$(shell $(CC) -print-multiarch)/openblas-openmp
-LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpng -lz -lgif -lm -fopenmp $(shell pkg-config --libs cairo 2>/dev/null)
+LDLIBS   += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpng -ljpeg -lz -lgif -lm -fopenmp $(shell pkg-config --libs cairo 2>/dev/null)
 ifeq ($(SAN),1)
   CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDLIBS += -fsanitize=address,undefined

@@ -3,12 +3,12 @@
 # FUZZ_SECONDS (default 60). New inputs go to build/fuzz/corpus/<target>;
 # the seeds (fuzz/make_seeds.py) are read from fuzz/corpus/<target>.
 # Crashes are written to build/fuzz/crash-<target>-*; the run stops at the first.
-# Targets: safetensors, idx, png (the parsers alone), lua_io (the loaders
+# Targets: safetensors, idx, png, jpeg (the parsers alone), lua_io (the loaders
 # through their Lua bindings, lio.c, with the whole runtime built by clang),
 # api (fuzz/api_fuzz.lua: random calls of the Lua API, on build-san when it
 # exists, else build; reports calls, not coverage).
-# libpng itself is not instrumented (the Debian library), so the png targets
-# see the edges of io_png.c only.
+# libpng and libjpeg themselves are not instrumented (the Debian libraries),
+# so the png and jpeg targets see the edges of io_png.c and io_jpeg.c only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${FUZZ_SECONDS:-60}
@@ -18,16 +18,19 @@ mkdir -p "$OUT"
 CFLAGS="-DFDM_FUZZING -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -Iruntime/core -Iruntime/io $(pkg-config --cflags cairo)"
 SUP="fuzz/fuzz_support.c runtime/io/io_atomic.c"
 [ -d fuzz/corpus/png ] || python3 fuzz/make_seeds.py
+# jpeg seeds: the tiny test files (baseline, progressive, grayscale)
+if [ ! -d fuzz/corpus/jpeg ]; then mkdir -p fuzz/corpus/jpeg; cp tests/data/jpeg/*.jpg fuzz/corpus/jpeg/; fi
 build() { # target sources... libs...
   local t=$1; shift
   echo "== building $OUT/fuzz_$t"
   $CLANG $CFLAGS -o "$OUT/fuzz_$t" "fuzz/fuzz_$t.c" $SUP "$@"
 }
-TARGETS=${FUZZ_TARGETS:-safetensors idx png lua_io api}
+TARGETS=${FUZZ_TARGETS:-safetensors idx png jpeg lua_io api}
 want() { case " $TARGETS " in *" $1 "*) return 0;; esac; return 1; }
 want safetensors && build safetensors runtime/io/io_safetensors.c
 want idx && build idx runtime/io/io_idx.c -lz
 want png && build png runtime/io/io_png.c -lpng -lz
+want jpeg && build jpeg runtime/io/io_jpeg.c -ljpeg
 if want lua_io; then
   # the whole runtime, instrumented (fuzzer-no-link), linked with the target
   OBJ=$OUT/obj; mkdir -p "$OBJ"
@@ -40,7 +43,7 @@ if want lua_io; then
     'o='"$OBJ"'/$(echo {} | tr / _).o; [ "$o" -nt {} ] || '"$CLANG $RCFLAGS"' -c {} -o "$o"'
   BLAS_DIR=/usr/lib/$(gcc -print-multiarch)/openblas-openmp
   $CLANG $CFLAGS -fopenmp $(pkg-config --cflags lua5.4) -o "$OUT/fuzz_lua_io" fuzz/fuzz_lua_io.c "$OBJ"/*.o \
-    -llua5.4 -L"$BLAS_DIR" -Wl,-rpath,"$BLAS_DIR" -lopenblas -lpng -lz -lgif -lm $(pkg-config --libs cairo)
+    -llua5.4 -L"$BLAS_DIR" -Wl,-rpath,"$BLAS_DIR" -lopenblas -lpng -ljpeg -lz -lgif -lm $(pkg-config --libs cairo)
   # seeds: each loader's seeds behind its selector byte
   if [ ! -d "$OUT/seeds/lua_io" ]; then
     mkdir -p "$OUT/seeds/lua_io"

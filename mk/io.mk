@@ -8,7 +8,7 @@ $(BUILD)/tests/test_io: tests/c/test_io.c $(BUILD)/libfdm.a
 # `make fuzz FUZZ_SECONDS=60`: builds fuzz/fuzz_*.c with clang (ASan+UBSan,
 # libFuzzer) and runs each target for FUZZ_SECONDS; FUZZ_TARGETS picks some.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors idx png lua_io api
+FUZZ_TARGETS ?= safetensors idx png jpeg lua_io api
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" bash fuzz/run.sh
 

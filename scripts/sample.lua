@@ -26,6 +26,8 @@ local spec = {
     { "upsampler-cfg", "number", 4, "stage II guidance scale" },
     { "noise-level", "int", 250, "stage II noise level of the upscaled image", min = 0 },
     { "variant", "string", nil, "weights variant to prefer (fp16)" },
+    { "device", "choice", "cpu", "where the models run (the T5 encoder too; images come back to the CPU to be saved)",
+      choices = cli.device_choices() },
     { "out", "string", "out/sample", "output folder" },
   },
 }
@@ -46,11 +48,13 @@ local t_start = fdm.time()
 local model, m2
 local ok, err = pcall(function()
   if args.model then
-    model = IF.load(args.model, { variant = args.variant })
-    if args.upsampler then m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model }) end
+    model = IF.load(args.model, { variant = args.variant, device = args.device })
+    if args.upsampler then
+      m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model, device = args.device })
+    end
   else
     if args.upsampler then error("--upsampler needs --model (a DeepFloyd IF stage I folder)", 0) end
-    model = require("fdm.ddpm_model").load()
+    model = require("fdm.ddpm_model").load(nil, { device = args.device })
   end
 end)
 if not ok then
@@ -89,7 +93,7 @@ for _, steps in ipairs(args.steps) do
   local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps })
   local dt = fdm.time() - ts
   print(("stage I, %d steps: %.2f s (%.3f s per step)"):format(steps, dt, dt / (steps - 1)))
-  rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1)
+  rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1):to("cpu")
   row_caps[#row_caps + 1] = steps .. " steps"
   if m2 then
     local tu = fdm.time()
@@ -97,7 +101,7 @@ for _, steps in ipairs(args.steps) do
       noise_level = args.noise_level })
     local du = fdm.time() - tu
     print(("stage II, %d steps: %.2f s (%.3f s per step)"):format(args.upsampler_steps, du, du / (args.upsampler_steps - 1)))
-    rows_up[#rows_up + 1] = fdm.clamp((y + 1) * 0.5, 0, 1)
+    rows_up[#rows_up + 1] = fdm.clamp((y + 1) * 0.5, 0, 1):to("cpu")
   end
 end
 

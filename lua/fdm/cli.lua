@@ -329,6 +329,19 @@ function cli.parse(argv, spec)
   return args
 end
 
+-- the choices of a script's --device: cpu, cuda (checked by check_device, so
+-- a machine without one gets a clear error) and any other device loaded as a
+-- backend plugin (the tests' "fake" device, run through `fdm -e`)
+function cli.device_choices()
+  local fdm = require "fdm"
+  local list, seen = { "cpu", "cuda" }, { cpu = true, cuda = true }
+  local ok, devs = pcall(fdm.devices)
+  for _, d in ipairs(ok and devs or {}) do
+    if not seen[d] then seen[d] = true; list[#list + 1] = d end
+  end
+  return list
+end
+
 -- For scripts: a --device that is not there (no CUDA device, no CUDA build)
 -- is said once, up front, without a traceback: the reason on stderr, exit 2.
 function cli.check_device(name, device)

@@ -61,6 +61,19 @@ int fdm_png_read(const char *path, fdm_image *out);
 int fdm_png_encode(const fdm_image *im, fdm_membuf *out);   /* C = 1, 2, 3, 4 */
 int fdm_png_write(const char *path, const fdm_image *im);  /* atomic */
 
+/* ---- JPEG (io_jpeg.c) ---- */
+#define FDM_JPEG_MAX_PIXELS FDM_PNG_MAX_PIXELS
+/* decodes baseline and progressive JPEG to C=1 (gray) or 3 (RGB), 8 bits,
+** through the same sink as the PNG decoder (scratch is always 0: libjpeg
+** keeps only a few rows). CMYK/YCCK files are refused with a clear error;
+** truncated files and damaged entropy data are errors, not gray pixels. */
+int fdm_jpeg_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink);
+int fdm_jpeg_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out);
+int fdm_jpeg_read(const char *path, fdm_image *out);
+/* which image format buf starts with (magic bytes, not the file name) */
+enum { FDM_IMAGE_UNKNOWN, FDM_IMAGE_PNG, FDM_IMAGE_JPEG };
+int fdm_image_kind(const uint8_t *buf, size_t n);
+
 /* ---- safetensors (io_safetensors.c) ---- */
 typedef enum {
   FDM_ST_F64, FDM_ST_F32, FDM_ST_F16, FDM_ST_BF16, FDM_ST_I64, FDM_ST_I32,

@@ -214,19 +214,37 @@ static void png_tensor_row(void *ud, int y, const uint8_t *px) {
   }
 }
 
-static int l_read_png(lua_State *L) {
+/* PNG and JPEG share the sink, so the readers differ only in the decoder;
+** read_image picks it from the file's magic bytes, not from its name */
+typedef int (*image_decoder)(const uint8_t *, size_t, size_t, const fdm_png_sink *);
+
+static int read_image_as(lua_State *L, const char *fn, int kind) {
   const char *path = luaL_checkstring(L, 1);
-  int range = opt_range(L, 2, "read_png", 1);
+  int range = opt_range(L, 2, fn, 1);
   uint8_t *buf; size_t n;
-  if (fdm_read_file(path, (size_t)1 << 31, &buf, &n) != 0) return io_fail(L, "read_png", path);
+  if (fdm_read_file(path, (size_t)1 << 31, &buf, &n) != 0) return io_fail(L, fn, path);
+  if (kind == FDM_IMAGE_UNKNOWN) {
+    kind = fdm_image_kind(buf, n);
+    if (kind == FDM_IMAGE_UNKNOWN) {
+      free(buf);
+      return fdm_lua_errorf(L, "%s: '%s': not a PNG or JPEG file (%s)", fn, path,
+                            n < 8 ? "too short" : "unknown magic bytes");
+    }
+  }
+  image_decoder decode = kind == FDM_IMAGE_PNG ? fdm_png_decode_to : fdm_jpeg_decode_to;
+  size_t max_pixels = kind == FDM_IMAGE_PNG ? FDM_PNG_MAX_PIXELS : FDM_JPEG_MAX_PIXELS;
   png_to_tensor s = { NULL, range, 0, 0, 0 };
   fdm_png_sink sink = { png_tensor_begin, png_tensor_row, &s };
-  int r = fdm_png_decode_to(buf, n, FDM_PNG_MAX_PIXELS, &sink);
+  int r = decode(buf, n, max_pixels, &sink);
   free(buf);
-  if (r != 0) { fdm_release(s.t); return io_fail(L, "read_png", path); }
+  if (r != 0) { fdm_release(s.t); return io_fail(L, fn, path); }
   fdm_lua_push(L, s.t);
   return 1;
 }
+
+static int l_read_png(lua_State *L) { return read_image_as(L, "read_png", FDM_IMAGE_PNG); }
+static int l_read_jpeg(lua_State *L) { return read_image_as(L, "read_jpeg", FDM_IMAGE_JPEG); }
+static int l_read_image(lua_State *L) { return read_image_as(L, "read_image", FDM_IMAGE_UNKNOWN); }
 
 static int l_write_png(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -633,6 +651,8 @@ static const luaL_Reg io_funcs[] = {
   {"lock", l_lock},
   {"remove_temporaries", l_remove_temporaries},
   {"read_png", l_read_png},
+  {"read_jpeg", l_read_jpeg},
+  {"read_image", l_read_image},
   {"write_png", l_write_png},
   {"save_grid", l_save_grid},
   {"write_gif", l_write_gif},

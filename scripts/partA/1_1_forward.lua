@@ -8,7 +8,7 @@ local D, M = C.D, C.M
 local args = C.parse("1_1_forward", "Part A 1.1: the forward (noising) process", {
   "seed", "device", "model", "out",
   { "ts", "ints", { 250, 500, 750 }, "timesteps to show", min = 0, max = 999 },
-  { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
+  { "image", "string", nil, "a PNG or JPEG to use instead of the MNIST test image" },
 })
 local model = C.load_model(args)
 C.seed(args)

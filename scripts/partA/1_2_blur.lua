@@ -10,7 +10,7 @@ local args = C.parse("1_2_blur", "Part A 1.2: Gaussian-blur denoising of the noi
   { "ts", "ints", { 250, 500, 750 }, "timesteps", min = 0, max = 999 },
   { "kernel", "int", 5, "Gaussian kernel size (odd)", min = 1 },
   { "sigma", "number", 1.5, "Gaussian sigma (pixels)" },
-  { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
+  { "image", "string", nil, "a PNG or JPEG to use instead of the MNIST test image" },
 })
 local model = C.load_model(args)
 C.seed(args)

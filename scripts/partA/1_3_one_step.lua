@@ -8,7 +8,7 @@ local D, M = C.D, C.M
 local args = C.parse("1_3_one_step", "Part A 1.3: one-step denoising with the model", {
   "seed", "prompt", "cfg", "device", "model", "out",
   { "ts", "ints", { 250, 500, 750 }, "timesteps", min = 0, max = 999 },
-  { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
+  { "image", "string", nil, "a PNG or JPEG to use instead of the MNIST test image" },
 }, { prompt = "a 7", cfg = 1 })
 local model = C.load_model(args)
 C.seed(args)

@@ -12,7 +12,7 @@ local args = C.parse("1_4_iterative", "Part A 1.4: iterative denoising vs one-st
   "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
   { "i-start", "int", 10, "index into 990, 960, ..., 0 (10: t = 690; mapped by t for other --steps)", min = 0, max = C.I_START_MAX },
   { "every", "int", 5, "show every k-th step", min = 1 },
-  { "image", "string", nil, "a PNG to use instead of the MNIST test image" },
+  { "image", "string", nil, "a PNG or JPEG to use instead of the MNIST test image" },
 }, { prompt = "a 7", cfg = 1 })
 local model = C.load_model(args)
 C.seed(args)

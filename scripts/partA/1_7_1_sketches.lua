@@ -10,7 +10,7 @@ local M = C.M
 
 local args = C.parse("1_7_1_sketches", "Part A 1.7.1: SDEdit on a web image and hand-drawn sketches", {
   "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
-  { "image", "string", nil, "the web image (any PNG); default a synthetic one" },
+  { "image", "string", nil, "the web image (any PNG or JPEG); default a synthetic one" },
   { "strokes", "string", nil, "an extra sketch: polylines 'x,y x,y ...' separated by ';' (28x28 pixel units)" },
   { "width", "number", 2.6, "stroke width in pixels" },
   { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0", min = 0, max = C.I_START_MAX },

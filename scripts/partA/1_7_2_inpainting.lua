@@ -1,7 +1,7 @@
 -- Part A 1.7.2: inpainting (RePaint): after every step
 -- x_t <- m x_t + (1 - m) forward(x_orig, t), m = 1 where new content goes.
 -- The test image with a centre-square mask, plus image/mask pairs (--image
--- a.png,b.png --mask ma.png,mb.png; masks are PNGs, light = new content;
+-- a.png,b.jpg --mask ma.png,mb.png; images and masks are PNG or JPEG, light = new content;
 -- default: MNIST test digits 2 and 3 with a top-half and a right-half mask).
 --   ./build/fdm scripts/partA/1_7_2_inpainting.lua [--image a.png --mask m.png] [--n 3]
 -- Writes out/partA/1_7_2_inpainting.png (original, mask, masked input, n results per row).
@@ -10,8 +10,8 @@ local D, M = C.D, C.M
 
 local args = C.parse("1_7_2_inpainting", "Part A 1.7.2: RePaint inpainting", {
   "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
-  { "image", "string", nil, "comma-separated PNGs to inpaint (after the test image)" },
-  { "mask", "string", nil, "comma-separated mask PNGs, one per --image (light = new content)" },
+  { "image", "string", nil, "comma-separated PNG or JPEG images to inpaint (after the test image)" },
+  { "mask", "string", nil, "comma-separated mask images (PNG or JPEG), one per --image (light = new content)" },
   { "n", "int", 3, "results per image", min = 1 },
 }, { prompt = "a handwritten digit", cfg = 7 })
 local model = C.load_model(args)

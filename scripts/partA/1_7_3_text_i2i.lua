@@ -8,7 +8,7 @@ local M = C.M
 local args = C.parse("1_7_3_text_i2i", "Part A 1.7.3: text-conditional image-to-image", {
   "seed", "steps", "cfg", "device", "model", "out", "threshold",
   { "prompts", "string", "the digit three,one,eight", "comma-separated prompts (one row each)" },
-  { "image", "string", nil, "a PNG instead of the MNIST test image" },
+  { "image", "string", nil, "a PNG or JPEG instead of the MNIST test image" },
   { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0", min = 0, max = C.I_START_MAX },
 }, { cfg = 7 })
 local model = C.load_model(args)

@@ -1,6 +1,6 @@
 -- Part A 1.7: image-to-image translation (SDEdit): noise an image to
 -- strided_timesteps[i_start] and denoise it with CFG, i_start in 1, 3, 5, 7,
--- 10, 20 - on the test image and two more images (--image a.png,b.png: any PNG,
+-- 10, 20 - on the test image and two more images (--image a.png,b.jpg: any PNG or JPEG,
 -- colour or gray, any size, either polarity; default: MNIST test digits 2 and 3).
 --   ./build/fdm scripts/partA/1_7_sdedit.lua [--image a.png,b.png] [--prompt ""] [--cfg 7]
 --       [--i-starts 1,3,5,7,10,20]
@@ -10,7 +10,7 @@ local M = C.M
 
 local args = C.parse("1_7_sdedit", "Part A 1.7: SDEdit (image-to-image) at several noise levels", {
   "seed", "prompt", "steps", "cfg", "device", "model", "out", "threshold",
-  { "image", "string", nil, "comma-separated PNGs (your own images) shown after the test image" },
+  { "image", "string", nil, "comma-separated PNG or JPEG images (your own) shown after the test image" },
   { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0 (mapped by t for other --steps)", min = 0, max = C.I_START_MAX },
 }, { prompt = "a handwritten digit", cfg = 7 })
 local model = C.load_model(args)

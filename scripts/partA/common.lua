@@ -16,7 +16,7 @@ C.OPTIONS = {
   { "prompt", "string", "", "text prompt (see docs/partA.md: \"7\", \"seven\", \"the digit seven\", \"\" = unconditional)" },
   { "steps", "int", 34, "strided timesteps from ~990 to 0 (34 = the course's 990, 960, ..., 0)", min = 2, max = 1000 },
   { "cfg", "number", 7, "classifier-free guidance scale gamma (1 = none)" },
-  { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+  { "device", "choice", "cpu", "where the model runs", choices = cli.device_choices() },
   { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
   { "out", "string", "out/partA", "output folder" },
   { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
@@ -71,11 +71,11 @@ function C.load_model(args)
   local IF = require "fdm.deepfloyd"
   if IF.is_folder(args.model) then
     -- DeepFloyd IF stage I (64x64 RGB, T5 prompts); --upsampler: stage II
-    local ok, m = pcall(IF.load, args.model)
+    local ok, m = pcall(IF.load, args.model, { device = args.device })
     if not ok then cli.usage_error(args.name .. ": --model: " .. tostring(m)) end
     C.IF, C.size, C.channels = m, m.image_shape[2], m.image_shape[1]
     if args.upsampler then
-      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m })
+      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device })
       if not ok2 then cli.usage_error(args.name .. ": --upsampler: " .. tostring(m2)) end
       C.upsampler = m2
     end
@@ -170,7 +170,7 @@ function C.test_image(k)
   return M.to_model(x), ds.labels[k or 1]:item()
 end
 
--- any PNG (gray/RGB/RGBA, any size, either polarity) -> [1,1,28,28] in [0,1]:
+-- any PNG or JPEG (gray/RGB/RGBA, any size, either polarity) -> [1,1,28,28] in [0,1]:
 -- gray (alpha composited over white), box-filtered and bilinearly resized so
 -- the shorter side is `size`, center-cropped, inverted when the border is light
 function C.prepare_image(im, size)
@@ -227,20 +227,20 @@ function C.prepare_rgb(im, size)
 end
 
 function C.load_image(path, size)
-  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  local ok, im = pcall(fdm.io.read_image, path, { range = "01" })
   if not ok then
-    cli.usage_error("cannot read image '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
+    cli.usage_error("cannot read image '" .. path .. "' (a PNG or JPEG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   return C.prepare_image(im, size)
 end
 
--- a mask PNG -> [1,1,28,28] with 1 where new content goes (light pixels),
+-- a mask image (PNG or JPEG) -> [1,1,28,28] with 1 where new content goes (light pixels),
 -- resized like an image (without the polarity rule) and thresholded at 0.5
 function C.load_mask(path, size)
   size = size or C.size
-  local ok, im = pcall(fdm.io.read_png, path, { range = "01" })
+  local ok, im = pcall(fdm.io.read_image, path, { range = "01" })
   if not ok then
-    cli.usage_error("cannot read mask '" .. path .. "' (a PNG file expected): " .. (tostring(im):gsub("\n.*", "")))
+    cli.usage_error("cannot read mask '" .. path .. "' (a PNG or JPEG file expected): " .. (tostring(im):gsub("\n.*", "")))
   end
   local g = im:narrow(1, 1, 1)
   local H, W = g.shape[2], g.shape[3]
@@ -377,7 +377,7 @@ function C.save_upsampled(path, images, o)
   local list = {}
   for i, x in ipairs(images) do
     if x.shape[2] ~= 3 then x = x:expand(x.shape[1], 3, x.shape[3], x.shape[4]) end
-    list[i] = x:contiguous()
+    list[i] = m2:on_device(x:contiguous())
   end
   local x = fdm.cat(list, 1)
   local n = x.shape[1]
@@ -398,7 +398,9 @@ end
 function C.save_grid01(path, images, opts)
   local o = { scale = 3 }
   for k, v in pairs(opts or {}) do o[k] = v end
-  fdm.io.save_grid(path, fdm.cat(images, 1), o)
+  local list = {}
+  for i, x in ipairs(images) do list[i] = x.device == "cpu" and x or x:to("cpu") end
+  fdm.io.save_grid(path, fdm.cat(list, 1), o)
   print("wrote " .. path)
 end
 

@@ -1,5 +1,5 @@
 /* test_io.c: the file formats at the C level (no Lua, no tensors):
-** PNG, safetensors, IDX (+gzip), GIF, grids, plots, atomic writes, and
+** PNG, JPEG, safetensors, IDX (+gzip), GIF, grids, plots, atomic writes, and
 ** regression inputs for the fuzz targets. */
 #include <gif_lib.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include <zlib.h>
 #include <math.h>
 #include <cairo.h>
+#include <jpeglib.h>
 #include "fdm_io.h"
 
 static int fails = 0, checks = 0;
@@ -52,6 +53,58 @@ static void test_png(void) {
   CHECK(fdm_png_read(path, &r) == 0 && r.w == 3 && r.h == 2 && r.c == 3 && memcmp(r.px, im.px, 18) == 0);
   fdm_image_free(&r);
   CHECK(fdm_png_read("/nonexistent/x.png", &r) != 0);
+}
+
+/* a w x h JPEG of `comps` components in colour space cs, made with libjpeg
+** itself (the tests' CMYK file: cjpeg cannot write one) */
+static unsigned char *make_jpeg(int w, int h, int comps, J_COLOR_SPACE cs, unsigned long *n) {
+  struct jpeg_compress_struct ci;
+  struct jpeg_error_mgr em;
+  unsigned char *out = NULL;
+  ci.err = jpeg_std_error(&em);
+  jpeg_create_compress(&ci);
+  jpeg_mem_dest(&ci, &out, n);
+  ci.image_width = (JDIMENSION)w; ci.image_height = (JDIMENSION)h;
+  ci.input_components = comps; ci.in_color_space = cs;
+  jpeg_set_defaults(&ci);
+  jpeg_start_compress(&ci, TRUE);
+  unsigned char *row = malloc((size_t)w * comps);
+  while (ci.next_scanline < ci.image_height) {
+    for (int i = 0; i < w * comps; i++) row[i] = (unsigned char)(i * 7 + ci.next_scanline * 13);
+    JSAMPROW r = row;
+    jpeg_write_scanlines(&ci, &r, 1);
+  }
+  jpeg_finish_compress(&ci);
+  jpeg_destroy_compress(&ci);
+  free(row);
+  return out;
+}
+
+static void test_jpeg(void) {
+  unsigned long n;
+  fdm_image im;
+  unsigned char *rgb = make_jpeg(13, 9, 3, JCS_RGB, &n);
+  CHECK(fdm_image_kind(rgb, n) == FDM_IMAGE_JPEG);
+  CHECK(fdm_jpeg_decode(rgb, n, FDM_JPEG_MAX_PIXELS, &im) == 0 && im.w == 13 && im.h == 9 && im.c == 3);
+  fdm_image_free(&im);
+  /* the pixel limit is checked from the header, before decoding */
+  CHECK(fdm_jpeg_decode(rgb, n, 100, &im) != 0 && strstr(fdm_lasterror(), "too large") != NULL);
+  /* every truncation is an error (never exit(), never gray rows) */
+  for (unsigned long k = 0; k + 2 < n; k++) {
+    if (fdm_jpeg_decode(rgb, k, FDM_JPEG_MAX_PIXELS, &im) == 0) { CHECK(!"a truncated JPEG decoded"); fdm_image_free(&im); }
+  }
+  free(rgb);
+  unsigned char *gray = make_jpeg(8, 8, 1, JCS_GRAYSCALE, &n);
+  CHECK(fdm_jpeg_decode(gray, n, FDM_JPEG_MAX_PIXELS, &im) == 0 && im.c == 1);
+  fdm_image_free(&im);
+  free(gray);
+  unsigned char *cmyk = make_jpeg(8, 8, 4, JCS_CMYK, &n);
+  CHECK(fdm_jpeg_decode(cmyk, n, FDM_JPEG_MAX_PIXELS, &im) != 0 && strstr(fdm_lasterror(), "CMYK") != NULL);
+  free(cmyk);
+  static const uint8_t png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n' };
+  CHECK(fdm_image_kind(png_sig, 8) == FDM_IMAGE_PNG);
+  CHECK(fdm_image_kind((const uint8_t *)"GIF89a", 6) == FDM_IMAGE_UNKNOWN);
+  CHECK(fdm_jpeg_decode((const uint8_t *)"GIF89a", 6, FDM_JPEG_MAX_PIXELS, &im) != 0 && strstr(fdm_lasterror(), "not a JPEG") != NULL);
 }
 
 static size_t build_st(uint8_t *out, const char *json, const void *data, size_t dn) {
@@ -339,6 +392,7 @@ int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/fdm_test_io.XXXXXX");
   if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
   test_png();
+  test_jpeg();
   test_safetensors();
   test_idx();
   test_gif();

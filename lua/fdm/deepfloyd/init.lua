@@ -8,6 +8,7 @@
 --   local x = D.sample(m1, 1, {cond = c, uncond = m1:encode(""), cfg = 7, steps = 20})
 --   local y = IF.upscale(m2, x, c, m1:encode(""), {steps = 50, cfg = 4, noise_level = 250})
 --   m1:free_text_encoder()                         -- drop T5 once the prompts are embedded
+--   m1:to("cuda"); m2:to("cuda")                   -- UNet, T5 (now or when loaded) and embeddings on a device
 --
 -- A folder is the published layout (model_index.json, unet/, scheduler/,
 -- text_encoder/, tokenizer/, stage II: image_noising_scheduler/, no
@@ -77,10 +78,16 @@ Model.__call = function(self, x, t, cond)
   if cond == nil then cond = self:encode("") end
   local n = x.shape[1]
   if type(t) ~= "number" and t:numel() == 1 then t = t:reshape(1):tolist()[1] end
+  -- the UNet runs on the model's device; the results go back to the device of
+  -- x, so a caller whose images are on the CPU (a Part A script's own image)
+  -- still gets CPU tensors (sampling from noise drawn on model.device: no copy)
+  local xdev = x.device
+  x, cond = self:on_device(x), self:on_device(cond)
   local input, labels = x, nil
   if self.stage == 2 then
     local lr = self.low_res
     if lr == nil then error("deepfloyd: a stage II model needs model.low_res (use deepfloyd.upscale)", 2) end
+    lr = self:on_device(lr)
     if lr.shape[1] ~= n then
       if n % lr.shape[1] ~= 0 then error("deepfloyd: low_res batch does not divide the batch", 2) end
       local rep = {}
@@ -91,6 +98,7 @@ Model.__call = function(self, x, t, cond)
     labels = self.noise_level or 250
   end
   local out = fdm.no_grad(function() return self.net(input, t, cond, labels) end)
+  if xdev ~= self.device then out = out:to(xdev) end
   local C = x.shape[2]
   if out.shape[2] == 2 * C then
     return out:narrow(2, 1, C), out:narrow(2, C + 1, C)
@@ -129,6 +137,7 @@ function Model:text_encoder()
   L.check_memory(total(files), "the T5 encoder in '" .. tdir .. "'")
   local t0 = fdm.time()
   self.t5 = T5.load(tdir, { variant = variant })
+  if self.device ~= "cpu" then self.t5:to(self.device) end
   self.tok = Tok.load(kdir)
   self.t5_load_s = fdm.time() - t0
   self.text_dir, self.tok_dir = tdir, kdir
@@ -160,7 +169,9 @@ end
 -- padding to 77, all 77 positions kept); cached on disk by prompt and model
 function Model:encode(prompt)
   if type(prompt) ~= "string" then error("deepfloyd: a prompt must be a string", 2) end
-  if prompt:sub(1, 1) == "@" and prompt:match("%.safetensors$") then return load_embedding_file(prompt:sub(2)) end
+  if prompt:sub(1, 1) == "@" and prompt:match("%.safetensors$") then
+    return self:on_device(load_embedding_file(prompt:sub(2)))
+  end
   self.embed_cache = self.embed_cache or {}
   if self.embed_cache[prompt] then return self.embed_cache[prompt] end
   local src = (self.text_model and self.text_model ~= self) and self.text_model or self
@@ -179,7 +190,7 @@ function Model:encode(prompt)
         if meta.prompt ~= prompt then error("hash collision") end
         return t.prompt_embeds
       end)
-      if ok and e then self.embed_cache[prompt] = e; return e end
+      if ok and e then e = self:on_device(e); self.embed_cache[prompt] = e; return e end
     end
   end
   local t5, tok = src:text_encoder()
@@ -193,13 +204,38 @@ function Model:encode(prompt)
   e = e:contiguous()
   if path then
     os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'")
-    pcall(fdm.io.save_safetensors, path, { prompt_embeds = e }, { prompt = prompt, text_encoder = tdir })
+    -- the disk cache is written from the CPU (a stage II model shares the
+    -- stage I text encoder, which may sit on another device than self)
+    pcall(fdm.io.save_safetensors, path, { prompt_embeds = e.device == "cpu" and e or e:to("cpu") },
+      { prompt = prompt, text_encoder = tdir })
   end
+  e = self:on_device(e)
   self.embed_cache[prompt] = e
   return e
 end
 
 function Model:eval() return self end
+
+-- a tensor on this model's device
+function Model:on_device(t)
+  if t.device ~= self.device then return t:to(self.device) end
+  return t
+end
+
+-- moves the UNet, the T5 encoder (when this model owns one: now if loaded,
+-- else as it loads) and the cached embeddings to dev. fdm.diffusion draws
+-- its noise on model.device, so sampling then runs there; images come back
+-- to the CPU only where the caller saves them.
+function Model:to(dev)
+  if dev == self.device then return self end
+  fdm.zeros({ 1 }, { device = dev }) -- an unknown or absent device fails here, before anything moves
+  self.net:to(dev)
+  self.device = dev
+  if self.t5 then self.t5:to(dev) end
+  for k, e in pairs(self.embed_cache or {}) do self.embed_cache[k] = e:to(dev) end
+  if self.low_res then self.low_res = self.low_res:to(dev) end
+  return self
+end
 
 -- loads a stage I or stage II folder
 function IF.load(dir, opts)
@@ -246,6 +282,7 @@ function IF.load(dir, opts)
   local size = L.is_null(cfg.sample_size) and 64 or cfg.sample_size
   self.image_shape = { net.plan.out_channels // 2, size, size }
   self.device = "cpu"
+  if opts.device and opts.device ~= "cpu" then self:to(opts.device) end
   self.variance = "learned_range"
   self.clip_x0 = true
   self.threshold = { ratio = self.scheduler.config.dynamic_thresholding_ratio,
@@ -275,6 +312,8 @@ function IF.upscale(m2, x64, cond, uncond, opts)
   local n = x64.shape[1]
   local S2 = m2.image_shape[2]
   -- stage I's final diffusers step returns its thresholded x0, within [-1, 1]
+  x64 = m2:on_device(x64)
+  cond, uncond = m2:on_device(cond), uncond and m2:on_device(uncond)
   local up = fdm.F.interpolate(fdm.clamp(x64, -1, 1), { size = { S2, S2 }, mode = "bilinear", align_corners = true })
   local level = opts.noise_level or 250
   local noise = fdm.randn_like(up)

@@ -137,6 +137,7 @@ function Enc:position_bias(q, k)
   if self.bias_cache[key] then return self.bias_cache[key] end
   local c = self.cfg
   local idx = T5.bucket_table(q, k, c)
+  if (self.device or "cpu") ~= "cpu" then idx = idx:to(self.device) end
   local w = self.p["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
   local b = w:index_select(1, idx)
   if b.dtype ~= "float32" then b = b:float() end
@@ -150,6 +151,9 @@ local function gelu_new(x) return F.gelu(x, "tanh") end
 function Enc:forward(ids, mask, cap)
   local c, p = self.cfg, self.p
   local N, Lq = ids.shape[1], ids.shape[2]
+  local dev = self.device or "cpu"
+  if ids.device ~= dev then ids = ids:to(dev) end
+  if mask and mask.device ~= dev then mask = mask:to(dev) end
   local h = p["shared.weight"]:index_select(1, ids:reshape(N * Lq))
   if h.dtype ~= "float32" then h = h:float() end
   h = h:reshape(N, Lq, c.d_model)
@@ -190,6 +194,21 @@ function Enc:forward(ids, mask, cap)
   return h
 end
 Enc.__call = function(self, ...) return self:forward(...) end
+
+-- moves every parameter to dev, keeping its dtype (see fdm.deepfloyd.unet's
+-- Net:to); the cached position biases were made on the old device
+function Enc:to(dev)
+  if (self.device or "cpu") == dev then return self end
+  for _, e in ipairs(self.spec) do
+    local t = self.p[e[1]]
+    if t.device ~= dev then self.p[e[1]] = t:to(dev) end
+  end
+  self.device = dev
+  self.bias_cache = {}
+  collectgarbage()
+  collectgarbage()
+  return self
+end
 
 function T5.load(dir, opts)
   opts = opts or {}

@@ -531,6 +531,23 @@ end
 
 Net.__call = function(self, ...) return self:forward(...) end
 
+-- moves every parameter to dev ("cpu", "cuda", ...), keeping its dtype: the
+-- memory-mapped float16 / bfloat16 matrices are copied to the device as they
+-- are (F.linear / F.conv2d widen them there as on the CPU), and the mapping
+-- is dropped with the CPU tensor once nothing else holds it
+function Net:to(dev)
+  if self.device == dev or (self.device == nil and dev == "cpu") then return self end
+  for _, e in ipairs(self.spec) do
+    local name = e[1]
+    local t = self.p[name]
+    if t.device ~= dev then self.p[name] = t:to(dev) end
+  end
+  self.device = dev
+  collectgarbage()
+  collectgarbage()
+  return self
+end
+
 -- loads DIR/unet (or DIR itself when it holds config.json)
 function U.load(dir, opts)
   opts = opts or {}
