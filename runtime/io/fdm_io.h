@@ -57,6 +57,11 @@ typedef struct {
   void *ud;
 } fdm_png_sink;
 int fdm_png_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink);
+/* any *_decode_to into an interleaved fdm_image, from memory or a file (io_atomic.c) */
+typedef int (*fdm_image_decoder)(const uint8_t *buf, size_t n, size_t max_pixels, const fdm_png_sink *sink);
+int fdm_image_decode(fdm_image_decoder decode_to, const uint8_t *buf, size_t n, size_t max_pixels,
+                     fdm_image *out);
+int fdm_image_read(const char *path, fdm_image_decoder decode_to, size_t max_pixels, fdm_image *out);
 int fdm_png_read(const char *path, fdm_image *out);
 int fdm_png_encode(const fdm_image *im, fdm_membuf *out);   /* C = 1, 2, 3, 4 */
 int fdm_png_write(const char *path, const fdm_image *im);  /* atomic */

@@ -104,36 +104,12 @@ int fdm_png_decode_to(const uint8_t *buf, size_t n, size_t max_pixels, const fdm
   return 0;
 }
 
-/* fdm_png_decode: a sink that keeps the interleaved 8-bit image */
-typedef struct { fdm_image *im; } image_sink;
-static int image_begin(void *ud, int w, int h, int c, size_t scratch) {
-  (void)scratch;
-  fdm_image *im = ((image_sink *)ud)->im;
-  im->px = malloc((size_t)w * h * c);
-  if (!im->px) return fdm_seterror("out of memory (%dx%d image)", w, h);
-  im->w = w; im->h = h; im->c = c;
-  return 0;
-}
-static void image_row(void *ud, int y, const uint8_t *row) {
-  fdm_image *im = ((image_sink *)ud)->im;
-  memcpy(im->px + (size_t)y * im->w * im->c, row, (size_t)im->w * im->c);
-}
-
 int fdm_png_decode(const uint8_t *buf, size_t n, size_t max_pixels, fdm_image *out) {
-  memset(out, 0, sizeof *out);
-  image_sink is = { out };
-  fdm_png_sink sink = { image_begin, image_row, &is };
-  if (fdm_png_decode_to(buf, n, max_pixels, &sink) != 0) { fdm_image_free(out); return -1; }
-  return 0;
+  return fdm_image_decode(fdm_png_decode_to, buf, n, max_pixels, out);
 }
 
 int fdm_png_read(const char *path, fdm_image *out) {
-  uint8_t *buf; size_t n;
-  memset(out, 0, sizeof *out);
-  if (fdm_read_file(path, (size_t)1 << 31, &buf, &n) != 0) return -1;
-  int r = fdm_png_decode(buf, n, FDM_PNG_MAX_PIXELS, out);
-  free(buf);
-  return r;
+  return fdm_image_read(path, fdm_png_decode_to, FDM_PNG_MAX_PIXELS, out);
 }
 
 static void on_write(png_structp p, png_bytep data, size_t len) {
