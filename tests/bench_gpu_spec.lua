@@ -18,7 +18,8 @@ describe("bench-gpu", function()
     local out, rc = run("FDM_BENCH_DEVICE=fake BENCH_TORCH=0 BENCH_GPU_JSON=" .. json .. " FDM_FAKE_BACKEND=" .. FAKE)
     assert.are.equal(0, rc, out)
     for _, w in ipairs({ "cc_train", "uncond_train", "cc_epoch", "cfg_sample" }) do
-      assert.truthy(out:match("| " .. w .. " | fdm | fp32 | [%d.]+ |"), w .. " missing:\n" .. out)
+      -- "~" marks a figure extrapolated from part of the run (a slow machine, a sanitizer build)
+      assert.truthy(out:match("| " .. w .. " | fdm | fp32 | ~?[%d.]+ |"), w .. " missing:\n" .. out)
       assert.truthy(out:find("| " .. w .. " | fdm | bf16 | n/a: no bf16 autocast yet |", 1, true), out)
       assert.truthy(out:match("fdm%s+" .. w .. "%s+[%d.]+ img/s.-fake: [1-9]%d* allocations"), out)
     end
