@@ -7,7 +7,11 @@
 --                                 with 17 significant digits (and a ".0" when
 --                                 they would read back as integers); keys sorted,
 --                                 so equal values give equal strings
---   json.decode(s [, opts]) -> v  opts.max_depth (32), opts.max_bytes (1 MiB);
+--   json.decode(s [, opts]) -> v  opts.max_depth (32), opts.max_bytes (1 MiB),
+--                                 opts.big_integers ("error", or "float": an
+--                                 integer beyond int64 reads as the nearest
+--                                 float, as Hugging Face configs need for
+--                                 model_max_length = 1e30);
 --                                 raises "json: <problem> at byte N"
 --
 -- Refused when decoding: anything but one JSON value (plus white space),
@@ -137,7 +141,7 @@ local function dec_string(s, pos)  -- s:sub(pos, pos) == '"'
   end
 end
 
-local function dec_number(s, pos)
+local function dec_number(s, pos, opts)
   local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
   -- the strict grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [-+]? [0-9]+)?
   local int, frac, exp = s:match("^(-?%d+)(%.?%d*)([eE]?[-+]?%d*)", pos)
@@ -149,6 +153,7 @@ local function dec_number(s, pos)
   local v
   if frac == "" and exp == "" then
     v = math.tointeger(tonumber(text))
+    if not v and opts.big_integers == "float" then v = tonumber(text .. ".0") end
     if not v then fail(pos, "integer " .. text .. " outside the 64-bit range") end
   else
     v = tonumber(text)
@@ -197,7 +202,7 @@ dec_value = function(s, pos, depth, opts)
   if c == "{" then return dec_container(s, pos, depth, opts, "}")
   elseif c == "[" then return dec_container(s, pos, depth, opts, "]")
   elseif c == '"' then return dec_string(s, pos)
-  elseif c == "-" or c:match("%d") then return dec_number(s, pos)
+  elseif c == "-" or c:match("%d") then return dec_number(s, pos, opts)
   elseif s:sub(pos, pos + 3) == "true" then return true, pos + 4
   elseif s:sub(pos, pos + 4) == "false" then return false, pos + 5
   elseif s:sub(pos, pos + 3) == "null" then return json.null, pos + 4
@@ -208,7 +213,8 @@ end
 
 function json.decode(s, opts)
   if type(s) ~= "string" then error("json.decode: a string expected, got " .. type(s), 2) end
-  opts = { max_depth = opts and opts.max_depth or 32, max_bytes = opts and opts.max_bytes or (1 << 20) }
+  opts = { max_depth = opts and opts.max_depth or 32, max_bytes = opts and opts.max_bytes or (1 << 20),
+           big_integers = opts and opts.big_integers or "error" }
   if #s > opts.max_bytes then fail(1, string.format("text of %d bytes (limit %d)", #s, opts.max_bytes)) end
   local v, pos = dec_value(s, 1, 0, opts)
   pos = skip_ws(s, pos)

@@ -12,104 +12,17 @@
 --   L.spec_bytes(spec, bytes_per_el) ; L.mem_available() (bytes, from /proc/meminfo)
 --   L.check_memory(bytes, what)   refuses clearly when bytes exceed available memory
 local fdm = require "fdm"
+local json = require "fdm.json"
 
 local L = {}
 
 ---------------------------------------------------------------- JSON
-local function utf8_of(cp) return utf8.char(cp) end
-
-function L.json_decode(s)
-  local pos = 1
-  local function err(msg) error(("json: %s at byte %d"):format(msg, pos), 0) end
-  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-  local value
-  local function str()
-    pos = pos + 1
-    local out = {}
-    while true do
-      local c = s:sub(pos, pos)
-      if c == "" then err("unterminated string") end
-      if c == '"' then pos = pos + 1; break end
-      if c == "\\" then
-        local e = s:sub(pos + 1, pos + 1)
-        local map = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", ['"'] = '"', ["\\"] = "\\", ["/"] = "/" }
-        if map[e] then out[#out + 1] = map[e]; pos = pos + 2
-        elseif e == "u" then
-          local cp = tonumber(s:sub(pos + 2, pos + 5), 16) or err("bad \\u escape")
-          pos = pos + 6
-          if cp >= 0xD800 and cp <= 0xDBFF and s:sub(pos, pos + 1) == "\\u" then
-            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
-            if lo and lo >= 0xDC00 and lo <= 0xDFFF then
-              cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
-              pos = pos + 6
-            end
-          end
-          out[#out + 1] = utf8_of(cp)
-        else err("bad escape") end
-      else
-        local j = s:find('["\\]', pos) or err("unterminated string")
-        out[#out + 1] = s:sub(pos, j - 1)
-        pos = j
-      end
-    end
-    return table.concat(out)
-  end
-  function value()
-    ws()
-    local c = s:sub(pos, pos)
-    if c == "{" then
-      pos = pos + 1
-      local obj, keys = {}, {}
-      ws()
-      if s:sub(pos, pos) == "}" then pos = pos + 1; return obj end
-      while true do
-        ws()
-        if s:sub(pos, pos) ~= '"' then err("object key expected") end
-        local k = str()
-        ws()
-        if s:sub(pos, pos) ~= ":" then err("':' expected") end
-        pos = pos + 1
-        obj[k] = value()
-        keys[#keys + 1] = k
-        ws()
-        local d = s:sub(pos, pos)
-        pos = pos + 1
-        if d == "}" then break end
-        if d ~= "," then err("',' or '}' expected") end
-      end
-      return obj
-    elseif c == "[" then
-      pos = pos + 1
-      local arr = {}
-      ws()
-      if s:sub(pos, pos) == "]" then pos = pos + 1; return arr end
-      while true do
-        arr[#arr + 1] = value()
-        ws()
-        local d = s:sub(pos, pos)
-        pos = pos + 1
-        if d == "]" then break end
-        if d ~= "," then err("',' or ']' expected") end
-      end
-      return arr
-    elseif c == '"' then
-      return str()
-    elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
-    elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
-    elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4; return L.null
-    else
-      local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-      if not num or num == "" then err("unexpected character '" .. c .. "'") end
-      pos = pos + #num
-      return math.tointeger(tonumber(num)) or tonumber(num)
-    end
-  end
-  local v = value()
-  ws()
-  if pos <= #s then err("trailing characters") end
-  return v
-end
-L.null = setmetatable({}, { __tostring = function() return "null" end })
+-- the folders' JSON goes through fdm.json (strict, no code); index files of
+-- sharded models list every tensor, so the size limit is generous, and
+-- tokenizer configs hold integers beyond int64 (model_max_length = 1e30)
+local JSON_OPTS = { max_bytes = 256 << 20, big_integers = "float" }
+function L.json_decode(s) return json.decode(s, JSON_OPTS) end
+L.null = json.null
 function L.is_null(v) return v == nil or v == L.null end
 
 local function exists(p)
