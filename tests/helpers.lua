@@ -457,4 +457,15 @@ function H.peak_rss_kb(bin, script)
   return tonumber(out:match("RSS (%d+)")), out
 end
 
+-- f() must raise an error whose message contains every string given; returns the message
+function H.raises(f, ...)
+  local ok, err = pcall(f)
+  assert(not ok, "expected an error, got success")
+  err = tostring(err)
+  for _, s in ipairs({ ... }) do
+    assert(err:find(s, 1, true), ("error %q does not mention %q"):format(err, s))
+  end
+  return err
+end
+
 return H

@@ -3,12 +3,8 @@
 -- does, NaN that propagates) and the in-place guards. Run under `make test
 -- SAN=1`, the overflow cases also prove there is no undefined behaviour.
 local fdm = require "fdm"
-
-local function raises(f, text)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error mentioning " .. text)
-  assert.truthy(tostring(err):find(text, 1, true), tostring(err))
-end
+local H = require "helpers"
+local raises = H.raises
 
 describe("integer and NaN semantics", function()
   it("shape products are checked, not overflowed", function()

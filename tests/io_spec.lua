@@ -1,6 +1,7 @@
 -- tests of fdm.io: PNG, safetensors, IDX, grids, GIFs, plots.
 local fdm = require "fdm"
 local H = require "helpers"
+local raises = H.raises
 local tmpdir, readall, writeall = H.tmpdir, H.readall, H.writeall
 local fio = fdm.io
 
@@ -33,15 +34,6 @@ local function same_shape(t, s)
 end
 
 -- asserts that f raises an error whose message contains every given string
-local function raises(f, ...)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  err = tostring(err)
-  for _, s in ipairs({...}) do
-    assert(err:find(s, 1, true), ("error %q does not mention %q"):format(err, s))
-  end
-  return err
-end
 
 local function no_temporaries(dir)
   local p = io.popen("ls -a '" .. dir .. "'")

@@ -4,6 +4,7 @@
 -- settings are ours, so the pixels must match exactly.
 local fdm = require "fdm"
 local H = require "helpers"
+local raises = H.raises
 local fio = fdm.io
 
 local DIR = H.here("data/jpeg")
@@ -27,16 +28,6 @@ local function interleaved(t)
     end
   end
   return table.concat(out)
-end
-
-local function raises(f, ...)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  err = tostring(err)
-  for _, s in ipairs({ ... }) do
-    assert(err:find(s, 1, true), ("error %q does not mention %q"):format(err, s))
-  end
-  return err
 end
 
 describe("fdm.io.read_jpeg", function()

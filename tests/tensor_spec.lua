@@ -2,6 +2,7 @@
 -- ops, free() and memory flatness.
 local fdm = require "fdm"
 local H = require "helpers"
+local raises = H.raises
 
 local function vals(t) return (H.flat(t)) end
 local function same(got, exp, msg)
@@ -13,15 +14,6 @@ local function shape(t)
   return s
 end
 -- asserts that f raises an error whose message contains every plain string given
-local function raises(f, ...)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error, got success")
-  err = tostring(err)
-  for _, s in ipairs { ... } do
-    assert(err:find(s, 1, true), string.format("error message %q does not contain %q", err, s))
-  end
-  return err
-end
 
 describe("tensor creation", function()
   it("fdm.tensor from nested tables and numbers", function()

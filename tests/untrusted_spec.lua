@@ -5,6 +5,7 @@
 -- strings, the data section has no gaps, files are byte-reproducible.
 local fdm = require "fdm"
 local H = require "helpers"
+local raises = H.raises
 local tmpdir, readall, writeall, exists = H.tmpdir, H.readall, H.writeall, H.exists
 local ckpt = require "fdm.checkpoint"
 
@@ -13,16 +14,6 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- an address-space limit for child processes (not under ASan, which
 -- reserves terabytes of shadow memory; there the time limits remain)
 local ULIMIT = (os.getenv("LD_PRELOAD") or ""):find("asan") and "" or "ulimit -v 1500000; "
-
-local function raises(f, ...)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  err = tostring(err)
-  for _, s in ipairs({ ... }) do
-    assert(err:find(s, 1, true), ("error %q does not mention %q"):format(err, s))
-  end
-  return err
-end
 
 -- runs a shell command; returns its output, its exit status (true/false), seconds taken
 local function sh(cmd)
