@@ -79,6 +79,11 @@ static int l_get_tf32(lua_State *L) {
 /* device memory ran out: collect the tensors Lua no longer references */
 static void reclaim(void *ud) { lua_gc((lua_State *)ud, LUA_GCCOLLECT); }
 
+static const luaL_Reg device_funcs[] = {
+  {"devices", l_devices}, {"set_tf32", l_set_tf32}, {"get_tf32", l_get_tf32},
+  {"load_backend", l_load_backend}, {"supports", l_supports}, {"backend_stats", l_backend_stats},
+  {NULL, NULL}};
+
 int luaopen_fdm_core(lua_State *L) {
   lua_State *main_L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -88,18 +93,7 @@ int luaopen_fdm_core(lua_State *L) {
   lua_newtable(L);
   lua_pushliteral(L, FDM_VERSION);
   lua_setfield(L, -2, "version");
-  lua_pushcfunction(L, l_devices);
-  lua_setfield(L, -2, "devices");
-  lua_pushcfunction(L, l_set_tf32);
-  lua_setfield(L, -2, "set_tf32");
-  lua_pushcfunction(L, l_get_tf32);
-  lua_setfield(L, -2, "get_tf32");
-  lua_pushcfunction(L, l_load_backend);
-  lua_setfield(L, -2, "load_backend");
-  lua_pushcfunction(L, l_supports);
-  lua_setfield(L, -2, "supports");
-  lua_pushcfunction(L, l_backend_stats);
-  lua_setfield(L, -2, "backend_stats");
+  luaL_setfuncs(L, device_funcs, 0);
   fdm_open_tensor(L);
   fdm_open_nnops(L);
   fdm_open_io(L);
