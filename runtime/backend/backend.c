@@ -96,11 +96,10 @@ const char *const *fdm_kernel_names(void) { return kernel_names; }
 
 int fdm_backend_supports(fdm_device dev, const char *kernel) {
   if (!fdm_backend_available(dev)) return 0;
-  /* the table is a struct of function pointers in kernel_names order */
-  typedef int (*slot)(void);
-  const slot *slots = (const slot *)(const void *)backends[dev]->kernels;
-  for (int i = 0; kernel_names[i]; i++)
-    if (strcmp(kernel_names[i], kernel) == 0) return slots[i] != NULL;
+  const fdm_kernels *k = backends[dev]->kernels;
+#define KERNEL_PRESENT(name, params) if (strcmp(kernel, #name) == 0) return k->name != NULL;
+  FDM_ALL_KERNELS(KERNEL_PRESENT)
+#undef KERNEL_PRESENT
   return 0;
 }
 

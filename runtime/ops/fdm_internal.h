@@ -13,9 +13,6 @@
 int fdm_broadcast_shape(const char *op, const fdm_tensor *a, const fdm_tensor *b, int64_t *out);
 /* copies src (any strides, any dtype, broadcast to dst's shape) into dst on dst's device */
 int fdm_strided_copy(fdm_tensor *dst, const fdm_tensor *src);
-/* copies the bytes of a contiguous tensor into host memory (a kernel-free
-** read, e.g. for validating labels); nbytes must be the tensor's size */
-int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes);
 /* sum g down to input i's recorded shape (undoing broadcasting); new ref */
 fdm_tensor *fdm_reduce_to_input(fdm_node *n, int i, fdm_tensor *g);
 /* a scratch float32 buffer of n floats on dev (conv workspaces) */

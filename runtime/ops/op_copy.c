@@ -21,7 +21,6 @@ fdm_tensor *fdm_scratch(fdm_device dev, size_t nfloats) {
   return fdm_empty(FDM_FLOAT32, 1, &n, dev);
 }
 
-int fdm_read_to_host(fdm_tensor *t, void *dst, size_t nbytes) { return fdm_download_bytes(t, dst, nbytes); }
 
 /* ---- contiguous / clone: copies whose gradient passes straight through ---- */
 static int identity_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {

@@ -3,7 +3,7 @@
 ** autograd comes from those); one_hot and gaussian_blur run their own
 ** kernels, and gaussian_blur has its own node (the backward is the adjoint
 ** of the separable reflect-padded blur). Labels are range-checked on the
-** host (fdm_read_to_host), so errors can name the bad label. */
+** host (fdm_download_bytes), so errors can name the bad label. */
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -75,7 +75,7 @@ static int64_t *labels_on_host(const char *op, fdm_tensor *lc, int64_t *count) {
   int64_t nl = fdm_numel(lc);
   int64_t *host = malloc((size_t)(nl ? nl : 1) * sizeof(int64_t));
   if (!host) { fdm_seterror("%s: out of memory reading %lld labels", op, (long long)nl); return NULL; }
-  if (fdm_read_to_host(lc, host, (size_t)nl * sizeof(int64_t))) { free(host); return NULL; }
+  if (fdm_download_bytes(lc, host, (size_t)nl * sizeof(int64_t))) { free(host); return NULL; }
   *count = nl;
   return host;
 }
