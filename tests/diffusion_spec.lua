@@ -394,6 +394,38 @@ describe("Part A scripts (tiny random model)", function()
     assert.is_true(s[1][1][14][14]:item() > 0.9 and s[1][1][3][14]:item() == 0)
   end)
 
+  it("image-to-image prompts: auto conditions each image on its digit (label, sketch, classifier)", function()
+    local C = dofile("scripts/partA/common.lua")
+    local args = { prompt = C.AUTO_PROMPT }
+    local x7, d7 = C.test_image(1)
+    assert.are.equal(7, d7)
+    local p, cap = C.image_prompt(args, x7, "test image", d7)
+    assert.are.equal("the digit seven", p)
+    assert.are.equal("test image (prompt 7)", cap)
+    -- the prompt encodes as that class, not as the unconditional prompt
+    local M = require "fdm.ddpm_model"
+    assert.are.equal(7, M.parse_prompt(p))
+    -- a user's image: read by the shipped classifier (MNIST test 2 is a 1, test 3 a 0)
+    for k = 2, 3 do
+      local x, d = C.test_image(k)
+      local pk, ck = C.image_prompt(args, x, "mine.png")
+      assert.are.equal(d, M.parse_prompt(pk))
+      assert.are.equal(("mine.png (read as %d)"):format(d), ck)
+    end
+    -- an explicit prompt is used for every image, unchanged
+    assert.are.same({ "", "mine.png" }, { C.image_prompt({ prompt = "" }, x7, "mine.png", 7) })
+    for _, sk in ipairs(C.SKETCHES) do assert.is_number(sk.digit, sk.name) end
+    -- the conditioning reaches the sampler: auto and "" give different edits with the same seed
+    local function run(extra)
+      local o = dir .. "/prompt" .. #extra
+      local out, rc = sh(env .. BIN .. " scripts/partA/1_7_sdedit.lua --model " .. weights .. " --out " .. o ..
+        " --steps 5 --seed 1 --i-starts 1" .. extra)
+      assert.are.equal(0, rc, out)
+      return H.slurp(o .. "/1_7_sdedit.png")
+    end
+    assert.are_not.equal(run(""), run(" --prompt ''"))
+  end)
+
   it("a missing model and an unknown prompt give clear errors", function()
     local out, rc = sh(BIN .. " scripts/partA/1_5_sampling.lua --model " .. dir .. "/none.safetensors")
     assert.are_not.equal(0, rc)

@@ -105,6 +105,51 @@ function C.encode(model, prompt, args)
   return model:encode(prompt)
 end
 
+-- The --prompt of the image-to-image scripts (SDEdit, sketches, inpainting):
+-- "auto" conditions each image on what it shows, as the course conditions
+-- these edits on a prompt. On the MNIST DDPM that is the image's own digit:
+-- an MNIST image's label, a sketch's digit, and for the user's own image the
+-- shipped classifier's reading of it; on DeepFloyd IF, the course's prompt.
+C.AUTO_PROMPT = "auto"
+C.IF_IMAGE_PROMPT = "a high quality photo"
+C.IMAGE_PROMPT_OPTION = { "prompt", "string", C.AUTO_PROMPT,
+  "the prompt each image is conditioned on; auto = the image's own digit (its MNIST label, the sketch's digit, " ..
+  "the classifier's reading of your image; on DeepFloyd IF: '" .. C.IF_IMAGE_PROMPT .. "'); \"\" = unconditional" }
+local DIGIT_NAMES = { [0] = "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine" }
+
+local reader -- the classifier that reads user images (loaded on first use)
+-- the digit the shipped classifier reads in a [1,1,28,28] model-space image
+function C.read_digit(x)
+  local cls = require "fdm.classifier"
+  if not reader then
+    local ok, net = pcall(cls.load, nil, { what = "the digit reader" })
+    if not ok then cli.usage_error("cannot read the digit of your image for --prompt auto (" ..
+      tostring(net):gsub("\n.*", "") .. "); give --prompt") end
+    reader = net
+  end
+  local x01 = M.from_model(x:to("cpu"))
+  if x01.shape[3] ~= 28 then x01 = F.interpolate(x01, { size = { 28, 28 }, mode = "bilinear", align_corners = false }) end
+  return cls.predict(reader, x01:narrow(2, 1, 1):contiguous())[1]:item()
+end
+
+-- The prompt for one image and its row caption. digit: the digit the image
+-- is known to show (nil: the user's own image, read by the classifier).
+function C.image_prompt(args, x, name, digit)
+  local p = args.prompt
+  if p ~= C.AUTO_PROMPT then return p, name end
+  if C.IF then return C.IF_IMAGE_PROMPT, name end
+  local how = "prompt"
+  if digit == nil then digit, how = C.read_digit(x), "read as" end
+  return "the digit " .. DIGIT_NAMES[digit], ("%s (%s %d)"):format(name, how, digit)
+end
+
+-- the title's words for the prompt of the image-to-image scripts
+function C.prompt_title(args)
+  if args.prompt ~= C.AUTO_PROMPT then return C.caption(args.prompt) end
+  if C.IF then return ('"%s"'):format(C.IF_IMAGE_PROMPT) end
+  return "each conditioned on its digit"
+end
+
 -- two comma-separated prompts of --prompts, else a usage error
 function C.two_prompts(args)
   local p = C.split(args.prompts)
@@ -325,9 +370,9 @@ end
 
 -- hand-drawn sketches (each a list of polylines)
 C.SKETCHES = {
-  { name = "sketch: seven", strokes = { { { 7, 6 }, { 20, 6 }, { 16, 13 }, { 12, 23 } } } },
-  { name = "sketch: zero", strokes = { ellipse(14, 14, 6, 9, 24) } },
-  { name = "sketch: four", strokes = { { { 15, 5 }, { 7, 17 }, { 21, 17 } }, { { 17, 9 }, { 17, 24 } } } },
+  { name = "sketch: seven", digit = 7, strokes = { { { 7, 6 }, { 20, 6 }, { 16, 13 }, { 12, 23 } } } },
+  { name = "sketch: zero", digit = 0, strokes = { ellipse(14, 14, 6, 9, 24) } },
+  { name = "sketch: four", digit = 4, strokes = { { { 15, 5 }, { 7, 17 }, { 21, 17 } }, { { 17, 9 }, { 17, 24 } } } },
 }
 
 -- a synthetic "web image": a dark "2" on a light 96x72 RGB background with a
