@@ -1,16 +1,22 @@
--- Scores a generator of MNIST digits with the shipped classifier
+-- Scores MNIST generators and denoisers with the shipped classifier
 -- (lua/fdm/classifier.lua, weights/mnist_classifier.safetensors):
 --   (1) accuracy: the share of samples the classifier reads as the requested
---       digit, overall and per digit;
+--       digit, overall and per digit (class-conditioned samples);
 --   (2) the Fréchet distance between the classifier's 128-d features of the
---       samples and of the MNIST test set (double precision, Jacobi eigen-solver).
+--       samples and of the MNIST test set (double precision, Jacobi eigen-solver),
+--       next to the floor at the same N (N real training digits);
+--   (3) a one-step denoiser (Part B 1.2): MSE and PSNR on the MNIST test set
+--       at each noise level, against the noisy input's.
 --
 --   ./build/fdm scripts/eval.lua --samples FILE.safetensors
 --       FILE holds `images` float [N,1,28,28] in [0,1] and `labels` int64 [N]
 --       (the digit each sample was asked to be)
---   ./build/fdm scripts/eval.lua --model weights/X.safetensors (a flow_class model; other kinds are refused)
---       [--hidden D] [--cfg 5] [--steps 300] [--batch 256] [--seed 0] [--device cuda]
---       generates N samples (labels 0,1,...,9,0,1,...) with the CFG Euler sampler
+--   ./build/fdm scripts/eval.lua --model weights/X.safetensors  (its kind from the file)
+--       flow_class: N samples (labels 0,1,...,9,0,1,...), CFG Euler sampler [--cfg 5]
+--       flow_time: N unconditional samples, Euler sampler; the digits the
+--         classifier reads are counted instead of an accuracy
+--       denoiser: [--sigmas 0,0.2,...,1] on the first N test images (default all 10,000)
+--       [--hidden D] [--steps 300] [--batch 256] [--seed 0] [--device cuda]
 --   common: [--n N (default 10000; with --samples: all of the file)]
 --       [--classifier weights/mnist_classifier.safetensors] [--ref-n 10000]
 --       [--out out/eval_samples.png] [--per 8 (samples per digit in the grid)]
@@ -22,12 +28,13 @@ local cls = require "fdm.classifier"
 
 local o = cli.parse_or_exit(arg, {
   name = "eval", common = false,
-  summary = "score MNIST samples (--samples FILE) or a flow_class model (--model FILE) with the shipped classifier",
+  summary = "score MNIST samples (--samples FILE) or a Part B model (--model FILE: flow_class, flow_time, denoiser)",
   options = {
     { "samples", "string", nil, "safetensors file with images [N,1,28,28] in [0,1] and labels [N]" },
-    { "model", "string", nil, "flow_class weights to sample from (e.g. weights/flow_class_mnist.safetensors)" },
+    { "model", "string", nil, "Part B weights: flow_class or flow_time (sampled and scored) or denoiser (MSE, PSNR)" },
     { "hidden", "int", nil, "UNet width D of --model (default: from the file)", min = 1 },
-    { "cfg", "number", 5, "classifier-free guidance scale of the sampler" },
+    { "cfg", "number", 5, "classifier-free guidance scale of the sampler (flow_class)" },
+    { "sigmas", "numbers", { 0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0 }, "noise levels of a denoiser's evaluation", min = 0 },
     { "steps", "int", 300, "Euler steps of the sampler", min = 1 },
     { "batch", "int", 256, "sampling batch size", min = 1 },
     { "seed", "int", 0, "sampling seed" },
@@ -79,17 +86,30 @@ if o.samples then
   source = o.samples
 else
   local N = o.n or 10000
-  local model, _, D = cls.load_flow_class(o.model, { hidden = o.hidden, what = "eval: --model" })
+  local model, info = require("fdm.models").load(o.model, { hidden = o.hidden, what = "eval: --model" })
+  local D = info.hidden
   if o.device and o.device ~= "cpu" then model:to(o.device) end
-  local lab = {}
-  for k = 1, N do lab[k] = (k - 1) % 10 end
-  labels = fdm.tensor(lab, { dtype = "int64" })
-  io.stderr:write(string.format("eval: sampling %d digits from %s (ClassConditionalUNet D=%d), cfg %g, %d steps\n",
-    N, o.model, D, o.cfg, o.steps))
+  if info.kind == "denoiser" then
+    require("fdm.denoiser_eval").report(model, { n = o.n, sigmas = o.sigmas, seed = o.seed, batch = o.batch,
+      device = o.device, json = o.json, source = ("%s (UnconditionalUNet D=%d)"):format(o.model, D) })
+    os.exit(0)
+  end
   local ts = fdm.time()
-  images = cls.sample_flow_class(model, labels, { cfg = o.cfg, steps = o.steps, batch = o.batch, seed = o.seed })
+  if info.kind == "flow_time" then
+    io.stderr:write(string.format("eval: sampling %d digits from %s (TimeConditionalUNet D=%d), %d steps\n",
+      N, o.model, D, o.steps))
+    images = cls.sample_flow_time(model, N, { steps = o.steps, batch = o.batch, seed = o.seed })
+    source = string.format("%s (flow_time D=%d, %d steps, seed %d)", o.model, D, o.steps, o.seed)
+  else
+    local lab = {}
+    for k = 1, N do lab[k] = (k - 1) % 10 end
+    labels = fdm.tensor(lab, { dtype = "int64" })
+    io.stderr:write(string.format("eval: sampling %d digits from %s (ClassConditionalUNet D=%d), cfg %g, %d steps\n",
+      N, o.model, D, o.cfg, o.steps))
+    images = cls.sample_flow_class(model, labels, { cfg = o.cfg, steps = o.steps, batch = o.batch, seed = o.seed })
+    source = string.format("%s (flow_class D=%d, cfg %g, %d steps, seed %d)", o.model, D, o.cfg, o.steps, o.seed)
+  end
   io.stderr:write(string.format("eval: sampled in %.1f s\n", fdm.time() - ts))
-  source = string.format("%s (flow_class D=%d, cfg %g, %d steps, seed %d)", o.model, D, o.cfg, o.steps, o.seed)
   if o.save then
     fdm.io.save_safetensors(o.save, { images = images:contiguous(), labels = labels },
       { model = o.model, cfg = tostring(o.cfg), steps = tostring(o.steps), seed = tostring(o.seed) })
@@ -107,7 +127,18 @@ end
 local t_score = fdm.time()
 local logits, feats = cls.logits_and_features(net, images)
 local pred = logits:argmax(2)
-local acc, per = cls.score(pred, labels)
+-- unconditional samples (flow_time) were asked for no digit: count what the
+-- classifier reads instead (a generator that covers every digit reads ~10 % each)
+local unconditional = labels == nil
+local acc, per
+if unconditional then
+  local counts = {}
+  for _, d in ipairs(pred:tolist()) do counts[d] = (counts[d] or 0) + 1 end
+  per = {}
+  for d = 0, 9 do per[d + 1] = { digit = d, n = counts[d] or 0 } end
+else
+  acc, per = cls.score(pred, labels)
+end
 
 local test = cls.mnist("test")
 local ref = cls.head(test, o.ref_n)
@@ -128,18 +159,24 @@ local score_s = fdm.time() - t_score
 print(string.format("samples: %s, N = %d", source, N))
 print(string.format("classifier: %s", o.classifier or cls.default_weights()))
 print("")
-print("digit      n   correct  accuracy")
-print("-----  -----  --------  --------")
-for d = 1, 10 do
-  local e = per[d]
-  if e.n > 0 then
-    print(string.format("%5d  %5d  %8d  %8.2f%%", e.digit, e.n, e.correct, 100 * e.acc))
-  else
-    print(string.format("%5d  %5d  %8s  %8s", e.digit, 0, "-", "-"))
+if unconditional then
+  print("read as      n   share")
+  print("-------  -----  ------")
+  for d = 1, 10 do print(string.format("%7d  %5d  %5.1f%%", per[d].digit, per[d].n, 100 * per[d].n / N)) end
+else
+  print("digit      n   correct  accuracy")
+  print("-----  -----  --------  --------")
+  for d = 1, 10 do
+    local e = per[d]
+    if e.n > 0 then
+      print(string.format("%5d  %5d  %8d  %8.2f%%", e.digit, e.n, e.correct, 100 * e.acc))
+    else
+      print(string.format("%5d  %5d  %8s  %8s", e.digit, 0, "-", "-"))
+    end
   end
+  print("-----  -----  --------  --------")
+  print(string.format("  all  %5d  %8d  %8.2f%%", N, math.floor(acc * N + 0.5), 100 * acc))
 end
-print("-----  -----  --------  --------")
-print(string.format("  all  %5d  %8d  %8.2f%%", N, math.floor(acc * N + 0.5), 100 * acc))
 print("")
 print(string.format("Fréchet distance (classifier features, %d-d) to MNIST test (%d images): %.4f",
   feats.shape[2], ref.n, fd))
@@ -153,20 +190,27 @@ print(string.format("(scored in %.1f s; whole run %.1f s)", score_s, fdm.time() 
 if o.out ~= "none" then
   local dir = o.out:match("^(.*)/[^/]*$")
   if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
-  cls.save_digit_grid(o.out, images, labels, pred, { per = o.per,
-    title = string.format("N %d   acc %.2f%%   FD %.3f", N, 100 * acc, fd) })
+  -- unconditional samples: one row per digit the classifier reads
+  cls.save_digit_grid(o.out, images, labels or pred, pred, { per = o.per,
+    title = unconditional and string.format("N %d (rows: the digit read)   FD %.3f", N, fd)
+      or string.format("N %d   acc %.2f%%   FD %.3f", N, 100 * acc, fd) })
   print("grid: " .. o.out)
 end
 
 if o.json then
-  local f = assert(io.open(o.json, "w"))
+  local f = assert(io.open(o.json .. ".tmp", "w"))
   local pd = {}
   for d = 1, 10 do
-    pd[d] = string.format('{"digit": %d, "n": %d, "correct": %d, "accuracy": %.6f}',
-      per[d].digit, per[d].n, per[d].correct, per[d].n > 0 and per[d].acc or 0)
+    if unconditional then
+      pd[d] = string.format('{"digit": %d, "read_as": %d}', per[d].digit, per[d].n)
+    else
+      pd[d] = string.format('{"digit": %d, "n": %d, "correct": %d, "accuracy": %.6f}',
+        per[d].digit, per[d].n, per[d].correct, per[d].n > 0 and per[d].acc or 0)
+    end
   end
-  f:write(string.format('{"n": %d, "accuracy": %.6f, "frechet": %.6f, "frechet_mean": %.6f, "frechet_cov": %.6f, "frechet_floor": %s, "ref_n": %d, "per_digit": [%s]}\n',
-    N, acc, fd, parts.mean, parts.trace, base_fd and string.format("%.6f", base_fd) or "null", ref.n,
-    table.concat(pd, ", ")))
+  f:write(string.format('{"n": %d, "accuracy": %s, "frechet": %.6f, "frechet_mean": %.6f, "frechet_cov": %.6f, "frechet_floor": %s, "ref_n": %d, "per_digit": [%s]}\n',
+    N, acc and string.format("%.6f", acc) or "null", fd, parts.mean, parts.trace,
+    base_fd and string.format("%.6f", base_fd) or "null", ref.n, table.concat(pd, ", ")))
   f:close()
+  assert(os.rename(o.json .. ".tmp", o.json))
 end

@@ -5,6 +5,7 @@
 -- real test images. MNIST comes from fdm.data (fetched on first use).
 local fdm = require "fdm"
 local cls = require "fdm.classifier"
+local H = require "helpers"
 
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
 local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
@@ -234,6 +235,113 @@ describe("classifier.sample_flow_class and eval.lua --model", function()
     local s = fdm.io.load_safetensors(dir .. "/s.safetensors")
     assert.same({ 20, 1, 28, 28 }, s.images.shape)
     assert.same({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, s.labels:tolist())
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  local function run_eval(args)
+    local p = assert(io.popen(q(BIN) .. " scripts/eval.lua " .. args .. " 2>&1"))
+    local text = p:read("a")
+    return text, p:close()
+  end
+  local function tmpdir()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. q(dir))
+    return dir
+  end
+
+  it("fdm.models loads each Part B kind, from its metadata or its tensors, and refuses others", function()
+    local models = require "fdm.models"
+    local W = require "fdm.weights"
+    local dir = tmpdir()
+    local cases = {
+      { "denoiser", unet.UnconditionalUNet(1, 4), "UnconditionalUNet" },
+      { "flow_time", unet.TimeConditionalUNet(1, 4), "TimeConditionalUNet" },
+      { "flow_class", unet.ClassConditionalUNet(1, 4, 10), "ClassConditionalUNet" },
+    }
+    for _, c in ipairs(cases) do
+      local sd = {}
+      for k, v in pairs(c[2]:state_dict()) do sd[k] = v:contiguous() end
+      local tagged, bare = dir .. "/" .. c[1] .. ".safetensors", dir .. "/" .. c[1] .. "_bare.safetensors"
+      fdm.io.save_safetensors(tagged, sd, W.metadata(c[1], c[3], { hidden = 4 }))
+      fdm.io.save_safetensors(bare, sd)
+      for _, path in ipairs({ tagged, bare }) do
+        local net, info = models.load(path)
+        assert.equal(c[1], info.kind)
+        assert.equal(4, info.hidden)
+        assert.equal(c[2]:num_parameters(), net:num_parameters())
+        assert.is_false(net.training)
+      end
+    end
+    -- the kind asked for is enforced, by metadata and by tensors alike
+    local text, ok = run_eval("--model " .. q(dir .. "/denoiser.safetensors") .. " --n 2 --sigmas 0.5")
+    assert.is_true(ok, text)
+    local ok2, err = pcall(models.load, dir .. "/denoiser_bare.safetensors", { kinds = { "flow_time" } })
+    assert.is_false(ok2)
+    assert.truthy(tostring(err):find("expected flow_time", 1, true), tostring(err))
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("eval.lua --model DENOISER: MSE and PSNR per sigma, against the noisy input", function()
+    local dir = tmpdir()
+    local ev = require "fdm.denoiser_eval"
+    -- an identity "denoiser" gives the noisy input's numbers exactly; a net
+    -- that outputs zeros gives the images' mean square
+    local images = fdm.rand(6, 1, 28, 28)
+    local ident = setmetatable({ training = false }, { __call = function(_, z) return z end })
+    function ident.eval() end
+    function ident.train() end
+    local rows = ev.measure(ident, { images = images, sigmas = { 0, 0.3 }, seed = 3, batch = 4 })
+    assert.equal(0, rows[1].mse)
+    assert.equal(rows[2].noisy_mse, rows[2].mse)
+    assert.is_true(rows[2].mse > 0.01 and rows[2].mse < 0.09, tostring(rows[2].mse))
+    local zero = setmetatable({ training = false }, { __call = function(_, z) return z * 0 end })
+    zero.eval, zero.train = ident.eval, ident.train
+    local r0 = ev.measure(zero, { images = images, sigmas = { 0.5 } })
+    local want = images:square():mean():item()
+    assert.is_true(math.abs(r0[1].mse - want) < 1e-6, r0[1].mse .. " vs " .. want)
+    assert.is_true(math.abs(r0[1].psnr - 10 * math.log(1 / want, 10)) < 1e-4)
+    -- through eval.lua on a saved (untrained) denoiser
+    fdm.manual_seed(2)
+    local W = require "fdm.weights"
+    local net = unet.UnconditionalUNet(1, 4)
+    fdm.io.save_safetensors(dir .. "/d.safetensors", net:state_dict(), W.metadata("denoiser", "UnconditionalUNet", { hidden = 4 }))
+    local text, ok = run_eval("--model " .. q(dir .. "/d.safetensors") .. " --n 20 --sigmas 0,0.5 --json " .. q(dir .. "/r.json"))
+    assert.is_true(ok, text)
+    assert.truthy(text:find("20 images", 1, true), text)
+    assert.truthy(text:find("PSNR", 1, true), text)
+    local r = H.slurp(dir .. "/r.json")
+    assert.equal(2, select(2, r:gsub('"sigma":', "")))
+    assert.truthy(r:find('"noisy_mse": 0.00000000', 1, true), r)   -- sigma 0: the input is the image
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("eval.lua --model FLOW_TIME: unconditional samples, the digits read and the FD", function()
+    local dir = tmpdir()
+    fdm.manual_seed(4)
+    local W = require "fdm.weights"
+    local net = unet.TimeConditionalUNet(1, 4)
+    fdm.io.save_safetensors(dir .. "/t.safetensors", net:state_dict(), W.metadata("flow_time", "TimeConditionalUNet", { hidden = 4 }))
+    local text, ok = run_eval("--model " .. q(dir .. "/t.safetensors") .. " --n 12 --steps 2 --ref-n 300 --baseline 0" ..
+      " --out " .. q(dir .. "/g.png") .. " --json " .. q(dir .. "/r.json"))
+    assert.is_true(ok, text)
+    assert.truthy(text:find("read as", 1, true), text)
+    assert.is_nil(text:find("accuracy", 1, true), text)
+    local r = H.slurp(dir .. "/r.json")
+    assert.truthy(r:find('"accuracy": null', 1, true), r)
+    local total = 0
+    for k in r:gmatch('"read_as": (%d+)') do total = total + tonumber(k) end
+    assert.equal(12, total)
+    assert.is_true(H.exists(dir .. "/g.png"))
+    -- the sampler is the spec's Euler loop (eval mode: batch norm's running statistics)
+    net:eval()
+    local got = cls.sample_flow_time(net, 2, { steps = 3, seed = 9, clamp = false, progress = false })
+    fdm.manual_seed(9)
+    local x = fdm.randn(2, 1, 28, 28)
+    fdm.no_grad(function()
+      for i = 0, 2 do x = x + net(x, fdm.full({ 2, 1 }, i / 3)) / 3 end
+    end)
+    assert.is_true((got - x):abs():max():item() < 1e-5)
     os.execute("rm -rf " .. q(dir))
   end)
 end)

@@ -479,41 +479,9 @@ end
 -- opts.what names the option that gave the path (for messages).
 function M.load_flow_class(path, opts)
   opts = opts or {}
-  local unet = require "fdm.unet"
-  local sd, meta, _, resolved = W.read(path, { kind = "flow_class", what = opts.what,
+  local net, info = require("fdm.models").load(path, { kinds = { "flow_class" }, hidden = opts.hidden, what = opts.what,
     user = "a flow_class loader (fdm.classifier.load_flow_class, scripts/eval.lua --model)" })
-  path = resolved
-  -- strip a common prefix such as "model." if the keys carry one
-  if not sd["in_block.net.0.net.0.weight"] then
-    for k in pairs(sd) do
-      local pre = k:match("^(.-)in_block%.net%.0%.net%.0%.weight$")
-      if pre and pre ~= "" then
-        local out = {}
-        for k2, v in pairs(sd) do
-          if k2:sub(1, #pre) == pre then out[k2:sub(#pre + 1)] = v end
-        end
-        sd = out
-        break
-      end
-    end
-  end
-  meta = meta or {}
-  local D = opts.hidden or tonumber(meta["fdm.hidden"] or meta.hidden or meta["meta.hidden"] or meta.num_hiddens
-    or meta["meta.num_hiddens"] or meta.D or "")
-  local w0 = sd["in_block.net.0.net.0.weight"]
-  if not D and w0 then D = w0.shape[1] end
-  if not D then
-    cli.usage_error(("%s'%s' is not a ClassConditionalUNet (no in_block.net.0.net.0.weight, no hidden metadata)")
-      :format(opts.what and (opts.what .. ": ") or "", path))
-  end
-  local nc = 10
-  local wc = sd["fc1_c.net.0.weight"]
-  if wc then nc = wc.shape[2] end
-  local model = unet.ClassConditionalUNet(1, D, nc)
-  W.check_state(path, sd, model:state_dict(), ("ClassConditionalUNet(1, %d, %d)"):format(D, nc), opts.what)
-  model:load_state_dict(sd)
-  model:eval()
-  return model, meta, D
+  return net, info.meta, info.hidden
 end
 
 -- the fdm.* metadata of a class-conditioned flow model's weight file
@@ -522,22 +490,15 @@ function M.flow_class_metadata(hidden, num_classes)
     { in_channels = 1, hidden = hidden, num_classes = num_classes or 10 })
 end
 
--- CFG Euler sampler of the spec (2.6): x ~ N(0,I); for i = 0..T-1:
---   x += u(x, i/T) / T,  u = u_uncond + g (u_cond - u_uncond), c = 0 unconditional.
--- labels: int64 [N] tensor or Lua list of digits. opts: cfg (5), steps (300),
--- batch (256), clamp (true: result clamped to [0,1]), num_classes (10),
--- progress (a fdm.progress bar options table, or false), seed, device
--- (default: that of the model's parameters).
--- Returns float32 [N,1,28,28].
-function M.sample_flow_class(model, labels, opts)
-  opts = opts or {}
-  local g = opts.cfg or 5
+-- Euler sampling in batches: x ~ N(0,I); for i = 0..T-1: x += u(x, i/T) / T,
+-- with u = velocity(x, t, s, n) for the batch of n starting at sample s.
+-- opts: steps (300), batch (256), clamp (true: result clamped to [0,1]),
+-- progress (a fdm.progress bar options table, or false), seed, device (default:
+-- that of the model's parameters). Returns float32 [N,1,28,28] on the cpu.
+local function sample_euler(model, N, opts, velocity)
   local T = opts.steps or 300
   local batch = opts.batch or 256
-  local nc = opts.num_classes or model.num_classes or 10
-  if type(labels) == "table" then labels = fdm.tensor(labels, { dtype = "int64" }) end
   if opts.seed then fdm.manual_seed(opts.seed) end
-  local N = labels.shape[1]
   local bar
   if opts.progress ~= false and fdm.progress then
     local po = type(opts.progress) == "table" and opts.progress or {}
@@ -546,28 +507,19 @@ function M.sample_flow_class(model, labels, opts)
   end
   local was = model.training
   model:eval()
-  -- the device of the model's parameters (samples come back on the cpu)
   local dev = opts.device
   if not dev then
     local ps = model:parameters()
     dev = ps[1] and ps[1].device or "cpu"
   end
-  local on = { device = dev }
   local outs = {}
   fdm.no_grad(function()
     for s = 1, N, batch do
       local n = math.min(batch, N - s + 1)
-      local c = F.one_hot(labels:narrow(1, s, n), nc):float()
-      if dev ~= "cpu" then c = c:to(dev) end
-      local c0 = fdm.zeros({ n, nc }, on)
-      local x = fdm.randn({ n, 1, 28, 28 }, on)
+      local u_of = velocity(s, n, dev)
+      local x = fdm.randn({ n, 1, 28, 28 }, { device = dev })
       for i = 0, T - 1 do
-        local t = fdm.full({ n, 1 }, i / T, on)
-        local uc = model(x, c, t)
-        local uu = model(x, c0, t)
-        -- u = uu + g (uc - uu)
-        local u = uc:sub_(uu):mul_(g):add_(uu)
-        x:add_(u, 1 / T)
+        x:add_(u_of(x, fdm.full({ n, 1 }, i / T, { device = dev })), 1 / T)
         if bar then bar:update(1) end
       end
       if opts.clamp ~= false then x:clamp_(0, 1) end
@@ -578,6 +530,33 @@ function M.sample_flow_class(model, labels, opts)
   if bar then bar:close() end
   model:train(was)
   return #outs == 1 and outs[1] or fdm.cat(outs, 1)
+end
+
+-- CFG Euler sampler of the spec (2.6): u = u_uncond + g (u_cond - u_uncond),
+-- c = 0 unconditional. labels: int64 [N] tensor or Lua list of digits.
+-- opts: cfg (5), num_classes (10), and sample_euler's.
+function M.sample_flow_class(model, labels, opts)
+  opts = opts or {}
+  local g = opts.cfg or 5
+  local nc = opts.num_classes or model.num_classes or 10
+  if type(labels) == "table" then labels = fdm.tensor(labels, { dtype = "int64" }) end
+  return sample_euler(model, labels.shape[1], opts, function(s, n, dev)
+    local c = F.one_hot(labels:narrow(1, s, n), nc):float()
+    if dev ~= "cpu" then c = c:to(dev) end
+    local c0 = fdm.zeros({ n, nc }, { device = dev })
+    return function(x, t)
+      local uc = model(x, c, t)
+      local uu = model(x, c0, t)
+      return uc:sub_(uu):mul_(g):add_(uu)
+    end
+  end)
+end
+
+-- the time-conditioned sampler of the spec (2.3): N unconditional samples
+function M.sample_flow_time(model, N, opts)
+  return sample_euler(model, N, opts or {}, function()
+    return function(x, t) return model(x, t) end
+  end)
 end
 
 ---------------------------------------------------------------------------
