@@ -266,8 +266,14 @@ function train.run(cfg)
     local lr = opt.param_groups[1].lr
     log(string.format("epoch %d/%d: mean loss %.5g, %s for %d images (%.1f images/s, %.3f s/batch), next lr %.4g",
       epoch, epochs, h.epoch_loss[#h.epoch_loss], train.fmt_time(dt), images, rate, dt / math.max(count, 1), lr))
-    log(string.format("  projected full recipe: %d epochs x %d images / %.1f images/s = %s",
-      epochs, full, rate, train.fmt_time(epochs * full / rate)))
+    -- the projection is at the speed of the configuration that ran; a smaller
+    -- model or another batch than the recipe's says so instead of passing for it
+    local given = args.given or {}
+    local own = (given.hidden or given.batch) and
+      string.format(" (D=%s, batch %s: not the recipe's sizes, whose speed differs)", tostring(args.hidden),
+        tostring(args.batch)) or ""
+    log(string.format("  projected at this speed%s: %d epochs x %d images / %.1f images/s = %s",
+      own, epochs, full, rate, train.fmt_time(epochs * full / rate)))
     ckpt.save(run.checkpoint, {
       model = model, optimizer = opt, scheduler = sched, epoch = epoch,
       history = run.history, meta = meta,
