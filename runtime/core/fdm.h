@@ -136,6 +136,18 @@ void fdm_rng_set(uint64_t seed, uint64_t offset);
 /* reserves blocks 128-bit blocks of the stream; returns the offset of the first */
 uint64_t fdm_rng_take(uint64_t blocks);
 
+/* ---- autocast (core/autocast.c), as torch.autocast: while it is on,
+** conv2d, conv_transpose2d, linear and matmul/bmm round their operands to
+** its dtype (bfloat16 or float16) and accumulate in float32; FDM_FLOAT32 is
+** off. Per thread, like grad mode. */
+fdm_dtype fdm_autocast_dtype(void);
+/* d: FDM_FLOAT32 (off), FDM_BFLOAT16 or FDM_FLOAT16; -1 with the error set
+** for any other dtype. *prev (may be NULL) gets the state before. */
+int fdm_set_autocast(fdm_dtype d, fdm_dtype *prev);
+/* v rounded to dtype d (FDM_BFLOAT16/FDM_FLOAT16, round to nearest even, as
+** the dtype conversions) and back to float; FDM_FLOAT32: v itself */
+float fdm_round_to(fdm_dtype d, float v);
+
 /* ---- checks used by every op: return -1 and set the error on failure ---- */
 int fdm_check_dtype(const char *op, const fdm_tensor *t, fdm_dtype want);
 int fdm_check_float(const char *op, const fdm_tensor *t);
