@@ -4,15 +4,6 @@
 #include "cpu_autocast.h"
 #include "cpu_kernels.h"   /* CPU_PAR_MIN */
 
-/* elements from the view's first to its last addressed one: the copy keeps the
-** strides (batch strides of a GEMM, a broadcast batch), so gaps are copied too */
-static int64_t extent_of(const fdm_kview *v) {
-  if (fdm_kview_numel(v) == 0) return 0;
-  int64_t e = 1;
-  for (int d = 0; d < v->ndim; d++) e += (v->shape[d] - 1) * v->stride[d];
-  return e;
-}
-
 static float element(const fdm_kview *v, int64_t i) {
   switch (v->dtype) {
     case FDM_FLOAT16: return fdm_half_to_float(((const uint16_t *)v->data)[i]);
@@ -22,7 +13,7 @@ static float element(const fdm_kview *v, int64_t i) {
 }
 
 static int round_one(const char *op, fdm_dtype d, const fdm_kview *in, cpu_rounded *out) {
-  int64_t n = extent_of(in);
+  int64_t n = fdm_kview_extent(in);
   out->owned = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
   if (!out->owned)
     return fdm_seterror("%s: out of memory rounding an operand of %lld elements to %s (autocast)", op,

@@ -74,6 +74,14 @@ static inline int64_t fdm_kview_numel(const fdm_kview *v) {
   for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
   return n;
 }
+/* elements from the view's first to its last addressed one (non-negative
+** strides): a copy of that span keeps the view's strides valid */
+static inline int64_t fdm_kview_extent(const fdm_kview *v) {
+  if (fdm_kview_numel(v) == 0) return 0;
+  int64_t e = 1;
+  for (int d = 0; d < v->ndim; d++) e += (v->shape[d] - 1) * v->stride[d];
+  return e;
+}
 
 /* ---- errors (core/error.c) ---- */
 int fdm_seterror(const char *fmt, ...);   /* always returns -1 */
