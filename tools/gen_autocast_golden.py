@@ -33,6 +33,7 @@ PyTorch also casts the bias to bf16; fdm adds a float32 bias, so the biases
 are drawn bf16-exact and the two agree. "matmul" has no weight: w is the second
 operand, b is absent.
 """
+import json
 import os
 
 import numpy as np
@@ -69,7 +70,8 @@ def run(op, x, w, b, kw):
 def main():
     torch.manual_seed(20261127)
     t = {}
-    meta = {"torch": torch.__version__, "generator": "tools/gen_autocast_golden.py"}
+    # metadata values are JSON (tests/helpers.lua decodes them)
+    meta = {"torch": json.dumps(torch.__version__), "generator": json.dumps("tools/gen_autocast_golden.py")}
     for name, (op, xs, ws, has_b, kw) in CASES.items():
         x = torch.randn(*xs)
         w = torch.randn(*ws) * 0.5
