@@ -1,4 +1,5 @@
-/* autocast.c: the autocast state (see fdm.h) and the rounding it applies.
+/* autocast.c: the autocast state (see fdm.h); the rounding it asks for is
+** dtype.c's fdm_round_to (the base layer, which the kernels may call).
 ** Thread-local like grad mode, so a thread's region never leaks into another. */
 #include "fdm.h"
 
@@ -13,12 +14,4 @@ int fdm_set_autocast(fdm_dtype d, fdm_dtype *prev) {
   if (prev) *prev = autocast;
   autocast = d;
   return 0;
-}
-
-float fdm_round_to(fdm_dtype d, float v) {
-  switch (d) {
-    case FDM_BFLOAT16: return fdm_bf16_to_float(fdm_float_to_bf16(v));
-    case FDM_FLOAT16: return fdm_half_to_float(fdm_float_to_half(v));
-    default: return v;
-  }
 }

@@ -101,6 +101,9 @@ float fdm_half_to_float(uint16_t h);
 uint16_t fdm_float_to_half(float f);
 float fdm_bf16_to_float(uint16_t h);
 uint16_t fdm_float_to_bf16(float f);
+/* v rounded to dtype d (FDM_BFLOAT16/FDM_FLOAT16, round to nearest even, as
+** the conversions above) and back to float; FDM_FLOAT32: v itself */
+float fdm_round_to(fdm_dtype d, float v);
 
 /* ---- tensor lifetime (core/tensor.c) ---- */
 fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev);
@@ -152,9 +155,6 @@ fdm_dtype fdm_autocast_dtype(void);
 /* d: FDM_FLOAT32 (off), FDM_BFLOAT16 or FDM_FLOAT16; -1 with the error set
 ** for any other dtype. *prev (may be NULL) gets the state before. */
 int fdm_set_autocast(fdm_dtype d, fdm_dtype *prev);
-/* v rounded to dtype d (FDM_BFLOAT16/FDM_FLOAT16, round to nearest even, as
-** the dtype conversions) and back to float; FDM_FLOAT32: v itself */
-float fdm_round_to(fdm_dtype d, float v);
 
 /* ---- checks used by every op: return -1 and set the error on failure ---- */
 int fdm_check_dtype(const char *op, const fdm_tensor *t, fdm_dtype want);
