@@ -28,11 +28,12 @@
 ** Autocast (p->autocast, part of the plan's key): the images and the filter
 ** are bfloat16 (or float16) descriptors with float compute, cuDNN's
 ** PSEUDO_BFLOAT16/PSEUDO_HALF configuration on tensor cores. Each cuDNN call
-** (run_forward, run_backward_data, run_backward_filter) narrows its float32
-** operands into the work buffer (cuda_autocast.cuh) and widens its result
-** back to float32. cuDNN writes that result in bfloat16, so unlike cuBLAS
-** (float32 C) the convolution's output and gradients carry one more
-** rounding, as PyTorch's autocast outputs do.
+** narrows its float32 operands into the work buffer (cuda_autocast.cuh;
+** the *_work slot then counts the narrowed images and filter instead of the
+** widened weight) and widens its result back to float32 (run_dir). cuDNN
+** writes that result in bfloat16, so unlike cuBLAS (float32 C) the
+** convolution's output and gradients carry one more rounding, as PyTorch's
+** autocast outputs do.
 ** Bias add and bias gradient are this file's own kernels (the gradient sums
 ** in double, as kernels/cpu/conv.c, split over blocks per channel).
 */
@@ -280,64 +281,53 @@ static int plan_buffers(const char *op, const conv_plan *c, const fdm_kview *w, 
   return 0;
 }
 
-/* The three cuDNN directions on the relation (in image, filter, out image), float32 in and out. Under autocast
-** (nb) the operands are narrowed into nb first and the result widened from it. */
-static int narrow(const char *op, const conv_plan *c, const void *src, fdm_dtype from, int64_t n, void *dst) {
-  return cuda_autocast_convert(op, src, from, n, dst, c->p.autocast);
-}
-static int widen(const char *op, const conv_plan *c, const void *src, int64_t n, float *dst) {
-  return cuda_autocast_convert(op, src, c->p.autocast, n, dst, FDM_FLOAT32);
-}
+/* The three cuDNN directions on the relation (in image, filter, out image): the forward computes out from in
+** and the filter, backward-data in from out and the filter, backward-filter the filter from in and out. */
+typedef enum { CONV_FORWARD, CONV_BACKWARD_DATA, CONV_BACKWARD_FILTER } conv_dir;
 
-/* out = the convolution of in with the filter (w; wf its float32 data) */
-static int run_forward(const char *op, const conv_plan *c, void *ws, const narrow_bufs *nb, const float *in,
-                       const fdm_kview *w, const float *wf, float *out) {
+static cudnnStatus_t cudnn_dir(const conv_plan *c, conv_dir d, void *ws, const void *in, const void *filt,
+                               const void *out, void *result) {
   const float one = 1.0f, nil = 0.0f;
   cudnnHandle_t h = fdm_cuda_cudnn();
-  if (!nb) {
-    NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, in, c->filt, wf, c->conv, c->fwd, ws, c->ws_bytes, &nil,
-                                         c->out, out));
-    return 0;
+  switch (d) {
+    case CONV_FORWARD:
+      return cudnnConvolutionForward(h, &one, c->in, in, c->filt, filt, c->conv, c->fwd, ws, c->ws_bytes, &nil,
+                                     c->out, result);
+    case CONV_BACKWARD_DATA:
+      return cudnnConvolutionBackwardData(h, &one, c->filt, filt, c->out, out, c->conv, c->bwd_data, ws,
+                                          c->ws_bytes, &nil, c->in, result);
+    default:
+      return cudnnConvolutionBackwardFilter(h, &one, c->in, in, c->out, out, c->conv, c->bwd_filter, ws,
+                                            c->ws_bytes, &nil, c->filt, result);
   }
-  if (narrow(op, c, in, FDM_FLOAT32, c->in_elems, nb->in) || narrow(op, c, w->data, w->dtype, c->w_floats, nb->filt))
-    return -1;
-  NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, nb->in, c->filt, nb->filt, c->conv, c->fwd, ws, c->ws_bytes,
-                                       &nil, c->out, nb->out));
-  return widen(op, c, nb->out, c->out_elems, out);
 }
 
-/* in = the adjoint convolution of out with the filter */
-static int run_backward_data(const char *op, const conv_plan *c, void *ws, const narrow_bufs *nb, const fdm_kview *w,
-                             const float *wf, const float *out, float *in) {
-  const float one = 1.0f, nil = 0.0f;
-  cudnnHandle_t h = fdm_cuda_cudnn();
+/* direction d with float32 operands and result (in, the filter w / its float32 data wf, out, the filter
+** gradient gw: the result is out, in or gw). Under autocast (nb) the two operands are narrowed into nb first and
+** the result widened from it. */
+static int run_dir(const char *op, const conv_plan *c, conv_dir d, void *ws, const narrow_bufs *nb, float *in,
+                   const fdm_kview *w, const float *wf, float *out, float *gw) {
+  static const char *const what[] = {"cudnnConvolutionForward", "cudnnConvolutionBackwardData",
+                                     "cudnnConvolutionBackwardFilter"};
+  cudnnStatus_t st;
   if (!nb) {
-    NN_CUDNN(op, cudnnConvolutionBackwardData(h, &one, c->filt, wf, c->out, out, c->conv, c->bwd_data, ws,
-                                              c->ws_bytes, &nil, c->in, in));
-    return 0;
+    st = cudnn_dir(c, d, ws, in, wf, out, d == CONV_FORWARD ? (void *)out : d == CONV_BACKWARD_DATA ? (void *)in : gw);
+  } else {
+    fdm_dtype to = c->p.autocast;
+    if ((d != CONV_BACKWARD_DATA && cuda_autocast_convert(op, in, FDM_FLOAT32, c->in_elems, nb->in, to)) ||
+        (d != CONV_BACKWARD_FILTER && cuda_autocast_convert(op, w->data, w->dtype, c->w_floats, nb->filt, to)) ||
+        (d != CONV_FORWARD && cuda_autocast_convert(op, out, FDM_FLOAT32, c->out_elems, nb->out, to)))
+      return -1;
+    void *res = d == CONV_FORWARD ? nb->out : d == CONV_BACKWARD_DATA ? nb->in : nb->filt;
+    st = cudnn_dir(c, d, ws, nb->in, nb->filt, nb->out, res);
+    if (st == CUDNN_STATUS_SUCCESS) {
+      if (d == CONV_FORWARD) return cuda_autocast_convert(op, res, to, c->out_elems, out, FDM_FLOAT32);
+      if (d == CONV_BACKWARD_DATA) return cuda_autocast_convert(op, res, to, c->in_elems, in, FDM_FLOAT32);
+      return cuda_autocast_convert(op, res, to, c->w_floats, gw, FDM_FLOAT32);
+    }
   }
-  if (narrow(op, c, w->data, w->dtype, c->w_floats, nb->filt) || narrow(op, c, out, FDM_FLOAT32, c->out_elems, nb->out))
-    return -1;
-  NN_CUDNN(op, cudnnConvolutionBackwardData(h, &one, c->filt, nb->filt, c->out, nb->out, c->conv, c->bwd_data, ws,
-                                            c->ws_bytes, &nil, c->in, nb->in));
-  return widen(op, c, nb->in, c->in_elems, in);
-}
-
-/* filt = the filter gradient of the pair (in, out) */
-static int run_backward_filter(const char *op, const conv_plan *c, void *ws, const narrow_bufs *nb, const float *in,
-                               const float *out, float *filt) {
-  const float one = 1.0f, nil = 0.0f;
-  cudnnHandle_t h = fdm_cuda_cudnn();
-  if (!nb) {
-    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, in, c->out, out, c->conv, c->bwd_filter, ws,
-                                                c->ws_bytes, &nil, c->filt, filt));
-    return 0;
-  }
-  if (narrow(op, c, in, FDM_FLOAT32, c->in_elems, nb->in) || narrow(op, c, out, FDM_FLOAT32, c->out_elems, nb->out))
-    return -1;
-  NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, nb->in, c->out, nb->out, c->conv, c->bwd_filter, ws,
-                                              c->ws_bytes, &nil, c->filt, nb->filt));
-  return widen(op, c, nb->filt, c->w_floats, filt);
+  if (st != CUDNN_STATUS_SUCCESS) return fdm_cuda_seterror("%s: %s failed: %s", op, what[d], cudnnGetErrorString(st));
+  return 0;
 }
 
 /* dst [P, hr, wr] = src [P, h, w] in the top-left corner, zeros elsewhere */
@@ -480,7 +470,8 @@ extern "C" int cuda_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kv
   const float *wf;
   narrow_bufs nbs;
   const narrow_bufs *nb;
-  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb) || run_forward(op, c, ws, nb, nn_f(x), w, wf, nn_f(y)))
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb) ||
+      run_dir(op, c, CONV_FORWARD, ws, nb, nn_f(x), w, wf, nn_f(y), NULL))
     return -1;
   return bias_add(op, p, b, nn_f(y), p->K, S);
 }
@@ -505,8 +496,8 @@ extern "C" int cuda_kernel_conv2d_backward(const fdm_conv_params *p, const fdm_k
   narrow_bufs nbs;
   const narrow_bufs *nb;
   if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb)) return -1;
-  if (gx && run_backward_data(op, c, ws, nb, w, wf, nn_f(gy), nn_f(gx))) return -1;
-  if (gw && run_backward_filter(op, c, ws, nb, nn_f(x), nn_f(gy), nn_f(gw))) return -1;
+  if (gx && run_dir(op, c, CONV_BACKWARD_DATA, ws, nb, nn_f(gx), w, wf, nn_f(gy), NULL)) return -1;
+  if (gw && run_dir(op, c, CONV_BACKWARD_FILTER, ws, nb, nn_f(x), w, wf, nn_f(gy), nn_f(gw))) return -1;
   return 0;
 }
 
@@ -531,7 +522,7 @@ extern "C" int cuda_kernel_conv_transpose2d_forward(const fdm_conv_params *p, co
   if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb)) return -1;
   /* y (the relation's input image) = backward-data of x (its output image) */
   const float *px = padded_x(op, c, x, work, 1);
-  if (!px || run_backward_data(op, c, ws, nb, w, wf, px, nn_f(y))) return -1;
+  if (!px || run_dir(op, c, CONV_BACKWARD_DATA, ws, nb, nn_f(y), w, wf, (float *)px, NULL)) return -1;
   return bias_add(op, p, b, nn_f(y), p->K, S);
 }
 
@@ -559,12 +550,12 @@ extern "C" int cuda_kernel_conv_transpose2d_backward(const fdm_conv_params *p, c
   /* gw: backward-filter with gy as the input image and x as the output gradient */
   if (gw) {
     const float *px = padded_x(op, c, x, work, 1);
-    if (!px || run_backward_filter(op, c, ws, nb, nn_f(gy), px, nn_f(gw))) return -1;
+    if (!px || run_dir(op, c, CONV_BACKWARD_FILTER, ws, nb, nn_f(gy), w, wf, (float *)px, nn_f(gw))) return -1;
   }
   /* gx (the relation's output image) = conv2d forward of gy (cropped from the padded size) */
   if (gx) {
     float *dst = c->pad_floats ? padded_x(op, c, x, work, 0) : (float *)gx->data;
-    if (run_forward(op, c, ws, nb, nn_f(gy), w, wf, dst)) return -1;
+    if (run_dir(op, c, CONV_FORWARD, ws, nb, nn_f(gy), w, wf, dst, NULL)) return -1;
     if (c->pad_floats) {
       int64_t P = (int64_t)p->N * p->C, n = P * p->H * p->W;
       crop_planes<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(dst, P, c->hr, c->wr, nn_f(gx), p->H, p->W);

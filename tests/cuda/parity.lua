@@ -545,41 +545,31 @@ local specs = {
   { "ClassConditionalUNet", function() return unet.ClassConditionalUNet(1, D, 10) end,
     function(m, x, c, t) return m(x, c, t) end },
 }
-for _, s in ipairs(specs) do
-  -- float32 sums over a whole UNet in another order: 1e-3 relative (in norm)
-  -- on the loss, the gradients and the parameters after Adam's step
-  model_case("training step " .. s[1], { norm = 1e-3 }, function(dev)
-    local model = s[2]():to(dev)
-    local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
-    local x = fdm.randn(N, 1, 28, 28):to(dev)
-    local c = F.one_hot(fdm.randint(0, 10, { N }), 10):float():to(dev)
-    local t = fdm.rand(N, 1):to(dev)
-    local loss = F.mse_loss(s[3](model, x, c, t), x)
-    loss:backward()
-    local ps = model:parameters()
-    local g1, gl = ps[1].grad, ps[#ps].grad
-    opt:step()
-    return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach()
-  end)
-end
-
--- a training step under bf16 autocast: each of the UNet's convolutions carries
--- one bf16 rounding of its output on the GPU (cuDNN) that the CPU does not
--- (<= 2^-9 relative, random in sign): 2e-2 relative in norm on the loss, the
--- gradients and the parameters after Adam
-model_case("training step ClassConditionalUNet under bf16 autocast", { norm = 2e-2 }, function(dev)
-  local model = unet.ClassConditionalUNet(1, D, 10):to(dev)
+-- one training step of spec s on dev, its forward and loss under autocast
+-- (nil: off): the loss, two gradients and two parameters after Adam's step
+local function train_step(s, dev, autocast)
+  local model = s[2]():to(dev)
   local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
   local x = fdm.randn(N, 1, 28, 28):to(dev)
   local c = F.one_hot(fdm.randint(0, 10, { N }), 10):float():to(dev)
   local t = fdm.rand(N, 1):to(dev)
-  local loss = fdm.autocast("bfloat16", function() return F.mse_loss(model(x, c, t), x) end)
+  local loss = fdm.autocast(autocast, function() return F.mse_loss(s[3](model, x, c, t), x) end)
   loss:backward()
   local ps = model:parameters()
   local g1, gl = ps[1].grad, ps[#ps].grad
   opt:step()
   return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach()
-end)
+end
+for _, s in ipairs(specs) do
+  -- float32 sums over a whole UNet in another order: 1e-3 relative (in norm)
+  -- on the loss, the gradients and the parameters after Adam's step
+  model_case("training step " .. s[1], { norm = 1e-3 }, function(dev) return train_step(s, dev) end)
+end
+-- under bf16 autocast each of the UNet's convolutions carries one bf16
+-- rounding of its output on the GPU (cuDNN) that the CPU does not (<= 2^-9
+-- relative, random in sign): 2e-2 relative in norm
+model_case("training step ClassConditionalUNet under bf16 autocast", { norm = 2e-2 },
+  function(dev) return train_step(specs[3], dev, "bfloat16") end)
 
 model_case("sampler run (flow matching, time-conditional Euler)", { norm = 1e-3 }, function(dev)
   local flow = require "fdm.flow"
