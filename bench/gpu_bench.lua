@@ -18,8 +18,9 @@
 -- fdm first, then PyTorch eager, eager under bf16 autocast, and torch.compile
 -- in modes reduce-overhead and max-autotune (the faster is compared). Same
 -- precision on both sides: TF32 matmuls and convolutions when FDM_TF32=1
--- (the default of `make bench-gpu`), strict float32 otherwise. fdm has no
--- bf16 autocast yet: that row says n/a.
+-- (the default of `make bench-gpu`), strict float32 otherwise; then fdm
+-- again under fdm.autocast("bfloat16") against PyTorch's bf16 autocast row,
+-- each workload within BENCH_BOX (the epoch and the sampler extrapolated).
 -- Each workload is time-boxed: it is timed over the steps that fit its box
 -- and extrapolated to the whole epoch / sampler run when they do not all fit
 -- (the table marks those with "~"). The share of the GPU's dense peak for the
@@ -40,6 +41,7 @@
 --                     fdm leaves (at least 60), its compile modes are cut off at that
 --   BENCH_BOX         seconds of timed work per train-step workload (default 4)
 --   BENCH_LONG_BOX    seconds for the epoch and the sampler (default 20)
+--   BENCH_FDM_BF16    0 skips fdm's bf16 autocast rows (default 1)
 --   BENCH_WORKLOADS   comma list (default cc_train,uncond_train,cc_epoch,cfg_sample)
 --   BENCH_TORCH       0 skips PyTorch; BENCH_PYTHON the interpreter (python3)
 --   BENCH_TORCH_MODES (default eager,eager_bf16,reduce-overhead,max-autotune)
@@ -67,6 +69,7 @@ local WORKLOADS = env("BENCH_WORKLOADS", "cc_train,uncond_train,cc_epoch,cfg_sam
 local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
 local PYTHON = env("BENCH_PYTHON", "python3")
 local TORCH_MODES = env("BENCH_TORCH_MODES", "eager,eager_bf16,reduce-overhead,max-autotune")
+local FDM_BF16 = env("BENCH_FDM_BF16", "1") ~= "0"
 local CUDNN_BENCH = env("FDM_CUDNN_BENCHMARK", "0") ~= "0"
 -- as the plugin reads it (fdm.get_tf32 where the runtime has it)
 local TF32 = fdm.get_tf32 and fdm.get_tf32() or env("FDM_TF32", "0") == "1" or env("FDM_TF32", "0") == "true"
@@ -217,7 +220,8 @@ local function timed_steps(step, total, box, warmup)
   return (clock() - t0) * total / done, done
 end
 
-local function train_workload(kind)
+-- box: the time box (default BOX; the bf16 rows pass BOX to the long workloads too)
+local function train_workload(kind, box)
   local D, N = S[kind][1], S[kind][2]
   local m = build(kind, D, DEV)
   m:train()
@@ -238,12 +242,12 @@ local function train_workload(kind)
     return loss
   end
   local steps = 20
-  local sec, done = timed_steps(step, steps, BOX)
+  local sec, done = timed_steps(step, steps, box or BOX)
   local per = sec / steps
   return { ips = N / per, seconds = per, unit = "s/step", timed = done, total = steps }
 end
 
-local function epoch_workload()
+local function epoch_workload(box)
   local D, N, steps = S.cc[1], S.epoch_batch, S.epoch_steps
   local m = build("cc", D, DEV)
   m:train()
@@ -264,12 +268,12 @@ local function epoch_workload()
     opt:step()
     return loss
   end
-  local sec, done = timed_steps(step, steps, LONG_BOX)
+  local sec, done = timed_steps(step, steps, box or LONG_BOX)
   return { ips = steps * N / sec, seconds = sec, unit = ("s/epoch of %d steps"):format(steps), timed = done,
            total = steps }
 end
 
-local function sample_workload()
+local function sample_workload(box)
   local D, n, steps, g = S.cc[1], S.digits, S.sample_steps, 5
   local m = build("cc", D, DEV)
   m:eval()
@@ -292,14 +296,14 @@ local function sample_workload()
     return x
   end
   reset()
-  local sec, done = timed_steps(step, steps, LONG_BOX)
+  local sec, done = timed_steps(step, steps, box or LONG_BOX)
   return { ips = n / sec, seconds = sec, unit = ("s for %d digits x %d steps"):format(n, steps), timed = done,
            total = steps }
 end
 
 local RUN = {
-  uncond_train = function() return train_workload("uncond") end,
-  cc_train = function() return train_workload("cc") end,
+  uncond_train = function(box) return train_workload("uncond", box) end,
+  cc_train = function(box) return train_workload("cc", box) end,
   cc_epoch = epoch_workload,
   cfg_sample = sample_workload,
 }
@@ -325,25 +329,33 @@ if fdm.set_default_device then fdm.set_default_device(DEV) end
 
 local order = split(WORKLOADS)
 local results = {}   -- results[workload][impl] = {ips, seconds, note}
-for _, w in ipairs(order) do
-  assert(RUN[w], "unknown workload " .. w)
-  results[w] = {}
+-- one fdm run of workload w into results[w][impl]; autocast: a dtype or nil
+local function run_fdm(w, impl, autocast, box)
   local t0, st0 = clock(), fdm.backend_stats(DEV)
-  local ok, r = pcall(RUN[w])
+  local ok, r = pcall(fdm.autocast, autocast, RUN[w], box)
   if ok then
     local st1 = fdm.backend_stats(DEV)
     r.note = r.timed < r.total and ("extrapolated from %d of %d steps"):format(r.timed, r.total) or nil
     r.device_allocs, r.device_downloads = st1.allocs - st0.allocs, st1.downloads - st0.downloads
-    results[w].fdm = r
-    print(("  fdm   %-13s %10.1f img/s  %.4f %s%s  (%.0f s; %s: %d allocations, %d downloads)"):format(w, r.ips,
-      r.seconds, r.unit, r.note and (", " .. r.note) or "", clock() - t0, DEV, r.device_allocs, r.device_downloads))
+    results[w][impl] = r
+    print(("  %-8s %-13s %10.1f img/s  %.4f %s%s  (%.0f s; %s: %d allocations, %d downloads)"):format(impl, w,
+      r.ips, r.seconds, r.unit, r.note and (", " .. r.note) or "", clock() - t0, DEV, r.device_allocs,
+      r.device_downloads))
   else
-    results[w].fdm = { error = tostring(r) }
-    print(("  fdm   %-13s FAILED: %s"):format(w, tostring(r)))
+    results[w][impl] = { error = tostring(r) }
+    print(("  %-8s %-13s FAILED: %s"):format(impl, w, tostring(r)))
   end
   collectgarbage(); collectgarbage()
   fdm.empty_cache()
   io.stdout:flush()
+end
+for _, w in ipairs(order) do
+  assert(RUN[w], "unknown workload " .. w)
+  results[w] = {}
+  run_fdm(w, "fdm", nil)
+end
+if FDM_BF16 then
+  for _, w in ipairs(order) do run_fdm(w, "fdm_bf16", "bfloat16", BOX) end
 end
 
 ---------------------------------------------------------------- PyTorch
@@ -428,13 +440,14 @@ for _, w in ipairs(order) do
       if #why > 0 then b = { error = table.concat(why, ", ") } end
     end
     row(w, "PyTorch compile" .. (mode and (" (" .. mode .. ")") or ""), PRECISION, b, f)
-    row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, f)   -- fdm (tf32/fp32) against it
+    row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, res.fdm_bf16)
   end
-  print(("| %s | fdm | bf16 | n/a: no bf16 autocast yet | - | - | - |"):format(w))
+  if res.fdm_bf16 then row(w, "fdm, bf16 autocast", "bf16", res.fdm_bf16, nil)
+  else print(("| %s | fdm, bf16 autocast | bf16 | not run (BENCH_FDM_BF16=0) | - | - | - |"):format(w)) end
 end
 print()
-print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster (against the bf16 row: fdm at "
-  .. PRECISION .. "). TFLOP/s from the "
+print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster (the bf16 row against fdm "
+  .. "under bf16 autocast). TFLOP/s from the "
   .. "convolution and linear FLOPs only (training step = 3 forwards).")
 print(("cc_epoch: %d steps of batch %d over random MNIST-shaped data on the device (MNIST is not on the GPU "
   .. "machine); cfg_sample: %d digits, %d Euler steps, guidance 5 (batch %d per forward)."):format(S.epoch_steps,

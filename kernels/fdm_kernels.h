@@ -48,7 +48,10 @@ typedef enum { FDM_RANDOM_UNIFORM, FDM_RANDOM_NORMAL, FDM_RANDOM_INT } fdm_rando
 /* C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i] for every batch index i,
 ** row-major float32 matrices (B may be float16/bfloat16: converted one matrix
 ** at a time). A and B address their batches through batch_shape and their own
-** batch strides (0 where broadcast); C's batches are packed (ldc * M apart). */
+** batch strides (0 where broadcast); C's batches are packed (ldc * M apart).
+** autocast (FDM_BFLOAT16/FDM_FLOAT16; FDM_FLOAT32 = off, the zero value): the
+** product of A and B rounded to that dtype (round to nearest even), float32
+** accumulation and result (fdm.h: fdm_autocast_dtype). */
 typedef struct {
   int64_t M, N, K;
   int trans_a, trans_b;
@@ -56,6 +59,7 @@ typedef struct {
   int batch_nd;
   int64_t batch_shape[FDM_MAXDIM], batch_stride_a[FDM_MAXDIM], batch_stride_b[FDM_MAXDIM];
   float alpha, beta;
+  fdm_dtype autocast;
 } fdm_gemm_params;
 
 typedef struct {

@@ -6,6 +6,12 @@
 ** kernel; accumulation is float32). Optional operands are NULL. Gradient
 ** outputs are overwritten, not accumulated. "work" is scratch memory the op
 ** allocates from the device (its size in floats from the *_work kernel).
+**
+** autocast (fdm_conv_params.autocast, linear's first argument): FDM_FLOAT32
+** (the zero value) computes in float32; FDM_BFLOAT16/FDM_FLOAT16 computes the
+** products (forward, data and weight gradients) with x, w and gy rounded to
+** that dtype and float32 accumulation, as torch.autocast. Outputs, gradients,
+** the bias add and the bias gradient (the sum of the float32 gy) stay float32.
 */
 #ifndef FDM_KERNELS_NN_H
 #define FDM_KERNELS_NN_H
@@ -16,6 +22,7 @@ typedef struct {
   int K;                 /* output channels */
   int kh, kw, sh, sw, ph, pw, dh, dw, groups;
   int OH, OW;            /* output spatial size (computed by the op) */
+  fdm_dtype autocast;    /* operands' rounding (above) */
 } fdm_conv_params;
 
 typedef struct {
@@ -58,10 +65,10 @@ typedef struct {
 
 #define FDM_NN_KERNELS(X)                                                                    \
   /* y [M, OUT] = x [M, IN] w[OUT, IN]^T (+ b); w float32/float16/bfloat16 */               \
-  X(linear_forward, (int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w, \
+  X(linear_forward, (fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w, \
                      const fdm_kview *b, const fdm_kview *y))                                  \
   /* gx [M, IN], gw [OUT, IN] (float32 even for a half w), gb [OUT]: any may be NULL */      \
-  X(linear_backward, (int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w, \
+  X(linear_backward, (fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w, \
                       const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,            \
                       const fdm_kview *gb))                                                   \
   X(conv2d_work, (const fdm_conv_params *p, size_t *floats))                                 \

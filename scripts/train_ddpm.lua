@@ -33,6 +33,7 @@ local spec = {
     { "warmup", "int", 200, "linear learning-rate warmup steps (then cosine decay to lr/20)", min = 0 },
     { "schedule", "choice", "cosine", "beta schedule", choices = { "cosine", "linear" } },
     { "samples", "flag", true, "save a CFG sample grid after every epoch (--samples=false to skip)" },
+    train_lib.AUTOCAST,
   },
 }
 local args = cli.parse_or_exit(arg, spec)
@@ -107,7 +108,8 @@ end
 local CKPT, EMA_PATH = OUT .. "/checkpoint.safetensors", OUT .. "/ema.safetensors"
 -- stored in the checkpoint; --resume must be given the same
 local META = { script = "train_ddpm", hidden = args.hidden, schedule = args.schedule, T = model.T,
-  p_uncond = args.p_uncond, ema = args.ema, lr = args.lr, batch = args.batch, seed = args.seed }
+  p_uncond = args.p_uncond, ema = args.ema, lr = args.lr, batch = args.batch, seed = args.seed,
+  autocast = args.autocast }
 local history = { loss = {}, epoch_loss = {} }
 local start_epoch = 1
 if args.resume then
@@ -171,7 +173,7 @@ for ep = start_epoch, args.epochs do
   for x, y in epoch_batches(train, args.batch) do
     if args.device ~= "cpu" then x, y = x:to(args.device), y:to(args.device) end
     for _, g in ipairs(opt.param_groups) do g.lr = lr_at(step) end
-    local loss = M.loss(model, x, y, { p_uncond = args.p_uncond })
+    local loss = train_lib.autocast(args, M.loss, model, x, y, { p_uncond = args.p_uncond })
     opt:zero_grad()
     loss:backward()
     opt:step()
@@ -202,7 +204,7 @@ end
 local final = history.epoch_loss[#history.epoch_loss]
 with_final_weights(function()
   M.save(model, WEIGHTS, { epochs = args.epochs, batch = args.batch, lr = args.lr, seed = args.seed,
-    p_uncond = args.p_uncond, ema = args.ema, subset = args.subset,
+    p_uncond = args.p_uncond, ema = args.ema, subset = args.subset, autocast = args.autocast,
     final_loss = final and string.format("%.5f", final) or "?",
     train_seconds = string.format("%.1f", fdm.time() - t0),
     command = "./build/fdm scripts/train_ddpm.lua " .. table.concat(arg or {}, " ") })

@@ -20,8 +20,9 @@ describe("bench-gpu", function()
     for _, w in ipairs({ "cc_train", "uncond_train", "cc_epoch", "cfg_sample" }) do
       -- "~" marks a figure extrapolated from part of the run (a slow machine, a sanitizer build)
       assert.truthy(out:match("| " .. w .. " | fdm | fp32 | ~?[%d.]+ |"), w .. " missing:\n" .. out)
-      assert.truthy(out:find("| " .. w .. " | fdm | bf16 | n/a: no bf16 autocast yet |", 1, true), out)
+      assert.truthy(out:match("| " .. w .. " | fdm, bf16 autocast | bf16 | ~?[%d.]+ |"), w .. " bf16 missing:\n" .. out)
       assert.truthy(out:match("fdm%s+" .. w .. "%s+[%d.]+ img/s.-fake: [1-9]%d* allocations"), out)
+      assert.truthy(out:match("fdm_bf16%s+" .. w .. "%s+[%d.]+ img/s.-fake: [1-9]%d* allocations"), out)
     end
     local f = assert(io.open(json))
     local s = f:read("a")

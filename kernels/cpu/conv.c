@@ -19,6 +19,7 @@
 ** gemm is wide enough to run near peak.
 */
 #include "cpu_nn.h"
+#include "cpu_autocast.h"
 #include "cpu_kernels.h"
 #include "winograd.h"
 #include <stdlib.h>
@@ -518,6 +519,38 @@ static const float *float_weights(const char *op, const fdm_kview *w, float **ow
 
 #define VDATA(v) ((v) ? (float *)(v)->data : NULL)
 
+/* autocast (cpu_autocast.h): the float32 entry f on rounded operands */
+typedef int (*conv_forward_fn)(const fdm_conv_params *, const fdm_kview *, const fdm_kview *, const fdm_kview *,
+                               const fdm_kview *, const fdm_kview *);
+typedef int (*conv_backward_fn)(const fdm_conv_params *, const fdm_kview *, const fdm_kview *, const fdm_kview *,
+                                const fdm_kview *, const fdm_kview *, const fdm_kview *, const fdm_kview *);
+
+static int forward_autocast(const char *op, conv_forward_fn f, const fdm_conv_params *p, const fdm_kview *x,
+                            const fdm_kview *w, const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  const fdm_kview *ops[2] = {x, w};
+  cpu_rounded r[2];
+  if (cpu_round_operands(op, p->autocast, 2, ops, r)) return -1;
+  fdm_conv_params q = *p;
+  q.autocast = FDM_FLOAT32;
+  int rc = f(&q, &r[0].v, &r[1].v, b, y, work);
+  cpu_rounded_free(2, r);
+  return rc;
+}
+
+/* x is rounded only for gw, w only for gx; the bias gradient sums the float32 gy */
+static int backward_autocast(const char *op, conv_backward_fn f, const fdm_conv_params *p, const fdm_kview *x,
+                             const fdm_kview *w, const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
+                             const fdm_kview *gb, const fdm_kview *work) {
+  const fdm_kview *ops[3] = {gw ? x : NULL, gx ? w : NULL, gy};
+  cpu_rounded r[3];
+  if (cpu_round_operands(op, p->autocast, 3, ops, r)) return -1;
+  fdm_conv_params q = *p;
+  q.autocast = FDM_FLOAT32;
+  int rc = (gx || gw) ? f(&q, gw ? &r[0].v : x, gx ? &r[1].v : w, &r[2].v, gx, gw, NULL, work) : 0;
+  cpu_rounded_free(3, r);
+  return rc || !gb ? rc : f(&q, x, w, gy, NULL, NULL, gb, work);
+}
+
 int cpu_kernel_conv2d_work(const fdm_conv_params *p, size_t *floats) {
   *floats = cpu_conv2d_work(p);
   return 0;
@@ -525,6 +558,8 @@ int cpu_kernel_conv2d_work(const fdm_conv_params *p, size_t *floats) {
 
 int cpu_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
                               const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  if (p->autocast != FDM_FLOAT32)
+    return forward_autocast("conv2d", cpu_kernel_conv2d_forward, p, x, w, b, y, work);
   float *owned;
   const float *pw = float_weights("conv2d", w, &owned);
   if (!pw) return -1;
@@ -536,6 +571,8 @@ int cpu_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kview *x, cons
 int cpu_kernel_conv2d_backward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
                                const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
                                const fdm_kview *gb, const fdm_kview *work) {
+  if (p->autocast != FDM_FLOAT32)
+    return backward_autocast("conv2d", cpu_kernel_conv2d_backward, p, x, w, gy, gx, gw, gb, work);
   float *owned;
   const float *pw = float_weights("conv2d", w, &owned);
   if (!pw) return -1;
@@ -551,6 +588,8 @@ int cpu_kernel_conv_transpose2d_work(const fdm_conv_params *p, size_t *floats) {
 
 int cpu_kernel_conv_transpose2d_forward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
                                         const fdm_kview *b, const fdm_kview *y, const fdm_kview *work) {
+  if (p->autocast != FDM_FLOAT32)
+    return forward_autocast("conv_transpose2d", cpu_kernel_conv_transpose2d_forward, p, x, w, b, y, work);
   float *owned;
   const float *pw = float_weights("conv_transpose2d", w, &owned);
   if (!pw) return -1;
@@ -562,6 +601,8 @@ int cpu_kernel_conv_transpose2d_forward(const fdm_conv_params *p, const fdm_kvie
 int cpu_kernel_conv_transpose2d_backward(const fdm_conv_params *p, const fdm_kview *x, const fdm_kview *w,
                                          const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
                                          const fdm_kview *gb, const fdm_kview *work) {
+  if (p->autocast != FDM_FLOAT32)
+    return backward_autocast("conv_transpose2d", cpu_kernel_conv_transpose2d_backward, p, x, w, gy, gx, gw, gb, work);
   float *owned;
   const float *pw = float_weights("conv_transpose2d", w, &owned);
   if (!pw) return -1;

@@ -1,13 +1,27 @@
 /* gemm.c: batched matrix products on OpenBLAS sgemm. Transposed operands
 ** are passed as flags, not copied; a half-precision B is widened to float32
-** one matrix at a time. */
+** one matrix at a time. Under autocast the operands are rounded first
+** (cpu_autocast.h). */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_kernels.h"
 #include "cpu_nn.h"   /* cpu_weights_to_float */
+#include "cpu_autocast.h"
+
+static int gemm_autocast(const fdm_gemm_params *p, const fdm_kview *a, const fdm_kview *b, const fdm_kview *c) {
+  const fdm_kview *ops[2] = {a, b};
+  cpu_rounded r[2];
+  if (cpu_round_operands("matmul", p->autocast, 2, ops, r)) return -1;
+  fdm_gemm_params q = *p;
+  q.autocast = FDM_FLOAT32;
+  int rc = cpu_kernel_gemm(&q, &r[0].v, &r[1].v, c);
+  cpu_rounded_free(2, r);
+  return rc;
+}
 
 int cpu_kernel_gemm(const fdm_gemm_params *p, const fdm_kview *a, const fdm_kview *b, const fdm_kview *c) {
+  if (p->autocast != FDM_FLOAT32) return gemm_autocast(p, a, b, c);
   int64_t nb = 1;
   for (int d = 0; d < p->batch_nd; d++) nb *= p->batch_shape[d];
   float *pc = c->data;

@@ -4,12 +4,14 @@
 ** at a time (a bounded scratch instead of a float32 copy of the whole
 ** matrix); each block is one sgemm into the matching columns of y (forward)
 ** or one more term of the sum over output features (data gradient).
+** Under autocast the operands are rounded first (cpu_autocast.h).
 */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_kernels.h"
 #include "cpu_nn.h"
+#include "cpu_autocast.h"
 
 #define LINEAR_BLOCK 256   /* weight rows converted per sgemm */
 
@@ -53,8 +55,16 @@ static int linear_product(int64_t M, int64_t IN, int64_t OUT, const float *x, co
   return 0;
 }
 
-int cpu_kernel_linear_forward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w,
-                              const fdm_kview *b, const fdm_kview *y) {
+int cpu_kernel_linear_forward(fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x,
+                              const fdm_kview *w, const fdm_kview *b, const fdm_kview *y) {
+  if (autocast != FDM_FLOAT32) {
+    const fdm_kview *ops[2] = {x, w};
+    cpu_rounded r[2];
+    if (cpu_round_operands("linear", autocast, 2, ops, r)) return -1;
+    int rc = cpu_kernel_linear_forward(FDM_FLOAT32, M, IN, OUT, &r[0].v, &r[1].v, b, y);
+    cpu_rounded_free(2, r);
+    return rc;
+  }
   float *py = y->data;
   if (!M || !OUT) return 0;
   if (b) {
@@ -96,9 +106,20 @@ static void bias_grad(int64_t M, int64_t OUT, const float *gy, float *gb) {
   }
 }
 
-int cpu_kernel_linear_backward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x, const fdm_kview *w,
-                               const fdm_kview *gy, const fdm_kview *gx, const fdm_kview *gw,
-                               const fdm_kview *gb) {
+int cpu_kernel_linear_backward(fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x,
+                               const fdm_kview *w, const fdm_kview *gy, const fdm_kview *gx,
+                               const fdm_kview *gw, const fdm_kview *gb) {
+  if (autocast != FDM_FLOAT32) {
+    /* the products on rounded operands (x only for gw, w only for gx); the bias
+    ** gradient from the float32 gy */
+    const fdm_kview *ops[3] = {gw ? x : NULL, gx ? w : NULL, gy};
+    cpu_rounded r[3];
+    if (cpu_round_operands("linear", autocast, 3, ops, r)) return -1;
+    int rc = cpu_kernel_linear_backward(FDM_FLOAT32, M, IN, OUT, cpu_rounded_view(&r[0]), cpu_rounded_view(&r[1]),
+                                        &r[2].v, gx, gw, NULL);
+    cpu_rounded_free(3, r);
+    return rc ? rc : cpu_kernel_linear_backward(FDM_FLOAT32, M, IN, OUT, x, w, gy, NULL, NULL, gb);
+  }
   const float *pg = gy->data;
   if (gx && M && IN && linear_data_grad(M, IN, OUT, pg, w, gx->data)) return -1;
   if (gw && OUT && IN) {

@@ -4,8 +4,11 @@
 ** and B are merged into one strided-batched call; the rest loop on the host.
 ** A float16/bfloat16 B is widened once (its whole extent, so its strides
 ** stay valid) into scratch. TF32 only with FDM_TF32=1 (the handle's math
-** mode, cuda_backend.cu). */
+** mode, cuda_backend.cu). Under autocast both operands are narrowed to
+** bfloat16/float16 (cuda_autocast.cuh) and multiplied by
+** cublasGemmStridedBatchedEx with float32 accumulation and a float32 C. */
 #include "cuda_iter.cuh"
+#include "cuda_autocast.cuh"
 
 static __global__ void scale_k(float *c, int64_t n, float beta) {
   CI_FOR(i, n) c[i] = beta == 0.0f ? 0.0f : c[i] * beta;
@@ -45,7 +48,12 @@ extern "C" int cuda_kernel_gemm(const fdm_gemm_params *p, const fdm_kview *a, co
   const float *pa = (const float *)a->data, *pb = (const float *)b->data;
   float *wide = NULL;
   size_t wide_bytes = 0;
-  if (b->dtype == FDM_FLOAT16 || b->dtype == FDM_BFLOAT16) {
+  int cast = p->autocast != FDM_FLOAT32;
+  cuda_narrowed nar[2] = {};
+  if (cast) {
+    const fdm_kview *ops[2] = {a, b};
+    if (cuda_autocast_operands("matmul", p->autocast, 2, ops, nar)) return -1;
+  } else if (b->dtype == FDM_FLOAT16 || b->dtype == FDM_BFLOAT16) {
     int64_t brows = p->trans_b ? p->N : p->K, bcols = p->trans_b ? p->K : p->N;
     int64_t extent = (brows - 1) * p->ldb + bcols;
     for (int d = 0; d < nd; d++) extent += (sh[d] - 1) * sb[d];
@@ -60,6 +68,8 @@ extern "C" int cuda_kernel_gemm(const fdm_gemm_params *p, const fdm_kview *a, co
   fdm_cuda_cublas_math();
   cublasHandle_t h = fdm_cuda_cublas();
   cublasOperation_t ta = p->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cudaDataType_t t16 = cuda_autocast_blas_type(p->autocast);
+  const uint16_t *na = (const uint16_t *)nar[0].p, *nb16 = (const uint16_t *)nar[1].p;
   /* the innermost merged dim goes to cuBLAS; the others loop here */
   int64_t inner = nd > 0 ? sh[0] : 1, outer = 1;
   for (int d = 1; d < nd; d++) outer *= sh[d];
@@ -74,13 +84,19 @@ extern "C" int cuda_kernel_gemm(const fdm_gemm_params *p, const fdm_kview *a, co
     for (int64_t b0 = 0; b0 < inner && !rc; b0 += 65535) {   /* batch count per call */
       int64_t cnt = inner - b0 < 65535 ? inner - b0 : 65535;
       int64_t da = nd > 0 ? sa[0] : 0, db = nd > 0 ? sb[0] : 0, dc = nd > 0 ? sc[0] : 0;
+      int64_t ea = oa + b0 * da, eb = ob + b0 * db;   /* element offsets of this call's first A and B */
       rc = fdm_cuda_cublas_check(
-          cublasSgemmStridedBatched(h, tb, ta, (int)p->N, (int)p->M, (int)p->K, &p->alpha, pb + ob + b0 * db,
-                                    (int)p->ldb, db, pa + oa + b0 * da, (int)p->lda, da, &p->beta,
-                                    pc + oc + b0 * dc, (int)p->ldc, dc, (int)cnt),
+          cast ? cublasGemmStridedBatchedEx(h, tb, ta, (int)p->N, (int)p->M, (int)p->K, &p->alpha, nb16 + eb, t16,
+                                            (int)p->ldb, db, na + ea, t16, (int)p->lda, da, &p->beta,
+                                            pc + oc + b0 * dc, CUDA_R_32F, (int)p->ldc, dc, (int)cnt,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+               : cublasSgemmStridedBatched(h, tb, ta, (int)p->N, (int)p->M, (int)p->K, &p->alpha, pb + eb,
+                                           (int)p->ldb, db, pa + ea, (int)p->lda, da, &p->beta, pc + oc + b0 * dc,
+                                           (int)p->ldc, dc, (int)cnt),
           "matmul");
     }
   }
+  cuda_autocast_release(2, nar);
   if (wide) fdm_cuda_scratch_release(wide, wide_bytes);
   return rc;
 }

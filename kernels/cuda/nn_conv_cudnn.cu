@@ -24,10 +24,21 @@
 **
 ** TF32 (nn_tf32(), FDM_TF32=1): CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH
 ** and only FMA algorithms, so float32 results match the CPU's rounding.
+**
+** Autocast (p->autocast, part of the plan's key): the images and the filter
+** are bfloat16 (or float16) descriptors with float compute, cuDNN's
+** PSEUDO_BFLOAT16/PSEUDO_HALF configuration on tensor cores. Each cuDNN call
+** narrows its float32 operands into the work buffer (cuda_autocast.cuh;
+** the *_work slot then counts the narrowed images and filter instead of the
+** widened weight) and widens its result back to float32 (run_dir). cuDNN
+** writes that result in bfloat16, so unlike cuBLAS (float32 C) the
+** convolution's output and gradients carry one more rounding, as PyTorch's
+** autocast outputs do.
 ** Bias add and bias gradient are this file's own kernels (the gradient sums
 ** in double, as kernels/cpu/conv.c, split over blocks per channel).
 */
 #include "nn_common.cuh"
+#include "cuda_autocast.cuh"
 
 #define PLAN_SLOTS 256        /* cached geometries; all are dropped when full */
 #define WS_ALIGN_FLOATS 64    /* the widened weight starts 256 bytes into alignment */
@@ -49,6 +60,7 @@ typedef struct {
   ** H x W; x is used zero-padded to that size (pad_floats in the work buffer) */
   int hr, wr;
   int64_t pad_floats;
+  int64_t in_elems, out_elems;       /* the relation's images (the output hr x wr) */
 } conv_plan;
 
 static conv_plan plans[PLAN_SLOTS];
@@ -107,6 +119,9 @@ static int pick(const char *op, const Perf *r, int n, int tf32, Algo *dst, const
 
 static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   const fdm_conv_params *p = &c->p;
+  int cast = p->autocast != FDM_FLOAT32;
+  cudnnDataType_t dt = cast ? cuda_autocast_cudnn_type(p->autocast) : CUDNN_DATA_FLOAT;
+  int tensor_ops = c->tf32 || cast;   /* bfloat16/float16 convolutions run on tensor cores */
   int G = p->groups > 0 ? p->groups : 1;
   /* conv2d relation: in channels ci over (hi, wi), out channels co over (ho, wo) */
   int ci = c->transposed ? p->K : p->C, co = c->transposed ? p->C : p->K;
@@ -116,12 +131,12 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   NN_CUDNN(op, cudnnCreateTensorDescriptor(&c->out));
   NN_CUDNN(op, cudnnCreateFilterDescriptor(&c->filt));
   NN_CUDNN(op, cudnnCreateConvolutionDescriptor(&c->conv));
-  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->in, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, ci, hi, wi));
-  NN_CUDNN(op, cudnnSetFilter4dDescriptor(c->filt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, ci / G, p->kh, p->kw));
+  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->in, CUDNN_TENSOR_NCHW, dt, p->N, ci, hi, wi));
+  NN_CUDNN(op, cudnnSetFilter4dDescriptor(c->filt, dt, CUDNN_TENSOR_NCHW, co, ci / G, p->kh, p->kw));
   NN_CUDNN(op, cudnnSetConvolution2dDescriptor(c->conv, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   NN_CUDNN(op, cudnnSetConvolutionGroupCount(c->conv, G));
-  NN_CUDNN(op, cudnnSetConvolutionMathType(c->conv, c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+  NN_CUDNN(op, cudnnSetConvolutionMathType(c->conv, tensor_ops ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   int n_, c_, h_, w_;
   NN_CUDNN(op, cudnnGetConvolution2dForwardOutputDim(c->conv, c->in, c->filt, &n_, &c_, &h_, &w_));
   int larger = c->transposed && h_ >= ho && w_ >= wo;   /* output_padding >= stride: zero-padded x */
@@ -131,8 +146,10 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   c->hr = h_;
   c->wr = w_;
   c->pad_floats = (h_ != ho || w_ != wo) ? (int64_t)p->N * co * h_ * w_ : 0;
-  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->out, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, p->N, co, h_, w_));
+  NN_CUDNN(op, cudnnSetTensor4dDescriptor(c->out, CUDNN_TENSOR_NCHW, dt, p->N, co, h_, w_));
   c->w_floats = (int64_t)co * (ci / G) * p->kh * p->kw;
+  c->in_elems = (int64_t)p->N * ci * hi * wi;
+  c->out_elems = (int64_t)p->N * co * h_ * w_;
 
   cudnnConvolutionFwdAlgoPerf_t rf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   cudnnConvolutionBwdDataAlgoPerf_t rd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -161,23 +178,23 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   if (timed) (void)cudaGetLastError();
   size_t mf = 0, md = 0, mw = 0;
   /* a timed list with nothing usable (all failed, or too much workspace): the heuristics' */
-  if (pick(op, rf, nf, c->tf32, &c->fwd, "forward")) {
+  if (pick(op, rf, nf, tensor_ops, &c->fwd, "forward")) {
     if (!timed) return -1;
     NN_CUDNN(op, cudnnGetConvolutionForwardAlgorithm_v7(h, c->in, c->filt, c->conv, c->out,
                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, rf));
-    if (pick(op, rf, nf, c->tf32, &c->fwd, "forward")) return -1;
+    if (pick(op, rf, nf, tensor_ops, &c->fwd, "forward")) return -1;
   }
-  if (pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data")) {
+  if (pick(op, rd, nd, tensor_ops, &c->bwd_data, "backward-data")) {
     if (!timed) return -1;
     NN_CUDNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->filt, c->out, c->conv, c->in,
                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, rd));
-    if (pick(op, rd, nd, c->tf32, &c->bwd_data, "backward-data")) return -1;
+    if (pick(op, rd, nd, tensor_ops, &c->bwd_data, "backward-data")) return -1;
   }
-  if (pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter")) {
+  if (pick(op, rw, nw, tensor_ops, &c->bwd_filter, "backward-filter")) {
     if (!timed) return -1;
     NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
-    if (pick(op, rw, nw, c->tf32, &c->bwd_filter, "backward-filter")) return -1;
+    if (pick(op, rw, nw, tensor_ops, &c->bwd_filter, "backward-filter")) return -1;
   }
   /* the heuristics' memory is an estimate: ask for the exact sizes of the chosen ones */
   NN_CUDNN(op, cudnnGetConvolutionForwardWorkspaceSize(h, c->in, c->filt, c->conv, c->out, c->fwd, &mf));
@@ -222,26 +239,94 @@ static conv_plan *plan_get(const char *op, const fdm_conv_params *p, int transpo
 
 static size_t align_floats(size_t f) { return (f + WS_ALIGN_FLOATS - 1) / WS_ALIGN_FLOATS * WS_ALIGN_FLOATS; }
 
-/* the work buffer: [workspace][padded x (transposed, output_padding >= stride)][widened weight] */
+/* floats holding n 2-byte elements, aligned */
+static size_t half_floats(int64_t n) { return align_floats(((size_t)n + 1) / 2); }
+
+/* the work buffer: [workspace][padded x (transposed, output_padding >= stride)], then [widened weight], or
+** under autocast [narrowed input image][narrowed output image][narrowed filter] */
 static size_t ws_floats_of(const conv_plan *c) { return align_floats((c->ws_bytes + sizeof(float) - 1) / sizeof(float)); }
 static size_t work_floats_of(const conv_plan *c) {
-  return ws_floats_of(c) + align_floats((size_t)c->pad_floats) + (size_t)c->w_floats;
+  size_t tail = c->p.autocast != FDM_FLOAT32
+    ? half_floats(c->in_elems) + half_floats(c->out_elems) + half_floats(c->w_floats) : (size_t)c->w_floats;
+  return ws_floats_of(c) + align_floats((size_t)c->pad_floats) + tail;
 }
 
-/* the workspace and the float32 filter (widened into the work buffer when half) */
+/* autocast: where the narrowed operands and results of one cuDNN call live */
+typedef struct { void *in, *out, *filt; } narrow_bufs;
+
+/* the workspace, the float32 filter (widened into the work buffer when half) and, under autocast, the narrowed
+** buffers (*nb; else NULL) */
 static int plan_buffers(const char *op, const conv_plan *c, const fdm_kview *w, const fdm_kview *work,
-                        void **ws, const float **wf) {
+                        void **ws, const float **wf, narrow_bufs *nb_store, const narrow_bufs **nb) {
   size_t wsf = ws_floats_of(c) + align_floats((size_t)c->pad_floats), need = work_floats_of(c);
   if (!work || (size_t)fdm_kview_numel(work) < need)
     return fdm_cuda_seterror("%s: work buffer of %lld floats, %zu needed (size it with the *_work kernel)", op,
                              work ? (long long)fdm_kview_numel(work) : 0LL, need);
   *ws = work->data;
   *wf = (const float *)w->data;
+  *nb = NULL;
+  if (c->p.autocast != FDM_FLOAT32) {   /* the filter is narrowed from w's own dtype by each call */
+    float *base = (float *)work->data + wsf;
+    nb_store->in = base;
+    nb_store->out = base + half_floats(c->in_elems);
+    nb_store->filt = base + half_floats(c->in_elems) + half_floats(c->out_elems);
+    *nb = nb_store;
+    return 0;
+  }
   if (nn_is_half(w)) {
     float *dst = (float *)work->data + wsf;
     if (nn_widen_weights(op, w, 0, c->w_floats, dst)) return -1;
     *wf = dst;
   }
+  return 0;
+}
+
+/* The three cuDNN directions on the relation (in image, filter, out image): the forward computes out from in
+** and the filter, backward-data in from out and the filter, backward-filter the filter from in and out. */
+typedef enum { CONV_FORWARD, CONV_BACKWARD_DATA, CONV_BACKWARD_FILTER } conv_dir;
+
+static cudnnStatus_t cudnn_dir(const conv_plan *c, conv_dir d, void *ws, const void *in, const void *filt,
+                               const void *out, void *result) {
+  const float one = 1.0f, nil = 0.0f;
+  cudnnHandle_t h = fdm_cuda_cudnn();
+  switch (d) {
+    case CONV_FORWARD:
+      return cudnnConvolutionForward(h, &one, c->in, in, c->filt, filt, c->conv, c->fwd, ws, c->ws_bytes, &nil,
+                                     c->out, result);
+    case CONV_BACKWARD_DATA:
+      return cudnnConvolutionBackwardData(h, &one, c->filt, filt, c->out, out, c->conv, c->bwd_data, ws,
+                                          c->ws_bytes, &nil, c->in, result);
+    default:
+      return cudnnConvolutionBackwardFilter(h, &one, c->in, in, c->out, out, c->conv, c->bwd_filter, ws,
+                                            c->ws_bytes, &nil, c->filt, result);
+  }
+}
+
+/* direction d with float32 operands and result (in, the filter w / its float32 data wf, out, the filter
+** gradient gw: the result is out, in or gw). Under autocast (nb) the two operands are narrowed into nb first and
+** the result widened from it. */
+static int run_dir(const char *op, const conv_plan *c, conv_dir d, void *ws, const narrow_bufs *nb, float *in,
+                   const fdm_kview *w, const float *wf, float *out, float *gw) {
+  static const char *const what[] = {"cudnnConvolutionForward", "cudnnConvolutionBackwardData",
+                                     "cudnnConvolutionBackwardFilter"};
+  cudnnStatus_t st;
+  if (!nb) {
+    st = cudnn_dir(c, d, ws, in, wf, out, d == CONV_FORWARD ? (void *)out : d == CONV_BACKWARD_DATA ? (void *)in : gw);
+  } else {
+    fdm_dtype to = c->p.autocast;
+    if ((d != CONV_BACKWARD_DATA && cuda_autocast_convert(op, in, FDM_FLOAT32, c->in_elems, nb->in, to)) ||
+        (d != CONV_BACKWARD_FILTER && cuda_autocast_convert(op, w->data, w->dtype, c->w_floats, nb->filt, to)) ||
+        (d != CONV_FORWARD && cuda_autocast_convert(op, out, FDM_FLOAT32, c->out_elems, nb->out, to)))
+      return -1;
+    void *res = d == CONV_FORWARD ? nb->out : d == CONV_BACKWARD_DATA ? nb->in : nb->filt;
+    st = cudnn_dir(c, d, ws, nb->in, nb->filt, nb->out, res);
+    if (st == CUDNN_STATUS_SUCCESS) {
+      if (d == CONV_FORWARD) return cuda_autocast_convert(op, res, to, c->out_elems, out, FDM_FLOAT32);
+      if (d == CONV_BACKWARD_DATA) return cuda_autocast_convert(op, res, to, c->in_elems, in, FDM_FLOAT32);
+      return cuda_autocast_convert(op, res, to, c->w_floats, gw, FDM_FLOAT32);
+    }
+  }
+  if (st != CUDNN_STATUS_SUCCESS) return fdm_cuda_seterror("%s: %s failed: %s", op, what[d], cudnnGetErrorString(st));
   return 0;
 }
 
@@ -383,10 +468,11 @@ extern "C" int cuda_kernel_conv2d_forward(const fdm_conv_params *p, const fdm_kv
   const conv_plan *c = plan_get(op, p, 0);
   void *ws;
   const float *wf;
-  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
-  const float one = 1.0f, nil = 0.0f;
-  NN_CUDNN(op, cudnnConvolutionForward(fdm_cuda_cudnn(), &one, c->in, x->data, c->filt, wf, c->conv, c->fwd, ws,
-                                       c->ws_bytes, &nil, c->out, y->data));
+  narrow_bufs nbs;
+  const narrow_bufs *nb;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb) ||
+      run_dir(op, c, CONV_FORWARD, ws, nb, nn_f(x), w, wf, nn_f(y), NULL))
+    return -1;
   return bias_add(op, p, b, nn_f(y), p->K, S);
 }
 
@@ -407,15 +493,11 @@ extern "C" int cuda_kernel_conv2d_backward(const fdm_conv_params *p, const fdm_k
   const conv_plan *c = plan_get(op, p, 0);
   void *ws;
   const float *wf;
-  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
-  const float one = 1.0f, nil = 0.0f;
-  cudnnHandle_t h = fdm_cuda_cudnn();
-  if (gx)
-    NN_CUDNN(op, cudnnConvolutionBackwardData(h, &one, c->filt, wf, c->out, gy->data, c->conv, c->bwd_data, ws,
-                                              c->ws_bytes, &nil, c->in, gx->data));
-  if (gw)
-    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, x->data, c->out, gy->data, c->conv, c->bwd_filter,
-                                                ws, c->ws_bytes, &nil, c->filt, gw->data));
+  narrow_bufs nbs;
+  const narrow_bufs *nb;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb)) return -1;
+  if (gx && run_dir(op, c, CONV_BACKWARD_DATA, ws, nb, nn_f(gx), w, wf, nn_f(gy), NULL)) return -1;
+  if (gw && run_dir(op, c, CONV_BACKWARD_FILTER, ws, nb, nn_f(x), w, wf, nn_f(gy), nn_f(gw))) return -1;
   return 0;
 }
 
@@ -435,13 +517,12 @@ extern "C" int cuda_kernel_conv_transpose2d_forward(const fdm_conv_params *p, co
   const conv_plan *c = plan_get(op, p, 1);
   void *ws;
   const float *wf;
-  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
-  const float one = 1.0f, nil = 0.0f;
+  narrow_bufs nbs;
+  const narrow_bufs *nb;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb)) return -1;
   /* y (the relation's input image) = backward-data of x (its output image) */
   const float *px = padded_x(op, c, x, work, 1);
-  if (!px) return -1;
-  NN_CUDNN(op, cudnnConvolutionBackwardData(fdm_cuda_cudnn(), &one, c->filt, wf, c->out, px, c->conv,
-                                            c->bwd_data, ws, c->ws_bytes, &nil, c->in, y->data));
+  if (!px || run_dir(op, c, CONV_BACKWARD_DATA, ws, nb, nn_f(y), w, wf, (float *)px, NULL)) return -1;
   return bias_add(op, p, b, nn_f(y), p->K, S);
 }
 
@@ -463,21 +544,18 @@ extern "C" int cuda_kernel_conv_transpose2d_backward(const fdm_conv_params *p, c
   const conv_plan *c = plan_get(op, p, 1);
   void *ws;
   const float *wf;
-  if (!c || plan_buffers(op, c, w, work, &ws, &wf)) return -1;
-  const float one = 1.0f, nil = 0.0f;
-  cudnnHandle_t h = fdm_cuda_cudnn();
+  narrow_bufs nbs;
+  const narrow_bufs *nb;
+  if (!c || plan_buffers(op, c, w, work, &ws, &wf, &nbs, &nb)) return -1;
   /* gw: backward-filter with gy as the input image and x as the output gradient */
   if (gw) {
     const float *px = padded_x(op, c, x, work, 1);
-    if (!px) return -1;
-    NN_CUDNN(op, cudnnConvolutionBackwardFilter(h, &one, c->in, gy->data, c->out, px, c->conv, c->bwd_filter,
-                                                ws, c->ws_bytes, &nil, c->filt, gw->data));
+    if (!px || run_dir(op, c, CONV_BACKWARD_FILTER, ws, nb, nn_f(gy), w, wf, (float *)px, nn_f(gw))) return -1;
   }
   /* gx (the relation's output image) = conv2d forward of gy (cropped from the padded size) */
   if (gx) {
     float *dst = c->pad_floats ? padded_x(op, c, x, work, 0) : (float *)gx->data;
-    NN_CUDNN(op, cudnnConvolutionForward(h, &one, c->in, gy->data, c->filt, wf, c->conv, c->fwd, ws, c->ws_bytes,
-                                         &nil, c->out, dst));
+    if (run_dir(op, c, CONV_FORWARD, ws, nb, nn_f(gy), w, wf, dst, NULL)) return -1;
     if (c->pad_floats) {
       int64_t P = (int64_t)p->N * p->C, n = P * p->H * p->W;
       crop_planes<<<nn_blocks(n), NN_THREADS, 0, fdm_cuda_stream()>>>(dst, P, c->hr, c->wr, nn_f(gx), p->H, p->W);

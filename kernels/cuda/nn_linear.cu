@@ -8,9 +8,14 @@
 ** plugin's scratch (at most LINEAR_SCRATCH_BYTES at a time), each block one
 ** GEMM into its columns of y (forward) or one more term of the sum over
 ** output features (data gradient), as the CPU does.
+**
+** Autocast: x, w and gy are narrowed to bfloat16/float16 (cuda_autocast.cuh)
+** and every product is one cublasGemmEx in that type with float32
+** accumulation and a float32 result; the bias gradient sums the float32 gy.
 */
 #include <limits.h>
 #include "nn_common.cuh"
+#include "cuda_autocast.cuh"
 
 #define LINEAR_SCRATCH_BYTES ((int64_t)64 << 20)
 
@@ -42,18 +47,19 @@ int nn_widen_weights(const char *op, const fdm_kview *w, int64_t first, int64_t 
   return 0;
 }
 
-/* C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major float32 */
-static int sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
-                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+/* C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major, A and B of type ab (float32, or an autocast
+** type: then float32 accumulation whatever the TF32 switch), C float32 */
+static int gemm(const char *op, cudaDataType_t ab, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                int64_t k, const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
     return fdm_cuda_seterror("%s: matrix dims %lld x %lld x %lld too large for cuBLAS", op, (long long)m,
                              (long long)n, (long long)k);
   cublasHandle_t h = fdm_cuda_cublas();   /* bound to fdm_cuda_stream() by the core */
   if (!h) return fdm_cuda_seterror("%s: no cuBLAS handle", op);
   const float alpha = 1.0f;
-  cublasComputeType_t ct = nn_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  NN_CUBLAS(op, cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_32F, (int)lda, B, CUDA_R_32F,
-                             (int)ldb, &beta, C, CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT));
+  cublasComputeType_t ct = nn_tf32() && ab == CUDA_R_32F ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  NN_CUBLAS(op, cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, A, ab, (int)lda, B, ab, (int)ldb, &beta, C,
+                             CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT));
   return 0;
 }
 
@@ -83,8 +89,9 @@ static __global__ void bias_grad_cols(const float *gy, int64_t M, int64_t OUT, f
   }
 }
 
-extern "C" int cuda_kernel_linear_forward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x,
-                                          const fdm_kview *w, const fdm_kview *b, const fdm_kview *y) {
+extern "C" int cuda_kernel_linear_forward(fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT,
+                                          const fdm_kview *x, const fdm_kview *w, const fdm_kview *b,
+                                          const fdm_kview *y) {
   const char *op = "linear";
   cudaStream_t st = fdm_cuda_stream();
   float *py = nn_f(y);
@@ -99,33 +106,63 @@ extern "C" int cuda_kernel_linear_forward(int64_t M, int64_t IN, int64_t OUT, co
   }
   float beta = b ? 1.0f : 0.0f;
   /* column-major y^T (OUT x M) = (w as IN x OUT)^T (x as IN x M) */
+  if (autocast != FDM_FLOAT32) {
+    const fdm_kview *ops[2] = {x, w};
+    cuda_narrowed nar[2];
+    if (cuda_autocast_operands(op, autocast, 2, ops, nar)) return -1;
+    int rc = gemm(op, cuda_autocast_blas_type(autocast), CUBLAS_OP_T, CUBLAS_OP_N, OUT, M, IN, nar[1].p, IN,
+                  nar[0].p, IN, beta, py, OUT);
+    cuda_autocast_release(2, nar);
+    return rc;
+  }
   if (!nn_is_half(w))
-    return sgemm(op, CUBLAS_OP_T, CUBLAS_OP_N, OUT, M, IN, nn_f(w), IN, nn_f(x), IN, beta, py, OUT);
+    return gemm(op, CUDA_R_32F, CUBLAS_OP_T, CUBLAS_OP_N, OUT, M, IN, nn_f(w), IN, nn_f(x), IN, beta, py, OUT);
   int64_t rows = half_block_rows(OUT, IN);
   float *wf = (float *)fdm_cuda_scratch((size_t)(rows * IN) * sizeof(float));
   if (!wf) return -1;
   for (int64_t o0 = 0; o0 < OUT; o0 += rows) {
     int64_t nb = OUT - o0 < rows ? OUT - o0 : rows;
     if (nn_widen_weights(op, w, o0 * IN, nb * IN, wf) ||
-        sgemm(op, CUBLAS_OP_T, CUBLAS_OP_N, nb, M, IN, wf, IN, nn_f(x), IN, beta, py + o0, OUT))
+        gemm(op, CUDA_R_32F, CUBLAS_OP_T, CUBLAS_OP_N, nb, M, IN, wf, IN, nn_f(x), IN, beta, py + o0, OUT))
       return -1;
   }
   return 0;
 }
 
-extern "C" int cuda_kernel_linear_backward(int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x,
-                                           const fdm_kview *w, const fdm_kview *gy, const fdm_kview *gx,
-                                           const fdm_kview *gw, const fdm_kview *gb) {
+/* the autocast products: gx from w and gy, gw from x and gy, all narrowed */
+static int linear_backward_autocast(fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT, const fdm_kview *x,
+                                    const fdm_kview *w, const fdm_kview *gy, const fdm_kview *gx,
+                                    const fdm_kview *gw) {
+  const char *op = "linear";
+  const fdm_kview *ops[3] = {gw ? x : NULL, gx ? w : NULL, gy};
+  cuda_narrowed nar[3];
+  if (cuda_autocast_operands(op, autocast, 3, ops, nar)) return -1;
+  cudaDataType_t t = cuda_autocast_blas_type(autocast);
+  int rc = 0;
+  if (gx) rc = gemm(op, t, CUBLAS_OP_N, CUBLAS_OP_N, IN, M, OUT, nar[1].p, IN, nar[2].p, OUT, 0.0f, nn_f(gx), IN);
+  if (gw && !rc) rc = gemm(op, t, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, M, nar[0].p, IN, nar[2].p, OUT, 0.0f, nn_f(gw), IN);
+  cuda_autocast_release(3, nar);
+  return rc;
+}
+
+extern "C" int cuda_kernel_linear_backward(fdm_dtype autocast, int64_t M, int64_t IN, int64_t OUT,
+                                           const fdm_kview *x, const fdm_kview *w, const fdm_kview *gy,
+                                           const fdm_kview *gx, const fdm_kview *gw, const fdm_kview *gb) {
   const char *op = "linear";
   cudaStream_t st = fdm_cuda_stream();
   const float *pg = nn_f(gy);
+  /* empty products (a zero dim) need no narrowing: the float32 branches below zero them */
+  if (autocast != FDM_FLOAT32 && M && IN && OUT && (gx || gw)) {
+    if (linear_backward_autocast(autocast, M, IN, OUT, x, w, gy, gx, gw)) return -1;
+    gx = gw = NULL;
+  }
   if (gx && M && IN) {
     float *pgx = nn_f(gx);
     if (!OUT) {
       NN_CUDA(op, cudaMemsetAsync(pgx, 0, (size_t)(M * IN) * sizeof(float), st));
     } else if (!nn_is_half(w)) {
       /* gx^T (IN x M) = w^T(col-major IN x OUT) gy^T (OUT x M) */
-      if (sgemm(op, CUBLAS_OP_N, CUBLAS_OP_N, IN, M, OUT, nn_f(w), IN, pg, OUT, 0.0f, pgx, IN)) return -1;
+      if (gemm(op, CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_N, IN, M, OUT, nn_f(w), IN, pg, OUT, 0.0f, pgx, IN)) return -1;
     } else {
       int64_t rows = half_block_rows(OUT, IN);
       float *wf = (float *)fdm_cuda_scratch((size_t)(rows * IN) * sizeof(float));
@@ -133,7 +170,7 @@ extern "C" int cuda_kernel_linear_backward(int64_t M, int64_t IN, int64_t OUT, c
       for (int64_t o0 = 0; o0 < OUT; o0 += rows) {
         int64_t nb = OUT - o0 < rows ? OUT - o0 : rows;
         if (nn_widen_weights(op, w, o0 * IN, nb * IN, wf) ||
-            sgemm(op, CUBLAS_OP_N, CUBLAS_OP_N, IN, M, nb, wf, IN, pg + o0, OUT, o0 ? 1.0f : 0.0f, pgx, IN))
+            gemm(op, CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_N, IN, M, nb, wf, IN, pg + o0, OUT, o0 ? 1.0f : 0.0f, pgx, IN))
           return -1;
       }
     }
@@ -142,7 +179,7 @@ extern "C" int cuda_kernel_linear_backward(int64_t M, int64_t IN, int64_t OUT, c
     float *pgw = nn_f(gw);
     if (!M) NN_CUDA(op, cudaMemsetAsync(pgw, 0, (size_t)(OUT * IN) * sizeof(float), st));
     /* gw^T (IN x OUT) = x^T (IN x M) gy (M x OUT) */
-    else if (sgemm(op, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, M, nn_f(x), IN, pg, OUT, 0.0f, pgw, IN)) return -1;
+    else if (gemm(op, CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, M, nn_f(x), IN, pg, OUT, 0.0f, pgw, IN)) return -1;
   }
   if (gb && OUT) {
     dim3 blk(32, 8);

@@ -13,6 +13,9 @@
 --     full_images = 60000,          -- images per epoch of the full recipe (for the projection)
 --     print = print, quiet = false, -- log function; quiet hides the progress bar
 --   }
+--   --autocast bf16 (train.AUTOCAST, in train.OPTIONS) runs cfg.loss under
+--   fdm.autocast("bfloat16"): convolutions and matmuls on bfloat16 operands,
+--   float32 master weights and gradients; recorded as meta.autocast.
 --   run.history.loss (per batch), run.history.epoch_loss, run.history.epoch_time,
 --   run.history.images_per_s, run.epoch, run.out, run.checkpoint, run.model_file
 --
@@ -36,12 +39,24 @@ local train = {}
 -- train.load_data); scripts add the others they read (steps, cfg, ...)
 train.COMMON = { "epochs", "batch", "lr", "hidden", "seed", "subset", "dataset", "device", "resume", "out" }
 
+-- --autocast: its own entry so scripts with their own loop (train_ddpm) add it too
+train.AUTOCAST = { "autocast", "choice", "off",
+  "bf16: convolutions and matmuls on bfloat16 operands, float32 accumulation and master weights",
+  choices = { "off", "bf16" } }
+
 -- options the training scripts add to fdm.cli's common ones
 train.OPTIONS = {
   { "max-batches", "int", 0, "stop each epoch after N batches (0 = all; for timing)", min = 0 },
   { "sample-seed", "int", 1234, "seed of the noise used for the pictures (same after every epoch)" },
   { "stop-after", "int", 0, "stop after this epoch (0 = run all; continue later with --resume)", min = 0 },
+  train.AUTOCAST,
 }
+
+-- fn(...) under the autocast --autocast asks for (args.autocast: "off", "bf16" or nil)
+function train.autocast(args, fn, ...)
+  if args.autocast == nil or args.autocast == "off" then return fn(...) end
+  return fdm.autocast("bfloat16", fn, ...)
+end
 
 function train.mkdir(path)
   local ok = os.execute("mkdir -p '" .. path:gsub("'", "'\\''") .. "'")
@@ -212,6 +227,7 @@ function train.run(cfg)
   }
   local meta = cfg.meta or {}
   meta.script = meta.script or cfg.name
+  meta.autocast = meta.autocast or args.autocast
   if args.resume then
     if not ckpt.exists(run.checkpoint) then
       cli.usage_error("--resume: no checkpoint at " .. run.checkpoint .. " (run without --resume to start)")
@@ -243,7 +259,7 @@ function train.run(cfg)
     for x, y, i in loader:epoch() do
       if count >= nb then break end
       if args.device and args.device ~= "cpu" then x = x:to(args.device); y = y:to(args.device) end
-      local loss = cfg.loss(x, y, i)
+      local loss = train.autocast(args, cfg.loss, x, y, i)
       opt:zero_grad()
       loss:backward()
       opt:step()

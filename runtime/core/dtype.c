@@ -75,3 +75,11 @@ uint16_t fdm_float_to_bf16(float f) {
   u += 0x7fff + ((u >> 16) & 1);
   return (uint16_t)(u >> 16);
 }
+
+float fdm_round_to(fdm_dtype d, float v) {
+  switch (d) {
+    case FDM_BFLOAT16: return fdm_bf16_to_float(fdm_float_to_bf16(v));
+    case FDM_FLOAT16: return fdm_half_to_float(fdm_float_to_half(v));
+    default: return v;
+  }
+}

@@ -74,6 +74,14 @@ static inline int64_t fdm_kview_numel(const fdm_kview *v) {
   for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
   return n;
 }
+/* elements from the view's first to its last addressed one (non-negative
+** strides): a copy of that span keeps the view's strides valid */
+static inline int64_t fdm_kview_extent(const fdm_kview *v) {
+  if (fdm_kview_numel(v) == 0) return 0;
+  int64_t e = 1;
+  for (int d = 0; d < v->ndim; d++) e += (v->shape[d] - 1) * v->stride[d];
+  return e;
+}
 
 /* ---- errors (core/error.c) ---- */
 int fdm_seterror(const char *fmt, ...);   /* always returns -1 */
@@ -93,6 +101,9 @@ float fdm_half_to_float(uint16_t h);
 uint16_t fdm_float_to_half(float f);
 float fdm_bf16_to_float(uint16_t h);
 uint16_t fdm_float_to_bf16(float f);
+/* v rounded to dtype d (FDM_BFLOAT16/FDM_FLOAT16, round to nearest even, as
+** the conversions above) and back to float; FDM_FLOAT32: v itself */
+float fdm_round_to(fdm_dtype d, float v);
 
 /* ---- tensor lifetime (core/tensor.c) ---- */
 fdm_tensor *fdm_empty(fdm_dtype dt, int ndim, const int64_t *shape, fdm_device dev);
@@ -135,6 +146,15 @@ void fdm_rng_get(uint64_t *seed, uint64_t *offset);
 void fdm_rng_set(uint64_t seed, uint64_t offset);
 /* reserves blocks 128-bit blocks of the stream; returns the offset of the first */
 uint64_t fdm_rng_take(uint64_t blocks);
+
+/* ---- autocast (core/autocast.c), as torch.autocast: while it is on,
+** conv2d, conv_transpose2d, linear and matmul/bmm round their operands to
+** its dtype (bfloat16 or float16) and accumulate in float32; FDM_FLOAT32 is
+** off. Per thread, like grad mode. */
+fdm_dtype fdm_autocast_dtype(void);
+/* d: FDM_FLOAT32 (off), FDM_BFLOAT16 or FDM_FLOAT16; -1 with the error set
+** for any other dtype. *prev (may be NULL) gets the state before. */
+int fdm_set_autocast(fdm_dtype d, fdm_dtype *prev);
 
 /* ---- checks used by every op: return -1 and set the error on failure ---- */
 int fdm_check_dtype(const char *op, const fdm_tensor *t, fdm_dtype want);

@@ -1,7 +1,10 @@
 /* op_matmul.c: matmul with PyTorch's rules (1-D, 2-D, broadcast batches) on
 ** the device's gemm kernel. Transposed operands are passed as flags, not
 ** copied; broadcast batches as stride-0 batch dims. The second operand may be
-** float16/bfloat16 (weights kept in half precision; no gradient then). */
+** float16/bfloat16 (weights kept in half precision; no gradient then).
+** Under autocast (fdm.h) the gemm rounds both operands; the node keeps the
+** dtype so the backward's products round as the forward's did, wherever the
+** backward runs. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,9 @@ static int gemm_layout(const fdm_tensor *t, int *trans, int64_t *ld) {
   return 0;
 }
 
-typedef struct { fdm_tensor *a, *b; } matmul_state;
+typedef struct { fdm_tensor *a, *b; fdm_dtype autocast; } matmul_state;
+
+static fdm_tensor *matmul_as(fdm_tensor *a, fdm_tensor *b, fdm_dtype autocast);
 
 static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   matmul_state *s = FDM_NODE_STATE(n, matmul_state);
@@ -24,7 +29,7 @@ static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   fdm_tensor *a = s->a, *b = s->b;
   if (fdm_node_needs(n, 0)) {
     fdm_tensor *bt = fdm_transpose(b, b->ndim - 2, b->ndim - 1);
-    fdm_tensor *ga = bt ? fdm_matmul(g, bt) : NULL;
+    fdm_tensor *ga = bt ? matmul_as(g, bt, s->autocast) : NULL;
     fdm_release(bt);
     gin[0] = ga ? fdm_reduce_to_input(n, 0, ga) : NULL;
     fdm_release(ga);
@@ -32,7 +37,7 @@ static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   }
   if (fdm_node_needs(n, 1)) {
     fdm_tensor *at = fdm_transpose(a, a->ndim - 2, a->ndim - 1);
-    fdm_tensor *gb = at ? fdm_matmul(at, g) : NULL;
+    fdm_tensor *gb = at ? matmul_as(at, g, s->autocast) : NULL;
     fdm_release(at);
     gin[1] = gb ? fdm_reduce_to_input(n, 1, gb) : NULL;
     fdm_release(gb);
@@ -42,7 +47,7 @@ static int mm_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
 }
 
 /* both operands >= 2-D */
-static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b) {
+static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b, fdm_dtype autocast) {
   char b1[128], b2[128];
   int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1];
   int64_t K2 = b->shape[b->ndim - 2], N = b->shape[b->ndim - 1];
@@ -73,7 +78,7 @@ static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b) {
   if (!gemm_layout(be, &tb, &ldb)) { bc = fdm_contiguous(be); gemm_layout(bc, &tb, &ldb); } else fdm_retain(bc);
   fdm_release(ae); fdm_release(be);
   fdm_gemm_params p = {.M = M, .N = N, .K = K, .trans_a = ta, .trans_b = tb, .lda = lda, .ldb = ldb,
-                       .ldc = N, .batch_nd = bnd, .alpha = 1.0f, .beta = 0.0f};
+                       .ldc = N, .batch_nd = bnd, .alpha = 1.0f, .beta = 0.0f, .autocast = autocast};
   for (int d = 0; d < bnd; d++) {
     p.batch_shape[d] = bshape[d];
     p.batch_stride_a[d] = bshape[d] == 1 ? 0 : ac->stride[d];
@@ -90,12 +95,15 @@ static fdm_tensor *matmul_nd(fdm_tensor *a, fdm_tensor *b) {
   if (n) {
     matmul_state *s = n->state;
     fdm_node_save(n, &s->a, a); fdm_node_save(n, &s->b, b);
+    s->autocast = autocast;
   }
   if (fdm_node_attach(out, n)) { fdm_release(out); return NULL; }
   return out;
 }
 
-fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b) {
+fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b) { return matmul_as(a, b, fdm_autocast_dtype()); }
+
+static fdm_tensor *matmul_as(fdm_tensor *a, fdm_tensor *b, fdm_dtype autocast) {
   fdm_tensor *chk[2] = {a, b};
   if (fdm_backend_check("matmul", 2, chk) || fdm_check_float("matmul", a)) return NULL;
   if (b->dtype != FDM_FLOAT16 && b->dtype != FDM_BFLOAT16 && fdm_check_float("matmul", b)) return NULL;
@@ -108,7 +116,7 @@ fdm_tensor *fdm_matmul(fdm_tensor *a, fdm_tensor *b) {
   fdm_tensor *a2 = a, *b2 = b;
   if (a->ndim == 1) a2 = fdm_unsqueeze(a, 0); else fdm_retain(a2);
   if (b->ndim == 1) b2 = fdm_unsqueeze(b, 1); else fdm_retain(b2);
-  fdm_tensor *r = (a2 && b2) ? matmul_nd(a2, b2) : NULL;
+  fdm_tensor *r = (a2 && b2) ? matmul_nd(a2, b2, autocast) : NULL;
   fdm_release(a2); fdm_release(b2);
   if (r && (a->ndim == 1 || b->ndim == 1)) {
     int dim = a->ndim == 1 && b->ndim == 1 ? -1 : (a->ndim == 1 ? r->ndim - 2 : r->ndim - 1);

@@ -79,13 +79,14 @@ static int check_vec(const char *op, const char *what, const fdm_tensor *v, int6
 
 /* ======================================================================= linear */
 
-typedef struct { fdm_tensor *x, *w; int64_t M, IN, OUT; } linear_state;
+/* autocast: the dtype the forward ran under, which the backward's products use too */
+typedef struct { fdm_tensor *x, *w; int64_t M, IN, OUT; fdm_dtype autocast; } linear_state;
 
 static int linear_backward(fdm_node *n, fdm_tensor *g, fdm_tensor **gin) {
   linear_state *s = FDM_NODE_STATE(n, linear_state);
   if (!s || alloc_input_grads(n, 3, g->device, gin)) return -1;
   fdm_kview vx, vw, vg, vgx, vgw, vgb;
-  if (FDM_KERNEL(g->device, "linear", linear_backward, s->M, s->IN, s->OUT, kv(s->x, &vx), kv(s->w, &vw),
+  if (FDM_KERNEL(g->device, "linear", linear_backward, s->autocast, s->M, s->IN, s->OUT, kv(s->x, &vx), kv(s->w, &vw),
                  kv(g, &vg), kv(gin[0], &vgx), kv(gin[1], &vgw), kv(gin[2], &vgb))) {
     release_grads(3, gin);
     return -1;
@@ -125,13 +126,14 @@ fdm_tensor *fdm_linear(fdm_tensor *x, fdm_tensor *w, fdm_tensor *b) {
   fdm_tensor *out = (xc && wc && (bc || !b)) ? fdm_empty(FDM_FLOAT32, x->ndim, oshape, x->device) : NULL;
   fdm_kview vx, vw, vb, vy;
   fdm_node *n = NULL;
-  if (!out || FDM_KERNEL(x->device, "linear", linear_forward, M, IN, OUT, kv(xc, &vx), kv(wc, &vw), kv(bc, &vb),
+  fdm_dtype autocast = fdm_autocast_dtype();
+  if (!out || FDM_KERNEL(x->device, "linear", linear_forward, autocast, M, IN, OUT, kv(xc, &vx), kv(wc, &vw), kv(bc, &vb),
                          kv(out, &vy)) ||
       fdm_node_new("linear", linear_backward, 3, all, sizeof(linear_state), &n))
     goto fail;
   if (n) {
     linear_state *s = n->state;
-    s->M = M; s->IN = IN; s->OUT = OUT;
+    s->M = M; s->IN = IN; s->OUT = OUT; s->autocast = autocast;
     fdm_node_save(n, &s->x, xc);
     fdm_node_save(n, &s->w, wc);
     if (fdm_node_attach(out, n)) goto fail;
@@ -289,6 +291,7 @@ static fdm_tensor *conv_impl(const char *op, int transposed, fdm_tensor *x, fdm_
   p.kh = (int)w->shape[2]; p.kw = (int)w->shape[3];
   p.sh = o->stride[0]; p.sw = o->stride[1]; p.ph = o->padding[0]; p.pw = o->padding[1];
   p.dh = o->dilation[0]; p.dw = o->dilation[1]; p.groups = o->groups;
+  p.autocast = fdm_autocast_dtype();   /* kept in the node's p: the backward rounds as the forward did */
   if (transposed ? convt_geometry(op, w, o, shown, &p) : conv2d_geometry(op, w, o, shown, &p)) return NULL;
   if (b && (b->ndim != 1 || b->shape[0] != p.K)) {
     fdm_seterror("%s: bias has shape %s, expected [%d]; weight %s", op, SHP(b, b1), p.K, SHP(w, b2));

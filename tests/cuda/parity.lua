@@ -361,6 +361,40 @@ case("attention", MM, function()
   return { input({ 2, l, d }, "randn", { grad = true }), input({ 2, l, d }, "randn", { grad = true }), input({ 2, l, d }, "randn", { grad = true }) }
 end, function(q, k, v) return F.scaled_dot_product_attention(q, k, v) end)
 
+-- bf16 autocast (fdm.autocast): both devices multiply the same bf16-rounded
+-- operands (rounded bit for bit alike) with float32 accumulation; the backward
+-- runs outside the region (the nodes keep the dtype). cuBLAS returns float32:
+-- MM's tolerance (summation order). cuDNN returns its bf16 result widened, one
+-- rounding (<= 2^-9 relative) more than the CPU's float32 result: 2^-8 |cpu|
+-- plus 1e-4 for the summation order.
+local AC_CONV = { 1e-4, 2 ^ -8 }
+local function autocast(f) return function(...) return fdm.autocast("bfloat16", f, ...) end end
+case("autocast matmul, batched and broadcast", MM, function()
+  local m, k, n, b = rsize(), rsize(), rsize(), R(1, 4)
+  return { input({ 2, b, m, k }, "randn", { grad = true }), input({ b, k, n }, "randn", { grad = true, nc = R(2) == 1 }) }
+end, autocast(function(a, b) return fdm.matmul(a, b) end))
+case("autocast bmm", MM, function()
+  local m, k, n, b = rsize(), rsize(), rsize(), R(1, 5)
+  return { input({ b, m, k }, "randn", { grad = true }), input({ b, k, n }, "randn", { grad = true }) }
+end, autocast(function(a, b) return F.bmm(a, b) end))
+case("autocast linear", MM, function()
+  local m, i, o = rsize(), rsize(), rsize()
+  return { input({ m, i }, "randn", { grad = true }), input({ o, i }, "randn", { grad = true }), input({ o }, "randn", { grad = true }) }
+end, autocast(function(x, w, b) return F.linear(x, w, b) end))
+case("autocast conv2d (3x3, strided, grouped)", AC_CONV, function()
+  local n, c, k, h, w, g = R(1, 3), R(1, 6), R(1, 7), R(3, 17), R(3, 17), R(1, 2)
+  return { input({ n, c * g, h, w }, "randn", { grad = true }), input({ k * g, c, 3, 3 }, "randn", { grad = true }),
+           input({ k * g }, "randn", { grad = true }), g }
+end, autocast(function(x, w, b, g)
+  return F.conv2d(x, w, b, { padding = 1, groups = g }), F.conv2d(x, w, nil, { stride = 2, groups = g })
+end), { last_is_param = true })
+case("autocast conv_transpose2d", AC_CONV, function()
+  local n, c, k, h = R(1, 3), R(1, 6), R(1, 5), R(2, 9)
+  return { input({ n, c, h, h + 1 }, "randn", { grad = true }), input({ c, k, 4, 4 }, "randn", { grad = true }), input({ k }, "randn", { grad = true }) }
+end, autocast(function(x, w, b)
+  return F.conv_transpose2d(x, w, b, { stride = 2, padding = 1 }), F.conv_transpose2d(x, w, nil, { stride = 2, output_padding = 1 })
+end))
+
 -- random draws: bit-identical for the same seed and offset
 local function draws(dev)
   fdm.manual_seed(1234 + R(1000))
@@ -511,23 +545,31 @@ local specs = {
   { "ClassConditionalUNet", function() return unet.ClassConditionalUNet(1, D, 10) end,
     function(m, x, c, t) return m(x, c, t) end },
 }
+-- one training step of spec s on dev, its forward and loss under autocast
+-- (nil: off): the loss, two gradients and two parameters after Adam's step
+local function train_step(s, dev, autocast)
+  local model = s[2]():to(dev)
+  local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
+  local x = fdm.randn(N, 1, 28, 28):to(dev)
+  local c = F.one_hot(fdm.randint(0, 10, { N }), 10):float():to(dev)
+  local t = fdm.rand(N, 1):to(dev)
+  local loss = fdm.autocast(autocast, function() return F.mse_loss(s[3](model, x, c, t), x) end)
+  loss:backward()
+  local ps = model:parameters()
+  local g1, gl = ps[1].grad, ps[#ps].grad
+  opt:step()
+  return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach()
+end
 for _, s in ipairs(specs) do
   -- float32 sums over a whole UNet in another order: 1e-3 relative (in norm)
   -- on the loss, the gradients and the parameters after Adam's step
-  model_case("training step " .. s[1], { norm = 1e-3 }, function(dev)
-    local model = s[2]():to(dev)
-    local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
-    local x = fdm.randn(N, 1, 28, 28):to(dev)
-    local c = F.one_hot(fdm.randint(0, 10, { N }), 10):float():to(dev)
-    local t = fdm.rand(N, 1):to(dev)
-    local loss = F.mse_loss(s[3](model, x, c, t), x)
-    loss:backward()
-    local ps = model:parameters()
-    local g1, gl = ps[1].grad, ps[#ps].grad
-    opt:step()
-    return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach()
-  end)
+  model_case("training step " .. s[1], { norm = 1e-3 }, function(dev) return train_step(s, dev) end)
 end
+-- under bf16 autocast each of the UNet's convolutions carries one bf16
+-- rounding of its output on the GPU (cuDNN) that the CPU does not (<= 2^-9
+-- relative, random in sign): 2e-2 relative in norm
+model_case("training step ClassConditionalUNet under bf16 autocast", { norm = 2e-2 },
+  function(dev) return train_step(specs[3], dev, "bfloat16") end)
 
 model_case("sampler run (flow matching, time-conditional Euler)", { norm = 1e-3 }, function(dev)
   local flow = require "fdm.flow"
