@@ -78,3 +78,32 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
 
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 end)
+
+describe("the main demo's anagram (scripts/anagram.lua defaults)", function()
+  it("is an illusion real digits do not make: under 20 % of real p1 digits read as p2 in the view", function()
+    local C = dofile("scripts/partA/common.lua")
+    local cls = require "fdm.classifier"
+    local d = C.ANAGRAM_DEFAULT
+    local p = C.split(d.prompts)
+    local p1, p2 = M.parse_prompt(p[1]), M.parse_prompt(p[2])
+    assert.is_true(p1 >= 0 and p2 >= 0 and p1 ~= p2, d.prompts)
+    local ds = C.mnist_test()
+    local x = ds.images:narrow(1, 1, 3000)
+    local labels = ds.labels:narrow(1, 1, 3000):tolist()
+    local view = C.D.view_by_name(d.view)
+    local pred = cls.predict(cls.load(), M.from_model(view.apply(M.to_model(x)))):tolist()
+    local n, k = 0, 0
+    for i, y in ipairs(labels) do
+      if y == p1 then
+        n = n + 1
+        if pred[i] == p2 then k = k + 1 end
+      end
+    end
+    assert.is_true(n > 200, n)
+    assert.is_true(k / n < 0.2, ("%d of %d real %d read as %d under %s"):format(k, n, p1, p2, d.view))
+    -- the script's defaults are these
+    local text = H.sh(BIN .. " scripts/anagram.lua --help")
+    assert.truthy(text:find('(default: ' .. d.prompts .. ')', 1, true), text)
+    assert.truthy(text:find('(default: ' .. d.view .. ')', 1, true), text)
+  end)
+end)

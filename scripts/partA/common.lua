@@ -471,6 +471,11 @@ function C.sdedit_row(model, x, i_starts, args, cond, uncond)
   return ims, caps
 end
 
+-- The main demo's illusion (scripts/anagram.lua): a pair that real digits
+-- do not already satisfy under the view (the share of real 2s that read as
+-- a 7 when flipped is 1 %; a 6 turned by rot180 reads as a 9 95 % of the time)
+C.ANAGRAM_DEFAULT = { prompts = "2,7", view = "flip" }
+
 -- a visual anagram: n samples whose view_k shows prompt_k; returns x and,
 -- per entry, the image as that view shows it
 function C.anagram(model, prompts, views, args, n)

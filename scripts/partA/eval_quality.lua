@@ -28,7 +28,7 @@ local fdm = rawget(_G, "fdm") or require "fdm"
 local cls = require "fdm.classifier"
 
 local VIEWS = { "flip", "rot180", "rot90", "rot270", "negate", "jigsaw" }
-local DEFAULT_PAIRS = "6:9:rot180,6:9:flip,2:5:flip,1:1:rot180,0:0:rot180,8:8:rot180,3:8:flip"
+local DEFAULT_PAIRS = "6:9:rot180,6:9:flip,2:5:flip,1:1:rot180,0:0:rot180,8:8:rot180,3:8:flip,2:7:flip"
 local DEFAULT_HYBRIDS = "0:1,8:7,1:8,0:6,7:1"
 local LOW_STRETCH = 0.3
 
