@@ -135,6 +135,13 @@ void fdm_rng_get(uint64_t *seed, uint64_t *offset);
 void fdm_rng_set(uint64_t seed, uint64_t offset);
 /* reserves blocks 128-bit blocks of the stream; returns the offset of the first */
 uint64_t fdm_rng_take(uint64_t blocks);
+/* device-offset mode (graphs): draws read {seed, offset} from state (int64
+** [2] on a device) and reserve blocks relative to that offset; end returns
+** the blocks reserved since begin */
+void fdm_rng_device_begin(fdm_tensor *state);
+uint64_t fdm_rng_device_end(void);
+fdm_tensor *fdm_rng_device_state(void);   /* NULL outside the mode */
+uint64_t fdm_rng_device_take(uint64_t blocks);
 
 /* ---- checks used by every op: return -1 and set the error on failure ---- */
 int fdm_check_dtype(const char *op, const fdm_tensor *t, fdm_dtype want);
