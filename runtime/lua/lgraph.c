@@ -3,6 +3,7 @@
 #include "fdm_lua.h"
 #include "fdm_ops.h"
 #include "fdm_graph.h"
+#include "fdm_backend.h"
 
 #define FDM_GRAPH_MT "fdm.GraphHandle"
 
@@ -74,6 +75,14 @@ static int l_graph_capturing(lua_State *L) {
   return 1;
 }
 
+/* fdm.graph_supported(device) -> whether the device can capture graphs */
+static int l_graph_supported(lua_State *L) {
+  fdm_device dev = fdm_lua_optdevice(L, 1, "device", fdm_lua_default_device());
+  const fdm_backend *be = fdm_backend_available(dev) ? fdm_backend_get(dev) : NULL;
+  lua_pushboolean(L, be && be->graph_begin);
+  return 1;
+}
+
 /* fdm.counter_add_(t, delta): t (one-element int64) += delta on its device */
 static int l_counter_add_(lua_State *L) {
   if (fdm_counter_add_(fdm_lua_check(L, 1), luaL_checkinteger(L, 2))) return fdm_lua_error(L);
@@ -87,7 +96,7 @@ static const luaL_Reg graph_methods[] = {
 
 static const luaL_Reg graph_funcs[] = {
   {"_graph_begin", l_graph_begin}, {"graph_capturing", l_graph_capturing}, {"counter_add_", l_counter_add_},
-  {NULL, NULL}};
+  {"graph_supported", l_graph_supported}, {NULL, NULL}};
 
 void fdm_open_graph(lua_State *L) {
   if (luaL_newmetatable(L, FDM_GRAPH_MT)) {
