@@ -257,3 +257,14 @@ describe("fdm.train --graph (emulated) matches the eager loop", function()
     assert.truthy(text:find("--graph: CUDA graphs need --device cuda; device 'cpu' has none", 1, true), text)
   end)
 end)
+
+describe("tests/cuda/graphs.lua (the GPU check)", function()
+  it("runs on the fake device with emulated graphs and passes", function()
+    if not fdm.supports("fake", "copy") then return end
+    local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
+    local text, rc = H.sh("FDM_GRAPHS_DEVICE=fake FDM_FAKE_BACKEND=" .. q(os.getenv("FDM_FAKE_BACKEND")) .. " " ..
+      q(BIN) .. " " .. q(H.here("cuda/graphs.lua")))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("graphs on fake (emulated): 5 passed, 0 failed", 1, true), text)
+  end)
+end)

@@ -12,16 +12,18 @@
 #   parity.log      the parity suite's output
 #   nn_edges.log    tests/cuda/nn_edges.lua (make test-cuda-nn: the NN kernels'
 #                   rarer paths), when the tree has it
+#   graphs.log      tests/cuda/graphs.lua (make test-cuda-graphs: CUDA graphs
+#                   against eager runs), when the tree has it
 #   bench-gpu.md    the benchmark's table (stdout)
 #   bench_gpu.json  the benchmark's numbers
 #   gpu-check.log   everything, in order
-# Exit status: 0 when the parity suite (and nn_edges) passed; the benchmark
+# Exit status: 0 when the parity suite (and nn_edges, graphs) passed; the benchmark
 # is informational.
 #
 # GPU_CHECK_DRY=1 runs here, without a GPU, everything up to the point where
 # one is needed: unpack, library search, ldd, fdm's device list and its "no
-# CUDA device" reason, then the parity suite and the benchmark script on the
-# fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
+# CUDA device" reason, then the parity suite, the graphs check (emulated
+# graphs) and the benchmark script on the fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
 # Other knobs: GPU_BUNDLE (the archive), GPU_CHECK_WORK (where it is unpacked,
 # default build/gpu-run), PARITY_TIMEOUT (s, default 150),
 # BENCH_GPU_BUDGET (s, default 120), GPU_CHECK_SKIP_BENCH=1.
@@ -138,6 +140,18 @@ if [ -f tests/cuda/nn_edges.lua ]; then
   if [ $erc -eq 0 ] && [ -n "$eline" ]; then summary "ok   nn_edges: $eline ($(elapsed))"
   else summary "FAIL parity nn_edges (rc $erc): ${eline:-no summary line} (see nn_edges.log)"
   fi
+fi
+
+if [ -f tests/cuda/graphs.lua ]; then
+  echo "== graphs ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env FDM_GRAPHS_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/graphs.lua > "$OUT/graphs.log" 2>&1
+  grc=$?
+  tail -8 "$OUT/graphs.log"
+  gline=$(grep -E "^graphs on |skipped" "$OUT/graphs.log" | tail -1)
+  if [ $grc -eq 0 ] && [ -n "$gline" ]; then summary "ok   graphs: $gline ($(elapsed))"
+  else summary "FAIL parity graphs (rc $grc): ${gline:-no summary line} (see graphs.log)"
+  fi
+  grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
 fi
 
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
