@@ -131,28 +131,24 @@ elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEO
 else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
 fi
 
-if [ -f tests/cuda/nn_edges.lua ]; then
-  echo "== nn_edges ($PARITY_DEVICE)"
-  timeout "${PARITY_TIMEOUT:-150}" env FDM_EDGES_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/nn_edges.lua > "$OUT/nn_edges.log" 2>&1
-  erc=$?
-  tail -2 "$OUT/nn_edges.log"
-  eline=$(grep -E "^nn_edges on |skipped" "$OUT/nn_edges.log" | tail -1)
-  if [ $erc -eq 0 ] && [ -n "$eline" ]; then summary "ok   nn_edges: $eline ($(elapsed))"
-  else summary "FAIL parity nn_edges (rc $erc): ${eline:-no summary line} (see nn_edges.log)"
+# a further check run by fdm: NAME (its log NAME.log), the variable naming
+# its device, the script, its summary line's start, lines of the log to show;
+# a failure counts as a parity failure (the exit status)
+check() {
+  local name=$1 devvar=$2 script=$3 line=$4 show=$5 rc l
+  [ -f "$script" ] || return 0
+  echo "== $name ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env "$devvar=$PARITY_DEVICE" "$FDM" "$script" > "$OUT/$name.log" 2>&1
+  rc=$?
+  tail -"$show" "$OUT/$name.log"
+  l=$(grep -E "^$line|skipped" "$OUT/$name.log" | tail -1)
+  if [ $rc -eq 0 ] && [ -n "$l" ]; then summary "ok   $name: $l ($(elapsed))"
+  else summary "FAIL parity $name (rc $rc): ${l:-no summary line} (see $name.log)"
   fi
-fi
-
-if [ -f tests/cuda/graphs.lua ]; then
-  echo "== graphs ($PARITY_DEVICE)"
-  timeout "${PARITY_TIMEOUT:-150}" env FDM_GRAPHS_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/graphs.lua > "$OUT/graphs.log" 2>&1
-  grc=$?
-  tail -8 "$OUT/graphs.log"
-  gline=$(grep -E "^graphs on |skipped" "$OUT/graphs.log" | tail -1)
-  if [ $grc -eq 0 ] && [ -n "$gline" ]; then summary "ok   graphs: $gline ($(elapsed))"
-  else summary "FAIL parity graphs (rc $grc): ${gline:-no summary line} (see graphs.log)"
-  fi
-  grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
-fi
+}
+check nn_edges FDM_EDGES_DEVICE tests/cuda/nn_edges.lua "nn_edges on " 2
+check graphs FDM_GRAPHS_DEVICE tests/cuda/graphs.lua "graphs on " 8
+[ -f "$OUT/graphs.log" ] && grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
 
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   echo "== bench-gpu"

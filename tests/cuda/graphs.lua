@@ -20,17 +20,7 @@ local unet = require "fdm.unet"
 local Step = require "fdm.graph_step"
 
 local DEV = os.getenv("FDM_GRAPHS_DEVICE") or "cuda"
-if DEV == "fake" and not fdm.supports("fake", "copy") then
-  local p = os.getenv("FDM_FAKE_BACKEND")
-  if p and p ~= "" then pcall(fdm.load_backend, p) end
-end
-do
-  local ok, err = pcall(fdm.zeros, { 1 }, { device = DEV })
-  if not ok then
-    print(("no %s device: skipped (%s)"):format(DEV == "cuda" and "CUDA" or DEV, tostring(err)))
-    os.exit(0)
-  end
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/open_device.lua")(DEV)
 local EMULATE = not fdm.graph_supported({ device = DEV })
 local GOPTS = { device = DEV, emulate = EMULATE }
 local QUICK = DEV ~= "cuda"
