@@ -213,6 +213,43 @@ describe("graphed samplers (emulated) give the eager samples", function()
   end)
 end)
 
+describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager samples", function()
+  local D = require "fdm.diffusion"
+  local M = require "fdm.ddpm_model"
+  for _, dev in ipairs(devices()) do
+    it("CFG, clipping, fixed variance, inpainting and a hook on " .. dev, function()
+      fdm.manual_seed(6)
+      local model = M.new { hidden = 4, device = dev }
+      model:eval()
+      local cond = fdm.F.one_hot(fdm.tensor({ 1, 5 }, { dtype = "int64" }), 10):float():to(dev)
+      local uncond = fdm.zeros(1, 10, { device = dev })
+      local x_orig = fdm.rand(2, 1, 28, 28):to(dev)
+      local mask = fdm.ge(fdm.rand(2, 1, 28, 28), 0.5):float():to(dev)
+      local function sample(graph)
+        return flow.with_rng(8, function()
+          local steps = {}
+          local s = D.Sampler(model, { n = 2, cond = cond, uncond = uncond, cfg = 3, steps = 6, graph = graph,
+            inpaint = { x_orig = x_orig, mask = mask } })
+          s:add_hook(function(smp, ev) steps[#steps + 1] = ev.x0_hat:clone() end)
+          return s:run(), steps
+        end)
+      end
+      local a, ha = sample(nil)
+      local b, hb = sample({ emulate = true })
+      H.assert_close(b, a, EXACT, "samples")
+      assert.are.equal(5, #ha)
+      assert.are.equal(#ha, #hb)
+      for i = 1, #ha do H.assert_close(hb[i], ha[i], EXACT, "x0_hat of step " .. i) end
+    end)
+  end
+
+  it("graph = true on the CPU is the clear error", function()
+    local model = M.new { hidden = 4 }
+    H.raises(function() D.Sampler(model, { n = 1, steps = 3, graph = true }) end,
+      "graphs need a device that supports them (cuda); device 'cpu' has none")
+  end)
+end)
+
 describe("fdm.train --graph (emulated) matches the eager loop", function()
   -- 40 images in batches of 16: two full batches (warm-up, capture) then a
   -- short one (eager) per epoch; a scheduler changes the lr between epochs
