@@ -285,11 +285,14 @@ describe("fdm.train --graph (emulated) matches the eager loop", function()
     end)
   end
 
-  it("--graph with --device cpu is a usage error naming the device", function()
+  it("--graph with --device cpu is a usage error naming the device (flow_class, sample)", function()
     local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
     local out = H.tmpdir()
     local text, rc = H.sh("FDM_FAKE_DATA=1 " .. q(BIN) .. " flow_class --graph --epochs 1 --max-batches 1 --out " .. q(out))
     os.execute("rm -rf " .. q(out))
+    assert.are.equal(2, rc, text)
+    assert.truthy(text:find("--graph: CUDA graphs need --device cuda; device 'cpu' has none", 1, true), text)
+    text, rc = H.sh(q(BIN) .. " sample --graph --steps 3")
     assert.are.equal(2, rc, text)
     assert.truthy(text:find("--graph: CUDA graphs need --device cuda; device 'cpu' has none", 1, true), text)
   end)
