@@ -250,6 +250,68 @@ describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager
   end)
 end)
 
+describe("train_ddpm's step (fdm.ddpm_model's loss) under graphs", function()
+  local M = require "fdm.ddpm_model"
+  local Step = require "fdm.graph_step"
+
+  it("the loss draws and computes on the device: the numbers of the former CPU form", function()
+    fdm.manual_seed(3)
+    local model = M.new { hidden = 4 }
+    local x, y = fdm.rand(5, 1, 28, 28), fdm.tensor({ 1, 2, 3, 4, 5 }, { dtype = "int64" })
+    -- the loss as train_ddpm computed it before (t, mask drawn on the CPU; index_select)
+    local function cpu_form()
+      local n = 5
+      local x0 = M.to_model(x)
+      local t = fdm.randint(0, model.T, { n })
+      local ab = fdm.index_select(model.schedule.alphas_cumprod, 1, t):reshape(n, 1, 1, 1)
+      local eps = fdm.randn_like(x0)
+      local x_t = x0 * fdm.sqrt(ab) + eps * fdm.sqrt(1 - ab)
+      local c = fdm.F.one_hot(y, M.NUM_CLASSES):float()
+      local mask = unet.class_dropout_mask(n, 0.3)
+      return fdm.F.mse_loss(model.net(x_t, c, t:float() / model.T, mask), eps)
+    end
+    fdm.manual_seed(9)
+    local a = cpu_form()
+    fdm.manual_seed(9)
+    local b = M.loss(model, x, y, { p_uncond = 0.3 })
+    H.assert_close(b, a, EXACT)
+  end)
+
+  -- train_ddpm's loop: a per-step lr, an EMA updated after every step
+  local function run(dev, graph)
+    fdm.manual_seed(4)
+    local model = M.new { hidden = 4, device = dev }
+    local net = model.net
+    net:train()
+    local opt = fdm.optim.Adam(net:parameters(), { lr = 1e-2 })
+    local ema = fdm.optim.EMA(net, 0.9, { warmup = true })
+    local step = Step.new(function(x, y) return M.loss(model, x, y, { p_uncond = 0.2 }) end, opt, dev,
+      graph and { device = dev, emulate = true } or nil, 3)
+    local xs, ys = fdm.rand(6, 4, 1, 28, 28), fdm.randint(0, 10, { 6, 4 })
+    local losses = {}
+    for i = 1, 6 do
+      opt.param_groups[1].lr = 1e-2 / i
+      local loss = step:step(xs[i], ys[i])
+      ema:update(net)
+      for _, l in ipairs(graph and step:take() or { loss:item() }) do losses[#losses + 1] = l end
+    end
+    if graph then for _, l in ipairs(step:flush()) do losses[#losses + 1] = l end end
+    step:free()
+    return losses, net, ema
+  end
+
+  for _, dev in ipairs(devices()) do
+    it("graphed (emulated) on " .. dev .. ": losses, parameters and the EMA bit for bit", function()
+      local le, ne, ee = run(dev, false)
+      local lg, ng, eg = run(dev, true)
+      assert.are.equal(6, #le)
+      assert.are.same(le, lg)
+      assert_same_params(ne, ng, "after 6 steps")
+      for k, v in pairs(ee.shadow) do H.assert_close(eg.shadow[k], v, EXACT, "EMA " .. k) end
+    end)
+  end
+end)
+
 describe("fdm.train --graph (emulated) matches the eager loop", function()
   -- 40 images in batches of 16: two full batches (warm-up, capture) then a
   -- short one (eager) per epoch; a scheduler changes the lr between epochs
@@ -285,11 +347,14 @@ describe("fdm.train --graph (emulated) matches the eager loop", function()
     end)
   end
 
-  it("--graph with --device cpu is a usage error naming the device (flow_class, sample)", function()
+  it("--graph with --device cpu is a usage error naming the device (flow_class, train_ddpm, sample)", function()
     local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
     local out = H.tmpdir()
     local text, rc = H.sh("FDM_FAKE_DATA=1 " .. q(BIN) .. " flow_class --graph --epochs 1 --max-batches 1 --out " .. q(out))
     os.execute("rm -rf " .. q(out))
+    assert.are.equal(2, rc, text)
+    assert.truthy(text:find("--graph: CUDA graphs need --device cuda; device 'cpu' has none", 1, true), text)
+    text, rc = H.sh(q(BIN) .. " train_ddpm --graph --subset 8 --out " .. q(out))
     assert.are.equal(2, rc, text)
     assert.truthy(text:find("--graph: CUDA graphs need --device cuda; device 'cpu' has none", 1, true), text)
     text, rc = H.sh(q(BIN) .. " sample --graph --steps 3")

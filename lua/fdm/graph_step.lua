@@ -57,6 +57,7 @@ function S:step(x, y, i)
   else
     self.x, self.y = x:to(self.device):clone(), y:to(self.device):clone()   -- the captured inputs
     local sx, sy = self.x, self.y
+    self.opt:write_device_scalars()   -- the captured step reads the lr, it does not write it
     self.g, loss = fdm.graph(function() return eager_step(self.loss_fn, self.opt, sx, sy, i) end, self.graph)
   end
   self:record(loss)
