@@ -2,11 +2,12 @@
 -- fdm itself (no busted): fdm tests/cuda/graphs.lua (make test-cuda-graphs;
 -- tools/gpu-check.sh). From the same seed:
 --   draws     random draws in a graph (capture + replays) = the eager draws, bit for bit
---   train     N steps of the class-conditioned UNet with Adam and a scheduler,
+--   train     N steps of the class-conditioned UNet with Adam, a scheduler and a per-step lr,
 --             graphed (fdm.graph_step, as fdm.train --graph) against eager:
 --             losses and parameters (1e-4 relative; cuDNN's and atomicAdd's
 --             order may differ between runs, so not bit for bit)
 --   sampler   flow.sample_class with graph = true against eager (1e-4 in norm)
+--   ddpm      fdm.diffusion's sampler (CFG, fixed variance) graphed against eager (1e-4)
 --   errors    :item() inside a capture is a clear error, and a capture after it works
 --   memory    a freed graph gives its memory back to the allocator
 --   speed     eager and graphed steps per second (informational)
@@ -24,7 +25,7 @@ dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/open_de
 local EMULATE = not fdm.graph_supported({ device = DEV })
 local GOPTS = { device = DEV, emulate = EMULATE }
 local QUICK = DEV ~= "cuda"
-local D, BATCH, STEPS = QUICK and 4 or 64, QUICK and 8 or 64, QUICK and 5 or 20
+local WIDTH, BATCH, STEPS = QUICK and 4 or 64, QUICK and 8 or 64, QUICK and 5 or 20
 
 local passed, failed = 0, 0
 local function case(name, fn)
@@ -77,7 +78,7 @@ end)
 -- N steps from one seed; returns the losses, the net and the steps/s after warm-up
 local function train(graph)
   fdm.manual_seed(17)
-  local net = unet.ClassConditionalUNet(1, D, 10):to(DEV)
+  local net = unet.ClassConditionalUNet(1, WIDTH, 10):to(DEV)
   local opt = fdm.optim.Adam(net:parameters(), { lr = 1e-3 })
   local sched = fdm.optim.ExponentialLR(opt, 0.9)
   local step = Step.new(function(x, y) return flow.class_loss(net, x, y, 0.1, 10) end, opt, DEV,
@@ -90,6 +91,7 @@ local function train(graph)
       if graph then read() end
       t0 = fdm.time()
     end
+    opt.param_groups[1].lr = sched:get_last_lr()[1] * (1 - 0.01 * i)   -- a per-step lr, as train_ddpm's
     local loss = step:step(xs[i], ys[i], i)
     if not graph then losses[i] = loss:item() end
     if i % 5 == 0 then sched:step() end
@@ -120,7 +122,7 @@ end)
 
 case("sampler", function()
   fdm.manual_seed(3)
-  local net = unet.ClassConditionalUNet(1, D, 10):to(DEV)
+  local net = unet.ClassConditionalUNet(1, WIDTH, 10):to(DEV)
   local function sample(graph)
     return flow.with_rng(9, function()
       return flow.sample_class(net, { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 },
@@ -130,6 +132,24 @@ case("sampler", function()
   local a, b = sample(false), sample(true)
   local r = rel(b, a)
   if r > 1e-4 then return ("graphed samples differ from eager ones: relative %.3g"):format(r) end
+end)
+
+case("ddpm", function()
+  local D = require "fdm.diffusion"
+  local M = require "fdm.ddpm_model"
+  fdm.manual_seed(5)
+  local model = M.new { hidden = WIDTH, device = DEV }
+  model:eval()
+  local cond = fdm.F.one_hot(fdm.arange(0, 10), 10):float():to(DEV)
+  local function sample(graph)
+    return flow.with_rng(2, function()
+      return D.sample(model, 10, { cond = cond, uncond = fdm.zeros(1, 10, { device = DEV }), cfg = 5,
+        steps = STEPS + 4, graph = graph and GOPTS or nil })
+    end)
+  end
+  local a, b = sample(false), sample(true)
+  local r = rel(b, a)
+  if r > 1e-4 then return ("graphed DDPM samples differ from eager ones: relative %.3g"):format(r) end
 end)
 
 case("errors", function()
@@ -165,7 +185,7 @@ end)
 
 if eager_rate and graph_rate then
   print(("info speed: class-conditioned UNet D=%d batch %d: eager %.1f steps/s, graphed %.1f steps/s (%.2fx)%s"):format(
-    D, BATCH, eager_rate, graph_rate, graph_rate / eager_rate, EMULATE and " (emulated: no capture)" or ""))
+    WIDTH, BATCH, eager_rate, graph_rate, graph_rate / eager_rate, EMULATE and " (emulated: no capture)" or ""))
 end
 print(("graphs on %s%s: %d passed, %d failed"):format(DEV, EMULATE and " (emulated)" or "", passed, failed))
 os.exit(failed == 0 and 0 or 1)
