@@ -120,18 +120,21 @@ case("train", function()
   end
 end)
 
+-- fn(graph options or nil) run from one seed without and with a graph: nil, or what differs
+local function same_samples(what, seed, fn)
+  local a = flow.with_rng(seed, fn, nil)
+  local b = flow.with_rng(seed, fn, GOPTS)
+  local r = rel(b, a)
+  if r > 1e-4 then return ("graphed %s differ from eager ones: relative %.3g"):format(what, r) end
+end
+
 case("sampler", function()
   fdm.manual_seed(3)
   local net = unet.ClassConditionalUNet(1, WIDTH, 10):to(DEV)
-  local function sample(graph)
-    return flow.with_rng(9, function()
-      return flow.sample_class(net, { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 },
-        { steps = STEPS * 3, guidance = 5, device = DEV, graph = graph and GOPTS or nil })
-    end)
-  end
-  local a, b = sample(false), sample(true)
-  local r = rel(b, a)
-  if r > 1e-4 then return ("graphed samples differ from eager ones: relative %.3g"):format(r) end
+  return same_samples("flow samples", 9, function(graph)
+    return flow.sample_class(net, { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 },
+      { steps = STEPS * 3, guidance = 5, device = DEV, graph = graph })
+  end)
 end)
 
 case("ddpm", function()
@@ -141,15 +144,10 @@ case("ddpm", function()
   local model = M.new { hidden = WIDTH, device = DEV }
   model:eval()
   local cond = fdm.F.one_hot(fdm.arange(0, 10), 10):float():to(DEV)
-  local function sample(graph)
-    return flow.with_rng(2, function()
-      return D.sample(model, 10, { cond = cond, uncond = fdm.zeros(1, 10, { device = DEV }), cfg = 5,
-        steps = STEPS + 4, graph = graph and GOPTS or nil })
-    end)
-  end
-  local a, b = sample(false), sample(true)
-  local r = rel(b, a)
-  if r > 1e-4 then return ("graphed DDPM samples differ from eager ones: relative %.3g"):format(r) end
+  local uncond = fdm.zeros(1, 10, { device = DEV })
+  return same_samples("DDPM samples", 2, function(graph)
+    return D.sample(model, 10, { cond = cond, uncond = uncond, cfg = 5, steps = STEPS + 4, graph = graph })
+  end)
 end)
 
 case("errors", function()
