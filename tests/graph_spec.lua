@@ -312,6 +312,32 @@ describe("train_ddpm's step (fdm.ddpm_model's loss) under graphs", function()
   end
 end)
 
+describe("fdm.graph_step", function()
+  it("captures only after a warm-up of the same batch shape; other shapes run eagerly", function()
+    local Step = require "fdm.graph_step"
+    local function run(graph)
+      fdm.manual_seed(2)
+      local net = fdm.nn.Linear(3, 1)
+      local opt = fdm.optim.Adam(net:parameters(), { lr = 0.1 })
+      local step = Step.new(function(x, y) return ((net(x) - y) ^ 2):mean() end, opt, "cpu",
+        graph and { device = "cpu", emulate = true } or nil)
+      local captured_at, losses = nil, {}
+      for i, n in ipairs({ 2, 4, 4, 4, 2, 4 }) do
+        local loss = step:step(fdm.randn(n, 3), fdm.randn(n, 1), i)
+        if graph and step.g and not captured_at then captured_at = i end
+        losses[i] = not graph and loss:item() or nil
+      end
+      if graph then losses = step:flush() end
+      return losses, captured_at, net
+    end
+    local le, _, ne = run(false)
+    local lg, at, ng = run(true)
+    assert.are.equal(3, at)   -- 2 warms up shape 2, 4 shape 4, the next 4 is captured
+    assert.are.same(le, lg)
+    assert_same_params(ne, ng, "after 6 steps")
+  end)
+end)
+
 describe("fdm.train --graph (emulated) matches the eager loop", function()
   -- 40 images in batches of 16: two full batches (warm-up, capture) then a
   -- short one (eager) per epoch; a scheduler changes the lr between epochs

@@ -1,9 +1,9 @@
--- fdm.graph_step: the training step of fdm.train, eager or as a CUDA graph
+-- fdm.graph_step: the training step of fdm.train and train_ddpm, eager or as a CUDA graph
 -- (--graph). The first step runs eagerly (cuDNN's algorithm search, cuBLAS
--- and the optimizer's state are set up outside any capture), the second is
--- captured (and runs), the rest replay it with the batch copied into the
--- captured inputs. A batch of another size (an epoch's last, smaller one)
--- runs eagerly. The optimizer keeps its lr and step on the device
+-- and the optimizer's state are set up outside any capture), the second
+-- (of the same batch shape) is captured (and runs), the rest replay it with
+-- the batch copied into the captured inputs. A batch of another size (an
+-- epoch's last, smaller one) runs eagerly. The optimizer keeps its lr and step on the device
 -- (opt:use_device_scalars()), so replays follow the scheduler and count
 -- Adam's steps. Losses are copied into a device buffer after each step and
 -- read every `every` steps (and at the end of an epoch) instead of waiting
@@ -51,8 +51,10 @@ function S:step(x, y, i)
     self.y:copy_(y:to(self.device))
     self.opt:write_device_scalars()
     loss = self.g:replay()
-  elseif not self.warm or self.g then   -- the warm-up step, or a batch of another shape
-    self.warm = true
+  elseif self.g or not (self.warm and same_shape(x, self.warm[1]) and same_shape(y, self.warm[2])) then
+    -- the warm-up (of this batch shape: the capture must find cuDNN's choices
+    -- for it made), or a batch of another shape than the captured one
+    if not self.g then self.warm = { x, y } end   -- shapes only: same_shape reads nothing else
     loss = eager_step(self.loss_fn, self.opt, x:to(self.device), y:to(self.device), i)
   else
     self.x, self.y = x:to(self.device):clone(), y:to(self.device):clone()   -- the captured inputs
