@@ -243,6 +243,17 @@ describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager
     end)
   end
 
+  it("dynamic thresholding (a quantile per sample) on the fake device", function()
+    if not fdm.supports("fake", "copy") then return end
+    fdm.manual_seed(7)
+    local model = M.new { hidden = 4, device = "fake" }
+    model:eval()
+    local function sample(graph)
+      return flow.with_rng(8, function() return D.sample(model, 2, { steps = 7, threshold = true, graph = graph }) end)
+    end
+    H.assert_close(sample({ emulate = true }), sample(nil), EXACT)
+  end)
+
   it("graph = true on the CPU is the clear error", function()
     local model = M.new { hidden = 4 }
     H.raises(function() D.Sampler(model, { n = 1, steps = 3, graph = true }) end,
