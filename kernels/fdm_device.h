@@ -27,6 +27,18 @@ typedef struct fdm_backend {
   size_t (*empty_cache)(void);                   /* returns the bytes given back */
   void (*stats)(fdm_backend_stats *out);
   const fdm_kernels *kernels;
+  /* Graphs (CUDA graphs), optional: NULL on a device without them. While a
+  ** capture runs, the device's work is recorded, not run, and every
+  ** allocation and release goes to the graph's own memory pool, which no
+  ** other work gets until graph_free. graph_begin returns the graph or NULL
+  ** with the error set; graph_end ends the capture and prepares replays (on
+  ** failure the graph stays valid for graph_free); graph_replay runs the
+  ** recorded work once more; graph_free (also of a capture that failed)
+  ** gives its memory back once tensors made during the capture are gone. */
+  void *(*graph_begin)(void);
+  int (*graph_end)(void *graph);
+  int (*graph_replay)(void *graph);
+  void (*graph_free)(void *graph);
 } fdm_backend;
 
 typedef struct fdm_plugin_host {
@@ -40,6 +52,8 @@ typedef struct fdm_plugin_host {
   ** it once on failure, empties its own cache, and retries. */
   void (*reclaim)(void);
 } fdm_plugin_host;
-#define FDM_PLUGIN_ABI 2
+/* 3: the kernel table's counter_add, random_at, adam_multi_at slots and the
+** backend's graph functions */
+#define FDM_PLUGIN_ABI 3
 typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
 #endif

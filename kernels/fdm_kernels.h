@@ -117,7 +117,19 @@ typedef struct {
   /* the same update for n parameters at once (multi-tensor: one pass, few launches); p, g, \
   ** m, v: arrays of n views; vmax NULL or n views; every element as the adam kernel */     \
   X(adam_multi, (const fdm_adam_params *a, int n, const fdm_kview *p, const fdm_kview *g,      \
-                 const fdm_kview *m, const fdm_kview *v, const fdm_kview *vmax))
+                 const fdm_kview *m, const fdm_kview *v, const fdm_kview *vmax))              \
+  /* Per-step values read from device memory (CUDA graphs: a replayed launch  \
+  ** sees what the host or an earlier kernel wrote there, not its capture-time \
+  ** arguments). counter (int64, one element) += delta */                                   \
+  X(counter_add, (const fdm_kview *counter, int64_t delta))                                   \
+  /* the random kernel with seed = state[0] and offset = state[1] + rel (state: int64 [2]) */ \
+  X(random_at, (fdm_random_kind kind, const fdm_kview *out, const fdm_kview *state, uint64_t rel, \
+                int64_t lo, int64_t hi))                                                      \
+  /* adam_multi with the learning rate read from lr (float32, one element) and the step   \
+  ** from step (int64, one element) instead of a->lr and a->step */                         \
+  X(adam_multi_at, (const fdm_adam_params *a, const fdm_kview *lr, const fdm_kview *step, int n, \
+                    const fdm_kview *p, const fdm_kview *g, const fdm_kview *m,                \
+                    const fdm_kview *v, const fdm_kview *vmax))
 
 #include "fdm_kernels_nn.h"
 

@@ -77,3 +77,9 @@ $(BUILD)/gpu/bin/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libfdm.a -llua5.4 -lreadline \
 	  -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib' $(LDLIBS)
+# `make test-cuda-graphs`: CUDA graphs against eager runs on the GPU
+# (tests/cuda/graphs.lua, run by fdm); without a CUDA device it says so and
+# passes as skipped. FDM_GRAPHS_DEVICE=fake runs it with emulated graphs.
+.PHONY: test-cuda-graphs
+test-cuda-graphs: all
+	$(LUA_ENV) ./$(BUILD)/fdm tests/cuda/graphs.lua

@@ -83,7 +83,8 @@ local run = train.run {
     if not is_milestone[epoch] then return end
     local t0 = fdm.time()
     local x = flow.with_rng(args.sample_seed, function()
-      return flow.sample_class(net, labels, { steps = args.steps, guidance = args.cfg, device = args.device })
+      return flow.sample_class(net, labels, { steps = args.steps, guidance = args.cfg, device = args.device,
+                                                graph = args.graph })
     end)
     x = fdm.clamp(x, 0, 1):to("cpu")
     fdm.io.save_safetensors(sample_file(epoch) .. ".safetensors", { samples = x })

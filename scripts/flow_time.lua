@@ -63,7 +63,7 @@ local run = train.run {
     if not is_milestone[epoch] then return end
     local t0 = fdm.time()
     local x = flow.with_rng(args.sample_seed, function()
-      return flow.sample_time(net, args.samples, { steps = args.steps, device = args.device })
+      return flow.sample_time(net, args.samples, { steps = args.steps, device = args.device, graph = args.graph })
     end)
     x = fdm.clamp(x, 0, 1):to("cpu")
     fdm.io.save_safetensors(sample_file(epoch) .. ".safetensors", { samples = x })

@@ -29,9 +29,14 @@ local spec = {
     { "device", "choice", "cpu", "where the models run (the T5 encoder too; images come back to the CPU to be saved)",
       choices = cli.device_choices() },
     { "out", "string", "out/sample", "output folder" },
+    { "graph", "flag", false, "CUDA graphs: capture one stage I step and replay it (--device cuda; the MNIST DDPM: " ..
+      "DeepFloyd's UNet reads t on the host, which a capture refuses)" },
   },
 }
 local args = cli.parse_or_exit(arg, spec)
+if args.graph and not fdm.graph_supported({ device = args.device }) then
+  cli.usage_error("--graph: CUDA graphs need --device cuda; device '" .. args.device .. "' has none")
+end
 
 local function split(s)
   local out = {}
@@ -90,7 +95,7 @@ local rows, rows_up, row_caps = {}, {}, {}
 for _, steps in ipairs(args.steps) do
   fdm.manual_seed(args.seed)
   local ts = fdm.time()
-  local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps })
+  local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps, graph = args.graph })
   local dt = fdm.time() - ts
   print(("stage I, %d steps: %.2f s (%.3f s per step)"):format(steps, dt, dt / (steps - 1)))
   rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1):to("cpu")

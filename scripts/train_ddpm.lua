@@ -34,9 +34,13 @@ local spec = {
     { "schedule", "choice", "cosine", "beta schedule", choices = { "cosine", "linear" } },
     { "samples", "flag", true, "save a CFG sample grid after every epoch (--samples=false to skip)" },
     train_lib.AUTOCAST,
+    { "graph", "flag", false, "CUDA graphs: capture one training step (and one sampler step) and replay it (--device cuda)" },
   },
 }
 local args = cli.parse_or_exit(arg, spec)
+if args.graph and not fdm.graph_supported({ device = args.device }) then
+  cli.usage_error("--graph: CUDA graphs need --device cuda; device '" .. args.device .. "' has none")
+end
 local OUT = args.out
 local WEIGHTS = args.weights
 if WEIGHTS == nil then
@@ -153,7 +157,7 @@ local function sample_grid(path)
       local c = fdm.F.one_hot(fdm.arange(0, 10), 10):float()
       if args.device ~= "cpu" then c = c:to(args.device) end
       return D.sample(model, 10, { cond = c, uncond = fdm.zeros(1, 10, { device = args.device }),
-        cfg = args.cfg, steps = math.min(args.steps, 34) })
+        cfg = args.cfg, steps = math.min(args.steps, 34), graph = args.graph })
     end)
     fdm.set_rng_state(saved)
     net:train()
@@ -167,23 +171,32 @@ end
 ---------------------------------------------------------------- training
 local step = (start_epoch - 1) * steps_per_epoch
 local t0 = fdm.time()
+-- the step, eager or (--graph) captured once and replayed (fdm.graph_step);
+-- with --graph the losses are read every 50 steps
+local stepper = require("fdm.graph_step").new(function(x, y)
+  return train_lib.autocast(args, M.loss, model, x, y, { p_uncond = args.p_uncond })
+end, opt, args.device, args.graph and { device = args.device } or nil)
 for ep = start_epoch, args.epochs do
   local bar = fdm.progress.bar { total = steps_per_epoch, desc = string.format("epoch %d/%d", ep, args.epochs) }
   local sum, cnt, t_ep = 0.0, 0, fdm.time()
+  local sizes, shown = {}, nil   -- batch sizes of the steps whose loss is not read yet
+  local function add_losses(list)
+    for _, l in ipairs(list) do
+      history.loss[#history.loss + 1] = l
+      sum, cnt, shown = sum + l * sizes[1], cnt + sizes[1], l
+      table.remove(sizes, 1)
+    end
+  end
   for x, y in epoch_batches(train, args.batch) do
-    if args.device ~= "cpu" then x, y = x:to(args.device), y:to(args.device) end
     for _, g in ipairs(opt.param_groups) do g.lr = lr_at(step) end
-    local loss = train_lib.autocast(args, M.loss, model, x, y, { p_uncond = args.p_uncond })
-    opt:zero_grad()
-    loss:backward()
-    opt:step()
+    local loss = stepper:step(x, y)
     if ema then ema:update(net) end
     step = step + 1
-    local l = loss:item()
-    history.loss[#history.loss + 1] = l
-    sum, cnt = sum + l * x.shape[1], cnt + x.shape[1]
-    bar:update(1, { loss = string.format("%.4f", l), lr = string.format("%.2e", lr_at(step - 1)) })
+    sizes[#sizes + 1] = x.shape[1]
+    add_losses(args.graph and stepper:take() or { loss:item() })
+    bar:update(1, { loss = shown and string.format("%.4f", shown) or "-", lr = string.format("%.2e", lr_at(step - 1)) })
   end
+  if args.graph then add_losses(stepper:flush()) end
   bar:close()
   history.epoch_loss[#history.epoch_loss + 1] = sum / cnt
   print(string.format("epoch %d: mean loss %.5f, %.1f s (%.0f images/s)", ep, sum / cnt,
@@ -201,6 +214,7 @@ for ep = start_epoch, args.epochs do
   end
 end
 
+stepper:free()
 local final = history.epoch_loss[#history.epoch_loss]
 with_final_weights(function()
   M.save(model, WEIGHTS, { epochs = args.epochs, batch = args.batch, lr = args.lr, seed = args.seed,

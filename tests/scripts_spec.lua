@@ -98,7 +98,7 @@ describe("every script's command line", function()
     ["C.timesteps"] = { "steps" }, ["C.sdedit_row"] = { "steps", "cfg", "threshold" },
     ["C.anagram"] = { "steps", "cfg", "threshold" }, ["C.out_file"] = { "out" },
     ["C.two_prompts"] = { "prompts" },
-    ["train.run"] = { "epochs", "resume", "out", "device", "max_batches", "stop_after", "autocast" },
+    ["train.run"] = { "epochs", "resume", "out", "device", "max_batches", "stop_after", "autocast", "graph" },
     ["train.load_data"] = { "dataset", "subset" },
   }
   local function slurp(p)

@@ -12,16 +12,18 @@
 #   parity.log      the parity suite's output
 #   nn_edges.log    tests/cuda/nn_edges.lua (make test-cuda-nn: the NN kernels'
 #                   rarer paths), when the tree has it
+#   graphs.log      tests/cuda/graphs.lua (make test-cuda-graphs: CUDA graphs
+#                   against eager runs), when the tree has it
 #   bench-gpu.md    the benchmark's table (stdout)
 #   bench_gpu.json  the benchmark's numbers
 #   gpu-check.log   everything, in order
-# Exit status: 0 when the parity suite (and nn_edges) passed; the benchmark
+# Exit status: 0 when the parity suite (and nn_edges, graphs) passed; the benchmark
 # is informational.
 #
 # GPU_CHECK_DRY=1 runs here, without a GPU, everything up to the point where
 # one is needed: unpack, library search, ldd, fdm's device list and its "no
-# CUDA device" reason, then the parity suite and the benchmark script on the
-# fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
+# CUDA device" reason, then the parity suite, the graphs check (emulated
+# graphs) and the benchmark script on the fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
 # Other knobs: GPU_BUNDLE (the archive), GPU_CHECK_WORK (where it is unpacked,
 # default build/gpu-run), PARITY_TIMEOUT (s, default 150),
 # BENCH_GPU_BUDGET (s, default 120), GPU_CHECK_SKIP_BENCH=1.
@@ -129,16 +131,24 @@ elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEO
 else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
 fi
 
-if [ -f tests/cuda/nn_edges.lua ]; then
-  echo "== nn_edges ($PARITY_DEVICE)"
-  timeout "${PARITY_TIMEOUT:-150}" env FDM_EDGES_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/nn_edges.lua > "$OUT/nn_edges.log" 2>&1
-  erc=$?
-  tail -2 "$OUT/nn_edges.log"
-  eline=$(grep -E "^nn_edges on |skipped" "$OUT/nn_edges.log" | tail -1)
-  if [ $erc -eq 0 ] && [ -n "$eline" ]; then summary "ok   nn_edges: $eline ($(elapsed))"
-  else summary "FAIL parity nn_edges (rc $erc): ${eline:-no summary line} (see nn_edges.log)"
+# a further check run by fdm: NAME (its log NAME.log), the variable naming
+# its device, the script, its summary line's start, lines of the log to show;
+# a failure counts as a parity failure (the exit status)
+check() {
+  local name=$1 devvar=$2 script=$3 line=$4 show=$5 rc l
+  [ -f "$script" ] || return 0
+  echo "== $name ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env "$devvar=$PARITY_DEVICE" "$FDM" "$script" > "$OUT/$name.log" 2>&1
+  rc=$?
+  tail -"$show" "$OUT/$name.log"
+  l=$(grep -E "^$line|skipped" "$OUT/$name.log" | tail -1)
+  if [ $rc -eq 0 ] && [ -n "$l" ]; then summary "ok   $name: $l ($(elapsed))"
+  else summary "FAIL parity $name (rc $rc): ${l:-no summary line} (see $name.log)"
   fi
-fi
+}
+check nn_edges FDM_EDGES_DEVICE tests/cuda/nn_edges.lua "nn_edges on " 2
+check graphs FDM_GRAPHS_DEVICE tests/cuda/graphs.lua "graphs on " 8
+[ -f "$OUT/graphs.log" ] && grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
 
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   echo "== bench-gpu"

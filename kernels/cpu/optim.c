@@ -42,3 +42,13 @@ int cpu_kernel_adam_multi(const fdm_adam_params *a, int n, const fdm_kview *p, c
     if (cpu_kernel_adam(a, &p[i], &g[i], &m[i], &v[i], vmax ? &vmax[i] : NULL)) return -1;
   return 0;
 }
+
+/* lr and step read from (host) memory, then exactly adam_multi */
+int cpu_kernel_adam_multi_at(const fdm_adam_params *a, const fdm_kview *lr, const fdm_kview *step, int n,
+                             const fdm_kview *p, const fdm_kview *g, const fdm_kview *m, const fdm_kview *v,
+                             const fdm_kview *vmax) {
+  fdm_adam_params at = *a;
+  at.lr = *(const float *)lr->data;
+  at.step = *(const int64_t *)step->data;
+  return cpu_kernel_adam_multi(&at, n, p, g, m, v, vmax);
+}

@@ -87,3 +87,17 @@ int cpu_kernel_ramp(const fdm_kview *out, double start, double step, double stop
     p[i] = (float)(linspace && i >= n / 2 ? stop - step * (n - 1 - i) : start + step * i);
   return 0;
 }
+
+/* the draw of cpu_kernel_random at the (seed, offset) kept in state[0], state[1] + rel */
+int cpu_kernel_random_at(fdm_random_kind kind, const fdm_kview *out, const fdm_kview *state, uint64_t rel,
+                         int64_t lo, int64_t hi) {
+  const int64_t *s = state->data;
+  return cpu_kernel_random(kind, out, (uint64_t)s[0], (uint64_t)s[1] + rel, lo, hi);
+}
+
+/* unsigned arithmetic: an offset counter wraps as the host's uint64 does */
+int cpu_kernel_counter_add(const fdm_kview *counter, int64_t delta) {
+  int64_t *c = counter->data;
+  *c = (int64_t)((uint64_t)*c + (uint64_t)delta);
+  return 0;
+}

@@ -9,14 +9,30 @@
 
 #define RT 256
 
-static __global__ void uniform_k(float *p, int64_t n, uint64_t seed, uint64_t base) {
+/* (seed, base) are the launch's arguments, or with state non-NULL read from
+** device memory (random_at: seed = state[0], base = state[1] + rel), so a
+** replayed CUDA graph draws at the offset the host or a kernel wrote there */
+struct draw_at {
+  uint64_t seed, base;
+  const int64_t *state;
+  __device__ void resolve(uint64_t *s, uint64_t *b) const {
+    *s = state ? (uint64_t)state[0] : seed;
+    *b = state ? (uint64_t)state[1] + base : base;
+  }
+};
+
+static __global__ void uniform_k(float *p, int64_t n, draw_at at) {
+  uint64_t seed, base;
+  at.resolve(&seed, &base);
   CI_FOR(b, (n + 3) / 4) {
     fdm_u32x4 r = fdm_philox(base + b, seed);
     for (int l = 0; l < 4 && b * 4 + l < n; l++) p[b * 4 + l] = fdm_u01(r.v[l]);
   }
 }
 
-static __global__ void normal_k(float *p, int64_t n, uint64_t seed, uint64_t base) {
+static __global__ void normal_k(float *p, int64_t n, draw_at at) {
+  uint64_t seed, base;
+  at.resolve(&seed, &base);
   CI_FOR(b, (n + 3) / 4) {
     float out[4];
     fdm_philox_normal4(fdm_philox(base + b, seed), out);
@@ -24,7 +40,9 @@ static __global__ void normal_k(float *p, int64_t n, uint64_t seed, uint64_t bas
   }
 }
 
-static __global__ void int_k(int64_t *p, int64_t n, uint64_t seed, uint64_t base, int64_t lo, uint64_t range) {
+static __global__ void int_k(int64_t *p, int64_t n, draw_at at, int64_t lo, uint64_t range) {
+  uint64_t seed, base;
+  at.resolve(&seed, &base);
   CI_FOR(b, (n + 1) / 2) {
     fdm_u32x4 r = fdm_philox(base + b, seed);
     for (int l = 0; l < 2 && b * 2 + l < n; l++) {
@@ -34,24 +52,42 @@ static __global__ void int_k(int64_t *p, int64_t n, uint64_t seed, uint64_t base
   }
 }
 
-extern "C" int cuda_kernel_random(fdm_random_kind kind, const fdm_kview *out, uint64_t seed, uint64_t offset,
-                                  int64_t lo, int64_t hi) {
+static int draw(fdm_random_kind kind, const fdm_kview *out, draw_at at, int64_t lo, int64_t hi) {
   int64_t n = fdm_kview_numel(out);
   if (n == 0) return 0;
   cudaStream_t st = fdm_cuda_stream();
   switch (kind) {
     case FDM_RANDOM_UNIFORM:
-      uniform_k<<<fdm_cuda_blocks((n + 3) / 4, RT), RT, 0, st>>>((float *)out->data, n, seed, offset);
+      uniform_k<<<fdm_cuda_blocks((n + 3) / 4, RT), RT, 0, st>>>((float *)out->data, n, at);
       return fdm_cuda_launched("rand");
     case FDM_RANDOM_NORMAL:
-      normal_k<<<fdm_cuda_blocks((n + 3) / 4, RT), RT, 0, st>>>((float *)out->data, n, seed, offset);
+      normal_k<<<fdm_cuda_blocks((n + 3) / 4, RT), RT, 0, st>>>((float *)out->data, n, at);
       return fdm_cuda_launched("randn");
     case FDM_RANDOM_INT:
-      int_k<<<fdm_cuda_blocks((n + 1) / 2, RT), RT, 0, st>>>((int64_t *)out->data, n, seed, offset, lo,
+      int_k<<<fdm_cuda_blocks((n + 1) / 2, RT), RT, 0, st>>>((int64_t *)out->data, n, at, lo,
                                                              (uint64_t)hi - (uint64_t)lo);
       return fdm_cuda_launched("randint");
   }
   return fdm_cuda_seterror("random: unknown distribution %d", (int)kind);
+}
+
+extern "C" int cuda_kernel_random(fdm_random_kind kind, const fdm_kview *out, uint64_t seed, uint64_t offset,
+                                  int64_t lo, int64_t hi) {
+  return draw(kind, out, draw_at{seed, offset, NULL}, lo, hi);
+}
+
+extern "C" int cuda_kernel_random_at(fdm_random_kind kind, const fdm_kview *out, const fdm_kview *state,
+                                     uint64_t rel, int64_t lo, int64_t hi) {
+  return draw(kind, out, draw_at{0, rel, (const int64_t *)state->data}, lo, hi);
+}
+
+static __global__ void counter_add_k(unsigned long long *c, long long delta) {
+  *c += (unsigned long long)delta;
+}
+
+extern "C" int cuda_kernel_counter_add(const fdm_kview *counter, int64_t delta) {
+  counter_add_k<<<1, 1, 0, fdm_cuda_stream()>>>((unsigned long long *)counter->data, (long long)delta);
+  return fdm_cuda_launched("counter_add");
 }
 
 static __global__ void perm_keys_k(unsigned long long *key, int64_t *pos, int64_t n, uint64_t seed, uint64_t base) {

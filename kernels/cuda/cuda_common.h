@@ -49,8 +49,23 @@ void fdm_cuda_scratch_release(void *p, size_t nbytes);
 ** queued on the stream until the next fdm_cuda_scratch call; NULL with the
 ** error set when memory runs out */
 void *fdm_cuda_scratch(size_t nbytes);
-/* copies that wait for the stream: device -> host and host -> device */
+/* copies that wait for the stream: device -> host and host -> device
+** (refused while a graph is being captured) */
 int fdm_cuda_to_host(void *host, const void *dev, size_t nbytes);
 int fdm_cuda_to_device(void *dev, const void *host, size_t nbytes);
+
+/* graphs (cuda_graph.cu) and their memory (the allocator, cuda_backend.cu) */
+typedef struct fdm_cuda_pool fdm_cuda_pool;
+fdm_cuda_pool *fdm_cuda_pool_new(void);
+/* routes every allocation and release to pool (NULL: back to the shared cache) */
+void fdm_cuda_pool_capture(fdm_cuda_pool *pool);
+/* 1 while a graph is being captured: kernels must not copy host memory then */
+int fdm_cuda_capturing(void);
+/* the pool's graph is freed and its work done: the blocks return to the shared cache */
+void fdm_cuda_pool_drop(fdm_cuda_pool *pool);
+void *fdm_cuda_graph_begin(void);
+int fdm_cuda_graph_end(void *graph);
+int fdm_cuda_graph_replay(void *graph);
+void fdm_cuda_graph_free(void *graph);
 }
 #endif

@@ -76,6 +76,9 @@ static __global__ void blur_bwd(int64_t P, int H, int W, int kx, int ky, const f
 /* wx then wy in device memory (the plugin's scratch) */
 static int upload_weights(const char *op, const fdm_blur_params *p, const float *wx, const float *wy, float **dw) {
   size_t n = (size_t)p->kx + (size_t)p->ky;
+  /* a captured copy would read the host weights again at every replay, after they are freed */
+  if (fdm_cuda_capturing())
+    return fdm_cuda_seterror("%s: cannot be captured in a CUDA graph (its weights come from host memory)", op);
   float *d = (float *)fdm_cuda_scratch(n * sizeof(float));
   if (!d) return -1;
   cudaStream_t st = fdm_cuda_stream();

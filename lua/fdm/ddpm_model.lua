@@ -31,6 +31,7 @@
 local fdm = require "fdm"
 local D = require "fdm.diffusion"
 local unet = require "fdm.unet"
+local flow = require "fdm.flow"
 local W = require "fdm.weights"
 
 local M = {}
@@ -209,23 +210,38 @@ function M.to_model(x01) return x01 * 2 - 1 end
 function M.from_model(x) return fdm.clamp((x + 1) * 0.5, 0, 1) end
 
 ---------------------------------------------------------------- training objective
+-- alphas_cumprod[t] for int64 t [N] on t's device, as [N,1,1,1]: a sum over
+-- a one-hot row (exact: one term is not zero), so nothing is read on the
+-- host (index_select checks its indices there) and a CUDA graph can capture it
+local function abar_at(model, t)
+  local dev, n = t.device, t:numel()
+  local cache = model._abar_on or {}
+  model._abar_on = cache
+  local abar = cache[dev]
+  if abar == nil then
+    abar = model.schedule.alphas_cumprod:to(dev)
+    cache[dev] = abar
+  end
+  local rows = fdm.eq(t:reshape(n, 1), fdm.arange(model.T, { device = dev })):float()
+  return (rows * abar):sum(2):reshape(n, 1, 1, 1)
+end
+
 -- x01 [N,1,28,28] in [0,1], labels int64 [N]: t ~ U{0..T-1}, x_t = forward(x0, t),
--- L2(eps_hat(x_t, t, c), eps) with c zeroed with probability p_uncond (CFG)
+-- L2(eps_hat(x_t, t, c), eps) with c zeroed with probability p_uncond (CFG).
+-- Everything is drawn and computed on x01's device (the draws are the
+-- CPU's numbers on any device), so fdm.graph_step can capture it.
 function M.loss(model, x01, labels, opts)
   opts = opts or {}
   local n = x01.shape[1]
   local dev = x01.device
   local x0 = M.to_model(x01)
-  local t = fdm.randint(0, model.T, { n })
-  local ab = fdm.index_select and fdm.index_select(model.schedule.alphas_cumprod, 1, t)
-    or fdm.gather(model.schedule.alphas_cumprod, 1, t)
-  if ab.device ~= dev then ab = ab:to(dev) end
-  ab = ab:reshape(n, 1, 1, 1)
+  local t = fdm.randint(0, model.T, { n }, { device = dev })
+  local ab = abar_at(model, t)
   local eps = fdm.randn_like(x0)
   local x_t = x0 * fdm.sqrt(ab) + eps * fdm.sqrt(1 - ab)
-  local c = fdm.F.one_hot(labels, M.NUM_CLASSES):float()
-  local mask = unet.class_dropout_mask(n, opts.p_uncond or 0.1)
-  if dev ~= "cpu" then c, mask, t = c:to(dev), mask:to(dev), t:to(dev) end
+  if labels.device ~= dev then labels = labels:to(dev) end
+  local c = flow.one_hot(labels, M.NUM_CLASSES)
+  local mask = unet.class_dropout_mask(n, opts.p_uncond or 0.1, dev)
   local pred = model.net(x_t, c, t:float() / model.T, mask)
   return fdm.F.mse_loss(pred, eps)
 end

@@ -34,6 +34,10 @@
 --                               add_variance = true, variance = "fixed_small"|"learned_range"|nil,
 --                               clip_x0 =, threshold = true | {ratio =, max =},
 --                               inpaint = {x_orig =, mask =}, hooks = {fn, ...}})
+--                               graph = true | {emulate = true}: one step captured as a
+--                               CUDA graph and replayed (fdm.graph), the same numbers;
+--                               the model must take t as an int64 tensor, hooks run
+--                               after each replay
 --   s:step() (one strided step; returns the new x), s:run(), s:done(), s.x, s.t, s.i,
 --   s.x0_hat, s.eps, s:add_hook(fn): fn(s, ev) after every step, ev = {i, t, t_next,
 --   x, x0_hat, eps, last}; a hook may return a replacement x (edit x_t).
@@ -401,6 +405,12 @@ function D.Sampler(model, opts)
   if self.inpaint then
     assert(self.inpaint.x_orig and self.inpaint.mask, "Sampler: inpaint needs {x_orig =, mask =}")
   end
+  if opts.graph then   -- graph_step's state; the device check comes before any work
+    local g = { device = self.x.device }
+    if type(opts.graph) == "table" then for k, v in pairs(opts.graph) do g[k] = v end end
+    require("fdm.graph").check(g)
+    self._graph = { opts = g }
+  end
   return self
 end
 setmetatable(Sampler, { __call = function(_, ...) return D.Sampler(...) end })
@@ -409,8 +419,32 @@ function Sampler:add_hook(fn) self.hooks[#self.hooks + 1] = fn; return self end
 function Sampler:done() return self.i >= #self.timesteps - 1 end
 function Sampler:steps_left() return #self.timesteps - 1 - self.i end
 
-function Sampler:predict_x0(eps)
-  local x0 = D.x0_from_eps(self.sch, self.x, self.t, eps)
+-- The numbers a step t -> t' uses, computed on the host; the step's tensor
+-- work takes them as numbers, or in graph mode as device tensors holding
+-- them (a scalar operand is a float32 0-d tensor either way, so both give
+-- the same floats)
+local function x0_numbers(sch, t, s)
+  local ab = sch:abar(t)
+  s.eps_scale, s.x0_scale = math.sqrt(1 - ab), 1 / math.sqrt(ab)   -- x0 = (x - eps a) b
+  return s
+end
+
+local function step_numbers(sch, t, tn)
+  local ab, abn = sch:abar(t), sch:abar(tn)
+  local alpha = ab / abn
+  local beta = 1 - alpha
+  local small = beta * (1 - abn) / (1 - ab)
+  return x0_numbers(sch, t, {
+    t = t,
+    c_x0 = math.sqrt(abn) * beta / (1 - ab), c_x = math.sqrt(alpha) * (1 - abn) / (1 - ab),
+    noise_small = math.sqrt(small), noise_large = math.sqrt(beta),        -- D.step_variance's kinds
+    log_beta = math.log(beta), log_small = math.log(math.max(small, 1e-20)),
+    known_x = math.sqrt(abn), known_noise = math.sqrt(1 - abn),          -- D.forward(x_orig, t')
+  })
+end
+
+local function predict(self, x, eps, s)
+  local x0 = (x - eps * s.eps_scale) * s.x0_scale
   if self.threshold then
     x0 = D.threshold(x0, self.threshold.ratio, self.threshold.max)
   elseif self.clip_x0 then
@@ -419,37 +453,81 @@ function Sampler:predict_x0(eps)
   return x0
 end
 
--- one strided step x_t -> x_t' (t' the next entry); returns the new x
-function Sampler:step()
-  if self:done() then return self.x end
-  local sch = self.sch
-  local t, tn = self.t, self.timesteps[self.i + 2]
-  local eps, v = fdm.no_grad(function() return self.estimator(self.x, t) end)
-  local x0 = self:predict_x0(eps)
-  local ab, abn = sch:abar(t), sch:abar(tn)
-  local alpha = ab / abn
-  local beta = 1 - alpha
-  local x = x0 * (math.sqrt(abn) * beta / (1 - ab)) + self.x * (math.sqrt(alpha) * (1 - abn) / (1 - ab))
+function Sampler:predict_x0(eps) return predict(self, self.x, eps, x0_numbers(self.sch, self.t, {})) end
+
+-- the tensor work of one step from x: returns x', x0_hat, eps
+local function step_work(self, x, s, last)
+  local eps, v = fdm.no_grad(function() return self.estimator(x, s.t) end)
+  local x0 = predict(self, x, eps, s)
+  local xn = x0 * s.c_x0 + x * s.c_x
   if self.add_variance then
     local kind = self.variance
     if v ~= nil and kind == nil then kind = "learned_range" end
-    if kind ~= "learned_range" then v = nil end
-    local var = D.step_variance(sch, t, tn, kind, v)
-    if type(var) == "number" then
-      x = x + fdm.randn_like(x) * math.sqrt(var)
+    if kind == "learned_range" then
+      assert(v, "diffusion: learned_range variance needs the model's var output")
+      local frac = (v + 1) * 0.5
+      local var = fdm.exp(frac * s.log_beta + (1 - frac) * s.log_small)
+      xn = xn + fdm.randn_like(xn) * fdm.sqrt(var)
     else
-      x = x + fdm.randn_like(x) * fdm.sqrt(var)
+      xn = xn + fdm.randn_like(xn) * (kind == "fixed_large" and s.noise_large or s.noise_small)
     end
   end
-  self.i = self.i + 1
-  self.t = tn
-  local last = self:done()
   if self.inpaint then
     local m, xo = self.inpaint.mask, self.inpaint.x_orig
     -- known pixels: the original noised to t' (the original itself after the last step)
-    local known = last and xo or D.forward(sch, xo, tn)
-    x = x * m + known * (1 - m)
+    local known = last and xo or xo * s.known_x + fdm.randn_like(xo) * s.known_noise
+    xn = xn * m + known * (1 - m)
   end
+  return xn, x0, eps
+end
+
+-- Graph mode (opts.graph): the step's numbers go to device tensors (t as
+-- int64 [1]) before each step; the first step runs eagerly with them, the
+-- second is captured into a graph that reads x from one tensor and writes
+-- x' back into it, the others replay it. The last step of an inpainting
+-- run (other work) runs eagerly.
+local function graph_step(self, s, last)
+  local G = self._graph
+  if not G.vals then
+    G.vals = {}
+    for k in pairs(s) do
+      G.vals[k] = k == "t" and fdm.zeros({ 1 }, { dtype = "int64", device = self.x.device })
+                 or fdm.zeros({}, { device = self.x.device })
+    end
+  end
+  for k, v in pairs(s) do G.vals[k]:fill_(v) end
+  if not G.warm or (last and self.inpaint) then
+    G.warm = true
+    return step_work(self, self.x, G.vals, last)
+  end
+  if not G.g then
+    G.x = self.x:clone()
+    local xs, vals = G.x, G.vals
+    local g, _, x0, eps = fdm.graph(function()
+      local xn, x0_hat, e = step_work(self, xs, vals, false)
+      xs:copy_(xn)
+      return xs, x0_hat, e
+    end, G.opts)
+    G.g, G.x0, G.eps = g, x0, eps
+  else
+    if self.x ~= G.x then G.x:copy_(self.x) end   -- a hook replaced x
+    G.g:replay()
+  end
+  return G.x, G.x0, G.eps
+end
+
+-- one strided step x_t -> x_t' (t' the next entry); returns the new x
+function Sampler:step()
+  if self:done() then return self.x end
+  local t, tn = self.t, self.timesteps[self.i + 2]
+  local last = self.i + 1 >= #self.timesteps - 1
+  local s = step_numbers(self.sch, t, tn)
+  local x, x0, eps
+  if self._graph then x, x0, eps = graph_step(self, s, last)
+  else x, x0, eps = step_work(self, self.x, s, last) end
+  self.i = self.i + 1
+  self.t = tn
+  if last and self._graph and self._graph.g then self._graph.g:free(); self._graph.g = nil end
   self.x, self.x0_hat, self.eps = x, x0, eps
   for _, h in ipairs(self.hooks) do
     local r = h(self, { i = self.i, t = tn, t_prev = t, x = x, x0_hat = x0, eps = eps, last = last })

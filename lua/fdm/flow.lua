@@ -19,6 +19,9 @@
 --   flow.sample_class(net, labels, {steps = 300, guidance = 5, x0 =, ...})
 --       u = u_uncond + g (u_cond - u_uncond), c = 0 for the unconditional
 --       pass (2.6); both passes run as one batch of 2N
+--   graph = true (either sampler): one step captured as a CUDA graph and
+--       replayed (fdm.graph; t and g are device tensors filled per step);
+--       the same numbers as without
 -- Both return x [N,1,28,28] (not clamped) and, with `snapshots = k`, a list of
 -- the intermediate x every k steps (the first is x0, the last the result).
 --   flow.with_rng(seed, fn, ...)          runs fn with the global generator
@@ -51,10 +54,18 @@ function flow.evaluating(net, fn, ...)
 end
 
 -- labels: int64 tensor [N] or a Lua list of 0-based class ids -> float32 [N, n]
+-- Inside a graph capture the labels cannot be read on the host (F.one_hot
+-- checks them there): the same rows come from comparing with 0 .. n-1.
 function flow.one_hot(labels, num_classes, device)
   if type(labels) == "table" then labels = fdm.tensor(labels, { dtype = "int64" }) end
   if labels.dtype ~= "int64" then labels = labels:to("int64") end
-  local c = F.one_hot(labels, num_classes or 10):float()
+  local c
+  if fdm.graph_capturing() then
+    local n = num_classes or 10
+    c = fdm.eq(labels:reshape(labels:numel(), 1), fdm.arange(n, { device = labels.device })):float()
+  else
+    c = F.one_hot(labels, num_classes or 10):float()
+  end
   if device and c.device ~= device then c = c:to(device) end
   return c
 end
@@ -103,13 +114,31 @@ function flow.class_loss(net, x1, labels, p_uncond, num_classes)
 end
 
 ---------------------------------------------------------------- samplers
-local function euler(velocity, x, steps, snapshots)
+-- graph: nil/false (eager), true (a CUDA graph on x's device) or the options
+-- of fdm.graph ({emulate = true} in the tests) -> the options, or nil
+local function graph_opts(graph, device)
+  if not graph then return nil end
+  local o = { device = device }
+  if type(graph) == "table" then for k, v in pairs(graph) do o[k] = v end end
+  require("fdm.graph").check(o)
+  return o
+end
+
+-- x += velocity(x, t) / steps for t = i / steps, i = 0 .. steps-1, with x
+-- updated in place and t a tensor tt filled before each step; with graph
+-- options, step 0 runs eagerly (warm-up), step 1 is captured, the rest replay
+local function euler(velocity, x, tt, steps, snapshots, gopts)
   local snaps = snapshots and { x:clone() } or nil
+  local function step() x:copy_(x + velocity(x, tt) * (1 / steps)) end
+  local g
   for i = 0, steps - 1 do
-    local u = velocity(x, i / steps)
-    x = x + u * (1 / steps)
+    tt:fill_(i / steps)
+    if not gopts or i == 0 then step()
+    elseif not g then g = fdm.graph(step, gopts)
+    else g:replay() end
     if snaps and ((i + 1) % snapshots == 0 or i == steps - 1) then snaps[#snaps + 1] = x:clone() end
   end
+  if g then g:free() end
   return x, snaps
 end
 
@@ -119,31 +148,37 @@ local function start_noise(n, opts)
   return fdm.randn({ n, shape[1], shape[2], shape[3] }, { device = opts.device or "cpu" })
 end
 
+local function sampler_device(opts) return opts.device or (opts.x0 and opts.x0.device) or "cpu" end
+
 function flow.sample_time(net, n, opts)
   opts = opts or {}
   local steps = opts.steps or 300
+  local gopts = graph_opts(opts.graph, sampler_device(opts))
   return flow.evaluating(net, function()
     local x = start_noise(n, opts)
-    local m = x.shape[1]
-    return euler(function(xc, t) return net(xc, fdm.full({ m }, t, { device = xc.device })) end,
-      x, steps, opts.snapshots)
+    local tt = fdm.zeros({ x.shape[1] }, { device = x.device })
+    return euler(function(xc, t) return net(xc, t) end, x, tt, steps, opts.snapshots, gopts)
   end)
 end
 
+-- the guidance scale is a tensor too (as t), so a graph reads it on the device
 function flow.sample_class(net, labels, opts)
   opts = opts or {}
-  local steps, g = opts.steps or 300, opts.guidance or 5
+  local steps = opts.steps or 300
   local nc = opts.num_classes or net.num_classes or 10
+  local gopts = graph_opts(opts.graph, sampler_device(opts))
   return flow.evaluating(net, function()
     local c = flow.one_hot(labels, nc, opts.device)
     local n = c.shape[1]
     local x = start_noise(n, opts)
     local cc = fdm.cat({ c, fdm.zeros_like(c) }, 1)           -- conditional, then c = 0
+    local tt = fdm.zeros({ 2 * n }, { device = x.device })
+    local g = fdm.full({}, opts.guidance or 5, { device = x.device })
     return euler(function(xc, t)
-      local u = net(fdm.cat({ xc, xc }, 1), cc, fdm.full({ 2 * n }, t, { device = xc.device }))
+      local u = net(fdm.cat({ xc, xc }, 1), cc, t)
       local uc, uu = u:narrow(1, 1, n), u:narrow(1, n + 1, n)
       return uu + (uc - uu) * g
-    end, x, steps, opts.snapshots)
+    end, x, tt, steps, opts.snapshots, gopts)
   end)
 end
 

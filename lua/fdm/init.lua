@@ -22,5 +22,6 @@ fdm.nn = optional "fdm.nn"
 fdm.optim = optional "fdm.optim"
 fdm.progress = optional "fdm.progress"
 fdm.data = optional "fdm.data"
+fdm.graph = optional "fdm.graph"
 
 return fdm

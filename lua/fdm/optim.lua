@@ -45,7 +45,8 @@ Optimizer.__index = Optimizer
 optim.Optimizer = Optimizer
 
 function Optimizer.new(cls, name, params, defaults)
-  local self = setmetatable({ name = name, defaults = defaults, param_groups = {}, state = {} }, cls)
+  local self = setmetatable({ name = name, defaults = defaults, param_groups = {}, state = {},
+    _device_scalars = {} }, cls)
   params = param_list(params)
   local groups
   if #params > 0 and type(params[1]) == "table" and not is_module(params[1]) then
@@ -119,9 +120,86 @@ function Optimizer:step(closure)
   return loss
 end
 
+---------------------------------------------------------------------------
+-- device scalars (graphs): each group's lr and step count in one-element
+-- tensors on its parameters' device, which the update reads there, so that a
+-- replayed graph uses the lr of now and counts its steps (Adam, AdamW)
+---------------------------------------------------------------------------
+
+-- the step every parameter of group g has reached (all must agree)
+local function group_step(self, g, gi)
+  local step
+  for _, p in ipairs(g.params) do
+    local st = self.state[p]
+    local s = st and st.step or 0
+    if step ~= nil and s ~= step then
+      error(string.format("%s:use_device_scalars: the parameters of group %d are at different steps (%d and %d)",
+        self.name, gi, step, s), 3)
+    end
+    step = s
+  end
+  return step or 0
+end
+
+-- on: the lr and step of every group go to device tensors (made once, then
+-- rewritten in place, so a graph captured with them stays valid); also after
+-- load_state_dict to carry the loaded steps over. false: back to host values.
+function Optimizer:use_device_scalars(on)
+  if on == false then
+    self:sync_device_scalars()
+    self._device_scalars = {}
+    return self
+  end
+  if not self.update_group then
+    error(self.name .. ":use_device_scalars: only Adam and AdamW keep their lr and step on the device", 2)
+  end
+  no_grad(function()
+    for gi, g in ipairs(self.param_groups) do
+      local device = g.params[1] and g.params[1].device or "cpu"
+      for _, p in ipairs(g.params) do
+        if p.device ~= device then
+          error(string.format("%s:use_device_scalars: group %d has parameters on '%s' and '%s'",
+            self.name, gi, device, p.device), 3)
+        end
+      end
+      local step = group_step(self, g, gi)
+      local d = self._device_scalars[g]
+      if not d then
+        d = { lr = fdm.zeros({ 1 }, { device = device }), step = fdm.zeros({ 1 }, { dtype = "int64", device = device }) }
+        self._device_scalars[g] = d
+      end
+      d.lr:fill_(g.lr)
+      d.step:fill_(step)
+    end
+  end)
+  return self
+end
+
+function Optimizer:uses_device_scalars() return next(self._device_scalars) ~= nil end
+
+-- writes each group's current lr into its device tensor: before a graph replay
+function Optimizer:write_device_scalars()
+  no_grad(function()
+    for g, d in pairs(self._device_scalars) do d.lr:fill_(g.lr) end
+  end)
+end
+
+-- reads the device step counts back into the state's step (state_dict,
+-- checkpoints); reads device memory, so not inside a graph capture
+function Optimizer:sync_device_scalars()
+  for g, d in pairs(self._device_scalars) do
+    local step = math.tointeger(d.step:item())
+    for _, p in ipairs(g.params) do
+      local st = self.state[p]
+      if st ~= nil and st.step ~= nil then st.step = step end
+    end
+  end
+end
+
 -- PyTorch-style state dict: {state = {[0] = {step=, exp_avg=...}, ...},
 -- param_groups = {{lr=..., params = {0, 1, ...}}, ...}}; tensors are shared.
 function Optimizer:state_dict()
+  self:sync_device_scalars()
   local state, groups, idx = {}, {}, 0
   for gi, g in ipairs(self.param_groups) do
     local pg = {}
@@ -176,6 +254,7 @@ function Optimizer:load_state_dict(sd)
     end
     self.state[p] = st
   end
+  if self:uses_device_scalars() then self:use_device_scalars(true) end
 end
 
 local function numstr(x)
@@ -189,6 +268,7 @@ end
 -- same hyperparameter names (and steps) to exact decimal strings, for a
 -- safetensors __metadata__; load_state_tensors prefers it when given.
 function Optimizer:state_tensors()
+  self:sync_device_scalars()
   local t, meta = {}, {}
   local idx = 0
   for gi, g in ipairs(self.param_groups) do
@@ -276,6 +356,7 @@ function Optimizer:load_state_tensors(t, meta)
     end
   end
   self.state = new_state
+  if self:uses_device_scalars() then self:use_device_scalars(true) end
 end
 
 ---------------------------------------------------------------------------
@@ -341,13 +422,16 @@ end
 --   denom = sqrt(v) / sqrt(1-b2^t) + eps;  p -= lr/(1-b1^t) * m/denom
 -- two temporaries per parameter (g*g reused for the denominator, and m/denom);
 -- 10 passes over the parameter's size
+local function init_adam_state(p, g, st)
+  if st.step ~= nil then return end
+  st.step = 0
+  st.exp_avg = fdm.zeros_like(p)
+  st.exp_avg_sq = fdm.zeros_like(p)
+  if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
+end
+
 local function adam_update(p, grad, g, st, decoupled)
-  if st.step == nil then
-    st.step = 0
-    st.exp_avg = fdm.zeros_like(p)
-    st.exp_avg_sq = fdm.zeros_like(p)
-    if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
-  end
+  init_adam_state(p, g, st)
   st.step = st.step + 1
   -- one fused pass in C (runtime/lua/loptim.c, kernels/cpu/optim.c)
   fdm.adam_step_(p, grad, st.exp_avg, st.exp_avg_sq, {
@@ -356,19 +440,37 @@ local function adam_update(p, grad, g, st, decoupled)
     maximize = g.maximize, max_exp_avg_sq = g.amsgrad and st.max_exp_avg_sq or nil })
 end
 
+-- the group's update with its lr and step in device tensors (graphs): the
+-- step is counted on the device, then the kernel reads both there; the host's
+-- st.step is brought up to date by Optimizer:sync_device_scalars()
+local function adam_update_group_at(items, g, decoupled, dev)
+  if #items ~= #g.params then
+    error(string.format("optimizer step: with device scalars (graphs) every parameter of a group needs a " ..
+      "gradient at every step (%d of %d have one)", #items, #g.params), 0)
+  end
+  local ps, gs, ms, vs, xs = {}, {}, {}, {}, {}
+  for k, it in ipairs(items) do
+    local p, st = it[1], it[3]
+    init_adam_state(p, g, st)
+    ps[k], gs[k], ms[k], vs[k] = p, it[2], st.exp_avg, st.exp_avg_sq
+    if g.amsgrad then xs[k] = st.max_exp_avg_sq end
+  end
+  if not fdm.graph_capturing() then dev.lr:fill_(g.lr) end   -- a replay gets it from write_device_scalars
+  fdm.counter_add_(dev.step, 1)
+  fdm.adam_multi_step_(ps, gs, ms, vs, g.amsgrad and xs or nil, {
+    lr_tensor = dev.lr, step_tensor = dev.step, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps,
+    weight_decay = g.weight_decay, decoupled = decoupled, maximize = g.maximize })
+end
+
 -- the whole group at once: parameters with the same device and step count
 -- take one multi-tensor call (runtime/ops/op_optim.c, the adam_multi kernel),
 -- with exactly adam_step_'s arithmetic on each
-local function adam_update_group(items, g, decoupled)
+local function adam_update_group(items, g, decoupled, dev)
+  if dev then return adam_update_group_at(items, g, decoupled, dev) end
   local batches, order = {}, {}
   for _, it in ipairs(items) do
     local p, grad, st = it[1], it[2], it[3]
-    if st.step == nil then
-      st.step = 0
-      st.exp_avg = fdm.zeros_like(p)
-      st.exp_avg_sq = fdm.zeros_like(p)
-      if g.amsgrad then st.max_exp_avg_sq = fdm.zeros_like(p) end
-    end
+    init_adam_state(p, g, st)
     st.step = st.step + 1
     local key = p.device .. ":" .. st.step
     local b = batches[key]
@@ -399,7 +501,7 @@ function Adam.new(params, opts)
 end
 setmetatable(Adam, { __index = Optimizer, __call = function(_, ...) return Adam.new(...) end })
 function Adam:update(p, grad, g, st) adam_update(p, grad, g, st, false) end
-function Adam:update_group(items, g) adam_update_group(items, g, false) end
+function Adam:update_group(items, g) adam_update_group(items, g, false, self._device_scalars[g]) end
 
 local AdamW = setmetatable({}, { __index = Optimizer })
 AdamW.__index = AdamW
@@ -410,7 +512,7 @@ function AdamW.new(params, opts)
 end
 setmetatable(AdamW, { __index = Optimizer, __call = function(_, ...) return AdamW.new(...) end })
 function AdamW:update(p, grad, g, st) adam_update(p, grad, g, st, true) end
-function AdamW:update_group(items, g) adam_update_group(items, g, true) end
+function AdamW:update_group(items, g) adam_update_group(items, g, true, self._device_scalars[g]) end
 
 ---------------------------------------------------------------------------
 -- learning-rate schedulers (torch.optim.lr_scheduler, chainable forms)

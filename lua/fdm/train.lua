@@ -12,6 +12,7 @@
 --     meta = { hidden = 64, ... },  -- stored in the checkpoint; must match on --resume
 --     full_images = 60000,          -- images per epoch of the full recipe (for the projection)
 --     print = print, quiet = false, -- log function; quiet hides the progress bar
+--     graph_emulate = false,        -- tests: --graph without a capture (fdm.graph's emulate)
 --   }
 --   --autocast bf16 (train.AUTOCAST, in train.OPTIONS) runs cfg.loss under
 --   fdm.autocast("bfloat16"): convolutions and matmuls on bfloat16 operands,
@@ -25,6 +26,8 @@
 -- (OUT/loss.png, log scale); the checkpoint OUT/checkpoint.safetensors
 -- (model, optimizer, scheduler, RNG, epoch, loss history; written
 -- atomically). At the end the weights alone go to OUT/model.safetensors.
+-- --graph (CUDA): the step is captured once and replayed (fdm.graph_step);
+-- the same numbers as without, the losses read every 50 steps.
 -- --resume loads the checkpoint and continues with the next epoch: the
 -- same weights, optimizer moments, learning rate, RNG stream and loss
 -- history as a run that never stopped.
@@ -50,6 +53,7 @@ train.OPTIONS = {
   { "sample-seed", "int", 1234, "seed of the noise used for the pictures (same after every epoch)" },
   { "stop-after", "int", 0, "stop after this epoch (0 = run all; continue later with --resume)", min = 0 },
   train.AUTOCAST,
+  { "graph", "flag", false, "CUDA graphs: capture one training step and replay it (--device cuda)" },
 }
 
 -- fn(...) under the autocast --autocast asks for (args.autocast: "off", "bf16" or nil)
@@ -250,25 +254,36 @@ function train.run(cfg)
   local last = epochs
   local stop = cfg.stop_after or args.stop_after
   if stop and stop > 0 and stop < epochs then last = stop end
+  local device = args.device or "cpu"
+  local graph = args.graph and { device = device, emulate = cfg.graph_emulate } or nil
+  if graph and not graph.emulate and not fdm.graph_supported({ device = device }) then
+    cli.usage_error("--graph: CUDA graphs need --device cuda; device '" .. device .. "' has none")
+  end
+  -- the loss under --autocast (the backward follows what each op recorded)
+  local function loss_fn(x, y, i) return train.autocast(args, cfg.loss, x, y, i) end
+  local stepper = require("fdm.graph_step").new(loss_fn, opt, device, graph)
   for epoch = run.epoch + 1, last do
     model:train()
     local bar = fdm.progress.bar { total = nb, desc = string.format("epoch %d/%d", epoch, epochs),
                                    disable = cfg.quiet }
     local t0 = fdm.time()
-    local sum, count, images = 0, 0, 0
+    local sum, count, images, shown = 0, 0, 0, nil
+    local function add_losses(list)
+      for _, l in ipairs(list) do
+        run.history.loss[#run.history.loss + 1] = l
+        sum, shown = sum + l, l
+      end
+    end
     for x, y, i in loader:epoch() do
       if count >= nb then break end
-      if args.device and args.device ~= "cpu" then x = x:to(args.device); y = y:to(args.device) end
-      local loss = train.autocast(args, cfg.loss, x, y, i)
-      opt:zero_grad()
-      loss:backward()
-      opt:step()
-      local l = loss:item()
-      run.history.loss[#run.history.loss + 1] = l
-      sum, count, images = sum + l, count + 1, images + x.shape[1]
+      local loss = stepper:step(x, y, i)
+      add_losses(graph and stepper:take() or { loss:item() })
+      count, images = count + 1, images + x.shape[1]
       local el = fdm.time() - t0
-      bar:update(1, { loss = string.format("%.4g", l), ["img/s"] = string.format("%.0f", images / math.max(el, 1e-9)) })
+      bar:update(1, { loss = shown and string.format("%.4g", shown) or "-",
+                      ["img/s"] = string.format("%.0f", images / math.max(el, 1e-9)) })
     end
+    if graph then add_losses(stepper:flush()) end
     bar:close()
     local dt = fdm.time() - t0
     if sched then sched:step() end
@@ -305,6 +320,7 @@ function train.run(cfg)
       if not ok then error(err, 0) end
     end
   end
+  stepper:free()
   if run.epoch < epochs then
     log(string.format("%s: stopped after epoch %d of %d; continue with --resume", cfg.name, run.epoch, epochs))
     run.stopped = true

@@ -184,9 +184,10 @@ function ClassConditionalUNet:forward(x, c, t, mask)
 end
 unet.ClassConditionalUNet = ClassConditionalUNet
 
--- [N] float mask: 0 with probability p (drop the class), 1 otherwise
-function unet.class_dropout_mask(n, p)
-  return fdm.ge(fdm.rand(n), p or 0.1):float()
+-- [N] float mask: 0 with probability p (drop the class), 1 otherwise; on
+-- device (default the CPU: the same numbers on any device)
+function unet.class_dropout_mask(n, p, device)
+  return fdm.ge(fdm.rand(n, { device = device or "cpu" }), p or 0.1):float()
 end
 
 return unet

@@ -103,9 +103,19 @@ int fdm_backend_supports(fdm_device dev, const char *kernel) {
   return 0;
 }
 
+/* the device a graph is being captured on (runtime/ops/op_graph.c), or FDM_NDEVICE */
+static fdm_device capturing = FDM_NDEVICE;
+
+void fdm_backend_set_capturing(fdm_device dev) { capturing = dev; }
+
 int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes) {
   const fdm_backend *d = fdm_backend_get(dst_dev), *s = d ? fdm_backend_get(src_dev) : NULL;
   if (!s || nbytes == 0) return s ? 0 : -1;
+  if (capturing != FDM_NDEVICE && dst_dev != src_dev && (dst_dev == capturing || src_dev == capturing))
+    return fdm_seterror("cannot copy between devices '%s' and '%s' while a graph is being captured on '%s' "
+                        "(a value read with :item(), :tolist() or printing, a tensor moved with :to(), "
+                        "labels checked on the host): do it outside the captured function",
+                        fdm_device_name(src_dev), fdm_device_name(dst_dev), fdm_device_name(capturing));
   if (src_dev == FDM_CPU) return d->upload(dst, src, nbytes);
   if (dst_dev == FDM_CPU) return s->download(dst, src, nbytes);
   /* between two other devices: through host memory */

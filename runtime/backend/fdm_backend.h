@@ -43,6 +43,10 @@ const char *fdm_backend_plugin_path(fdm_device dev, char *buf, size_t n);
 /* loads a backend plugin (a shared object exporting fdm_backend_plugin_register) */
 int fdm_backend_load(const char *path);
 
+/* while a graph is being captured on dev (FDM_NDEVICE: none), copies between
+** it and other devices fail: a capture records work, it does not run it */
+void fdm_backend_set_capturing(fdm_device dev);
+
 /* copies between devices: whole storages' bytes, dst and src of equal size */
 int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes);
 

@@ -146,6 +146,13 @@ void fdm_rng_get(uint64_t *seed, uint64_t *offset);
 void fdm_rng_set(uint64_t seed, uint64_t offset);
 /* reserves blocks 128-bit blocks of the stream; returns the offset of the first */
 uint64_t fdm_rng_take(uint64_t blocks);
+/* device-offset mode (graphs): draws read {seed, offset} from state (int64
+** [2] on a device) and reserve blocks relative to that offset; end returns
+** the blocks reserved since begin */
+void fdm_rng_device_begin(fdm_tensor *state);
+uint64_t fdm_rng_device_end(void);
+fdm_tensor *fdm_rng_device_state(void);   /* NULL outside the mode */
+uint64_t fdm_rng_device_take(uint64_t blocks);
 
 /* ---- autocast (core/autocast.c), as torch.autocast: while it is on,
 ** conv2d, conv_transpose2d, linear and matmul/bmm round their operands to

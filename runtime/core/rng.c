@@ -15,3 +15,31 @@ uint64_t fdm_rng_take(uint64_t blocks) {
   rng_offset += blocks;
   return start;
 }
+
+/* Device-offset mode (graphs, runtime/ops/op_graph.c): while a state tensor
+** is set, draws read (seed, offset) from it on the device, so a replayed
+** graph draws where the stream is then, not where it was when captured.
+** The draws of one run reserve blocks counted from the state's offset. */
+static fdm_tensor *dev_state;
+static uint64_t dev_taken;
+
+void fdm_rng_device_begin(fdm_tensor *state) {
+  fdm_retain(state);
+  fdm_release(dev_state);
+  dev_state = state;
+  dev_taken = 0;
+}
+
+uint64_t fdm_rng_device_end(void) {
+  fdm_release(dev_state);
+  dev_state = NULL;
+  return dev_taken;
+}
+
+fdm_tensor *fdm_rng_device_state(void) { return dev_state; }
+
+uint64_t fdm_rng_device_take(uint64_t blocks) {
+  uint64_t start = dev_taken;
+  dev_taken += blocks;
+  return start;
+}

@@ -53,6 +53,7 @@ void fdm_open_nnops(lua_State *L);    /* lnnops.c: conv, pools, norms, ... (tabl
 void fdm_open_io(lua_State *L);       /* lio.c: png, safetensors, idx, gif, grids, plots */
 void fdm_open_optim(lua_State *L);    /* loptim.c: fused optimizer steps */
 void fdm_open_autocast(lua_State *L); /* lautocast.c: autocast, set_autocast, get_autocast */
+void fdm_open_graph(lua_State *L);    /* lgraph.c: graph handles (fdm.graph) */
 
 int luaopen_fdm_core(lua_State *L);
 

@@ -99,5 +99,6 @@ int luaopen_fdm_core(lua_State *L) {
   fdm_open_io(L);
   fdm_open_optim(L);
   fdm_open_autocast(L);
+  fdm_open_graph(L);
   return 1;
 }

@@ -36,7 +36,10 @@ static int l_adam_step_(lua_State *L) {
 
 /* fdm.adam_multi_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs | nil, opts):
 ** the same step for every parameter of the lists (one device), as adam_step_
-** on each, in one kernel call (multi-tensor Adam) */
+** on each, in one kernel call (multi-tensor Adam). opts.lr_tensor and
+** opts.step_tensor (one-element float32 / int64 tensors on the parameters'
+** device) replace opts.lr and opts.step: the kernel reads them on the device
+** (graphs) */
 static int l_adam_multi_step_(lua_State *L) {
   for (int i = 1; i <= 4; i++) luaL_checktype(L, i, LUA_TTABLE);
   int has_max = !lua_isnoneornil(L, 5);
@@ -58,8 +61,14 @@ static int l_adam_multi_step_(lua_State *L) {
     }
   fdm_adam_params a;
   read_adam_opts(L, 6, &a);
-  if (fdm_adam_multi_step_((int)n, t, t + n, t + 2 * n, t + 3 * n, has_max ? t + 4 * n : NULL, &a))
-    return fdm_lua_error(L);
+  fdm_tensor *lr_t = NULL, *step_t = NULL;
+  if (lua_getfield(L, 6, "lr_tensor") != LUA_TNIL) lr_t = fdm_lua_check(L, -1);
+  if (lua_getfield(L, 6, "step_tensor") != LUA_TNIL) step_t = fdm_lua_check(L, -1);
+  if (!lr_t != !step_t) return luaL_error(L, "adam_multi_step_: lr_tensor and step_tensor go together");
+  int rc = lr_t ? fdm_adam_multi_step_at_((int)n, t, t + n, t + 2 * n, t + 3 * n, has_max ? t + 4 * n : NULL, &a,
+                                          lr_t, step_t)
+                : fdm_adam_multi_step_((int)n, t, t + n, t + 2 * n, t + 3 * n, has_max ? t + 4 * n : NULL, &a);
+  if (rc) return fdm_lua_error(L);
   return 0;
 }
 

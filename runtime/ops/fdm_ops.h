@@ -99,6 +99,14 @@ int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, f
 ** Adam); vmax NULL or n tensors */
 int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
                          fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a);
+/* the same with the learning rate and step read from one-element tensors on
+** the parameters' device (float32 lr, int64 step): a graph replays it with
+** the values they hold then (a->lr and a->step are ignored) */
+int fdm_adam_multi_step_at_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                            fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a,
+                            fdm_tensor *lr, fdm_tensor *step);
+/* counter (a one-element int64 tensor) += delta by a kernel on its device (op_graph.c) */
+int fdm_counter_add_(fdm_tensor *counter, int64_t delta);
 fdm_tensor *fdm_arange(double start, double stop, double step, fdm_dtype dt, fdm_device dev);
 fdm_tensor *fdm_linspace(double start, double stop, int64_t n, fdm_dtype dt, fdm_device dev);
 #endif

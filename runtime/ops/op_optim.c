@@ -1,5 +1,6 @@
 /* op_optim.c: the fused optimizer step behind fdm.optim.Adam / AdamW: one
-** kernel pass over each parameter and its moment buffers, in place. */
+** kernel pass over each parameter and its moment buffers, in place; the
+** _at_ form reads the learning rate and step from device tensors (graphs). */
 #include <stdlib.h>
 #include "fdm_internal.h"
 
@@ -46,11 +47,24 @@ int fdm_adam_step_(fdm_tensor *p, fdm_tensor *g, fdm_tensor *m, fdm_tensor *v, f
   return rc;
 }
 
-int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
-                         fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a) {
+/* lr / step of adam_multi_at: one-element tensors of the dtype on the parameters' device */
+static int check_scalar(const fdm_tensor *t, fdm_dtype dt, fdm_device dev, const char *what) {
+  if (!t->storage || t->dtype != dt || fdm_numel(t) != 1 || t->device != dev)
+    return fdm_seterror("adam_step_: %s must be a one-element %s tensor on the parameters' device '%s' "
+                        "(got %lld elements of %s on '%s')", what, fdm_dtype_name(dt), fdm_device_name(dev),
+                        (long long)fdm_numel(t), fdm_dtype_name(t->dtype), fdm_device_name(t->device));
+  return 0;
+}
+
+/* lr_t and step_t NULL: the adam_multi kernel with a->lr, a->step; else adam_multi_at */
+static int multi_step(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                      fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a,
+                      fdm_tensor *lr_t, fdm_tensor *step_t) {
   if (n <= 0) return 0;
-  if (a->step < 1) return fdm_seterror("adam_step_: step must be >= 1, got %lld", (long long)a->step);
+  if (!lr_t && a->step < 1) return fdm_seterror("adam_step_: step must be >= 1, got %lld", (long long)a->step);
   fdm_device dev = p[0]->device;
+  if (lr_t && (check_scalar(lr_t, FDM_FLOAT32, dev, "lr") || check_scalar(step_t, FDM_INT64, dev, "step")))
+    return -1;
   for (int i = 0; i < n; i++) {
     fdm_tensor *chk[2] = {p[i], g[i]};
     if (fdm_backend_check("adam_step_", 2, chk)) return -1;
@@ -83,9 +97,14 @@ int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_
     views[3 * n + i] = fdm_kview_of(v[i]);
     if (vmax) views[4 * n + i] = fdm_kview_of(vmax[i]);
   }
-  if (rc == 0)
+  if (rc == 0 && lr_t) {
+    fdm_kview vl = fdm_kview_of(lr_t), vs = fdm_kview_of(step_t);
+    rc = FDM_KERNEL(dev, "adam_step_", adam_multi_at, a, &vl, &vs, n, views, views + n, views + 2 * n,
+                    views + 3 * n, vmax ? views + 4 * n : NULL);
+  } else if (rc == 0) {
     rc = FDM_KERNEL(dev, "adam_step_", adam_multi, a, n, views, views + n, views + 2 * n, views + 3 * n,
                     vmax ? views + 4 * n : NULL);
+  }
   if (gc) for (int i = 0; i < n; i++) fdm_release(gc[i]);
   free(gc);
   free(views);
@@ -95,4 +114,16 @@ int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_
       if (vmax) fdm_bump_version(vmax[i]);
     }
   return rc;
+}
+
+int fdm_adam_multi_step_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                         fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a) {
+  return multi_step(n, p, g, m, v, vmax, a, NULL, NULL);
+}
+
+int fdm_adam_multi_step_at_(int n, fdm_tensor *const *p, fdm_tensor *const *g, fdm_tensor *const *m,
+                            fdm_tensor *const *v, fdm_tensor *const *vmax, const fdm_adam_params *a,
+                            fdm_tensor *lr, fdm_tensor *step) {
+  if (!lr || !step) return fdm_seterror("adam_step_: lr and step tensors expected");
+  return multi_step(n, p, g, m, v, vmax, a, lr, step);
 }

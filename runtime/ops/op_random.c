@@ -12,11 +12,25 @@ static fdm_tensor *draw(const char *op, fdm_random_kind kind, fdm_dtype dt, int 
                         fdm_device dev, uint64_t per_block, int64_t lo, int64_t hi) {
   fdm_tensor *t = fdm_empty(dt, ndim, shape, dev);
   if (!t) return NULL;
-  uint64_t n = (uint64_t)fdm_numel(t), seed, offset;
-  fdm_rng_get(&seed, &offset);
-  offset = fdm_rng_take((n + per_block - 1) / per_block);
+  uint64_t n = (uint64_t)fdm_numel(t), seed, offset, blocks = (n + per_block - 1) / per_block;
   fdm_kview v = fdm_kview_of(t);
-  if (FDM_KERNEL(dev, op, random, kind, &v, seed, offset, lo, hi)) { fdm_release(t); return NULL; }
+  fdm_tensor *state = fdm_rng_device_state();
+  int rc;
+  if (state) {   /* inside a graph: the offset is read on the device */
+    if (state->device != dev) {
+      fdm_release(t);
+      fdm_seterror("%s: inside a graph on device '%s', random draws must be made there too, not on '%s'", op,
+                   fdm_device_name(state->device), fdm_device_name(dev));
+      return NULL;
+    }
+    fdm_kview vs = fdm_kview_of(state);
+    rc = FDM_KERNEL(dev, op, random_at, kind, &v, &vs, fdm_rng_device_take(blocks), lo, hi);
+  } else {
+    fdm_rng_get(&seed, &offset);
+    offset = fdm_rng_take(blocks);
+    rc = FDM_KERNEL(dev, op, random, kind, &v, seed, offset, lo, hi);
+  }
+  if (rc) { fdm_release(t); return NULL; }
   return t;
 }
 
@@ -35,6 +49,11 @@ fdm_tensor *fdm_randint(int64_t lo, int64_t hi, int ndim, const int64_t *shape, 
 
 fdm_tensor *fdm_randperm(int64_t n, fdm_device dev) {
   if (n < 0) { fdm_seterror("randperm: n must be non-negative, got %lld", (long long)n); return NULL; }
+  if (fdm_rng_device_state()) {
+    fdm_seterror("randperm: not available inside a graph (its offset is not read on the device); "
+                 "draw the permutation outside the captured function");
+    return NULL;
+  }
   fdm_tensor *t = fdm_empty(FDM_INT64, 1, &n, dev);
   if (!t) return NULL;
   uint64_t seed, offset;

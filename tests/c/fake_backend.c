@@ -53,7 +53,8 @@ static void fake_stats(fdm_backend_stats *st) {
 
 static const fdm_backend fake = {
   "fake", fake_alloc, fake_release, fake_memset0, fake_upload, fake_download, fake_synchronize,
-  NULL, fake_stats, &kernels};
+  NULL, fake_stats, &kernels,
+  NULL, NULL, NULL, NULL};   /* no graphs: the tests run them emulated (fdm.graph{emulate = true}) */
 
 /* clears the slots named in FDM_FAKE_WITHOUT (comma-separated) */
 static void drop_kernels(void) {

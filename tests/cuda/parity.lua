@@ -23,17 +23,7 @@ local ROUNDS = tonumber(os.getenv("FDM_PARITY_ROUNDS") or "3")
 local SEED = tonumber(os.getenv("FDM_PARITY_SEED") or "1")
 local QUICK = os.getenv("FDM_PARITY_QUICK") == "1"
 
-if DEV == "fake" and not fdm.supports("fake", "copy") then
-  local p = os.getenv("FDM_FAKE_BACKEND")
-  if p and p ~= "" then pcall(fdm.load_backend, p) end
-end
-do
-  local ok, err = pcall(fdm.zeros, { 1 }, { device = DEV })
-  if not ok then
-    print(("no %s device: skipped (%s)"):format(DEV == "cuda" and "CUDA" or DEV, tostring(err)))
-    os.exit(0)
-  end
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/open_device.lua")(DEV)
 
 local R = math.random
 local passed, failed, checks = 0, 0, 0
