@@ -11,6 +11,9 @@
 -- Writes out/denoiser/ (out/denoiser_pure_noise/ with --pure-noise): loss.png,
 -- test_epochNN.png, ood_sigmas.png (1.2.2), mean_vs_output.png (1.2.3),
 -- checkpoint.safetensors, model.safetensors.
+-- --weights FILE skips training and draws the pictures from trained weights
+-- (e.g. the shipped weights/denoiser_mnist.safetensors): test_results.png and
+-- ood_sigmas.png in seconds.
 local cli = require "fdm.cli"
 local train = require "fdm.train"
 local flow = require "fdm.flow"
@@ -22,6 +25,7 @@ local options = {
   { "sigmas", "numbers", { 0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0 }, "1.2.2: noise levels shown after training", min = 0 },
   { "show", "int", 8, "test images shown after each milestone epoch", min = 1 },
   { "sample-epochs", "ints", {}, "epochs after which to show test results (default 1 and epochs)" },
+  { "weights", "string", nil, "no training: draw the test results and the sigma sweep with these trained weights" },
 }
 for _, o in ipairs(train.OPTIONS) do options[#options + 1] = o end
 local spec = {
@@ -48,11 +52,21 @@ instead can move from this mean towards the image in its input.]]
 local ds = train.load_data(args, "train")
 local test = train.load_data(args, "test")
 local loader = train.loader(ds, { batch = args.batch, shuffle = true })
-local net = unet.UnconditionalUNet(1, args.hidden)
+local net
+if args.weights then
+  net = require("fdm.models").load(args.weights, { kinds = { "denoiser" }, what = "denoiser: --weights" })
+  args.hidden = net.num_hiddens
+else
+  net = unet.UnconditionalUNet(1, args.hidden)
+end
 if args.device ~= "cpu" then net:to(args.device) end
 print(string.format("UnconditionalUNet D=%d: %d parameters; %d training images (%s), %d batches of %d per epoch",
   args.hidden, net:num_parameters(), ds.n, args.dataset, #loader, args.batch))
-print(pure and "1.2.3: training on pure noise z = eps" or string.format("1.2.1: training with sigma = %g", args.sigma))
+if args.weights then
+  print(string.format("trained weights %s: no training", args.weights))
+else
+  print(pure and "1.2.3: training on pure noise z = eps" or string.format("1.2.1: training with sigma = %g", args.sigma))
+end
 local opt = fdm.optim.Adam(net:parameters(), { lr = args.lr })
 
 local milestones, is_milestone = train.milestones(args.epochs, args.sample_epochs, true)
@@ -68,7 +82,8 @@ local mean_img = ds.images:mean(1)                                   -- [1,28,28
 local function on_dev(t) return dev ~= "cpu" and t:to(dev) or t end
 
 local function test_results(epoch)
-  local path = string.format("%s/test_epoch%02d.png", out, epoch)
+  local path = epoch and string.format("%s/test_epoch%02d.png", out, epoch) or out .. "/test_results.png"
+  local when = epoch and ("after epoch " .. epoch) or ("of " .. tostring(args.weights))
   if pure then
     local z = flow.with_rng(args.sample_seed, function() return fdm.randn(show, 1, 28, 28) end)
     local y = flow.denoise(net, on_dev(z)):to("cpu")
@@ -76,11 +91,11 @@ local function test_results(epoch)
     for i = 1, show do imgs[#imgs + 1] = fdm.clamp(z[i] * 0.25 + 0.5, 0, 1) end
     for i = 1, show do imgs[#imgs + 1] = fdm.clamp(y[i], 0, 1) end
     fdm.io.save_grid(path, imgs, { nrow = show, row_captions = { "input eps", "output" }, col_captions = cols,
-      title = string.format("1.2.3 pure-noise denoiser after epoch %d", epoch) })
+      title = "1.2.3 pure-noise denoiser " .. when })
     local d = (y - mean_img:unsqueeze(1)):square():mean():item()
     local spread = (y - y:mean(1, true)):square():mean():item()
-    print(string.format("  epoch %d: MSE(output, training mean) = %.3g; spread of outputs = %.3g; wrote %s",
-      epoch, d, spread, path))
+    print(string.format("  %s: MSE(output, training mean) = %.3g; spread of outputs = %.3g; wrote %s",
+      when, d, spread, path))
   else
     local z = flow.with_rng(args.sample_seed, function() return flow.add_noise(clean, args.sigma) end)
     local y = flow.denoise(net, on_dev(z)):to("cpu")
@@ -91,22 +106,28 @@ local function test_results(epoch)
     for i = 1, show do imgs[#imgs + 1] = fdm.clamp(y[i], 0, 1) end
     fdm.io.save_grid(path, imgs, { nrow = show, col_captions = cols,
       row_captions = { "clean", string.format("noisy s=%g", args.sigma), "denoised" },
-      title = string.format("1.2.1 one-step denoiser on test images after epoch %d (MSE %.4f)", epoch, mse) })
-    print(string.format("  epoch %d: test MSE(denoised, clean) = %.5f on %d images; wrote %s", epoch, mse, show, path))
+      title = string.format("1.2.1 one-step denoiser on test images %s (MSE %.4f)", when, mse) })
+    print(string.format("  %s: test MSE(denoised, clean) = %.5f on %d images; wrote %s", when, mse, show, path))
   end
 end
 
-local run = train.run {
-  args = args, name = "denoiser", out = out, model = net, optimizer = opt,
-  loader = loader, full_images = 60000,
-  meta = { hidden = args.hidden, batch = args.batch, lr = args.lr, dataset = args.dataset,
-           subset = args.subset, seed = args.seed, sigma = pure and "pure" or args.sigma,
-           model = "UnconditionalUNet",
-           ["fdm.kind"] = "denoiser", ["fdm.architecture"] = "UnconditionalUNet",
-           ["fdm.in_channels"] = 1, ["fdm.hidden"] = args.hidden },
-  loss = function(x) return flow.denoiser_loss(net, x, pure and "pure" or args.sigma) end,
-  after_epoch = function(epoch) if is_milestone[epoch] then test_results(epoch) end end,
-}
+local run
+if args.weights then
+  test_results(nil)
+  run = { epoch = 0 }
+else
+  run = train.run {
+    args = args, name = "denoiser", out = out, model = net, optimizer = opt,
+    loader = loader, full_images = 60000,
+    meta = { hidden = args.hidden, batch = args.batch, lr = args.lr, dataset = args.dataset,
+             subset = args.subset, seed = args.seed, sigma = pure and "pure" or args.sigma,
+             model = "UnconditionalUNet",
+             ["fdm.kind"] = "denoiser", ["fdm.architecture"] = "UnconditionalUNet",
+             ["fdm.in_channels"] = 1, ["fdm.hidden"] = args.hidden },
+    loss = function(x) return flow.denoiser_loss(net, x, pure and "pure" or args.sigma) end,
+    after_epoch = function(epoch) if is_milestone[epoch] then test_results(epoch) end end,
+  }
+end
 
 if run.stopped then
   os.exit(0)
@@ -150,4 +171,8 @@ else
   print("1.2.2 MSE(denoised, clean) per sigma: " .. table.concat(parts, ", "))
   print("wrote " .. path)
 end
-print(string.format("denoiser: done, %d epochs; outputs in %s/", run.epoch, out))
+if args.weights then
+  print(string.format("denoiser: drew the pictures of %s; outputs in %s/", args.weights, out))
+else
+  print(string.format("denoiser: done, %d epochs; outputs in %s/", run.epoch, out))
+end

@@ -97,7 +97,7 @@ describe("every script's command line", function()
     ["C.load_model"] = { "model", "device", "upsampler" }, ["C.seed"] = { "seed" }, ["C.sampler_opts"] = { "threshold" },
     ["C.timesteps"] = { "steps" }, ["C.sdedit_row"] = { "steps", "cfg", "threshold" },
     ["C.anagram"] = { "steps", "cfg", "threshold" }, ["C.out_file"] = { "out" },
-    ["C.two_prompts"] = { "prompts" },
+    ["C.two_prompts"] = { "prompts" }, ["C.image_prompt"] = { "prompt" }, ["C.prompt_title"] = { "prompt" },
     ["train.run"] = { "epochs", "resume", "out", "device", "max_batches", "stop_after", "autocast", "graph" },
     ["train.load_data"] = { "dataset", "subset" },
   }
@@ -134,7 +134,7 @@ describe("user mistakes after parsing are usage errors too", function()
   it("eval.lua --model with a DDPM's weights names both kinds", function()
     local err = assert_usage_error({ "scripts/eval.lua", "--model", "weights/ddpm_mnist.safetensors" })
     assert.truthy(err:find("holds ddpm", 1, true), err)
-    assert.truthy(err:find("needs flow_class", 1, true), err)
+    assert.truthy(err:find("expected flow_class or flow_time or denoiser", 1, true), err)
     assert_usage_error({ "scripts/eval.lua", "--model", "weights/nope.safetensors" }, "no weights at 'weights/nope.safetensors'")
   end)
 

@@ -37,6 +37,34 @@ describe("shipped flow-matching weights", function()
   end)
 end)
 
+describe("shipped denoiser (Part B 1.2.1, full recipe, float16)", function()
+  local models = require "fdm.models"
+  local BIN = os.getenv("FDM_BIN") or "build/fdm"
+  local H = require "helpers"
+
+  it("loads as the spec's UnconditionalUNet D=128 and denoises sigma 0.5 test digits", function()
+    local net, info = models.load("weights/denoiser_mnist.safetensors", { kinds = { "denoiser" } })
+    assert.are.equal(128, info.hidden)
+    assert.are.equal(7891073, net:num_parameters())
+    assert.are.equal("float16", info.meta["fdm.stored_dtype"])
+    local ev = require "fdm.denoiser_eval"
+    local rows = ev.measure(net, { n = 64, sigmas = { 0.5 }, seed = 1 })
+    -- the noisy input is about 0.116 away; the trained denoiser far closer
+    assert.is_true(rows[1].mse < 0.02, ("MSE %.4f"):format(rows[1].mse))
+    assert.is_true(rows[1].noisy_mse > 0.1)
+  end)
+
+  it("draws its section's pictures (denoiser.lua --weights: test results and the sigma sweep)", function()
+    local dir = H.tmpdir()
+    local out, rc = H.sh(BIN .. " scripts/denoiser.lua --weights weights/denoiser_mnist.safetensors --show 3 --out " .. dir)
+    assert.are.equal(0, rc, out)
+    assert.truthy(H.exists(dir .. "/test_results.png"), out)
+    assert.truthy(H.exists(dir .. "/ood_sigmas.png"), out)
+    assert.truthy(out:find("1.2.2 MSE(denoised, clean) per sigma", 1, true), out)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
 describe("weight-file metadata (fdm.weights)", function()
   local W = require "fdm.weights"
   local cli = require "fdm.cli"
@@ -45,6 +73,8 @@ describe("weight-file metadata (fdm.weights)", function()
       sizes = { in_channels = "1", hidden = "32", num_classes = "10" } },
     ["weights/flow_class_mnist.safetensors"] = { kind = "flow_class", architecture = "ClassConditionalUNet",
       sizes = { in_channels = "1", hidden = "64", num_classes = "10" } },
+    ["weights/denoiser_mnist.safetensors"] = { kind = "denoiser", architecture = "UnconditionalUNet",
+      sizes = { in_channels = "1", hidden = "128" } },
     ["weights/mnist_classifier.safetensors"] = { kind = "classifier", architecture = "MnistClassifier",
       sizes = { conv1 = "32", conv2 = "64", features = "128", num_classes = "10" } },
   }
@@ -52,6 +82,7 @@ describe("weight-file metadata (fdm.weights)", function()
     ddpm = function(p) return M.load(p) end,
     flow_class = function(p) return classifier.load_flow_class(p) end,
     classifier = function(p) return classifier.load(p) end,
+    denoiser = function(p) return require("fdm.models").load(p, { kinds = { "denoiser" } }) end,
   }
 
   local function usage_error_of(fn, ...)
@@ -66,7 +97,7 @@ describe("weight-file metadata (fdm.weights)", function()
     local files = {}
     for f in p:lines() do files[#files + 1] = f end
     p:close()
-    assert.are.equal(3, #files)
+    assert.are.equal(4, #files)
     for _, f in ipairs(files) do
       local want = assert(SHIPPED[f], f .. " is shipped but not described here")
       local tensors, meta = fdm.io.load_safetensors(f)
@@ -77,6 +108,9 @@ describe("weight-file metadata (fdm.weights)", function()
       if want.architecture == "ClassConditionalUNet" then
         assert.are.equal(tonumber(meta["fdm.hidden"]), tensors["in_block.net.0.net.0.weight"].shape[1])
         assert.are.equal(tonumber(meta["fdm.num_classes"]), tensors["fc1_c.net.0.weight"].shape[2])
+      elseif want.architecture == "UnconditionalUNet" then
+        assert.are.equal(tonumber(meta["fdm.hidden"]), tensors["in_block.net.0.net.0.weight"].shape[1])
+        assert.is_nil(tensors["fc1_t.net.0.weight"])
       else
         assert.are.equal(tonumber(meta["fdm.features"]), tensors["fc1.weight"].shape[1])
       end
