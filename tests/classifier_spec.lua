@@ -243,17 +243,11 @@ describe("classifier.sample_flow_class and eval.lua --model", function()
     local text = p:read("a")
     return text, p:close()
   end
-  local function tmpdir()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. q(dir))
-    return dir
-  end
 
   it("fdm.models loads each Part B kind, from its metadata or its tensors, and refuses others", function()
     local models = require "fdm.models"
     local W = require "fdm.weights"
-    local dir = tmpdir()
+    local dir = H.tmpdir()
     local cases = {
       { "denoiser", unet.UnconditionalUNet(1, 4), "UnconditionalUNet" },
       { "flow_time", unet.TimeConditionalUNet(1, 4), "TimeConditionalUNet" },
@@ -283,7 +277,7 @@ describe("classifier.sample_flow_class and eval.lua --model", function()
   end)
 
   it("eval.lua --model DENOISER: MSE and PSNR per sigma, against the noisy input", function()
-    local dir = tmpdir()
+    local dir = H.tmpdir()
     local ev = require "fdm.denoiser_eval"
     -- an identity "denoiser" gives the noisy input's numbers exactly; a net
     -- that outputs zeros gives the images' mean square
@@ -317,7 +311,7 @@ describe("classifier.sample_flow_class and eval.lua --model", function()
   end)
 
   it("eval.lua --model FLOW_TIME: unconditional samples, the digits read and the FD", function()
-    local dir = tmpdir()
+    local dir = H.tmpdir()
     fdm.manual_seed(4)
     local W = require "fdm.weights"
     local net = unet.TimeConditionalUNet(1, 4)
