@@ -264,6 +264,73 @@ describe("visual anagrams and hybrids", function()
     local want = D.lowpass(e1, 33, 2) + e2 - D.lowpass(e2, 33, 2)
     assert.is_true((est(x, 400) - want):abs():max():item() < 1e-5)
   end)
+
+  -- the toy model, recording the batch it was called with
+  local function recording_toy()
+    local toy = toy_model(0.25)
+    local rec = { inputs = {} }
+    setmetatable(rec, { __call = function(self, x, t, cond)
+      self.inputs[#self.inputs + 1] = x
+      return toy(x, t, cond)
+    end })
+    rec.schedule, rec.image_shape, rec.device = toy.schedule, toy.image_shape, toy.device
+    function rec:encode(p) return toy:encode(p) end
+    return rec
+  end
+  local function close(a, b) return (a - b):abs():max():item() < 1e-5 end
+
+  it("hybrid options: a guidance scale per band, the far prompt alone above a timestep", function()
+    local toy = recording_toy()
+    local far, near, un = toy:encode(0.5), toy:encode(-0.5), toy:encode(0)
+    local x = fdm.randn(1, 1, 28, 28)
+    local o = { kernel = 9, sigma = 1.5 }
+    local e1, e2, eu = toy(x, 400, far), toy(x, 400, near), toy(x, 400, un)
+    local lp = function(v) return D.lowpass(v, 9, 1.5) end
+    local est = D.hybrid(toy, far, near, un, 7, { kernel = 9, sigma = 1.5, cfg_high = 2 })
+    local want = lp(D.guide(e1, eu, 7)) + D.guide(e2, eu, 2) - lp(D.guide(e2, eu, 2))
+    assert.is_true(close(est(x, 400), want))
+    -- the same as the default when both scales are the default
+    assert.is_true(close(D.hybrid(toy, far, near, un, 7, o)(x, 400),
+      lp(D.guide(e1, eu, 7)) + D.guide(e2, eu, 7) - lp(D.guide(e2, eu, 7))))
+    local est2 = D.hybrid(toy, far, near, un, 7, { kernel = 9, sigma = 1.5, cfg_low = 3, low_above = 500 })
+    local e1b, eub = toy(x, 600, far), toy(x, 600, un)
+    toy.inputs = {}
+    assert.is_true(close(est2(x, 600), D.guide(e1b, eub, 3)))   -- above: the far prompt's whole estimate
+    assert.are.equal(1, #toy.inputs)
+    assert.are.equal(2, toy.inputs[1].shape[1])                   -- one batch: far and unconditional
+    assert.is_true(close(est2(x, 400), lp(D.guide(e1, eu, 3)) + D.guide(e2, eu, 7) - lp(D.guide(e2, eu, 7))))
+  end)
+
+  it("hybrid isolate: each prompt's pass sees its band of x_t, the other band fresh noise of x_t's level", function()
+    local toy = recording_toy()
+    local far, near, un = toy:encode(0.5), toy:encode(-0.5), toy:encode(0)
+    local x = fdm.randn(1, 1, 28, 28)
+    local lp = function(v) return D.lowpass(v, 9, 1.5) end
+    local level = math.sqrt(1 - toy.schedule:abar(300))
+    for _, mode in ipairs({ "far", "both" }) do
+      local est = D.hybrid(toy, far, near, un, 7, { kernel = 9, sigma = 1.5, isolate = mode })
+      fdm.manual_seed(11)
+      local n1 = fdm.randn_like(x) * level
+      local n2 = mode == "both" and fdm.randn_like(x) * level or nil
+      local x_low = lp(x) + n1 - lp(n1)
+      local x_high = n2 and (x - lp(x) + lp(n2)) or x
+      toy.inputs = {}
+      fdm.manual_seed(11)
+      local e = est(x, 300)
+      local b = toy.inputs[1]
+      assert.are.equal(4, b.shape[1], mode)          -- far, near, and an unconditional pass on each input
+      assert.is_true(close(b:narrow(1, 1, 1), x_low), mode)
+      assert.is_true(close(b:narrow(1, 2, 1), x_high), mode)
+      assert.is_true(close(b:narrow(1, 3, 1), x_low), mode)
+      assert.is_true(close(b:narrow(1, 4, 1), x_high), mode)
+      local g1 = D.guide(toy(x_low, 300, far), toy(x_low, 300, un), 7)
+      local g2 = D.guide(toy(x_high, 300, near), toy(x_high, 300, un), 7)
+      assert.is_true(close(e, lp(g1) + g2 - lp(g2)), mode)
+    end
+    local ok, err = pcall(D.hybrid, toy, far, near, un, 7, { isolate = "near" })
+    assert.is_false(ok)
+    assert.matches('isolate must be "far" or "both", got near', err, 1, true)
+  end)
 end)
 
 describe("ddpm_model prompts and wrapper", function()

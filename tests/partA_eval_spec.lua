@@ -76,6 +76,20 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
     assert.truthy(out3:find("unknown view", 1, true), out3)
   end)
 
+  it("passes the hybrid options to the estimator and records them", function()
+    local out, rc = sh(base .. " --sections hybrids --ref 0 --hybrid-pairs 8:7 --sigma 1.5 --kernel 13" ..
+      " --hybrid-cfg-high 3 --hybrid-low-above 900 --hybrid-isolate both --report " .. dir .. "/hyb.txt")
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("CFG 7 (far 7, near 3), far prompt alone for t >= 900, isolated bands: both", 1, true), out)
+    local r = dofile(dir .. "/hyb.txt")
+    assert.are.same({ kernel = 13, sigma = 1.5, cfg_low = 7, cfg_high = 3, low_above = 900, isolate = "both" },
+      r.hybrid_options)
+    assert.are.equal(1, #r.hybrids)
+    local out2, rc2 = sh(base .. " --sections hybrids --hybrid-isolate near")
+    assert.are.equal(2, rc2, out2)
+    assert.truthy(out2:find("near", 1, true), out2)
+  end)
+
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 end)
 

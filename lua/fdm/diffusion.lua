@@ -329,18 +329,52 @@ function D.lowpass(x, kernel, sigma)
 end
 
 -- eps = lowpass(eps(x, cond_low)) + highpass(eps(x, cond_high)), each with CFG;
--- highpass = eps - lowpass(eps); var from the low-frequency conditional pass
+-- highpass = eps - lowpass(eps); var from the low-frequency conditional pass.
+-- opts: kernel, sigma (the low-pass); cfg_low, cfg_high (a guidance scale per
+-- band, default g); low_above (timesteps t >= low_above take the far prompt's
+-- whole estimate, so the layout is the far digit's before the bands split);
+-- isolate ("far" or "both"): that prompt's pass sees only its own band of x_t,
+-- the other band replaced by fresh noise of x_t's level, so it cannot copy the
+-- other prompt's strokes into its band
 function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
   opts = opts or {}
   local k, s = opts.kernel or 33, opts.sigma or 2
+  local g_low, g_high = opts.cfg_low or g, opts.cfg_high or g
+  local low_above, isolate = opts.low_above, opts.isolate
+  if isolate ~= nil and isolate ~= "far" and isolate ~= "both" then
+    error("diffusion.hybrid: isolate must be \"far\" or \"both\", got " .. tostring(isolate), 2)
+  end
+  local function lp(v) return D.lowpass(v, k, s) end
   return function(x, t)
-    local jobs = { { x = x, cond = cond_low }, { x = x, cond = cond_high } }
-    local guided = uncond ~= nil and g ~= nil and g ~= 1
-    if guided then jobs[3] = { x = x, cond = uncond } end
+    local guided = uncond ~= nil and ((g_low or 1) ~= 1 or (g_high or 1) ~= 1)
+    if low_above and t >= low_above then
+      local jobs = { { x = x, cond = cond_low } }
+      if guided then jobs[2] = { x = x, cond = uncond } end
+      local r = D.eval_batch(model, jobs, t)
+      local e1 = r[1][1]
+      if guided then e1 = guide(e1, r[2][1], g_low) end
+      return e1, r[1][2]
+    end
+    local x_low, x_high = x, x
+    if isolate then
+      local level = math.sqrt(1 - sched_of(model):abar(t))
+      local lx = lp(x)
+      local n1 = fdm.randn_like(x) * level
+      x_low = lx + n1 - lp(n1)
+      if isolate == "both" then
+        local n2 = fdm.randn_like(x) * level
+        x_high = x - lx + lp(n2)
+      end
+    end
+    local jobs = { { x = x_low, cond = cond_low }, { x = x_high, cond = cond_high } }
+    if guided then
+      jobs[3] = { x = x_low, cond = uncond }
+      if x_high ~= x_low then jobs[4] = { x = x_high, cond = uncond } end
+    end
     local r = D.eval_batch(model, jobs, t)
     local e1, e2 = r[1][1], r[2][1]
-    if guided then e1, e2 = guide(e1, r[3][1], g), guide(e2, r[3][1], g) end
-    return D.lowpass(e1, k, s) + e2 - D.lowpass(e2, k, s), r[1][2]
+    if guided then e1, e2 = guide(e1, r[3][1], g_low), guide(e2, (r[4] or r[3])[1], g_high) end
+    return lp(e1) + e2 - lp(e2), r[1][2]
   end
 end
 

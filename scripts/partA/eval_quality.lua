@@ -40,6 +40,11 @@ local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG
   { "hybrid-pairs", "string", DEFAULT_HYBRIDS, "hybrid pairs low:high (far:near), comma-separated" },
   { "kernel", "int", 33, "Gaussian kernel of the hybrids' low-pass (and its readout)", min = 1 },
   { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
+  { "hybrid-cfg-low", "number", nil, "hybrids: CFG scale of the far (low-pass) prompt (default --cfg)" },
+  { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default --cfg)" },
+  { "hybrid-isolate", "choice", "none", "hybrids: a prompt's pass sees only its band of x_t (none, far, both)",
+    choices = { "none", "far", "both" } },
+  { "hybrid-low-above", "int", nil, "hybrids: timesteps t >= this take the far prompt's whole estimate", min = 0 },
   { "sections", "string", "cfg,anagrams,hybrids", "what to measure (comma-separated subset)" },
   { "ref", "int", 1000, "MNIST test digits for the readout calibration (0 = skip)", min = 0 },
   { "classifier", "string", nil, "classifier weights (default weights/mnist_classifier.safetensors)" },
@@ -277,16 +282,23 @@ end
 ---------------------------------------------------------------- (3) hybrids
 if sections.hybrids and #hybrid_list > 0 then
   out("")
-  out(("[hybrids] CFG %g, %d samples per pair, lowpass = gaussian_blur(k%d, s%g)"):format(args.cfg, args.n, args.kernel, args.sigma))
+  out(("[hybrids] CFG %g (far %g, near %g)%s, %d samples per pair, lowpass = gaussian_blur(k%d, s%g)"):format(args.cfg,
+    args.hybrid_cfg_low or args.cfg, args.hybrid_cfg_high or args.cfg,
+    (args.hybrid_low_above and (", far prompt alone for t >= " .. args.hybrid_low_above) or "")
+    .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, args.kernel, args.sigma))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
   out("  (positive part of x - lowpass(x), not min/max-rescaled); [plain low | min/max high] = the literal readouts")
   out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high")
   result.hybrids = {}
+  result.hybrid_options = { kernel = args.kernel, sigma = args.sigma, cfg_low = args.hybrid_cfg_low or args.cfg,
+    cfg_high = args.hybrid_cfg_high or args.cfg, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
   for i, h in ipairs(hybrid_list) do
     local seed = args.seed + 200 + i
     fdm.manual_seed(seed)
     local est = D.hybrid(model, C.encode(model, tostring(h.low), args), C.encode(model, tostring(h.high), args),
-      uncond, args.cfg, { kernel = args.kernel, sigma = args.sigma })
+      uncond, args.cfg, { kernel = args.kernel, sigma = args.sigma, cfg_low = args.hybrid_cfg_low,
+        cfg_high = args.hybrid_cfg_high, low_above = args.hybrid_low_above,
+        isolate = args.hybrid_isolate ~= "none" and args.hybrid_isolate or nil })
     local x, dt = timed_sample(args.n, guided and 3 or 2, function()
       return D.sample(model, args.n, C.sampler_opts(args, { estimator = est, timesteps = ts }))
     end)
