@@ -4,6 +4,7 @@
 -- "8" (far) + "7" (near). Each row: the hybrid, its low-pass (what is seen
 -- from afar) and its high-pass (+0.5) for n samples.
 --   ./build/fdm scripts/partA/1_9_hybrids.lua [--prompts "0,1"] [--kernel 33] [--sigma 2] [--n 2]
+--     [--cfg-low G] [--cfg-high G] [--low-above T] [--isolate far|both]   (variants: docs/partA.md)
 -- Writes out/partA/1_9_hybrids.png.
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D = C.D
@@ -14,6 +15,10 @@ local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
   { "kernel", "int", 33, "Gaussian kernel size of the low-pass", min = 1 },
   { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
   { "n", "int", 2, "samples per hybrid", min = 1 },
+  { "cfg-low", "number", nil, "CFG scale of the far (low-pass) prompt (default --cfg)" },
+  { "cfg-high", "number", nil, "CFG scale of the near (high-pass) prompt (default --cfg)" },
+  { "low-above", "int", nil, "timesteps t >= this take the far prompt's whole estimate", min = 0 },
+  { "isolate", "choice", "none", "a prompt's pass sees only its band of x_t (none, far, both)", choices = { "none", "far", "both" } },
 }, { cfg = 7 })
 local model = C.load_model(args)
 C.seed(args)
@@ -26,7 +31,8 @@ local uncond = C.encode(model, "", args)
 local ims, names = {}, {}
 for _, h in ipairs(hybrids) do
   local est = D.hybrid(model, C.encode(model, h[1], args), C.encode(model, h[2], args), uncond, args.cfg,
-    { kernel = args.kernel, sigma = args.sigma })
+    { kernel = args.kernel, sigma = args.sigma, cfg_low = args.cfg_low, cfg_high = args.cfg_high,
+      low_above = args.low_above, isolate = args.isolate ~= "none" and args.isolate or nil })
   local x = D.sample(model, args.n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local low = D.lowpass(x, args.kernel, args.sigma)
   for i = 1, args.n do
