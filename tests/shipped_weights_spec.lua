@@ -28,6 +28,7 @@ describe("shipped flow-matching weights", function()
     local model, meta, D = classifier.load_flow_class("weights/flow_class_mnist.safetensors")
     assert.are.equal(64, D)
     assert.are.equal(2019201, model:num_parameters())
+    assert.are.equal("float16", meta["fdm.stored_dtype"])
     local labels = {}
     for k = 1, 20 do labels[k] = (k - 1) % 10 end
     local x = classifier.sample_flow_class(model, labels, { cfg = 5, steps = 40, seed = 3, progress = false })
