@@ -41,10 +41,18 @@
 
 #define CT_TARGET_TILES 64
 #define CT_BUDGET ((size_t)48 << 20) /* floats of scratch over all thread slots */
-/* automatic use: at least this many channels each way (measured: below it
-** the im2col + sgemm + col2im path is as fast or faster) */
+/* automatic use: at least this many channels each way (smaller ones were
+** not measured), and for the forward and the weight gradient only where the
+** tiles waste little: 16 H W multiplies of the direct sum against 36 per 2x2
+** tile, at least 1.5x fewer (14x14 maps: 1.78x; 7x7: 1.36x, where the
+** smaller GEMMs (64 tiles against one im2col GEMM of ~640 columns) made the
+** forward 5-20% slower, the weight gradient 0-15% slower and the data
+** gradient 7-25% faster, measured at C256 K64 and C512 K128 (PERFORMANCE.md) */
 #ifndef CT_MIN_CHANNELS
-#define CT_MIN_CHANNELS 16
+#define CT_MIN_CHANNELS 8
+#endif
+#ifndef CT_MIN_SAVING
+#define CT_MIN_SAVING 1.5
 #endif
 
 int cpu_convt2_ok(const cpu_conv_params *p) {
@@ -59,14 +67,16 @@ static int forced = -2;   /* -2: not read yet; -1 automatic; 0 off; 1 on */
 void cpu_convt2_force(int mode) { forced = mode == 0 || mode == 1 ? mode : -1; }
 
 int cpu_convt2_use(const cpu_conv_params *p, int what) {
-  (void)what;
   if (forced == -2) {
     const char *e = getenv("FDM_CONVT2");
     forced = e && *e ? (atoi(e) ? 1 : 0) : -1;
   }
   if (!cpu_convt2_ok(p) || forced == 0) return 0;
   if (forced == 1) return 1;
-  return p->C >= CT_MIN_CHANNELS && p->K >= CT_MIN_CHANNELS;
+  if (p->C < CT_MIN_CHANNELS || p->K < CT_MIN_CHANNELS) return 0;
+  if (what == 1) return 1;
+  double tiles = (double)((p->H + 1) / 2) * ((p->W + 1) / 2);
+  return 16.0 * p->H * p->W >= CT_MIN_SAVING * 36.0 * tiles;
 }
 
 /* ---- geometry ---- */
@@ -91,7 +101,8 @@ static void ct_sizes(ct_plan *g, int C, int K, int nb) {
   size_t m = 36 * (size_t)K > 9 * (size_t)C ? 36 * (size_t)K : 9 * (size_t)C;
   g->vsz = (v * P + 15) & ~(size_t)15;
   g->msz = (m * P + 15) & ~(size_t)15;
-  g->ssz = (72 * P + 6 * (size_t)(4 * g->TW + 2) + 15) & ~(size_t)15;
+  /* gathered tiles and their half-transformed rows, plus one zero-padded plane */
+  g->ssz = (72 * P + (size_t)(4 * g->TH + 2) * (4 * g->TW + 2) + 15) & ~(size_t)15;
   g->gsz = (36 * (size_t)K * C + 15) & ~(size_t)15;
   g->slot = g->vsz + g->msz + g->ssz + g->gsz;
 }
@@ -100,7 +111,9 @@ static void ct_plan_make(const cpu_conv_params *p, ct_plan *g) {
   g->TH = (p->H + 1) / 2; g->TW = (p->W + 1) / 2;
   g->tiles = g->TH * g->TW;
   g->slots = ct_slots();
-  int nb = (CT_TARGET_TILES + g->tiles - 1) / g->tiles;
+  static int target = 0;
+  if (!target) { const char *e = getenv("FDM_CONVT2_TILES"); target = e && atoi(e) > 0 ? atoi(e) : CT_TARGET_TILES; }
+  int nb = (target + g->tiles - 1) / g->tiles;
   int share = p->N / (2 * g->slots);   /* two blocks per thread at least */
   if (nb > share) nb = share;
   if (nb < 1) nb = 1;
@@ -202,12 +215,10 @@ static void weights_gx(int C, int K, const float *w, float *U) {
 
 /* ---- transforms ---- */
 
-/* one padded row: dst[0..n) = src[-lo .. n-lo) within [0, len), zero elsewhere */
-static void pad_row(float *dst, int n, const float *src, int len, int lo) {
-  int a = lo < n ? lo : n, m = len < n - a ? len : n - a;
-  memset(dst, 0, sizeof(float) * a);
-  if (m > 0) memcpy(dst + a, src, sizeof(float) * m); else m = 0;
-  if (a + m < n) memset(dst + a + m, 0, sizeof(float) * (n - a - m));
+/* copies the H x W plane src into dst (rows of Wp floats) at row, column
+** offset o; dst's other elements are left as they are (zeroed once per block) */
+static void put_plane(float *dst, int Wp, int o, const float *src, int H, int W) {
+  for (int i = 0; i < H; i++) memcpy(dst + (size_t)(i + o) * Wp + o, src + (size_t)i * W, sizeof(float) * W);
 }
 
 #define E5(d0, d1, d2, d3, o0, o1, o2, o3, o4) do { \
@@ -218,24 +229,20 @@ static void input_fwd(const ct_plan *g, int C, int H, int W, const float *x, int
                       float *V, float *scr) {
   const size_t P = (size_t)nb * g->tiles, CP = (size_t)C * P;
   const int TW = g->TW, TH = g->TH, Wp = 2 * TW + 2;
-  float *d = scr, *t = d + 16 * P, *row = t + 20 * P;
+  const int Hp = 2 * TH + 2;
+  float *d = scr, *t = d + 16 * P, *pl = t + 20 * P;
+  memset(pl, 0, sizeof(float) * Hp * Wp);   /* x at offset 1, zero around */
   for (int c = 0; c < C; c++) {
     for (int b = 0; b < nb; b++) {
-      const float *xc = x + ((size_t)(n0 + b) * C + c) * H * W;
+      put_plane(pl, Wp, 1, x + ((size_t)(n0 + b) * C + c) * H * W, H, W);
       for (int ty = 0; ty < TH; ty++) {
         size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
         for (int i = 0; i < 4; i++) {
-          int yy = 2 * ty - 1 + i;
-          float *r = row + i * Wp;
-          if (yy < 0 || yy >= H) memset(r, 0, sizeof(float) * Wp);
-          else pad_row(r, Wp, xc + (size_t)yy * W, W, 1);
-        }
-        for (int i = 0; i < 4; i++) {
-          const float *r = row + i * Wp;
+          const float *r = pl + (size_t)(2 * ty + i) * Wp;
           float *o = d + (size_t)(i * 4) * P + p0;
           for (int tx = 0; tx < TW; tx++) {
-            const float *s = r + 2 * tx;
-            o[tx] = s[0]; o[P + tx] = s[1]; o[2 * P + tx] = s[2]; o[3 * P + tx] = s[3];
+            const float *q = r + 2 * tx;
+            o[tx] = q[0]; o[P + tx] = q[1]; o[2 * P + tx] = q[2]; o[3 * P + tx] = q[3];
           }
         }
       }
@@ -318,25 +325,21 @@ static void input_gx(const ct_plan *g, int K, int OH, int OW, const float *gy, i
                      float *V, float *scr) {
   const size_t P = (size_t)nb * g->tiles, KP = (size_t)K * P;
   const int TW = g->TW, TH = g->TH, Wp = 4 * TW + 2;
-  float *d = scr, *t = d + 36 * P, *row = t + 36 * P;
+  const int Hp = 4 * TH + 2;
+  float *d = scr, *t = d + 36 * P, *pl = t + 36 * P;
+  memset(pl, 0, sizeof(float) * Hp * Wp);   /* gy at offset 1, zero around */
   for (int k = 0; k < K; k++) {
     for (int b = 0; b < nb; b++) {
-      const float *gk = gy + ((size_t)(n0 + b) * K + k) * OH * OW;
+      put_plane(pl, Wp, 1, gy + ((size_t)(n0 + b) * K + k) * OH * OW, OH, OW);
       for (int ty = 0; ty < TH; ty++) {
         size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
         for (int i = 0; i < 6; i++) {
-          int yy = 4 * ty - 1 + i;
-          float *r = row + i * Wp;
-          if (yy < 0 || yy >= OH) memset(r, 0, sizeof(float) * Wp);
-          else pad_row(r, Wp, gk + (size_t)yy * OW, OW, 1);
-        }
-        for (int i = 0; i < 6; i++) {
-          const float *r = row + i * Wp;
+          const float *r = pl + (size_t)(4 * ty + i) * Wp;
           float *o = d + (size_t)(i * 6) * P + p0;
           for (int tx = 0; tx < TW; tx++) {
-            const float *s = r + 4 * tx;
-            o[tx] = s[0]; o[P + tx] = s[1]; o[2 * P + tx] = s[2];
-            o[3 * P + tx] = s[3]; o[4 * P + tx] = s[4]; o[5 * P + tx] = s[5];
+            const float *q = r + 4 * tx;
+            o[tx] = q[0]; o[P + tx] = q[1]; o[2 * P + tx] = q[2];
+            o[3 * P + tx] = q[3]; o[4 * P + tx] = q[4]; o[5 * P + tx] = q[5];
           }
         }
       }
@@ -407,24 +410,20 @@ static void grad_gw(const ct_plan *g, int K, int OH, int OW, const float *gy, in
   const int TW = g->TW, TH = g->TH, Wp = 4 * TW;
   int off[25];
   plane_offsets(off);
-  float *d = scr, *t = d + 16 * P, *row = t + 24 * P;
+  const int Hp = 4 * TH;
+  float *d = scr, *t = d + 16 * P, *pl = t + 24 * P;
+  memset(pl, 0, sizeof(float) * Hp * Wp);   /* gy, zero below and right */
   for (int k = 0; k < K; k++) {
     for (int b = 0; b < nb; b++) {
-      const float *gk = gy + ((size_t)(n0 + b) * K + k) * OH * OW;
+      put_plane(pl, Wp, 0, gy + ((size_t)(n0 + b) * K + k) * OH * OW, OH, OW);
       for (int ty = 0; ty < TH; ty++) {
         size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
         for (int i = 0; i < 4; i++) {
-          int yy = 4 * ty + i;
-          float *r = row + i * Wp;
-          if (yy >= OH) memset(r, 0, sizeof(float) * Wp);
-          else pad_row(r, Wp, gk + (size_t)yy * OW, OW, 0);
-        }
-        for (int i = 0; i < 4; i++) {
-          const float *r = row + i * Wp;
+          const float *r = pl + (size_t)(4 * ty + i) * Wp;
           float *o = d + (size_t)(i * 4) * P + p0;
           for (int tx = 0; tx < TW; tx++) {
-            const float *s = r + 4 * tx;
-            o[tx] = s[0]; o[P + tx] = s[1]; o[2 * P + tx] = s[2]; o[3 * P + tx] = s[3];
+            const float *q = r + 4 * tx;
+            o[tx] = q[0]; o[P + tx] = q[1]; o[2 * P + tx] = q[2]; o[3 * P + tx] = q[3];
           }
         }
       }

@@ -8,7 +8,7 @@
 
 /* the shape qualifies: k4 s2 p1, dilation 1, groups 1, output exactly 2H x 2W */
 int cpu_convt2_ok(const cpu_conv_params *p);
-/* which pass takes the sub-pixel path: qualifies, and wide enough to be faster
+/* which pass takes the sub-pixel path: qualifies, and measured faster there
 ** (or forced). what: 0 forward, 1 data gradient, 2 weight gradient */
 int cpu_convt2_use(const cpu_conv_params *p, int what);
 /* tests: 1 forces the sub-pixel path wherever it qualifies, 0 forbids it,

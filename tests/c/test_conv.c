@@ -564,6 +564,13 @@ static double cpu_now(void) {
 /* --convt: the k4 s2 p1 transposed convs, im2col path (old) against the
 ** sub-pixel path (new) in the same run: process CPU ms (both threads), min
 ** over reps, of the forward, the data gradient alone and the weight gradient alone */
+static const char *auto_paths(const cpu_conv_params *p) {
+  static char s[16];
+  for (int i = 0; i < 3; i++) s[i] = cpu_convt2_use(p, i) ? 'N' : 'o';
+  s[3] = 0;
+  return s;   /* fwd, gx, gw: N new, o old */
+}
+
 static void bench_convt(int reps) {
   cpu_conv_params shapes[] = {
     mkpt(64, 256, 64, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),    /* cc D64 B64 up1 */
@@ -593,7 +600,9 @@ static void bench_convt(int reps) {
     float *x = randv(xsz), *w = randv(wsz), *b = randv(p.K), *y = randv(ysz), *gy = randv(ysz);
     float *gx = randv(xsz), *gw = randv(wsz);
     double t[2][3];
-    for (int f = 0; f < 2; f++) {
+    const char *paths = getenv("CONVT_PATHS");   /* "1": the new path only (profiling) */
+    for (int k = 0; k < 3; k++) t[0][k] = t[1][k] = 1e30;
+    for (int f = paths && *paths == '1' ? 1 : 0; f < 2; f++) {
       cpu_convt2_force(f);
       size_t wk = cpu_conv_transpose2d_work(&p);
       float *work = randv(wk);
@@ -613,9 +622,9 @@ static void bench_convt(int reps) {
     cpu_convt2_force(-1);
     char sh[64];
     snprintf(sh, sizeof sh, "N%d C%d K%d %dx%d->%dx%d", p.N, p.C, p.K, p.H, p.W, p.OH, p.OW);
-    printf("  %-28s %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f%s\n", sh,
+    printf("  %-28s %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f  auto: %s\n", sh,
            t[0][0] * 1e3, t[1][0] * 1e3, t[0][0] / t[1][0], t[0][1] * 1e3, t[1][1] * 1e3, t[0][1] / t[1][1],
-           t[0][2] * 1e3, t[1][2] * 1e3, t[0][2] / t[1][2], cpu_convt2_use(&p, 0) ? "  (auto: new)" : "  (auto: old)");
+           t[0][2] * 1e3, t[1][2] * 1e3, t[0][2] / t[1][2], auto_paths(&p));
     fflush(stdout);
     free(x); free(w); free(b); free(y); free(gy); free(gx); free(gw);
   }
