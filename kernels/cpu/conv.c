@@ -17,6 +17,9 @@
 ** to share, the images are processed in order and OpenBLAS threads the gemm.
 ** Small images are batched (nb images side by side in the columns) so the
 ** gemm is wide enough to run near peak.
+** 3x3 stride-1 convs go through Winograd (winograd.c) and k4 s2 p1
+** transposed convs (the UpConv) through four sub-pixel F(2x2,2x2) convs
+** (convt2.c) where those are measured faster; everything else comes here.
 */
 #include "cpu_nn.h"
 #include "cpu_autocast.h"
