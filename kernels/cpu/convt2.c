@@ -28,7 +28,9 @@
 ** Tiles are gathered per block of about 64 (as in winograd.c) and each
 ** transform runs over all of a block's tiles (`omp simd`); threads take
 ** blocks of images, each with single-threaded sgemm on its own slot of the
-** caller's work buffer. No allocation.
+** caller's work buffer. No allocation. FDM_CONVT2=0|1 forces the path
+** off/on (conv.c keeps im2col + sgemm + col2im otherwise), FDM_CONVT2_TILES
+** sets the block size in tiles (default 64; 16-256 measured, 32-64 best).
 */
 #include <cblas.h>
 #include <string.h>
