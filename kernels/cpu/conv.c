@@ -17,11 +17,15 @@
 ** to share, the images are processed in order and OpenBLAS threads the gemm.
 ** Small images are batched (nb images side by side in the columns) so the
 ** gemm is wide enough to run near peak.
+** 3x3 stride-1 convs go through Winograd (winograd.c) and k4 s2 p1
+** transposed convs (the UpConv) through four sub-pixel F(2x2,2x2) convs
+** (convt2.c) where those are measured faster; everything else comes here.
 */
 #include "cpu_nn.h"
 #include "cpu_autocast.h"
 #include "cpu_kernels.h"
 #include "winograd.h"
+#include "convt2.h"
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
@@ -474,14 +478,26 @@ void cpu_conv2d_backward(const cpu_conv_params *p, const float *x, const float *
   conv_run(&g, &P, work);
 }
 
+/* k4 s2 p1 transposed convs (the UNets' UpConv) with enough channels run
+** forward, data gradient and weight gradient as four sub-pixel 2x2 convs
+** through Winograd F(2x2, 2x2) (convt2.c); FDM_CONVT2=0|1 forces it off/on */
 size_t cpu_conv_transpose2d_work(const cpu_conv_params *p) {
-  conv_geom g;
-  geom_convt(p, &g);
-  return (size_t)g.slots * g.slot_sz;
+  size_t n = 0;
+  if (!cpu_convt2_use(p, 0) || !cpu_convt2_use(p, 1) || !cpu_convt2_use(p, 2)) {
+    conv_geom g;
+    geom_convt(p, &g);
+    n = (size_t)g.slots * g.slot_sz;
+  }
+  if (cpu_convt2_use(p, 0) || cpu_convt2_use(p, 1) || cpu_convt2_use(p, 2)) {
+    size_t t = cpu_convt2_work(p);
+    if (t > n) n = t;
+  }
+  return n;
 }
 
 void cpu_conv_transpose2d_forward(const cpu_conv_params *p, const float *x, const float *w,
                                   const float *b, float *y, float *work) {
+  if (cpu_convt2_use(p, 0)) { cpu_convt2_forward(p, x, w, b, y, work); return; }
   conv_geom g;
   geom_convt(p, &g);
   conv_pass P = {0};
@@ -494,6 +510,8 @@ void cpu_conv_transpose2d_backward(const cpu_conv_params *p, const float *x, con
   conv_geom g;
   geom_convt(p, &g);
   if (gb) bias_grad(p->N, p->K, (size_t)p->OH * p->OW, gy, gb);
+  if (gx && cpu_convt2_use(p, 1)) { cpu_convt2_data_grad(p, w, gy, gx, work); gx = NULL; }
+  if (gw && cpu_convt2_use(p, 2)) { cpu_convt2_weight_grad(p, x, gy, gw, work); gw = NULL; }
   if (!gx && !gw) return;
   conv_pass P = {0};
   P.img = gy; P.cs = x; P.w = w; P.gw = gw; P.cs_out = gx;

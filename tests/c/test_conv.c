@@ -8,6 +8,7 @@
 */
 #include "cpu_nn.h"
 #include "winograd.h"
+#include "convt2.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,12 @@ static void conv_case_rel(const cpu_conv_params *p, double e[3]) {
   rel_n = -1;
   for (int i = 0; i < 3; i++) e[i] = rel_log[i];
 }
+static void convt_case_rel(const cpu_conv_params *p, double e[3]) {
+  rel_n = 0;
+  conv_case(1, p, 1, 7);
+  rel_n = -1;
+  for (int i = 0; i < 3; i++) e[i] = rel_log[i];
+}
 
 static cpu_conv_params mkp(int N, int C, int K, int H, int W, int kh, int kw, int sh, int sw,
                            int ph, int pw, int dh, int dw, int groups) {
@@ -238,6 +245,39 @@ static void test_conv(void) {
     mkpt(2, 4, 6, 27, 26, 1, 1, 1, 1, 0, 0, 1, 1, 2, 0, 0),
   };
   for (size_t i = 0; i < sizeof fixedt / sizeof *fixedt; i++) conv_case(1, &fixedt[i], !(i & 1), 7);
+  /* k4 s2 p1 transposed convs (the UpConv) through the sub-pixel Winograd
+  ** F(2x2,2x2) path (convt2.c): each shape with the path forced on, then
+  ** forced off (im2col + sgemm + col2im), whatever the automatic thresholds;
+  ** odd sizes, N=1, C != K, 1 to 256 channels, batches that are not a
+  ** multiple of the block, and an output_padding=1 shape that never qualifies */
+  cpu_conv_params subp[] = {
+    mkpt(1, 1, 1, 1, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(2, 3, 5, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(1, 16, 8, 5, 9, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(3, 8, 12, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(5, 24, 16, 6, 3, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(65, 8, 4, 2, 2, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(9, 20, 17, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(1, 4, 6, 1, 13, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(2, 64, 32, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(1, 256, 64, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(2, 128, 64, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(3, 6, 5, 7, 6, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 1),   /* 15x14: not sub-pixel */
+  };
+  for (int i = 0; i < 11; i++)
+    if (!cpu_convt2_ok(&subp[i])) { failures++; printf("FAIL convt2_ok: subp[%d] should qualify\n", i); }
+  checks++;
+  if (cpu_convt2_ok(&subp[11])) { failures++; printf("FAIL convt2_ok: output_padding shape qualifies\n"); }
+  for (int force = 1; force >= 0; force--) {
+    cpu_convt2_force(force);
+    for (size_t i = 0; i < sizeof subp / sizeof *subp; i++) conv_case(1, &subp[i], !(i & 1), 7);
+    for (int it = 0; it < 40; it++) {
+      cpu_conv_params p = mkpt(irand(1, 9), irand(1, 20), irand(1, 20), irand(1, 12), irand(1, 12),
+                               4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0);
+      conv_case(1, &p, irand(0, 1), irand(0, 7));
+    }
+  }
+  cpu_convt2_force(-1);
   /* random Winograd-eligible shapes: automatic tile choice, then every
   ** shape again with F(2x2,3x3) and with F(4x4,3x3) forced */
   for (int tile = 0; tile <= 4; tile += 2) {
@@ -274,6 +314,25 @@ static void test_conv(void) {
     }
   }
   cpu_winograd_force_tile(0);
+  /* the same for the UpConvs (k4 s2 p1 transposed, D=64 and D=128 widths):
+  ** sub-pixel F(2x2,2x2) against im2col, same bound 1e-5 */
+  cpu_conv_params upc[] = {
+    mkpt(2, 256, 64, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(2, 128, 64, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(1, 512, 128, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(1, 256, 128, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+  };
+  for (int force = 1; force >= 0; force--) {
+    cpu_convt2_force(force);
+    for (size_t i = 0; i < sizeof upc / sizeof *upc; i++) {
+      double e[3];
+      convt_case_rel(&upc[i], e);
+      printf("convT k4s2 %s N%d C%d K%d %dx%d: max rel err y %.2g, gx %.2g, gw %.2g\n",
+             force ? "sub-pixel F(2x2,2x2)" : "im2col/col2im", upc[i].N, upc[i].C, upc[i].K,
+             upc[i].H, upc[i].W, e[0], e[1], e[2]);
+    }
+  }
+  cpu_convt2_force(-1);
   /* random shapes, every gradient subset */
   for (int it = 0; it < 400; it++) {
     int transposed = it & 1;
@@ -496,7 +555,86 @@ static double bench_conv(int transposed, cpu_conv_params p, int reps, int quiet)
   return 3 * flop / (tf + tb) * 1e-9;
 }
 
+static double cpu_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* --convt: the k4 s2 p1 transposed convs, im2col path (old) against the
+** sub-pixel path (new) in the same run: process CPU ms (both threads), min
+** over reps, of the forward, the data gradient alone and the weight gradient alone */
+static const char *auto_paths(const cpu_conv_params *p) {
+  static char s[16];
+  for (int i = 0; i < 3; i++) s[i] = cpu_convt2_use(p, i) ? 'N' : 'o';
+  s[3] = 0;
+  return s;   /* fwd, gx, gw: N new, o old */
+}
+
+static void bench_convt(int reps) {
+  cpu_conv_params shapes[] = {
+    mkpt(64, 256, 64, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),    /* cc D64 B64 up1 */
+    mkpt(64, 128, 64, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),  /* cc D64 B64 up2 */
+    mkpt(256, 512, 128, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),  /* D128 B256 up1 */
+    mkpt(256, 256, 128, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),/* D128 B256 up2 */
+    mkpt(64, 32, 8, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),      /* D=8 widths */
+    mkpt(64, 16, 8, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(64, 16, 16, 7, 7, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(64, 16, 16, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(64, 32, 32, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+    mkpt(64, 8, 8, 14, 14, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0),
+  };
+  const char *only = getenv("CONVT_SHAPES");   /* e.g. "0,1": a subset */
+  printf("convT k4 s2 p1, process CPU ms, min of %d (old = im2col+col2im, new = sub-pixel F(2x2,2x2)):\n", reps);
+  printf("  %-28s %9s %9s %6s | %9s %9s %6s | %9s %9s %6s\n", "shape", "fwd old", "new", "x",
+         "gx old", "new", "x", "gw old", "new", "x");
+  for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+    if (only && *only) {
+      int hit = 0;
+      for (const char *q = only; *q; ) { char *e; long v = strtol(q, &e, 10); if (e == q) break; if (v == (long)si) hit = 1; q = *e ? e + 1 : e; }
+      if (!hit) continue;
+    }
+    cpu_conv_params p = shapes[si];
+    size_t xsz = (size_t)p.N * p.C * p.H * p.W, ysz = (size_t)p.N * p.K * p.OH * p.OW;
+    size_t wsz = (size_t)p.C * p.K * 16;
+    float *x = randv(xsz), *w = randv(wsz), *b = randv(p.K), *y = randv(ysz), *gy = randv(ysz);
+    float *gx = randv(xsz), *gw = randv(wsz);
+    double t[2][3];
+    const char *paths = getenv("CONVT_PATHS");   /* "1": the new path only (profiling) */
+    for (int k = 0; k < 3; k++) t[0][k] = t[1][k] = 1e30;
+    for (int f = paths && *paths == '1' ? 1 : 0; f < 2; f++) {
+      cpu_convt2_force(f);
+      size_t wk = cpu_conv_transpose2d_work(&p);
+      float *work = randv(wk);
+      for (int k = 0; k < 3; k++) t[f][k] = 1e30;
+      for (int r = 0; r < reps + 1; r++) {   /* the first rep warms up */
+        double t0 = cpu_now();
+        cpu_conv_transpose2d_forward(&p, x, w, b, y, work);
+        double t1 = cpu_now();
+        cpu_conv_transpose2d_backward(&p, x, w, gy, gx, NULL, NULL, work);
+        double t2 = cpu_now();
+        cpu_conv_transpose2d_backward(&p, x, w, gy, NULL, gw, NULL, work);
+        double t3 = cpu_now();
+        if (r) { t[f][0] = fmin(t[f][0], t1 - t0); t[f][1] = fmin(t[f][1], t2 - t1); t[f][2] = fmin(t[f][2], t3 - t2); }
+      }
+      free(work);
+    }
+    cpu_convt2_force(-1);
+    char sh[64];
+    snprintf(sh, sizeof sh, "N%d C%d K%d %dx%d->%dx%d", p.N, p.C, p.K, p.H, p.W, p.OH, p.OW);
+    printf("  %-28s %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f | %9.2f %9.2f %6.2f  auto: %s\n", sh,
+           t[0][0] * 1e3, t[1][0] * 1e3, t[0][0] / t[1][0], t[0][1] * 1e3, t[1][1] * 1e3, t[0][1] / t[1][1],
+           t[0][2] * 1e3, t[1][2] * 1e3, t[0][2] / t[1][2], auto_paths(&p));
+    fflush(stdout);
+    free(x); free(w); free(b); free(y); free(gy); free(gx); free(gw);
+  }
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "--convt")) {
+    bench_convt(argc > 2 ? atoi(argv[2]) : 6);
+    return 0;
+  }
   int bench = argc > 1 && !strcmp(argv[1], "--bench");
   const char *seed = getenv("TEST_SEED"); /* other random shapes, for soak runs */
   if (seed && atoll(seed)) rng_state = (uint64_t)atoll(seed) * 0x9E3779B97F4A7C15ull;
