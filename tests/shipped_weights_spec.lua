@@ -66,6 +66,39 @@ describe("shipped denoiser (Part B 1.2.1, full recipe, float16)", function()
   end)
 end)
 
+describe("shipped time-conditioned flow model (Part B 2.1-2.3, full recipe, float16)", function()
+  local models = require "fdm.models"
+  local BIN = os.getenv("FDM_BIN") or "build/fdm"
+  local H = require "helpers"
+
+  it("loads as the spec's TimeConditionalUNet D=64 and draws digits of several kinds", function()
+    local net, info = models.load("weights/flow_time_mnist.safetensors", { kinds = { "flow_time" } })
+    assert.are.equal(64, info.hidden)
+    assert.are.equal(1996417, net:num_parameters())
+    assert.are.equal("float16", info.meta["fdm.stored_dtype"])
+    local x = classifier.sample_flow_time(net, 20, { steps = 40, seed = 3, progress = false })
+    assert.are.same({ 20, 1, 28, 28 }, x.shape)
+    -- unconditional samples: the classifier reads them confidently as digits, and not all as one digit
+    local probs = classifier.logits(classifier.load(), x):softmax(2)
+    local top = probs:max(2)
+    assert.is_true(top:mean():item() > 0.8, ("mean top probability %.2f"):format(top:mean():item()))
+    local seen, kinds = {}, 0
+    for _, d in ipairs(probs:argmax(2):tolist()) do
+      if not seen[d] then seen[d] = true; kinds = kinds + 1 end
+    end
+    assert.is_true(kinds >= 5, kinds .. " different digits in 20 samples")
+  end)
+
+  it("draws its section's picture (eval.lua --model: a grid of samples read by the classifier)", function()
+    local dir = H.tmpdir()
+    local out, rc = H.sh(BIN .. " scripts/eval.lua --model weights/flow_time_mnist.safetensors --n 10 --steps 20" ..
+      " --ref-n 200 --baseline 0 --out " .. dir .. "/grid.png")
+    assert.are.equal(0, rc, out)
+    assert.truthy(H.exists(dir .. "/grid.png"), out)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
 describe("weight-file metadata (fdm.weights)", function()
   local W = require "fdm.weights"
   local cli = require "fdm.cli"
@@ -76,6 +109,8 @@ describe("weight-file metadata (fdm.weights)", function()
       sizes = { in_channels = "1", hidden = "64", num_classes = "10" } },
     ["weights/denoiser_mnist.safetensors"] = { kind = "denoiser", architecture = "UnconditionalUNet",
       sizes = { in_channels = "1", hidden = "128" } },
+    ["weights/flow_time_mnist.safetensors"] = { kind = "flow_time", architecture = "TimeConditionalUNet",
+      sizes = { in_channels = "1", hidden = "64" } },
     ["weights/mnist_classifier.safetensors"] = { kind = "classifier", architecture = "MnistClassifier",
       sizes = { conv1 = "32", conv2 = "64", features = "128", num_classes = "10" } },
   }
@@ -84,6 +119,7 @@ describe("weight-file metadata (fdm.weights)", function()
     flow_class = function(p) return classifier.load_flow_class(p) end,
     classifier = function(p) return classifier.load(p) end,
     denoiser = function(p) return require("fdm.models").load(p, { kinds = { "denoiser" } }) end,
+    flow_time = function(p) return require("fdm.models").load(p, { kinds = { "flow_time" } }) end,
   }
 
   local function usage_error_of(fn, ...)
@@ -98,7 +134,7 @@ describe("weight-file metadata (fdm.weights)", function()
     local files = {}
     for f in p:lines() do files[#files + 1] = f end
     p:close()
-    assert.are.equal(4, #files)
+    assert.are.equal(5, #files)
     for _, f in ipairs(files) do
       local want = assert(SHIPPED[f], f .. " is shipped but not described here")
       local tensors, meta = fdm.io.load_safetensors(f)
@@ -112,6 +148,10 @@ describe("weight-file metadata (fdm.weights)", function()
       elseif want.architecture == "UnconditionalUNet" then
         assert.are.equal(tonumber(meta["fdm.hidden"]), tensors["in_block.net.0.net.0.weight"].shape[1])
         assert.is_nil(tensors["fc1_t.net.0.weight"])
+      elseif want.architecture == "TimeConditionalUNet" then
+        assert.are.equal(tonumber(meta["fdm.hidden"]), tensors["in_block.net.0.net.0.weight"].shape[1])
+        assert.truthy(tensors["fc1_t.net.0.weight"])
+        assert.is_nil(tensors["fc1_c.net.0.weight"])
       else
         assert.are.equal(tonumber(meta["fdm.features"]), tensors["fc1.weight"].shape[1])
       end
