@@ -3,6 +3,9 @@ local fdm = require "fdm"
 local D = require "fdm.diffusion"
 local M = require "fdm.ddpm_model"
 local classifier = require "fdm.classifier"
+local models = require "fdm.models"
+local H = require "helpers"
+local BIN = os.getenv("FDM_BIN") or "build/fdm"
 
 describe("shipped weights", function()
   it("the MNIST DDPM draws the digit it is asked for (CFG 7, 20 steps)", function()
@@ -39,10 +42,6 @@ describe("shipped flow-matching weights", function()
 end)
 
 describe("shipped denoiser (Part B 1.2.1, full recipe, float16)", function()
-  local models = require "fdm.models"
-  local BIN = os.getenv("FDM_BIN") or "build/fdm"
-  local H = require "helpers"
-
   it("loads as the spec's UnconditionalUNet D=128 and denoises sigma 0.5 test digits", function()
     local net, info = models.load("weights/denoiser_mnist.safetensors", { kinds = { "denoiser" } })
     assert.are.equal(128, info.hidden)
@@ -67,10 +66,6 @@ describe("shipped denoiser (Part B 1.2.1, full recipe, float16)", function()
 end)
 
 describe("shipped time-conditioned flow model (Part B 2.1-2.3, full recipe, float16)", function()
-  local models = require "fdm.models"
-  local BIN = os.getenv("FDM_BIN") or "build/fdm"
-  local H = require "helpers"
-
   it("loads as the spec's TimeConditionalUNet D=64 and draws digits of several kinds", function()
     local net, info = models.load("weights/flow_time_mnist.safetensors", { kinds = { "flow_time" } })
     assert.are.equal(64, info.hidden)
@@ -118,8 +113,8 @@ describe("weight-file metadata (fdm.weights)", function()
     ddpm = function(p) return M.load(p) end,
     flow_class = function(p) return classifier.load_flow_class(p) end,
     classifier = function(p) return classifier.load(p) end,
-    denoiser = function(p) return require("fdm.models").load(p, { kinds = { "denoiser" } }) end,
-    flow_time = function(p) return require("fdm.models").load(p, { kinds = { "flow_time" } }) end,
+    denoiser = function(p) return models.load(p, { kinds = { "denoiser" } }) end,
+    flow_time = function(p) return models.load(p, { kinds = { "flow_time" } }) end,
   }
 
   local function usage_error_of(fn, ...)
