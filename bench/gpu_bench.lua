@@ -45,6 +45,11 @@
 --   BENCH_WORKLOADS   comma list (default cc_train,uncond_train,cc_epoch,cfg_sample)
 --   BENCH_TORCH       0 skips PyTorch; BENCH_PYTHON the interpreter (python3)
 --   BENCH_TORCH_MODES (default eager,eager_bf16,reduce-overhead,max-autotune)
+--   BENCH_COMPILE_WORKLOADS  the workloads torch.compile runs (default: all of
+--                     BENCH_WORKLOADS); the others get "not run" in its rows
+--   BENCH_PROFILE     1: after fdm's float32/TF32 runs, each workload again for
+--                     a few steps under fdm.profile (every kernel waited for):
+--                     the kernels that take the time, per step
 --   FDM_CUDNN_BENCHMARK  1 (the default of `make bench-gpu`): cuDNN algorithms
 --                     timed once per shape, on both sides (cudnn.benchmark for
 --                     PyTorch); 0: cuDNN's heuristics on both sides
@@ -69,6 +74,8 @@ local WORKLOADS = env("BENCH_WORKLOADS", "cc_train,uncond_train,cc_epoch,cfg_sam
 local DO_TORCH = env("BENCH_TORCH", "1") ~= "0"
 local PYTHON = env("BENCH_PYTHON", "python3")
 local TORCH_MODES = env("BENCH_TORCH_MODES", "eager,eager_bf16,reduce-overhead,max-autotune")
+local COMPILE_WORKLOADS = env("BENCH_COMPILE_WORKLOADS", WORKLOADS)
+local PROFILE = env("BENCH_PROFILE", "0") ~= "0"
 local FDM_BF16 = env("BENCH_FDM_BF16", "1") ~= "0"
 local CUDNN_BENCH = env("FDM_CUDNN_BENCHMARK", "0") ~= "0"
 -- as the plugin reads it (fdm.get_tf32 where the runtime has it)
@@ -204,8 +211,16 @@ local function sync(t) if t then t:sum():item() end end
 
 -- warm-up, then up to `total` steps within `box` seconds: (seconds for all
 -- `total` steps, steps timed); step() returns a tensor to synchronise on
+local PROFILE_STEPS   -- set by the profile pass: run that many steps under fdm.profile instead
 local function timed_steps(step, total, box, warmup)
   for _ = 1, warmup or 2 do sync(step()) end
+  if PROFILE_STEPS then
+    fdm.profile(true)
+    local t0 = clock()
+    for _ = 1, PROFILE_STEPS do sync(step()) end
+    fdm.profile(false)
+    return (clock() - t0) * total / PROFILE_STEPS, PROFILE_STEPS
+  end
   collectgarbage(); collectgarbage()
   local t0, done, last = clock(), 0, nil
   while done < total do
@@ -358,14 +373,43 @@ if FDM_BF16 then
   for _, w in ipairs(order) do run_fdm(w, "fdm_bf16", "bfloat16", BOX) end
 end
 
+-- where the time goes: each kernel waited for before and after (so a step
+-- takes longer than unprofiled: the launch gaps that overlap are serialised)
+if PROFILE then
+  PROFILE_STEPS = TINY and 2 or 6
+  for _, w in ipairs(order) do
+    local ok, r = pcall(RUN[w], BOX)
+    if not ok then
+      print(("profile %s: FAILED %s"):format(w, tostring(r)))
+    else
+      local rows, total, calls = fdm.profile_rows(), 0, 0
+      for _, x in ipairs(rows) do total, calls = total + x.seconds, calls + x.calls end
+      local f = results[w].fdm
+      local plain = f and f.seconds and (f.unit == "s/step" and f.seconds or f.seconds / f.total) * 1e3
+      print(("profile %s: %d steps, %.2f ms per step profiled (%.0f kernel calls), %s ms unprofiled; top kernels:")
+        :format(w, PROFILE_STEPS, total / PROFILE_STEPS * 1e3, calls / PROFILE_STEPS,
+          plain and ("%.2f"):format(plain) or "?"))
+      for i = 1, math.min(#rows, 14) do
+        local x = rows[i]
+        print(("profile %s:   %-22s %-22s %6.1f calls %8.3f ms %5.1f %%"):format(w, x.op, x.kernel,
+          x.calls / PROFILE_STEPS, x.seconds / PROFILE_STEPS * 1e3, 100 * x.seconds / math.max(total, 1e-12)))
+      end
+    end
+    collectgarbage(); collectgarbage()
+    io.stdout:flush()
+  end
+  PROFILE_STEPS = nil
+end
+
 ---------------------------------------------------------------- PyTorch
 local torch_name
 if DO_TORCH then
   local left = math.max(60, BUDGET - (clock() - T_START))
   -- on the fake device PyTorch runs on the CPU: a check of the script, like fdm's half
   local cmd = ("%s %s/torch_gpu_bench.py --tf32 %d --cudnn-benchmark %d --budget %d --box %g --long-box %g "
-    .. "--modes %s --workloads %s --tiny %d --device %s 2>&1"):format(PYTHON, HERE, TF32 and 1 or 0,
-    CUDNN_BENCH and 1 or 0, math.floor(left), BOX, LONG_BOX, TORCH_MODES, WORKLOADS, TINY and 1 or 0,
+    .. "--modes %s --workloads %s --compile-workloads %s --tiny %d --device %s 2>&1"):format(PYTHON, HERE,
+    TF32 and 1 or 0, CUDNN_BENCH and 1 or 0, math.floor(left), BOX, LONG_BOX, TORCH_MODES, WORKLOADS,
+    COMPILE_WORKLOADS, TINY and 1 or 0,
     DEV == "cuda" and "cuda" or "cpu")
   print("PyTorch: " .. cmd)
   local p = io.popen(cmd)

@@ -107,6 +107,7 @@ int fdm_backend_supports(fdm_device dev, const char *kernel) {
 static fdm_device capturing = FDM_NDEVICE;
 
 void fdm_backend_set_capturing(fdm_device dev) { capturing = dev; }
+int fdm_backend_capturing(fdm_device dev) { return capturing != FDM_NDEVICE && capturing == dev; }
 
 int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes) {
   const fdm_backend *d = fdm_backend_get(dst_dev), *s = d ? fdm_backend_get(src_dev) : NULL;

@@ -10,6 +10,7 @@
 #define FDM_BACKEND_H
 #include "fdm.h"
 #include "fdm_device.h"
+#include "fdm_profile.h"
 
 /* NULL (with the error set) when the device is not available */
 const fdm_backend *fdm_backend_get(fdm_device dev);
@@ -21,10 +22,13 @@ const fdm_kernels *fdm_kernels_of(fdm_device dev);
 /* the error for a kernel the device lacks: "<op>: not implemented on device ..." */
 int fdm_kernel_missing(const char *op, const char *kernel, fdm_device dev);
 /* calls kernel KNAME of DEV's table, or fails with the clear error when the
-** device has no such kernel. Evaluates to the kernel's 0 / -1. */
-#define FDM_KERNEL(dev, op, kname, ...)                                         \
-  (fdm_kernels_of(dev)->kname ? fdm_kernels_of(dev)->kname(__VA_ARGS__)          \
-                              : fdm_kernel_missing((op), #kname, (dev)))
+** device has no such kernel. Evaluates to the kernel's 0 / -1. While
+** fdm.profile is on, the call is timed (fdm_profile.h). */
+#define FDM_KERNEL(dev, op, kname, ...)                                                           \
+  (!fdm_kernels_of(dev)->kname ? fdm_kernel_missing((op), #kname, (dev))                           \
+   : !fdm_profile_on           ? fdm_kernels_of(dev)->kname(__VA_ARGS__)                           \
+                               : (fdm_profile_begin(dev),                                          \
+                                  fdm_profile_end((dev), (op), #kname, fdm_kernels_of(dev)->kname(__VA_ARGS__))))
 /* whether DEV has a kernel of that name (ggml's supports_op) */
 int fdm_backend_supports(fdm_device dev, const char *kernel);
 /* the names of every kernel slot, NULL-terminated */
@@ -46,6 +50,8 @@ int fdm_backend_load(const char *path);
 /* while a graph is being captured on dev (FDM_NDEVICE: none), copies between
 ** it and other devices fail: a capture records work, it does not run it */
 void fdm_backend_set_capturing(fdm_device dev);
+/* whether a graph is being captured on dev */
+int fdm_backend_capturing(fdm_device dev);
 
 /* copies between devices: whole storages' bytes, dst and src of equal size */
 int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes);

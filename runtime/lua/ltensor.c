@@ -748,6 +748,33 @@ static int l_memory(lua_State *L) {
   return 2;
 }
 static int l_empty_cache(lua_State *L) { lua_pushinteger(L, (lua_Integer)fdm_empty_cache()); return 1; }
+/* fdm.profile(true | false): starts (clearing the rows) or stops per-kernel timing */
+static int l_profile(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  fdm_profile_enable(lua_toboolean(L, 1));
+  return 0;
+}
+/* fdm.profile_rows(): {op =, kernel =, device =, calls =, seconds =} per row, most time first */
+static int l_profile_rows(lua_State *L) {
+  int n;
+  const fdm_profile_row *r = fdm_profile_rows(&n);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, r[i].op);
+    lua_setfield(L, -2, "op");
+    lua_pushstring(L, r[i].kernel);
+    lua_setfield(L, -2, "kernel");
+    lua_pushstring(L, fdm_device_name(r[i].dev));
+    lua_setfield(L, -2, "device");
+    lua_pushinteger(L, (lua_Integer)r[i].calls);
+    lua_setfield(L, -2, "calls");
+    lua_pushnumber(L, r[i].seconds);
+    lua_setfield(L, -2, "seconds");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
 /* monotonic wall clock in seconds, for progress bars and benchmarks */
 static int l_time(lua_State *L) {
   struct timespec ts;
@@ -877,7 +904,7 @@ static const luaL_Reg functions[] = {
   {"full_like", l_full_like}, {"randn_like", l_randn_like}, {"rand_like", l_rand_like}, {"empty_like", l_empty_like},
   {"manual_seed", l_manual_seed}, {"get_rng_state", l_get_rng_state}, {"set_rng_state", l_set_rng_state},
   {"cat", l_cat}, {"stack", l_stack}, {"no_grad", l_no_grad}, {"set_grad_enabled", l_set_grad_enabled},
-  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"isatty", l_isatty}, {"time", l_time}, {"is_tensor", l_is_tensor},
+  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"profile", l_profile}, {"profile_rows", l_profile_rows}, {"isatty", l_isatty}, {"time", l_time}, {"is_tensor", l_is_tensor},
   {NULL, NULL}};
 
 void fdm_open_tensor(lua_State *L) {

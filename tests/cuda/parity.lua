@@ -356,7 +356,12 @@ end, function(q, k, v) return F.scaled_dot_product_attention(q, k, v) end)
 -- runs outside the region (the nodes keep the dtype). cuBLAS returns float32:
 -- MM's tolerance (summation order). cuDNN returns its bf16 result widened, one
 -- rounding (<= 2^-9 relative) more than the CPU's float32 result: 2^-8 |cpu|
--- plus 1e-4 for the summation order.
+-- plus 1e-4 for the summation order. That bound holds for one convolution's
+-- result only, so each case has one output and no bias: a bias added after
+-- the rounding, or two outputs whose gradients add up, can cancel to a small
+-- |cpu| while the rounding stays relative to the terms (seen on the H100:
+-- 0.014 off where |cpu| was under 3.6). The bias add is the float32 kernel the
+-- conv cases above test.
 local AC_CONV = { 1e-4, 2 ^ -8 }
 local function autocast(f) return function(...) return fdm.autocast("bfloat16", f, ...) end end
 case("autocast matmul, batched and broadcast", MM, function()
@@ -371,18 +376,25 @@ case("autocast linear", MM, function()
   local m, i, o = rsize(), rsize(), rsize()
   return { input({ m, i }, "randn", { grad = true }), input({ o, i }, "randn", { grad = true }), input({ o }, "randn", { grad = true }) }
 end, autocast(function(x, w, b) return F.linear(x, w, b) end))
-case("autocast conv2d (3x3, strided, grouped)", AC_CONV, function()
+local function ac_conv_inputs()
   local n, c, k, h, w, g = R(1, 3), R(1, 6), R(1, 7), R(3, 17), R(3, 17), R(1, 2)
-  return { input({ n, c * g, h, w }, "randn", { grad = true }), input({ k * g, c, 3, 3 }, "randn", { grad = true }),
-           input({ k * g }, "randn", { grad = true }), g }
-end, autocast(function(x, w, b, g)
-  return F.conv2d(x, w, b, { padding = 1, groups = g }), F.conv2d(x, w, nil, { stride = 2, groups = g })
+  return { input({ n, c * g, h, w }, "randn", { grad = true }), input({ k * g, c, 3, 3 }, "randn", { grad = true }), g }
+end
+case("autocast conv2d (3x3, padded, grouped)", AC_CONV, ac_conv_inputs, autocast(function(x, w, g)
+  return F.conv2d(x, w, nil, { padding = 1, groups = g })
 end), { last_is_param = true })
-case("autocast conv_transpose2d", AC_CONV, function()
+case("autocast conv2d (3x3, strided, grouped)", AC_CONV, ac_conv_inputs, autocast(function(x, w, g)
+  return F.conv2d(x, w, nil, { stride = 2, groups = g })
+end), { last_is_param = true })
+local function ac_convt_inputs()
   local n, c, k, h = R(1, 3), R(1, 6), R(1, 5), R(2, 9)
-  return { input({ n, c, h, h + 1 }, "randn", { grad = true }), input({ c, k, 4, 4 }, "randn", { grad = true }), input({ k }, "randn", { grad = true }) }
-end, autocast(function(x, w, b)
-  return F.conv_transpose2d(x, w, b, { stride = 2, padding = 1 }), F.conv_transpose2d(x, w, nil, { stride = 2, output_padding = 1 })
+  return { input({ n, c, h, h + 1 }, "randn", { grad = true }), input({ c, k, 4, 4 }, "randn", { grad = true }) }
+end
+case("autocast conv_transpose2d (stride 2, padding 1)", AC_CONV, ac_convt_inputs, autocast(function(x, w)
+  return F.conv_transpose2d(x, w, nil, { stride = 2, padding = 1 })
+end))
+case("autocast conv_transpose2d (stride 2, output_padding 1)", AC_CONV, ac_convt_inputs, autocast(function(x, w)
+  return F.conv_transpose2d(x, w, nil, { stride = 2, output_padding = 1 })
 end))
 
 -- random draws: bit-identical for the same seed and offset
@@ -505,6 +517,15 @@ for _, c in ipairs(cases) do
 end
 
 -- ---------------------------------------------------------------- models
+-- f(dev) gives the results to compare. With tol.spread, f(dev, "float32")
+-- gives the same results computed without the reduced precision on the CPU,
+-- and each result's bound is tol.norm + tol.spread times the CPU's own
+-- reduced-vs-float32 distance (in norm): the GPU's extra bf16 roundings are
+-- perturbations of the kind and size of the CPU's bf16 rounding of operands.
+local function rel_norm(a, b)
+  local den = (b ^ 2):sum():sqrt():item()
+  return den == 0 and 0 or ((a - b) ^ 2):sum():sqrt():item() / den
+end
 local function model_case(name, tol, f)
   if FILTER and not name:find(FILTER) then return end
   local ok, errs = pcall(function()
@@ -512,11 +533,18 @@ local function model_case(name, tol, f)
     local cpu = table.pack(f("cpu"))
     fdm.manual_seed(11)
     local dev = table.pack(f(DEV))
+    local ref
+    if tol.spread then
+      fdm.manual_seed(11)
+      ref = table.pack(f("cpu", "float32"))
+    end
     local e = {}
     for i = 1, cpu.n do
       if cpu[i] == nil or not fdm.is_tensor(cpu[i]) then goto next end
       if not fdm.is_tensor(dev[i]) then e[#e + 1] = ("result %d missing on %s"):format(i, DEV) goto next end
-      local msg = compare(dev[i], cpu[i], tol)
+      local t = tol
+      if ref then t = { norm = tol.norm + tol.spread * rel_norm(cpu[i]:float(), ref[i]:float()) } end
+      local msg = compare(dev[i], cpu[i], t)
       if msg then e[#e + 1] = ("result %d: %s"):format(i, msg) end
       ::next::
     end
@@ -536,8 +564,9 @@ local specs = {
     function(m, x, c, t) return m(x, c, t) end },
 }
 -- one training step of spec s on dev, its forward and loss under autocast
--- (nil: off): the loss, two gradients and two parameters after Adam's step
-local function train_step(s, dev, autocast)
+-- (nil: off): the loss, two gradients and two parameters after Adam's step,
+-- and with all = true also every gradient in one vector
+local function train_step(s, dev, autocast, all)
   local model = s[2]():to(dev)
   local opt = fdm.optim.Adam(model:parameters(), { lr = 1e-3 })
   local x = fdm.randn(N, 1, 28, 28):to(dev)
@@ -547,8 +576,14 @@ local function train_step(s, dev, autocast)
   loss:backward()
   local ps = model:parameters()
   local g1, gl = ps[1].grad, ps[#ps].grad
+  local gall
+  if all then
+    local gs = {}
+    for i, p in ipairs(ps) do gs[i] = p.grad:reshape({ -1 }) end
+    gall = fdm.cat(gs, 1)
+  end
   opt:step()
-  return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach()
+  return loss:detach(), g1, gl, ps[1]:detach(), ps[#ps]:detach(), gall
 end
 for _, s in ipairs(specs) do
   -- float32 sums over a whole UNet in another order: 1e-3 relative (in norm)
@@ -556,10 +591,14 @@ for _, s in ipairs(specs) do
   model_case("training step " .. s[1], { norm = 1e-3 }, function(dev) return train_step(s, dev) end)
 end
 -- under bf16 autocast each of the UNet's convolutions carries one bf16
--- rounding of its output on the GPU (cuDNN) that the CPU does not (<= 2^-9
--- relative, random in sign): 2e-2 relative in norm
-model_case("training step ClassConditionalUNet under bf16 autocast", { norm = 2e-2 },
-  function(dev) return train_step(specs[3], dev, "bfloat16") end)
+-- rounding of its output on the GPU (cuDNN) that the CPU does not: random in
+-- sign, like the CPU's rounding of the operands, and of its size. Each result
+-- may differ from the CPU's autocast result by twice the CPU's own autocast-
+-- vs-float32 distance plus 1e-3 (measured on the CPU, D=64, batch 8: 0.04 %
+-- on the loss, 1.2 % and 3.0 % on the two gradients, 1.0 % over all
+-- gradients; the H100 gave 3.7 % on the last one before this bound existed)
+model_case("training step ClassConditionalUNet under bf16 autocast", { norm = 1e-3, spread = 2 },
+  function(dev, variant) return train_step(specs[3], dev, variant ~= "float32" and "bfloat16" or nil, true) end)
 
 model_case("sampler run (flow matching, time-conditional Euler)", { norm = 1e-3 }, function(dev)
   local flow = require "fdm.flow"
