@@ -42,6 +42,8 @@
 --   BENCH_BOX         seconds of timed work per train-step workload (default 4)
 --   BENCH_LONG_BOX    seconds for the epoch and the sampler (default 20)
 --   BENCH_FDM_BF16    0 skips fdm's bf16 autocast rows (default 1)
+--   BENCH_FDM_GRAPH   0 skips fdm's CUDA-graph rows (default 1): each step
+--                     captured once and replayed, as --graph in the scripts
 --   BENCH_WORKLOADS   comma list (default cc_train,uncond_train,cc_epoch,cfg_sample)
 --   BENCH_TORCH       0 skips PyTorch; BENCH_PYTHON the interpreter (python3)
 --   BENCH_TORCH_MODES (default eager,eager_bf16,reduce-overhead,max-autotune)
@@ -56,6 +58,7 @@
 local fdm = rawget(_G, "fdm") or require "fdm"
 local unet = require "fdm.unet"
 local flow = require "fdm.flow"
+local Step = require "fdm.graph_step"
 local F = fdm.F
 
 local function env(name, default)
@@ -76,6 +79,9 @@ local PYTHON = env("BENCH_PYTHON", "python3")
 local TORCH_MODES = env("BENCH_TORCH_MODES", "eager,eager_bf16,reduce-overhead,max-autotune")
 local COMPILE_WORKLOADS = env("BENCH_COMPILE_WORKLOADS", WORKLOADS)
 local PROFILE = env("BENCH_PROFILE", "0") ~= "0"
+-- CUDA graphs rows (fdm.graph_step, the samplers' graph = true) where the device has them
+local GRAPHS = env("BENCH_FDM_GRAPH", "1") ~= "0"
+local GRAPH = false   -- set while the graphed rows run
 local FDM_BF16 = env("BENCH_FDM_BF16", "1") ~= "0"
 local CUDNN_BENCH = env("FDM_CUDNN_BENCHMARK", "0") ~= "0"
 -- as the plugin reads it (fdm.get_tf32 where the runtime has it)
@@ -124,6 +130,8 @@ do
   if not ok then no_device(err) end
 end
 
+-- the fake device has no graphs: emulated there (the same calls, run eagerly)
+local GOPTS = { device = DEV, emulate = not fdm.graph_supported({ device = DEV }) or nil }
 local gpu_name = DEV == "cuda" and (sh("nvidia-smi --query-gpu=name --format=csv,noheader") or ""):match("^[^\n]+")
   or "fake device (CPU kernels)"
 
@@ -256,8 +264,15 @@ local function train_workload(kind, box)
     opt:step()
     return loss
   end
+  local graphed
+  if GRAPH then   -- the same step through fdm.graph_step (what --graph does in the training scripts)
+    graphed = Step.new(function(xb, yb) return F.mse_loss(m(xb, table.unpack(args, 2)), yb) end, opt, DEV,
+      GOPTS, 100000)
+    step = function() return graphed:step(x, target, 1) end
+  end
   local steps = 20
   local sec, done = timed_steps(step, steps, box or BOX)
+  if graphed then graphed:free() end
   local per = sec / steps
   return { ips = N / per, seconds = per, unit = "s/step", timed = done, total = steps }
 end
@@ -272,11 +287,14 @@ local function epoch_workload(box)
   local labels = fdm.randint(0, 10, { n }, { device = DEV })
   local perm = fdm.cat({ fdm.randperm(n, { device = DEV }), fdm.randperm(n, { device = DEV }) }, 1)
   local i = 0
+  local graphed = GRAPH and Step.new(function(xb, yb) return flow.class_loss(m, xb, yb, 0.1, 10) end, opt, DEV,
+    GOPTS, 100000)
   local function step()
     local k = i % steps
     i = i + 1
     local idx = perm:narrow(1, k * N + 1, N)
     local x1, lab = data:index_select(1, idx), labels:index_select(1, idx)
+    if graphed then return graphed:step(x1, lab, i) end
     opt:zero_grad()
     local loss = flow.class_loss(m, x1, lab, 0.1, 10)
     loss:backward()
@@ -284,6 +302,7 @@ local function epoch_workload(box)
     return loss
   end
   local sec, done = timed_steps(step, steps, box or LONG_BOX)
+  if graphed then graphed:free() end
   return { ips = steps * N / sec, seconds = sec, unit = ("s/epoch of %d steps"):format(steps), timed = done,
            total = steps }
 end
@@ -310,8 +329,30 @@ local function sample_workload(box)
     i = i + 1
     return x
   end
+  local graph
+  if GRAPH then   -- the step as flow.sample_class(..., {graph = true}) runs it: x, t and g on the device
+    local tt, gs = fdm.zeros({ 2 * n }, { device = DEV }), fdm.full({}, g, { device = DEV })
+    local function body()
+      fdm.no_grad(function()
+        local u = m(fdm.cat({ x, x }, 1), cc, tt)
+        local uc, uu = u:narrow(1, 1, n), u:narrow(1, n + 1, n)
+        x:copy_(x + (uu + (uc - uu) * gs) * (1 / steps))
+      end)
+    end
+    local warmed = false
+    step = function()
+      if i >= steps then x:copy_(fdm.randn({ n, 1, 28, 28 }, { device = DEV })) i = 0 end
+      tt:fill_(i / steps)
+      if not warmed then body() warmed = true
+      elseif not graph then graph = fdm.graph(body, GOPTS)
+      else graph:replay() end
+      i = i + 1
+      return x
+    end
+  end
   reset()
   local sec, done = timed_steps(step, steps, box or LONG_BOX)
+  if graph then graph:free() end
   return { ips = n / sec, seconds = sec, unit = ("s for %d digits x %d steps"):format(n, steps), timed = done,
            total = steps }
 end
@@ -368,6 +409,11 @@ for _, w in ipairs(order) do
   assert(RUN[w], "unknown workload " .. w)
   results[w] = {}
   run_fdm(w, "fdm", nil)
+end
+if GRAPHS then
+  GRAPH = true
+  for _, w in ipairs(order) do run_fdm(w, "fdm_graph", nil) end
+  GRAPH = false
 end
 if FDM_BF16 then
   for _, w in ipairs(order) do run_fdm(w, "fdm_bf16", "bfloat16", BOX) end
@@ -461,19 +507,23 @@ print(("GPU: %s; peak dense %s: %s TFLOP/s%s"):format(gpu_name or torch_name or 
 print()
 print("| workload | implementation | precision | images/s | fdm ÷ this | TFLOP/s | % of peak |")
 print("|---|---|---|---:|---:|---:|---:|")
-local function row(w, name, prec, r, fdm_r)
+-- fdm_r: the fdm row this one is compared with; graph_r: also fdm's graphed row ("eager / graphed")
+local function row(w, name, prec, r, fdm_r, graph_r)
   local ips = r and r.ips and ((r.note and r.note:find("extrapolated") and "~" or "") .. ("%.1f"):format(r.ips))
     or (r and r.error and (r.error:match("^([^:]+)") or "failed") or "-")
   local ratio = (fdm_r and fdm_r.ips and r and r.ips) and ("%.2f"):format(fdm_r.ips / r.ips) or "-"
+  if ratio ~= "-" and graph_r and graph_r.ips then ratio = ratio .. (" / %.2f"):format(graph_r.ips / r.ips) end
   local tf, pct = share(w, r, prec)
   print(("| %s | %s | %s | %s | %s | %s | %s |"):format(w, name, prec, ips, ratio, tf, pct))
 end
 for _, w in ipairs(order) do
   local res = results[w]
   local f = res.fdm
+  local fg = res.fdm_graph
   row(w, "fdm", PRECISION, f, nil)
+  if fg then row(w, "fdm, CUDA graph", PRECISION, fg, nil) end
   if DO_TORCH then
-    row(w, "PyTorch eager", PRECISION, res.eager, f)
+    row(w, "PyTorch eager", PRECISION, res.eager, f, fg)
     local b, mode = best_compile(res)
     if not b then
       local why = {}
@@ -483,7 +533,7 @@ for _, w in ipairs(order) do
       end
       if #why > 0 then b = { error = table.concat(why, ", ") } end
     end
-    row(w, "PyTorch compile" .. (mode and (" (" .. mode .. ")") or ""), PRECISION, b, f)
+    row(w, "PyTorch compile" .. (mode and (" (" .. mode .. ")") or ""), PRECISION, b, f, fg)
     row(w, "PyTorch eager, bf16 autocast", "bf16", res.eager_bf16, res.fdm_bf16)
   end
   if res.fdm_bf16 then row(w, "fdm, bf16 autocast", "bf16", res.fdm_bf16, nil)
@@ -491,7 +541,7 @@ for _, w in ipairs(order) do
 end
 print()
 print("~: timed over part of the run and extrapolated. fdm ÷ this > 1: fdm is faster (the bf16 row against fdm "
-  .. "under bf16 autocast). TFLOP/s from the "
+  .. "under bf16 autocast; \"a / b\": fdm eager / fdm with a CUDA graph). TFLOP/s from the "
   .. "convolution and linear FLOPs only (training step = 3 forwards).")
 print(("cc_epoch: %d steps of batch %d over random MNIST-shaped data on the device (MNIST is not on the GPU "
   .. "machine); cfg_sample: %d digits, %d Euler steps, guidance 5 (batch %d per forward)."):format(S.epoch_steps,

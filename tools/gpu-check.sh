@@ -26,7 +26,7 @@
 # graphs) and the benchmark script on the fake device (FDM_FAKE_BACKEND, build/tests/fdm_fake_backend.so) instead.
 # Other knobs: GPU_BUNDLE (the archive), GPU_CHECK_WORK (where it is unpacked,
 # default build/gpu-run), PARITY_TIMEOUT (s, default 150),
-# BENCH_GPU_BUDGET (s, default 230), BENCH_PROFILE (default 1: the per-kernel
+# BENCH_GPU_BUDGET (s, default 250), BENCH_PROFILE (default 1: the per-kernel
 # profile in bench-gpu.md), BENCH_TORCH_MODES (default eager,reduce-overhead,
 # eager_bf16), BENCH_COMPILE_WORKLOADS (default cc_train,uncond_train),
 # GPU_CHECK_SKIP_BENCH=1.
@@ -161,11 +161,11 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   elif [ -f bench/gpu_bench.lua ]; then
     # torch.compile only where the targets name it (the training steps), and
     # not max-autotune, whose autotuning alone outlasts this check
-    benv="BENCH_GPU_JSON=$OUT/bench_gpu.json BENCH_GPU_BUDGET=${BENCH_GPU_BUDGET:-230} FDM_TF32=${FDM_TF32:-1} FDM_CUDNN_BENCHMARK=${FDM_CUDNN_BENCHMARK:-1}"
+    benv="BENCH_GPU_JSON=$OUT/bench_gpu.json BENCH_GPU_BUDGET=${BENCH_GPU_BUDGET:-250} FDM_TF32=${FDM_TF32:-1} FDM_CUDNN_BENCHMARK=${FDM_CUDNN_BENCHMARK:-1}"
     benv="$benv BENCH_PROFILE=${BENCH_PROFILE:-1} BENCH_TORCH_MODES=${BENCH_TORCH_MODES:-eager,reduce-overhead,eager_bf16}"
     benv="$benv BENCH_COMPILE_WORKLOADS=${BENCH_COMPILE_WORKLOADS:-cc_train,uncond_train}"
     [ "$DRY" = 1 ] && benv="$benv FDM_BENCH_DEVICE=fake BENCH_TORCH=0"
-    timeout 290 env $benv "$FDM" bench/gpu_bench.lua > "$OUT/bench-gpu.md" 2>&1
+    timeout 300 env $benv "$FDM" bench/gpu_bench.lua > "$OUT/bench-gpu.md" 2>&1
     brc=$?
   else
     echo "no bench/gpu_bench.lua or bench/gpu_bench.sh in this tree" > "$OUT/bench-gpu.md"
