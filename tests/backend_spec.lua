@@ -244,3 +244,55 @@ describe("autograd state", function()
     for i = 1, 40 do assert.are.equal(2 * i, parts[i].grad:item()) end
   end)
 end)
+
+describe("fdm.profile", function()
+  local function row(rows, op, kernel, dev)
+    for _, r in ipairs(rows) do
+      if r.op == op and r.kernel == kernel and r.device == dev then return r end
+    end
+  end
+  after_each(function() fdm.profile(false) end)
+
+  it("times each kernel call by op and kernel, most time first", function()
+    local a, b = fdm.randn(96, 96), fdm.randn(96, 96)
+    fdm.profile(true)
+    local c = fdm.matmul(a, b)
+    local d = c + a
+    d = d + b
+    fdm.profile(false)
+    local rows = fdm.profile_rows()
+    local mm, add = row(rows, "matmul", "gemm", "cpu"), row(rows, "add", "binary", "cpu")
+    assert.truthy(mm, "no matmul/gemm row")
+    assert.truthy(add, "no add/binary row")
+    assert.are.equal(1, mm.calls)
+    assert.are.equal(2, add.calls)
+    assert.is_true(mm.seconds > 0 and add.seconds > 0)
+    for i = 2, #rows do assert.is_true(rows[i - 1].seconds >= rows[i].seconds, "rows not sorted by time") end
+  end)
+
+  it("records nothing while off, and starting again clears the rows", function()
+    local a = fdm.randn(8, 8)
+    fdm.profile(true)
+    local _ = a * 2
+    fdm.profile(false)
+    local _ = a * 3   -- off: not recorded
+    assert.are.equal(1, row(fdm.profile_rows(), "mul", "binary", "cpu").calls)
+    fdm.profile(true)
+    assert.are.equal(0, #fdm.profile_rows())
+  end)
+
+  it("names the device of each row", function()
+    if not have_fake then return end
+    local x = fdm.randn(4, 4):to("fake")
+    fdm.profile(true)
+    local _ = x * x
+    fdm.profile(false)
+    assert.truthy(row(fdm.profile_rows(), "mul", "binary", "fake"))
+  end)
+
+  it("wants a boolean", function()
+    local ok, err = pcall(fdm.profile, "yes")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("boolean expected", 1, true), err)
+  end)
+end)

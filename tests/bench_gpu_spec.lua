@@ -15,9 +15,14 @@ end
 describe("bench-gpu", function()
   it("runs every workload on the fake device and writes the table and JSON", function()
     local json = os.tmpname()
-    local out, rc = run("FDM_BENCH_DEVICE=fake BENCH_TORCH=0 BENCH_GPU_JSON=" .. json .. " FDM_FAKE_BACKEND=" .. FAKE)
+    local out, rc = run("FDM_BENCH_DEVICE=fake BENCH_TORCH=0 BENCH_PROFILE=1 BENCH_GPU_JSON=" .. json ..
+      " FDM_FAKE_BACKEND=" .. FAKE)
     assert.are.equal(0, rc, out)
     for _, w in ipairs({ "cc_train", "uncond_train", "cc_epoch", "cfg_sample" }) do
+      -- the CUDA-graph rows (emulated on the fake device) and the per-kernel profile
+      assert.truthy(out:match("| " .. w .. " | fdm, CUDA graph | fp32 | ~?[%d.]+ |"), w .. " graph missing:\n" .. out)
+      assert.truthy(out:match("profile " .. w .. ": 2 steps, [%d.]+ ms per step profiled"), w .. " profile:\n" .. out)
+      assert.truthy(out:match("profile " .. w .. ":%s+conv2d%s+conv2d_forward%s+15%.0 calls"), w .. " profile:\n" .. out)
       -- "~" marks a figure extrapolated from part of the run (a slow machine, a sanitizer build)
       assert.truthy(out:match("| " .. w .. " | fdm | fp32 | ~?[%d.]+ |"), w .. " missing:\n" .. out)
       assert.truthy(out:match("| " .. w .. " | fdm, bf16 autocast | bf16 | ~?[%d.]+ |"), w .. " bf16 missing:\n" .. out)
