@@ -4,10 +4,16 @@
 --
 --   ./build/fdm bench/deepfloyd.lua --config if-i-m  [--dtype float16] [--steps 2] [--batch 2]
 --   ./build/fdm bench/deepfloyd.lua --config if-i-xl | if-ii-m | t5-xxl | t5-xxl-layers --layers 6
+--   ./build/fdm bench/deepfloyd.lua --config if-i-m --device cuda --precision bf16
 --
 -- Prints the parameter count, seconds to build, seconds per UNet step (batch 2:
 -- the conditional and unconditional pass of CFG; 64x64 for stage I, 256x256 for
--- stage II) or per prompt embedding (77 tokens), and the peak resident memory.
+-- stage II) or per prompt embedding (77 tokens), and the peak resident memory;
+-- on a device, also the device memory it holds (live + cached by fdm's
+-- allocator: the high-water mark of what it reserved, as PyTorch's
+-- max_memory_reserved). --precision bf16/fp16 runs the convolutions and
+-- matrix products on half operands (fdm.autocast, as IF models'
+-- set_precision: T5 on bf16 for either).
 --
 -- Configurations. T5-XXL is t5-v1_1-xxl's encoder (d_model 4096, d_ff 10240,
 -- 64 heads of 64, 24 layers, vocab 32128: 4.76 B parameters). The published
@@ -29,7 +35,8 @@ local args = cli.parse_or_exit(arg, {
     { "steps", "int", 2, "timed UNet steps / prompt embeddings (after one warm-up)", min = 1 },
     { "batch", "int", 2, "UNet batch (2 = one CFG step of one image)", min = 1 },
     { "layers", "int", 0, "T5: build only this many layers and scale the time to 24 (0 = all)", min = 0 },
-    { "device", "string", "cpu", "device" },
+    { "device", "string", "cpu", "device (the random weights are drawn there)" },
+    cli.PRECISION,
   },
 })
 
@@ -78,7 +85,8 @@ L.check_memory(nparam * es * 1.1, args.config)
 
 fdm.manual_seed(0)
 local t0 = fdm.time()
-local params = U.random_params(spec, { dtype = args.dtype })
+cli.check_device("bench_deepfloyd", args.device)
+local params = U.random_params(spec, { dtype = args.dtype, device = args.device })
 collectgarbage(); collectgarbage()
 fdm.empty_cache() -- the float32 draws the half matrices were rounded from
 local build_peak = L.peak_rss()
@@ -87,17 +95,21 @@ local f = io.open("/proc/self/clear_refs", "w")
 if f then f:write("5"); f:close() end
 print(("random weights: %.1f s, rss %.2f GB"):format(fdm.time() - t0, gb(L.rss())))
 local dev = args.device
+local unet_cast = cli.autocast_of(args.precision)
+local t5_cast = unet_cast and "bfloat16" or nil   -- as IF models: T5 v1.1 outgrows float16's range
+local function on_dev(t) return dev ~= "cpu" and t:to(dev) or t end
 
 local times = {}
 if is_t5 then
   local enc = T5.new(cfg, params)
   params = nil
+  if dev ~= "cpu" then enc:to(dev) end
   collectgarbage()
-  local ids = fdm.randint(0, cfg.vocab_size, { 1, 77 })
-  local mask = fdm.ones(1, 77, { dtype = "int64" })
+  local ids = on_dev(fdm.randint(0, cfg.vocab_size, { 1, 77 }))
+  local mask = on_dev(fdm.ones(1, 77, { dtype = "int64" }))
   for i = 0, args.steps do
     local ts = fdm.time()
-    local h = fdm.no_grad(function() return enc(ids, mask) end)
+    local h = fdm.no_grad(function() return fdm.autocast(t5_cast, function() return enc(ids, mask) end) end)
     local _ = h:sum():item()
     local dt = fdm.time() - ts
     if i > 0 then times[#times + 1] = dt end
@@ -106,15 +118,16 @@ if is_t5 then
 else
   local net = U.new(cfg, params)
   params = nil
+  if dev ~= "cpu" then net:to(dev) end
   collectgarbage()
   local n = args.batch
   local S = cfg.sample_size
-  local x = fdm.randn(n, cfg.in_channels, S, S)
-  local enc = fdm.randn(n, 77, 4096)
+  local x = on_dev(fdm.randn(n, cfg.in_channels, S, S))
+  local enc = on_dev(fdm.randn(n, 77, 4096))
   local labels = cfg.class_embed_type and 250 or nil
   for i = 0, args.steps do
     local ts = fdm.time()
-    local out = fdm.no_grad(function() return net(x, 500, enc, labels) end)
+    local out = fdm.no_grad(function() return fdm.autocast(unet_cast, function() return net(x, 500, enc, labels) end) end)
     local _ = out:sum():item()
     local dt = fdm.time() - ts
     if i > 0 then times[#times + 1] = dt end
@@ -124,7 +137,15 @@ end
 table.sort(times)
 local med = times[(#times + 1) // 2]
 local scale = (is_t5 and cfg.num_layers ~= full_layers) and (full_layers / cfg.num_layers) or 1
-print(("%s: %s %.2f s (median of %d)%s; peak memory %.2f GB (while building the random weights: %.2f GB); threads %s"):format(args.config,
+local devmem = ""
+if dev ~= "cpu" then
+  local st = fdm.backend_stats(dev)
+  devmem = ("; %s memory %.2f GB (live %.2f + cached %.2f)"):format(dev, gb(st.live_bytes + st.cached_bytes),
+    gb(st.live_bytes), gb(st.cached_bytes))
+end
+print(("%s: %s %.3f s (median of %d)%s on %s, %s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
+  :format(args.config,
   is_t5 and "seconds per prompt embedding" or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch, cfg.sample_size, cfg.sample_size),
-  med * scale, #times, scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", gb(L.peak_rss()), gb(build_peak),
+  med * scale, #times, scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", dev,
+  is_t5 and (t5_cast and "bf16" or "fp32") or args.precision, gb(L.peak_rss()), gb(build_peak), devmem,
   os.getenv("OMP_NUM_THREADS") or "default"))

@@ -83,3 +83,10 @@ $(BUILD)/gpu/bin/fdm: $(MAIN_OBJ) $(BUILD)/libfdm.a
 .PHONY: test-cuda-graphs
 test-cuda-graphs: all
 	$(LUA_ENV) ./$(BUILD)/fdm tests/cuda/graphs.lua
+# `make test-cuda-deepfloyd`: DeepFloyd IF's tiny folders on the GPU against
+# the CPU in fp32, with fp16 weights, and at bf16/fp16 precision
+# (tests/cuda/deepfloyd.lua, run by fdm); without a CUDA device it says so
+# and passes as skipped. FDM_IF_DEVICE=fake runs it on the test device.
+.PHONY: test-cuda-deepfloyd
+test-cuda-deepfloyd: all
+	$(LUA_ENV) FDM_TF32=0 ./$(BUILD)/fdm tests/cuda/deepfloyd.lua

@@ -28,6 +28,7 @@ local spec = {
     { "variant", "string", nil, "weights variant to prefer (fp16)" },
     { "device", "choice", "cpu", "where the models run (the T5 encoder too; images come back to the CPU to be saved)",
       choices = cli.device_choices() },
+    cli.PRECISION,
     { "out", "string", "out/sample", "output folder" },
     { "graph", "flag", false, "CUDA graphs: capture one stage I step and replay it (--device cuda; the MNIST DDPM: " ..
       "DeepFloyd's UNet reads t on the host, which a capture refuses)" },
@@ -53,13 +54,14 @@ local t_start = fdm.time()
 local model, m2
 local ok, err = pcall(function()
   if args.model then
-    model = IF.load(args.model, { variant = args.variant, device = args.device })
+    model = IF.load(args.model, { variant = args.variant, device = args.device, precision = args.precision })
     if args.upsampler then
-      m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model, device = args.device })
+      m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model, device = args.device,
+        precision = args.precision })
     end
   else
     if args.upsampler then error("--upsampler needs --model (a DeepFloyd IF stage I folder)", 0) end
-    model = require("fdm.ddpm_model").load(nil, { device = args.device })
+    model = require("fdm.ddpm_model").load(nil, { device = args.device, precision = args.precision })
   end
 end)
 if not ok then
@@ -97,7 +99,7 @@ for _, steps in ipairs(args.steps) do
   local ts = fdm.time()
   local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps, graph = args.graph })
   local dt = fdm.time() - ts
-  print(("stage I, %d steps: %.2f s (%.3f s per step)"):format(steps, dt, dt / (steps - 1)))
+  print(("stage I, %d steps, %s: %.2f s (%.3f s per step)"):format(steps, args.precision, dt, dt / (steps - 1)))
   rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1):to("cpu")
   row_caps[#row_caps + 1] = steps .. " steps"
   if m2 then
@@ -105,7 +107,8 @@ for _, steps in ipairs(args.steps) do
     local y = IF.upscale(m2, x, cond, uncond, { steps = args.upsampler_steps, cfg = args.upsampler_cfg,
       noise_level = args.noise_level })
     local du = fdm.time() - tu
-    print(("stage II, %d steps: %.2f s (%.3f s per step)"):format(args.upsampler_steps, du, du / (args.upsampler_steps - 1)))
+    print(("stage II, %d steps, %s: %.2f s (%.3f s per step)"):format(args.upsampler_steps, args.precision, du,
+      du / (args.upsampler_steps - 1)))
     rows_up[#rows_up + 1] = fdm.clamp((y + 1) * 0.5, 0, 1):to("cpu")
   end
 end

@@ -80,3 +80,23 @@ describe("GPU parity suite", function()
     assert.truthy(syms:find(" T fdm_backend_plugin_register\n"), "no plugin entry")
   end)
 end)
+
+describe("GPU DeepFloyd check (tests/cuda/deepfloyd.lua)", function()
+  it("passes every case against the fake device, and skips without a CUDA device", function()
+    assert.truthy(FAKE and FAKE ~= "", "FDM_FAKE_BACKEND is not set (make test builds it)")
+    local p = io.popen("FDM_IF_DEVICE=fake FDM_FAKE_BACKEND=" .. FAKE .. " " .. BIN .. " tests/cuda/deepfloyd.lua 2>&1; echo rc=$?")
+    local out = p:read("a")
+    p:close()
+    assert.truthy(out:find("deepfloyd on fake: 4 passed, 0 failed", 1, true), out)
+    assert.truthy(out:find("rc=0", 1, true), out)
+    local has_cuda = false
+    for _, d in ipairs(fdm.devices()) do if d == "cuda" then has_cuda = true end end
+    if not has_cuda then
+      p = io.popen("FDM_IF_DEVICE=cuda " .. BIN .. " tests/cuda/deepfloyd.lua 2>&1; echo rc=$?")
+      out = p:read("a")
+      p:close()
+      assert.truthy(out:find("^no CUDA device: skipped %("), out)
+      assert.truthy(out:find("rc=0", 1, true), out)
+    end
+  end)
+end)

@@ -115,19 +115,7 @@ end)
 -- the tiny stage I folder with float16 weights (every matrix and conv
 -- kernel half, as the published fp16 variants), memory-mapped when loaded
 local function fp16_folder()
-  local d = H.tmpdir()
-  local function half_copy(src, dst)
-    local t = fdm.io.load_safetensors(src)
-    local out = {}
-    for k, v in pairs(t) do out[k] = v:dim() >= 2 and v:half() or v end
-    fdm.io.save_safetensors(dst, out)
-  end
-  os.execute(("mkdir -p '%s/if-i/unet' '%s/text_encoder' && cp -r %s/scheduler %s/tokenizer '%s/'"):format(d, d, ROOT, ROOT, d))
-  os.execute(("cp %s/if-i/unet/config.json '%s/if-i/unet/' && cp %s/text_encoder/config.json '%s/text_encoder/'")
-    :format(ROOT, d, ROOT, d))
-  half_copy(ROOT .. "/if-i/unet/diffusion_pytorch_model.safetensors", d .. "/if-i/unet/diffusion_pytorch_model.fp16.safetensors")
-  half_copy(ROOT .. "/text_encoder/model.safetensors", d .. "/text_encoder/model.fp16.safetensors")
-  return d
+  return dofile("tests/cuda/if_half_folder.lua")(ROOT, H.tmpdir(), { "if-i" })
 end
 
 describe("DeepFloyd IF with memory-mapped float16 weights on the fake device", function()
@@ -219,5 +207,19 @@ describe("scripts/sample.lua --device", function()
     assert.is_nil(out:find("traceback", 1, true), out)
     local lines = select(2, out:gsub("\n", "\n"))
     assert.is_true(lines <= 1, out)
+  end)
+end)
+
+describe("bench/deepfloyd.lua on a device", function()
+  it("moves the random-weight model to --device, runs it under --precision and reports the device's memory", function()
+    if not have_fake then pending("no fake device") return end
+    local out, rc = H.sh(FDM .. " -e \"fdm.load_backend(os.getenv('FDM_FAKE_BACKEND'))\" bench/deepfloyd.lua " ..
+      "--config t5-xxl --layers 1 --steps 1 --device fake --precision fp16")
+    assert.are.equal(0, rc, out)
+    -- fp16 asked: T5 runs on bf16 operands (its activations outgrow float16)
+    assert.truthy(out:match("t5%-xxl: seconds per prompt embedding [%d.]+ s %(median of 1%) %(scaled from 1 layers%) on fake, bf16"), out)
+    assert.truthy(out:match("fake memory [%d.]+ GB %(live"), out)
+    local bad, rc2 = H.sh(FDM .. " bench/deepfloyd.lua --precision fp8")
+    assert.are.equal(2, rc2, bad)
   end)
 end)

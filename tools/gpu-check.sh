@@ -17,6 +17,7 @@
 #   bench-gpu.md    the benchmark's table (stdout)
 #   bench_gpu.json  the benchmark's numbers
 #   gpu-check.log   everything, in order
+#   deepfloyd.log   (part deepfloyd) the IF check and the speed runs
 # Exit status: 0 when the parity suite (and nn_edges, graphs) passed; the benchmark
 # is informational.
 #
@@ -29,7 +30,10 @@
 # BENCH_GPU_BUDGET (s, default 250), BENCH_PROFILE (default 1: the per-kernel
 # profile in bench-gpu.md), BENCH_TORCH_MODES (default eager,reduce-overhead,
 # eager_bf16), BENCH_COMPILE_WORKLOADS (default cc_train,uncond_train),
-# GPU_CHECK_SKIP_BENCH=1.
+# GPU_CHECK_SKIP_BENCH=1; GPU_CHECK_PARTS (default parity,bench; "deepfloyd"
+# runs tests/cuda/deepfloyd.lua and the IF speed figures into deepfloyd.log,
+# about 3 minutes: a second call, `GPU_CHECK_PARTS=deepfloyd`), IF_SPEED_TIMEOUT
+# (s per speed run, default 90).
 set -uo pipefail
 OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -114,6 +118,7 @@ devs=$("$FDM" -e 'print(table.concat(fdm.devices(), ","))' 2>&1)
 why=$("$FDM" -e 'local ok, e = pcall(fdm.zeros, {1}, {device = "cuda"}) print(ok and "cuda ok" or e)' 2>&1)
 summary "info devices: $devs; cuda: $why"
 
+PARTS=${GPU_CHECK_PARTS:-parity,bench}
 PARITY_DEVICE=cuda
 if [ "$DRY" = 1 ]; then
   PARITY_DEVICE=fake
@@ -124,14 +129,18 @@ elif [ "$devs" = "${devs/cuda/}" ]; then
   exit 1
 fi
 
-echo "== parity ($PARITY_DEVICE)"
-timeout "${PARITY_TIMEOUT:-150}" env FDM_PARITY_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/parity.lua > "$OUT/parity.log" 2>&1
-prc=$?
-tail -3 "$OUT/parity.log"
-pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
-if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
-elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
-else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
+has_part() { case ",$PARTS," in *",$1,"*) return 0;; esac; return 1; }
+if has_part parity; then
+  echo "== parity ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env FDM_PARITY_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/parity.lua > "$OUT/parity.log" 2>&1
+  prc=$?
+  tail -3 "$OUT/parity.log"
+  pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
+  if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
+  elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
+  else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
+  fi
+
 fi
 
 # a further check run by fdm: NAME (its log NAME.log), the variable naming
@@ -149,11 +158,41 @@ check() {
   else summary "FAIL parity $name (rc $rc): ${l:-no summary line} (see $name.log)"
   fi
 }
-check nn_edges FDM_EDGES_DEVICE tests/cuda/nn_edges.lua "nn_edges on " 2
-check graphs FDM_GRAPHS_DEVICE tests/cuda/graphs.lua "graphs on " 8
-[ -f "$OUT/graphs.log" ] && grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
+if has_part parity; then
+  check nn_edges FDM_EDGES_DEVICE tests/cuda/nn_edges.lua "nn_edges on " 2
+  check graphs FDM_GRAPHS_DEVICE tests/cuda/graphs.lua "graphs on " 8
+  [ -f "$OUT/graphs.log" ] && grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
+fi
 
-if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+# DeepFloyd IF: the tiny folders against the CPU, then the speed of the real
+# configurations with random weights drawn on the GPU (bench/deepfloyd.lua;
+# TF32 and timed cuDNN algorithms, as bench-gpu),
+# all in deepfloyd.log
+if has_part deepfloyd; then
+  check deepfloyd FDM_IF_DEVICE tests/cuda/deepfloyd.lua "deepfloyd on " 6
+  IF_DEV=$PARITY_DEVICE
+  IF_PRE=()   # the dry run's fake device is a plugin the script must load first
+  [ "$DRY" = 1 ] && IF_PRE=(-e "fdm.load_backend(os.getenv('FDM_FAKE_BACKEND'))")
+  ifspeed() {   # config precision [extra args]: one line of bench/deepfloyd.lua's result
+    local cfg=$1 prec=$2 l
+    shift 2
+    l=$(timeout "${IF_SPEED_TIMEOUT:-90}" env FDM_TF32=1 FDM_CUDNN_BENCHMARK=1 "$FDM" "${IF_PRE[@]}" bench/deepfloyd.lua --config "$cfg" --device "$IF_DEV" --precision "$prec" "$@" 2>&1 |
+      tee -a "$OUT/deepfloyd.log" | grep -E "^$cfg: seconds per" | tail -1)
+    if [ -n "$l" ]; then summary "info deepfloyd $l ($(elapsed))"
+    else summary "FAIL deepfloyd speed $cfg $prec: no result (see deepfloyd.log) ($(elapsed))"
+    fi
+  }
+  if [ "$DRY" = 1 ]; then
+    ifspeed t5-xxl bf16 --layers 1 --steps 1
+  else
+    for prec in fp32 bf16 fp16; do ifspeed if-i-m $prec --steps 3; done
+    for prec in fp32 bf16; do ifspeed if-ii-m $prec --steps 3; done
+    ifspeed if-i-xl bf16 --steps 3
+    for prec in fp32 bf16; do ifspeed t5-xxl $prec --steps 3; done
+  fi
+fi
+
+if has_part bench && [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   echo "== bench-gpu"
   if [ -x bench/gpu_bench.sh ]; then
     BENCH_GPU_JSON="$OUT/bench_gpu.json" timeout 240 bench/gpu_bench.sh > "$OUT/bench-gpu.md" 2>&1
@@ -178,5 +217,5 @@ fi
 n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
 [ "$n" -le 8 ] || summary "warn OUTDIR holds $n files (8 expected at most)"
 summary "done in $(elapsed)"
-grep -q "^FAIL parity" "$OUT/summary.txt" && exit 1
+grep -q "^FAIL parity\|^FAIL deepfloyd" "$OUT/summary.txt" && exit 1
 exit 0

@@ -342,6 +342,22 @@ function cli.device_choices()
   return list
 end
 
+-- --precision of the sampling scripts: the model's convolutions and matrix
+-- products on float32 operands, or on bf16/fp16 ones with float32 sums
+-- (fdm.autocast; what makes a GPU fast, emulated bit for bit on the CPU)
+cli.PRECISION = { "precision", "choice", "fp32",
+  "the model's convolutions and matrix products: fp32, or bf16 / fp16 operands with float32 sums " ..
+  "(fdm.autocast; fast on a GPU)", choices = { "fp32", "bf16", "fp16" } }
+local AUTOCAST_OF = { fp32 = false, bf16 = "bfloat16", fp16 = "float16" }
+-- the fdm.autocast dtype of a --precision value (nil for fp32)
+function cli.autocast_of(precision)
+  local a = AUTOCAST_OF[precision or "fp32"]
+  if a == nil then
+    error(("--precision must be fp32, bf16 or fp16, got '%s'"):format(tostring(precision)), 2)
+  end
+  return a or nil
+end
+
 -- For scripts: a --device that is not there (no CUDA device, no CUDA build)
 -- is said once, up front, without a traceback: the reason on stderr, exit 2.
 function cli.check_device(name, device)

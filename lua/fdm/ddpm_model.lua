@@ -94,7 +94,15 @@ Model.__call = function(self, x, t, cond)
   end
   if cond == nil then cond = self:encode("") end
   if cond.shape[1] ~= n then cond = cond:expand(n, cond.shape[2]) end
-  return self.net(x, cond, tt)
+  return fdm.autocast(self.autocast, function() return self.net(x, cond, tt) end)
+end
+
+-- "fp32", "bf16" or "fp16": the dtype of the convolutions' and matrix
+-- products' operands in each call (fdm.autocast; float32 sums)
+function Model:set_precision(precision)
+  self.autocast = require("fdm.cli").autocast_of(precision)
+  self.precision = precision or "fp32"
+  return self
 end
 
 function Model:encode(prompt)
@@ -155,7 +163,8 @@ M.HOW_TO_TRAIN = "train it with `fdm scripts/train_ddpm.lua` (see docs/partA.md)
 -- shapes are the ClassConditionalUNet's; the width D is read from the
 -- metadata or the tensors. A missing file, an fdm file of another kind or a
 -- mismatching one is a usage error. Eval mode. opts.what names the option
--- that gave the path (for messages), opts.device.
+-- that gave the path (for messages), opts.device, opts.precision ("fp32",
+-- "bf16", "fp16": Model:set_precision).
 function M.load(path, opts)
   opts = opts or {}
   path = path or M.DEFAULT_WEIGHTS
@@ -179,6 +188,7 @@ function M.load(path, opts)
     ("ClassConditionalUNet(1, %d, %d)"):format(hidden, M.NUM_CLASSES), opts.what)
   model.net:load_state_dict(tensors)
   if opts.device and opts.device ~= "cpu" then model.net:to(opts.device); model.device = opts.device end
+  model:set_precision(opts.precision)
   model.net:eval()
   model.path = path
   return model

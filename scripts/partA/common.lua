@@ -41,6 +41,12 @@ function C.parse(name, summary, own, defaults, script)
     end
   end
   for _, o in ipairs(options) do
+    if o == SHARED.device then -- a script that runs the model somewhere also says in which precision
+      options[#options + 1] = cli.PRECISION
+      break
+    end
+  end
+  for _, o in ipairs(options) do
     if o == SHARED.model then -- DeepFloyd IF (an IF folder as --model): the stage II upsampler too
       options[#options + 1] = { "upsampler", "string", nil, "with a DeepFloyd IF folder as --model: its stage II folder; " ..
         "every grid is also written upsampled to 256x256 (FILE_256.png)" }
@@ -71,18 +77,18 @@ function C.load_model(args)
   local IF = require "fdm.deepfloyd"
   if IF.is_folder(args.model) then
     -- DeepFloyd IF stage I (64x64 RGB, T5 prompts); --upsampler: stage II
-    local ok, m = pcall(IF.load, args.model, { device = args.device })
+    local ok, m = pcall(IF.load, args.model, { device = args.device, precision = args.precision })
     if not ok then cli.usage_error(args.name .. ": --model: " .. tostring(m)) end
     C.IF, C.size, C.channels = m, m.image_shape[2], m.image_shape[1]
     if args.upsampler then
-      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device })
+      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device, precision = args.precision })
       if not ok2 then cli.usage_error(args.name .. ": --upsampler: " .. tostring(m2)) end
       C.upsampler = m2
     end
     return m
   end
   if args.upsampler then cli.usage_error(args.name .. ": --upsampler needs a DeepFloyd IF folder as --model") end
-  return M.load(args.model, { device = args.device, what = args.name .. ": --model" })
+  return M.load(args.model, { device = args.device, precision = args.precision, what = args.name .. ": --model" })
 end
 
 -- a condition [1, ...] repeated for n images

@@ -97,7 +97,9 @@ Model.__call = function(self, x, t, cond)
     input = fdm.cat({ x, lr }, 2)
     labels = self.noise_level or 250
   end
-  local out = fdm.no_grad(function() return self.net(input, t, cond, labels) end)
+  local out = fdm.no_grad(function()
+    return fdm.autocast(self.autocast, function() return self.net(input, t, cond, labels) end)
+  end)
   if xdev ~= self.device then out = out:to(xdev) end
   local C = x.shape[2]
   if out.shape[2] == 2 * C then
@@ -182,7 +184,8 @@ function Model:encode(prompt)
     local id = tdir .. "|" .. table.concat(files, ",")
     for _, f in ipairs(files) do id = id .. "|" .. file_size(f) end
     local cfgs = L.read_file(tdir .. "/config.json") or ""
-    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. prompt)
+    -- a half-precision encoder's embeddings are cached apart from float32 ones
+    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
     path = IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors"
     if L.exists(path) then
       local ok, e = pcall(function()
@@ -198,7 +201,8 @@ function Model:encode(prompt)
   local ids, mask = tok:encode(Tok.preprocess(prompt), { max_length = 77 })
   local t0 = fdm.time()
   local e = fdm.no_grad(function()
-    return t5(fdm.tensor({ ids }, { dtype = "int64" }), fdm.tensor({ mask }, { dtype = "int64" }))
+    local ids_t, mask_t = fdm.tensor({ ids }, { dtype = "int64" }), fdm.tensor({ mask }, { dtype = "int64" })
+    return fdm.autocast(src.text_autocast, function() return t5(ids_t, mask_t) end)
   end)
   src.last_embed_s = fdm.time() - t0
   e = e:contiguous()
@@ -215,6 +219,21 @@ function Model:encode(prompt)
 end
 
 function Model:eval() return self end
+
+-- "fp32", "bf16" or "fp16": the operands of the UNet's convolutions and
+-- matrix products (fdm.autocast; float32 sums, float32 weights stay as they
+-- are stored). The T5 encoder follows with bf16 for either half precision:
+-- T5 v1.1's activations outgrow float16's range (transformers keeps its
+-- feed-forward output layers in float32 for that reason), bfloat16's range
+-- is float32's.
+function Model:set_precision(precision)
+  self.autocast = require("fdm.cli").autocast_of(precision)
+  local text = self.autocast and "bfloat16" or nil
+  if text ~= self.text_autocast then self.embed_cache = nil end   -- embeddings of the other precision
+  self.text_autocast = text
+  self.precision = precision or "fp32"
+  return self
+end
 
 -- a tensor on this model's device
 function Model:on_device(t)
@@ -283,6 +302,7 @@ function IF.load(dir, opts)
   self.image_shape = { net.plan.out_channels // 2, size, size }
   self.device = "cpu"
   if opts.device and opts.device ~= "cpu" then self:to(opts.device) end
+  self:set_precision(opts.precision)
   self.variance = "learned_range"
   self.clip_x0 = true
   self.threshold = { ratio = self.scheduler.config.dynamic_thresholding_ratio,

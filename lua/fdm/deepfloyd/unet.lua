@@ -10,7 +10,7 @@
 --   local out = net(sample, timestep, encoder_hidden_states [, class_labels [, capture]])
 --                                           -- out [N, out_channels, H, W]; capture (a table) receives
 --                                           -- the intermediate activations under the golden names
---   U.random_params(spec, {dtype = "float16"}) -- random weights for a config (speed measurements)
+--   U.random_params(spec, {dtype = "float16", device = dev}) -- random weights for a config (speed measurements)
 --
 -- Supported: down blocks ResnetDownsampleBlock2D / SimpleCrossAttnDownBlock2D
 -- (also DownBlock2D), up blocks ResnetUpsampleBlock2D / SimpleCrossAttnUpBlock2D,
@@ -256,19 +256,20 @@ U.prepare = prepare
 function U.random_params(spec, opts)
   opts = opts or {}
   local dt = opts.dtype or "float32"
+  local on = { device = opts.device }   -- drawn where they will be used (a GPU: no 17 GB host copy)
   local p = {}
   for _, e in ipairs(spec) do
     local name, shape = e[1], e[2]
     local t
     if name:match("norm[^.]*%.weight$") or name:match("norm%d?%.weight$") then
-      t = fdm.ones(shape)
+      t = fdm.ones(shape, on)
     elseif name:match("%.bias$") then
-      t = fdm.zeros(shape)
+      t = fdm.zeros(shape, on)
     else
       local fan = 1
       for i = 2, #shape do fan = fan * shape[i] end
       if #shape == 1 then fan = shape[1] end
-      t = fdm.randn(shape):mul_(1 / math.sqrt(math.max(fan, 1)))
+      t = fdm.randn(shape, on):mul_(1 / math.sqrt(math.max(fan, 1)))
       if dt ~= "float32" and #shape >= 2 then
         local h = dt == "float16" and t:half() or t:bfloat16()
         t:free() -- at once: the collector would let gigabytes of float32 draws pile up
