@@ -94,7 +94,7 @@ describe("every script's command line", function()
   -- is read when the script names args.<key> (or opts./o.) or calls a helper
   -- that reads it.
   local HELPERS = {
-    ["C.load_model"] = { "model", "device", "upsampler" }, ["C.seed"] = { "seed" }, ["C.sampler_opts"] = { "threshold" },
+    ["C.load_model"] = { "model", "device", "upsampler", "precision" }, ["C.seed"] = { "seed" }, ["C.sampler_opts"] = { "threshold" },
     ["C.timesteps"] = { "steps" }, ["C.sdedit_row"] = { "steps", "cfg", "threshold" },
     ["C.anagram"] = { "steps", "cfg", "threshold" }, ["C.out_file"] = { "out" },
     ["C.two_prompts"] = { "prompts" }, ["C.image_prompt"] = { "prompt" }, ["C.prompt_title"] = { "prompt" },

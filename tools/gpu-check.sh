@@ -18,6 +18,7 @@
 #   bench_gpu.json  the benchmark's numbers
 #   gpu-check.log   everything, in order
 #   deepfloyd.log   (part deepfloyd) the IF check and the speed runs
+#   tune.log        (part tune) cuDNN's candidates and the timings per workspace
 # Exit status: 0 when the parity suite (and nn_edges, graphs) passed; the benchmark
 # is informational.
 #
@@ -33,7 +34,9 @@
 # GPU_CHECK_SKIP_BENCH=1; GPU_CHECK_PARTS (default parity,bench; "deepfloyd"
 # runs tests/cuda/deepfloyd.lua and the IF speed figures into deepfloyd.log,
 # about 3 minutes: a second call, `GPU_CHECK_PARTS=deepfloyd`), IF_SPEED_TIMEOUT
-# (s per speed run, default 90).
+# (s per speed run, default 90); "tune" (about 2 minutes) times the sampler
+# and the D=128 step at cuDNN workspace limits of 1 and 8 GiB with each
+# plan's candidates logged (tune.log).
 set -uo pipefail
 OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -190,6 +193,23 @@ if has_part deepfloyd; then
     ifspeed if-i-xl bf16 --steps 3
     for prec in fp32 bf16; do ifspeed t5-xxl $prec --steps 3; done
   fi
+fi
+
+# cuDNN's choices for the sampler's forward and the D=128 step at the default
+# workspace limit and at 8 GiB (FDM_CUDNN_LOG: each plan's candidates), all
+# in tune.log: whether a larger workspace buys faster algorithms
+if has_part tune; then
+  tenv="FDM_CUDNN_LOG=1 FDM_TF32=1 FDM_CUDNN_BENCHMARK=1 BENCH_TORCH=0 BENCH_FDM_BF16=0 BENCH_FDM_GRAPH=0 BENCH_PROFILE=0"
+  tenv="$tenv BENCH_WORKLOADS=cfg_sample,uncond_train BENCH_GPU_JSON=$WORK/tune.json"
+  [ "$DRY" = 1 ] && tenv="$tenv FDM_BENCH_DEVICE=fake"
+  : > "$OUT/tune.log"
+  for ws in 1024 8192; do
+    echo "== tune: FDM_CUDNN_WORKSPACE_MB=$ws" >> "$OUT/tune.log"
+    timeout 150 env $tenv FDM_CUDNN_WORKSPACE_MB=$ws "$FDM" bench/gpu_bench.lua >> "$OUT/tune.log" 2>&1
+    r=$(sed -n "/FDM_CUDNN_WORKSPACE_MB=$ws\$/,\$p" "$OUT/tune.log" | grep -E '^  fdm +(cfg_sample|uncond_train) ' |
+      awk '{printf "%s %s img/s; ", $2, $3}')
+    summary "info tune workspace $ws MiB: ${r:-no result (see tune.log)} ($(elapsed))"
+  done
 fi
 
 if has_part bench && [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then

@@ -22,6 +22,8 @@
 ** forward and the backward pass) plus room for the weight widened to
 ** float32 when it is float16/bfloat16.
 **
+** FDM_CUDNN_LOG=1 prints each plan's candidates and choices (log_direction).
+**
 ** TF32 (nn_tf32(), FDM_TF32=1): CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH
 ** and only FMA algorithms, so float32 results match the CPU's rounding.
 **
@@ -37,6 +39,7 @@
 ** Bias add and bias gradient are this file's own kernels (the gradient sums
 ** in double, as kernels/cpu/conv.c, split over blocks per channel).
 */
+#include <stdio.h>
 #include "nn_common.cuh"
 #include "cuda_autocast.cuh"
 
@@ -101,6 +104,25 @@ static int benchmark_mode(void) {
   static int on = -1;
   if (on < 0) { const char *e = getenv("FDM_CUDNN_BENCHMARK"); on = e && *e && *e != '0'; }
   return on;
+}
+
+/* FDM_CUDNN_LOG=1: one stderr line per plan built, with the candidates of
+** each direction (algorithm, time when timed, workspace; * = chosen), to see
+** what a geometry gets and what the workspace limit rules out */
+static int log_mode(void) {
+  static int on = -1;
+  if (on < 0) { const char *e = getenv("FDM_CUDNN_LOG"); on = e && *e && *e != '0'; }
+  return on;
+}
+template <typename Perf>
+static void log_direction(const char *what, const Perf *r, int n, int chosen) {
+  fprintf(stderr, "  %s", what);
+  for (int i = 0, shown = 0; i < n && shown < 5; i++) {
+    if (r[i].status != CUDNN_STATUS_SUCCESS) continue;
+    fprintf(stderr, " %s%d:%.3fms/%zuMiB", (int)r[i].algo == chosen ? "*" : "", (int)r[i].algo, (double)r[i].time,
+            r[i].memory >> 20);
+    shown++;
+  }
 }
 
 /* the first usable result: supported, within the workspace limit; without
@@ -195,6 +217,15 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
     NN_CUDNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->in, c->out, c->conv, c->filt,
                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, rw));
     if (pick(op, rw, nw, tensor_ops, &c->bwd_filter, "backward-filter")) return -1;
+  }
+  if (log_mode()) {
+    fprintf(stderr, "fdm cudnn plan %s: N%d C%d %dx%d K%d %dx%d k%dx%d s%dx%d p%dx%d g%d%s%s%s:", op, p->N, p->C, p->H,
+            p->W, p->K, p->OH, p->OW, p->kh, p->kw, p->sh, p->sw, p->ph, p->pw, G, c->tf32 ? " tf32" : "",
+            cast ? " autocast" : "", timed ? " timed" : " heuristics");
+    log_direction("fwd", rf, nf, (int)c->fwd);
+    log_direction("bwd_data", rd, nd, (int)c->bwd_data);
+    log_direction("bwd_filter", rw, nw, (int)c->bwd_filter);
+    fputc('\n', stderr);
   }
   /* the heuristics' memory is an estimate: ask for the exact sizes of the chosen ones */
   NN_CUDNN(op, cudnnGetConvolutionForwardWorkspaceSize(h, c->in, c->filt, c->conv, c->out, c->fwd, &mf));

@@ -28,26 +28,8 @@ local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 dofile(HERE .. "/open_device.lua")(DEV)
 local ROOT = os.getenv("FDM_IF_TINY") or (HERE .. "/../data/deepfloyd-tiny")
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local t0 = fdm.time()
-  local ok, err = pcall(fn)
-  if ok and err == nil then
-    passed = passed + 1
-    print(("ok   %-28s (%.1f s)"):format(name, fdm.time() - t0))
-  else
-    failed = failed + 1
-    print(("FAIL %-28s %s"):format(name, tostring(err)))
-  end
-end
-
--- |a - b| / |b| over the whole tensors, both read on the CPU in float32
-local function rel(a, b)
-  a, b = a:to("cpu"):float(), b:to("cpu"):float()
-  local den = (b ^ 2):sum():sqrt():item()
-  local num = ((a - b) ^ 2):sum():sqrt():item()
-  return den > 0 and num / den or num
-end
+local C = dofile(HERE .. "/check.lua")(28)
+local case, rel = C.case, C.rel
 
 -- the tiny folders with float16 weights (made once, removed at the end)
 local HALF
@@ -109,5 +91,5 @@ case("bf16 precision", function() return compare("bf16", false) end)
 case("fp16 precision, fp16 weights", function() return compare("fp16", true) end)
 
 if HALF then os.execute("rm -rf '" .. HALF .. "'") end
-print(("deepfloyd on %s: %d passed, %d failed"):format(DEV, passed, failed))
-os.exit(failed == 0 and 0 or 1)
+print(("deepfloyd on %s: %d passed, %d failed"):format(DEV, C.passed, C.failed))
+os.exit(C.failed == 0 and 0 or 1)

@@ -23,32 +23,15 @@ local unet = require "fdm.unet"
 local Step = require "fdm.graph_step"
 
 local DEV = os.getenv("FDM_GRAPHS_DEVICE") or "cuda"
-dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/open_device.lua")(DEV)
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+dofile(HERE .. "/open_device.lua")(DEV)
 local EMULATE = not fdm.graph_supported({ device = DEV })
 local GOPTS = { device = DEV, emulate = EMULATE }
 local QUICK = DEV ~= "cuda"
 local WIDTH, BATCH, STEPS = QUICK and 4 or 64, QUICK and 8 or 64, QUICK and 5 or 20
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local t0 = fdm.time()
-  local ok, err = pcall(fn)
-  if ok and err == nil then
-    passed = passed + 1
-    print(("ok   %-8s (%.1f s)"):format(name, fdm.time() - t0))
-  else
-    failed = failed + 1
-    print(("FAIL %-8s %s"):format(name, tostring(err)))
-  end
-end
-
--- |a - b| / |b| over the whole tensors
-local function rel(a, b)
-  a, b = a:to("cpu"), b:to("cpu")
-  local den = (b ^ 2):sum():sqrt():item()
-  local num = ((a - b) ^ 2):sum():sqrt():item()
-  return den > 0 and num / den or num
-end
+local C = dofile(HERE .. "/check.lua")(8)
+local case, rel = C.case, C.rel
 
 local function exact(a, b) return rel(a, b) == 0 end
 
@@ -211,5 +194,5 @@ if eager_rate and graph_rate then
   print(("info speed: class-conditioned UNet D=%d batch %d: eager %.1f steps/s, graphed %.1f steps/s (%.2fx)%s"):format(
     WIDTH, BATCH, eager_rate, graph_rate, graph_rate / eager_rate, EMULATE and " (emulated: no capture)" or ""))
 end
-print(("graphs on %s%s: %d passed, %d failed"):format(DEV, EMULATE and " (emulated)" or "", passed, failed))
-os.exit(failed == 0 and 0 or 1)
+print(("graphs on %s%s: %d passed, %d failed"):format(DEV, EMULATE and " (emulated)" or "", C.passed, C.failed))
+os.exit(C.failed == 0 and 0 or 1)
