@@ -56,11 +56,15 @@ if o.samples and o.model then cli.usage_error("eval: give --samples or --model, 
 
 require("fdm.cli").check_device("eval", o.device)
 local t_start = fdm.time()
-local net = cls.load(o.classifier, { what = "eval: --classifier" })
+-- the classifier scores generators (loaded before any sampling, so a bad
+-- --classifier is said at once); a denoiser's report does not need it
+local net
+local function load_classifier() net = cls.load(o.classifier, { what = "eval: --classifier" }) end
 
 ---------------------------------------------------------------- the samples
 local images, labels, source
 if o.samples then
+  load_classifier()
   if not require("fdm.weights").exists(o.samples) then cli.usage_error("eval: --samples: no such file '" .. o.samples .. "'") end
   local ok, t = pcall(fdm.io.load_safetensors, o.samples)
   if not ok then
@@ -94,6 +98,7 @@ else
       device = o.device, json = o.json, source = ("%s (UnconditionalUNet D=%d)"):format(o.model, D) })
     os.exit(0)
   end
+  load_classifier()
   local ts = fdm.time()
   if info.kind == "flow_time" then
     io.stderr:write(string.format("eval: sampling %d digits from %s (TimeConditionalUNet D=%d), %d steps\n",
