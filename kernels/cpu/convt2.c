@@ -223,6 +223,26 @@ static void put_plane(float *dst, int Wp, int o, const float *src, int H, int W)
   for (int i = 0; i < H; i++) memcpy(dst + (size_t)(i + o) * Wp + o, src + (size_t)i * W, sizeof(float) * W);
 }
 
+/* d[(i*n + j)*P + p]: element (i, j) of each n x n tile of the padded plane
+** pl (rows of Wp floats), tile (ty, tx) of image b at row stride*ty, column
+** stride*tx; p = b*tiles + ty*TW + tx. Called with constant n and stride
+** (4, 2 for the forward; 6, 4 for the data gradient), which the compiler
+** propagates into the inlined copies. */
+static inline void gather_tiles(const ct_plan *g, const float *pl, int Wp, int n, int stride, int b, float *d,
+                                size_t P) {
+  for (int ty = 0; ty < g->TH; ty++) {
+    size_t p0 = (size_t)b * g->tiles + (size_t)ty * g->TW;
+    for (int i = 0; i < n; i++) {
+      const float *r = pl + (size_t)(stride * ty + i) * Wp;
+      float *o = d + (size_t)(i * n) * P + p0;
+      for (int tx = 0; tx < g->TW; tx++) {
+        const float *q = r + stride * tx;
+        for (int j = 0; j < n; j++) o[(size_t)j * P + tx] = q[j];
+      }
+    }
+  }
+}
+
 #define E5(d0, d1, d2, d3, o0, o1, o2, o3, o4) do { \
     o0 = (d0) - (d1); o1 = (d1); o2 = (d2) - (d1); o3 = (d2); o4 = (d3) - (d2); } while (0)
 
@@ -237,17 +257,7 @@ static void input_fwd(const ct_plan *g, int C, int H, int W, const float *x, int
   for (int c = 0; c < C; c++) {
     for (int b = 0; b < nb; b++) {
       put_plane(pl, Wp, 1, x + ((size_t)(n0 + b) * C + c) * H * W, H, W);
-      for (int ty = 0; ty < TH; ty++) {
-        size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
-        for (int i = 0; i < 4; i++) {
-          const float *r = pl + (size_t)(2 * ty + i) * Wp;
-          float *o = d + (size_t)(i * 4) * P + p0;
-          for (int tx = 0; tx < TW; tx++) {
-            const float *q = r + 2 * tx;
-            o[tx] = q[0]; o[P + tx] = q[1]; o[2 * P + tx] = q[2]; o[3 * P + tx] = q[3];
-          }
-        }
-      }
+      gather_tiles(g, pl, Wp, 4, 2, b, d, P);
     }
     for (int j = 0; j < 4; j++) {   /* over the tile rows: t[r][j] */
       const float *restrict d0 = d + (size_t)j * P, *restrict d1 = d + (size_t)(4 + j) * P;
@@ -333,18 +343,7 @@ static void input_gx(const ct_plan *g, int K, int OH, int OW, const float *gy, i
   for (int k = 0; k < K; k++) {
     for (int b = 0; b < nb; b++) {
       put_plane(pl, Wp, 1, gy + ((size_t)(n0 + b) * K + k) * OH * OW, OH, OW);
-      for (int ty = 0; ty < TH; ty++) {
-        size_t p0 = (size_t)b * g->tiles + (size_t)ty * TW;
-        for (int i = 0; i < 6; i++) {
-          const float *r = pl + (size_t)(4 * ty + i) * Wp;
-          float *o = d + (size_t)(i * 6) * P + p0;
-          for (int tx = 0; tx < TW; tx++) {
-            const float *q = r + 4 * tx;
-            o[tx] = q[0]; o[P + tx] = q[1]; o[2 * P + tx] = q[2];
-            o[3 * P + tx] = q[3]; o[4 * P + tx] = q[4]; o[5 * P + tx] = q[5];
-          }
-        }
-      }
+      gather_tiles(g, pl, Wp, 6, 4, b, d, P);
     }
     for (int j = 0; j < 6; j++) {   /* over the tile rows: t[q][j] */
       const float *restrict d0 = d + (size_t)j * P, *restrict d1 = d + (size_t)(6 + j) * P;
