@@ -35,7 +35,6 @@
 -- For a profile of one loop: BENCH_CONFIGS=cc_D64_B64 BENCH_MODES=train
 --   BENCH_TORCH=0 BENCH_OVERHEAD=0 perf record -g ./build/fdm bench/bench.lua
 local fdm = rawget(_G, "fdm") or require "fdm"
-local unet = require "fdm.unet"
 local F = fdm.F
 
 local function env(name, default)
@@ -90,33 +89,9 @@ local CONFIGS = {
   cc_D8_B1 = { kind = "cc", D = 8, N = 1 },
 }
 
-local function make(cfg)
-  fdm.manual_seed(0)
-  local m
-  if cfg.kind == "uncond" then m = unet.UnconditionalUNet(1, cfg.D)
-  elseif cfg.kind == "tc" then m = unet.TimeConditionalUNet(1, cfg.D)
-  else m = unet.ClassConditionalUNet(1, cfg.D, 10) end
-  local N = cfg.N
-  local args = { fdm.randn(N, 1, 28, 28) }
-  if cfg.kind == "tc" then args[2] = fdm.rand(N, 1) end
-  if cfg.kind == "cc" then
-    args[2] = F.one_hot(fdm.randint(0, 10, { N }), 10):float()
-    args[3] = fdm.rand(N, 1)
-    args[4] = unet.class_dropout_mask(N, 0.1)
-  end
-  local target = fdm.randn(N, 1, 28, 28)
-  local opt = fdm.optim.Adam(m:parameters(), { lr = 1e-4 })
-  local function train_step()
-    opt:zero_grad()
-    local loss = F.mse_loss(m(table.unpack(args)), target)
-    loss:backward()
-    opt:step()
-  end
-  local function eval_step()
-    return fdm.no_grad(function() return m(table.unpack(args)) end)
-  end
-  return m, train_step, eval_step
-end
+-- the model of a config with its train and eval steps (bench/unet_step.lua)
+local make_step = dofile((arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "bench") .. "/unet_step.lua")
+local function make(cfg) return make_step(cfg.kind, cfg.D, cfg.N) end
 
 local function time_loop(f, iters, warmup)
   for _ = 1, warmup do f(); collectgarbage("step", 0) end

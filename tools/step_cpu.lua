@@ -6,30 +6,12 @@
 --   FDM_CONVT2=0 ./build/fdm tools/step_cpu.lua;  FDM_CONVT2=1 ./build/fdm tools/step_cpu.lua
 -- STEP_CONFIG: cc_D64_B64 (default), uncond_D128_B256, cc_D64_B512 (eval only)
 local fdm = rawget(_G, "fdm") or require "fdm"
-local unet = require "fdm.unet"
-local F = fdm.F
 
 local REPS = tonumber(os.getenv("STEP_REPS") or "5")
 local name = os.getenv("STEP_CONFIG") or "cc_D64_B64"
 local kind, D, N = name:match("^(%a+)_D(%d+)_B(%d+)$")
 D, N = tonumber(D), tonumber(N)
-fdm.manual_seed(0)
-local m = kind == "uncond" and unet.UnconditionalUNet(1, D) or unet.ClassConditionalUNet(1, D, 10)
-local args = { fdm.randn(N, 1, 28, 28) }
-if kind == "cc" then
-  args[2] = F.one_hot(fdm.randint(0, 10, { N }), 10):float()
-  args[3] = fdm.rand(N, 1)
-  args[4] = unet.class_dropout_mask(N, 0.1)
-end
-local target = fdm.randn(N, 1, 28, 28)
-local opt = fdm.optim.Adam(m:parameters(), { lr = 1e-4 })
-local function train()
-  opt:zero_grad()
-  local loss = F.mse_loss(m(table.unpack(args)), target)
-  loss:backward()
-  opt:step()
-end
-local function eval() return fdm.no_grad(function() return m(table.unpack(args)) end) end
+local m, train, eval = dofile((arg[0]:match("^(.*)/[^/]*$") or "tools") .. "/../bench/unet_step.lua")(kind, D, N)
 
 local function cpu(f)
   f(); collectgarbage(); collectgarbage()
