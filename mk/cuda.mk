@@ -60,6 +60,12 @@ $(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu kernels/cuda/cuda_kernels.h $(w
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+# bench/cudnn_probe.cu: cuDNN's legacy against its graph API on the UNets'
+# convolutions (a measurement program for the GPU machine; tools/gpu-bundle.sh)
+$(BUILD)/gpu/bin/cudnn_probe: bench/cudnn_probe.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -Xcompiler -Wno-deprecated-declarations,-static-libstdc++,-static-libgcc -o $@ $< $(CUDA_LDLIBS)
+
 $(CUDA_PLUGIN): $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) -shared -Xcompiler -static-libstdc++,-static-libgcc -o $@ $(CUDA_OBJ) $(CUDA_LDLIBS)

@@ -4,6 +4,7 @@
 # build/gpu-bundle/ (git-ignored; it travels with the device run tool's
 # `carry`): fdm-gpu.tar.xz holding
 #   bin/fdm                    fdm linked to look in ../lib first (DT_RPATH)
+#   bin/cudnn_probe            bench/cudnn_probe.cu (cuDNN's legacy vs graph API)
 #   lib/fdm_backend_cuda.so    the CUDA plugin (cudart, libstdc++ static)
 #   lib/core.so                the Lua module, for a stock lua5.4
 #   lib/*.so.*                 every library ldd names for fdm and core.so,
@@ -19,12 +20,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
-make -j"$JOBS" CUDA=1 all build/gpu/bin/fdm >/dev/null
+make -j"$JOBS" CUDA=1 all build/gpu/bin/fdm build/gpu/bin/cudnn_probe >/dev/null
 STAGE=build/gpu-bundle-stage
 OUT=build/gpu-bundle
 rm -rf "$STAGE" "$OUT"
 mkdir -p "$STAGE/bin" "$STAGE/lib" "$OUT"
 cp build/gpu/bin/fdm "$STAGE/bin/fdm"
+cp build/gpu/bin/cudnn_probe "$STAGE/bin/cudnn_probe"   # bench/cudnn_probe.cu (GPU_CHECK_PARTS=tune)
 cp build/lua/fdm/fdm_backend_cuda.so build/lua/fdm/core.so "$STAGE/lib/"
 strip --strip-debug "$STAGE/bin/fdm" "$STAGE/lib/core.so"
 

@@ -36,7 +36,9 @@
 # about 3 minutes: a second call, `GPU_CHECK_PARTS=deepfloyd`), IF_SPEED_TIMEOUT
 # (s per speed run, default 90); "tune" (about 2 minutes) times the sampler
 # and the D=128 step at cuDNN workspace limits of 1 and 8 GiB with each
-# plan's candidates logged (tune.log).
+# plan's candidates logged, then bench/cudnn_probe.cu (cuDNN's legacy API
+# against its graph API, NCHW and NHWC, on the UNets' convolutions), all in
+# tune.log.
 set -uo pipefail
 OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -210,6 +212,14 @@ if has_part tune; then
       awk '{printf "%s %s img/s; ", $2, $3}')
     summary "info tune workspace $ws MiB: ${r:-no result (see tune.log)} ($(elapsed))"
   done
+  # cuDNN's legacy API (fdm's) against its graph API on the UNets' convolutions
+  if [ -x "$WORK/bin/cudnn_probe" ]; then
+    echo "== tune: bench/cudnn_probe.cu" >> "$OUT/tune.log"
+    timeout 150 "$WORK/bin/cudnn_probe" "${PROBE_SECONDS:-90}" >> "$OUT/tune.log" 2>&1
+    prc=$?
+    grep -E "^sampler D=64 28x28 +N2000 .* fwd " "$OUT/tune.log" | tail -1 | sed 's/^/info probe /' | while read -r l; do summary "$l"; done
+    summary "$([ $prc -eq 0 ] && echo "info" || echo "FAIL") cudnn_probe (rc $prc): $(grep -c ' | legacy ' "$OUT/tune.log") lines in tune.log ($(elapsed))"
+  fi
 fi
 
 if has_part bench && [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
