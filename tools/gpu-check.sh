@@ -34,11 +34,12 @@
 # GPU_CHECK_SKIP_BENCH=1; GPU_CHECK_PARTS (default parity,bench; "deepfloyd"
 # runs tests/cuda/deepfloyd.lua and the IF speed figures into deepfloyd.log,
 # about 3 minutes: a second call, `GPU_CHECK_PARTS=deepfloyd`), IF_SPEED_TIMEOUT
-# (s per speed run, default 90); "tune" (about 2 minutes) times the sampler
+# (s per speed run, default 90); "tune" (about 4 minutes) times the sampler
 # and the D=128 step at cuDNN workspace limits of 1 and 8 GiB with each
-# plan's candidates logged, then bench/cudnn_probe.cu (cuDNN's legacy API
-# against its graph API, NCHW and NHWC, on the UNets' convolutions), all in
-# tune.log.
+# plan's candidates logged; the parity suite and the same timings with
+# FDM_CUDNN_API=graph (fdm's convolutions on cuDNN's graph API); then
+# bench/cudnn_probe.cu (cuDNN's legacy API against its graph API, NCHW and
+# NHWC, on the UNets' convolutions); all in tune.log, about 4 minutes.
 set -uo pipefail
 OUT=${1:?usage: tools/gpu-check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -212,6 +213,20 @@ if has_part tune; then
       awk '{printf "%s %s img/s; ", $2, $3}')
     summary "info tune workspace $ws MiB: ${r:-no result (see tune.log)} ($(elapsed))"
   done
+  # fdm's convolutions on cuDNN's graph API (FDM_CUDNN_API=graph): the parity
+  # suite, then the same two workloads as above
+  echo "== tune: FDM_CUDNN_API=graph parity" >> "$OUT/tune.log"
+  pdev=cuda
+  [ "$DRY" = 1 ] && pdev=fake
+  timeout 150 env FDM_CUDNN_API=graph FDM_PARITY_DEVICE=$pdev "$FDM" tests/cuda/parity.lua > "$WORK/parity-graph.log" 2>&1
+  prc=$?
+  grep -E "^FAIL|^parity " "$WORK/parity-graph.log" >> "$OUT/tune.log"
+  summary "$([ $prc -eq 0 ] && echo "ok  " || echo "FAIL") graph-API parity: $(grep -E '^parity ' "$WORK/parity-graph.log" | tail -1) ($(elapsed))"
+  echo "== tune: FDM_CUDNN_API=graph" >> "$OUT/tune.log"
+  timeout 150 env $tenv FDM_CUDNN_API=graph "$FDM" bench/gpu_bench.lua >> "$OUT/tune.log" 2>&1
+  r=$(sed -n "/FDM_CUDNN_API=graph\$/,\$p" "$OUT/tune.log" | grep -E '^  fdm +(cfg_sample|uncond_train) ' |
+    awk '{printf "%s %s img/s; ", $2, $3}')
+  summary "info tune graph API (1 GiB): ${r:-no result (see tune.log)} ($(elapsed))"
   # cuDNN's legacy API (fdm's) against its graph API on the UNets' convolutions
   if [ -x "$WORK/bin/cudnn_probe" ]; then
     echo "== tune: bench/cudnn_probe.cu" >> "$OUT/tune.log"

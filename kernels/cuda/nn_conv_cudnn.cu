@@ -24,6 +24,11 @@
 **
 ** FDM_CUDNN_LOG=1 prints each plan's candidates and choices (log_direction).
 **
+** FDM_CUDNN_API=graph (float32 only; not the default until measured on a
+** GPU): each direction whose graph-API plan builds (nn_conv_cudnn_graph.cu;
+** timed mode: one faster than the legacy algorithm) runs through it; the
+** others, autocast and misaligned operands keep the legacy calls.
+**
 ** TF32 (nn_tf32(), FDM_TF32=1): CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH
 ** and only FMA algorithms, so float32 results match the CPU's rounding.
 **
@@ -42,6 +47,7 @@
 #include <stdio.h>
 #include "nn_common.cuh"
 #include "cuda_autocast.cuh"
+#include "nn_conv_cudnn_graph.cuh"
 
 #define PLAN_SLOTS 256        /* cached geometries; all are dropped when full */
 #define WS_ALIGN_FLOATS 64    /* the widened weight starts 256 bytes into alignment */
@@ -64,6 +70,9 @@ typedef struct {
   int hr, wr;
   int64_t pad_floats;
   int64_t in_elems, out_elems;       /* the relation's images (the output hr x wr) */
+  /* FDM_CUDNN_API=graph: graph-API plans of the directions that have one (float32 only; see cg_build) */
+  cg_plan graph[3];
+  int has_graph[3];
 } conv_plan;
 
 static conv_plan plans[PLAN_SLOTS];
@@ -74,6 +83,7 @@ static void plan_destroy(conv_plan *c) {
   if (c->out) cudnnDestroyTensorDescriptor(c->out);
   if (c->filt) cudnnDestroyFilterDescriptor(c->filt);
   if (c->conv) cudnnDestroyConvolutionDescriptor(c->conv);
+  for (int d = 0; d < 3; d++) if (c->has_graph[d]) cg_destroy(&c->graph[d]);
   memset(c, 0, sizeof *c);
 }
 
@@ -234,6 +244,27 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
                                                               &mw));
   c->ws_bytes = mf > md ? mf : md;
   if (mw > c->ws_bytes) c->ws_bytes = mw;
+  if (cg_enabled() && !cast) {
+    /* the graph API where it has an engine (timed: one that beats the legacy algorithm's time) */
+    cg_geom geo = {p->N, ci, hi, wi, co, c->hr, c->wr, G, p->kh, p->kw, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw};
+    float legacy_ms[3] = {-1, -1, -1};
+    if (timed) {
+      for (int i = 0; i < nf; i++) if (rf[i].algo == c->fwd && rf[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[0] = rf[i].time;
+      for (int i = 0; i < nd; i++) if (rd[i].algo == c->bwd_data && rd[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[1] = rd[i].time;
+      for (int i = 0; i < nw; i++) if (rw[i].algo == c->bwd_filter && rw[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[2] = rw[i].time;
+    }
+    for (int d = 0; d < 3; d++) {
+      char why[160];
+      int r = cg_build(h, &geo, d, c->tf32, ws_limit(), timed, legacy_ms[d], &c->graph[d], why, sizeof why);
+      c->has_graph[d] = r == 0;
+      if (r == 0 && c->graph[d].ws_bytes > c->ws_bytes) c->ws_bytes = c->graph[d].ws_bytes;
+      if (log_mode()) {
+        if (r == 0) fprintf(stderr, "  graph %d: engine %lld, %.3f ms, %zu MiB\n", d, (long long)c->graph[d].engine,
+                            (double)c->graph[d].ms, c->graph[d].ws_bytes >> 20);
+        else fprintf(stderr, "  graph %d: legacy kept (%s)\n", d, why);
+      }
+    }
+  }
   return 0;
 }
 
@@ -320,6 +351,11 @@ static cudnnStatus_t cudnn_dir(const conv_plan *c, conv_dir d, void *ws, const v
                                const void *out, void *result) {
   const float one = 1.0f, nil = 0.0f;
   cudnnHandle_t h = fdm_cuda_cudnn();
+  if (c->has_graph[d]) {   /* the graph-API plan; misaligned operands take the legacy algorithm */
+    cudnnStatus_t s = cg_run(h, &c->graph[d], ws, d == CONV_BACKWARD_DATA ? result : in,
+                             d == CONV_BACKWARD_FILTER ? result : filt, d == CONV_FORWARD ? result : out);
+    if (s != CUDNN_STATUS_NOT_SUPPORTED) return s;
+  }
   switch (d) {
     case CONV_FORWARD:
       return cudnnConvolutionForward(h, &one, c->in, in, c->filt, filt, c->conv, c->fwd, ws, c->ws_bytes, &nil,
