@@ -14,8 +14,10 @@
 ** float32 tensors with float32 compute, TF32 tensor cores allowed:
 **   legacy   cudnnFind*AlgorithmEx on real buffers, workspace up to 8 GiB: the
 **            fastest algorithm, and the fastest within fdm's default 1 GiB
-**   graph    every engine config of the heuristics (mode A, then fallback),
-**            each timed (median of 5 after a warm-up), NCHW and NHWC strides
+**   graph    the plugin's FDM_CUDNN_API=graph builder (nn_conv_cudnn_graph.cu)
+**            in timed mode: the fastest engine config of the heuristics (mode
+**            A, then fallback; median of 3 after a warm-up), with NCHW and
+**            with NHWC strides
 ** One line per geometry and direction with ms and TFLOP/s of each; stops
 ** starting new geometries after SECONDS (default 100).
 */
@@ -26,7 +28,7 @@
 #include <string.h>
 #include <time.h>
 #include <algorithm>
-#include <vector>
+#include "nn_conv_cudnn_graph.cuh"
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
     fprintf(stderr, "cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(1); } } while (0)
@@ -120,152 +122,17 @@ static Legacy legacy(cudnnHandle_t h, const Geo &g, int oh, int ow, Dir d, Bufs 
   return r;
 }
 
-/* ---- graph API ---- */
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"   /* the plan's and graph's HANDLE attributes */
-
-static cudnnBackendDescriptor_t tensor(int64_t uid, const int64_t dims[4], bool nhwc) {
-  cudnnBackendDescriptor_t t;
-  DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t));
-  int64_t c = dims[1], h = dims[2], w = dims[3];
-  int64_t nchw[4] = { c * h * w, h * w, w, 1 }, nhwc_s[4] = { h * w * c, 1, w * c, c };
-  cudnnDataType_t f = CUDNN_DATA_FLOAT;
-  int64_t align = 16;
-  DK(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f));
-  DK(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims));
-  DK(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, nhwc ? nhwc_s : nchw));
-  DK(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
-  DK(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
-  DK(cudnnBackendFinalize(t));
-  return t;
-}
-
-struct Graph { float best; int64_t engine; bool tc; size_t mem; int tried, ran; };
-
-static Graph graph(cudnnHandle_t h, const Geo &g, int oh, int ow, Dir d, Bufs &b, bool nhwc) {
-  const int64_t X = 'x', W = 'w', Y = 'y';
-  int64_t xdim[4] = { g.n, g.c, g.h, g.w }, wdim[4] = { g.k, g.c, g.r, g.r }, ydim[4] = { g.n, g.k, oh, ow };
-  cudnnBackendDescriptor_t xt = tensor(X, xdim, nhwc), wt = tensor(W, wdim, nhwc), yt = tensor(Y, ydim, nhwc);
-  cudnnBackendDescriptor_t conv;
-  DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &conv));
-  int64_t dims = 2, pad[2] = { g.pad, g.pad }, str[2] = { g.stride, g.stride }, dil[2] = { 1, 1 };
-  cudnnDataType_t f = CUDNN_DATA_FLOAT;
-  cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dil));
-  DK(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, str));
-  DK(cudnnBackendFinalize(conv));
-
-  cudnnBackendDescriptor_t op;
-  float alpha = 1.0f, beta = 0.0f;
-  if (d == FWD) {
-    DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, &op));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta));
-  } else if (d == BWD_DATA) {
-    DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, &op));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta));
-  } else {
-    DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR, &op));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yt));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha));
-    DK(cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta));
+/* ---- graph API: the plugin's own builder (kernels/cuda/nn_conv_cudnn_graph.cu), timed ---- */
+static cg_plan graph(cudnnHandle_t h, const Geo &g, int oh, int ow, Dir d, bool nhwc) {
+  cg_geom geo = {g.n, g.c, g.h, g.w, g.k, oh, ow, 1, g.r, g.r, g.pad, g.pad, g.stride, g.stride, 1, 1, nhwc ? 1 : 0};
+  cg_plan p = {NULL, -1, 0, -1};
+  char why[200];
+  int rc = cg_build(h, &geo, (int)d, 1, WS_MAX, 1, -1.0f, &p, why, sizeof why);
+  if (rc != 0) {
+    fprintf(stderr, "cudnn_probe: graph API %s %s: %s\n", DIR_NAME[d], nhwc ? "NHWC" : "NCHW", why);
+    p.ms = -1;
   }
-  DK(cudnnBackendFinalize(op));
-  cudnnBackendDescriptor_t og;
-  DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &og));
-  DK(cudnnBackendSetAttribute(og, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
-  DK(cudnnBackendSetAttribute(og, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h));
-  DK(cudnnBackendFinalize(og));
-
-  Graph r = { -1, -1, false, 0, 0, 0 };
-  void *ptrs[3] = { b.x, b.w, b.y };
-  int64_t uids[3] = { X, W, Y };
-  const cudnnBackendHeurMode_t modes[2] = { CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK };
-  std::vector<int64_t> seen;
-  for (cudnnBackendHeurMode_t hm : modes) {
-    cudnnBackendDescriptor_t heur;
-    DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
-    DK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &og));
-    DK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &hm));
-    if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) { cudnnBackendDestroyDescriptor(heur); continue; }
-    int64_t count = 0;
-    DK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, NULL));
-    std::vector<cudnnBackendDescriptor_t> cfgs(count);
-    for (auto &c : cfgs) DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c));
-    int64_t got = 0;
-    if (count > 0)
-      DK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
-                                  cfgs.data()));
-    for (int64_t i = 0; i < got && i < 24; i++) {
-      /* the engine's global index and whether it uses tensor cores */
-      cudnnBackendDescriptor_t eng;
-      DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng));
-      int64_t ne = 0, gidx = -1;
-      bool tc = false;
-      if (cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ne, &eng) ==
-          CUDNN_STATUS_SUCCESS) {
-        cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &ne, &gidx);
-        cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-        int64_t nn = 0;
-        if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                     CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nn, notes) == CUDNN_STATUS_SUCCESS)
-          for (int64_t k = 0; k < nn; k++) tc = tc || notes[k] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE;
-      }
-      cudnnBackendDestroyDescriptor(eng);
-      if (std::find(seen.begin(), seen.end(), gidx) != seen.end()) continue;
-      seen.push_back(gidx);
-      r.tried++;
-      cudnnBackendDescriptor_t plan;
-      DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan));
-      DK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h));
-      DK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                  &cfgs[i]));
-      int64_t ws = 0, nw = 0;
-      if (cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &nw, &ws) ==
-              CUDNN_STATUS_SUCCESS &&
-          (size_t)ws <= WS_MAX) {
-        cudnnBackendDescriptor_t vp;
-        DK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
-        DK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs));
-        DK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids));
-        DK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &b.ws));
-        DK(cudnnBackendFinalize(vp));
-        float t = time_ms([&] { return cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS; });
-        if (t >= 0) {
-          r.ran++;
-          if (r.best < 0 || t < r.best) { r.best = t; r.engine = gidx; r.tc = tc; r.mem = (size_t)ws; }
-        }
-        cudnnBackendDestroyDescriptor(vp);
-      }
-      cudnnBackendDestroyDescriptor(plan);
-    }
-    for (auto &c : cfgs) cudnnBackendDestroyDescriptor(c);
-    cudnnBackendDestroyDescriptor(heur);
-  }
-  cudnnBackendDestroyDescriptor(og);
-  cudnnBackendDestroyDescriptor(op);
-  cudnnBackendDestroyDescriptor(conv);
-  cudnnBackendDestroyDescriptor(xt);
-  cudnnBackendDestroyDescriptor(wt);
-  cudnnBackendDestroyDescriptor(yt);
-  return r;
+  return p;
 }
 
 int main(int argc, char **argv) {
@@ -296,14 +163,16 @@ int main(int argc, char **argv) {
     double flop = 2.0 * ny * g.c * g.r * g.r;
     for (int d = FWD; d <= BWD_FILTER; d++) {
       Legacy l = legacy(h, g, oh, ow, (Dir)d, b);
-      Graph a = graph(h, g, oh, ow, (Dir)d, b, false), c = graph(h, g, oh, ow, (Dir)d, b, true);
+      cg_plan a = graph(h, g, oh, ow, (Dir)d, false), c = graph(h, g, oh, ow, (Dir)d, true);
       auto tf = [&](float ms) { return ms > 0 ? flop / (ms * 1e-3) / 1e12 : 0.0; };
       printf("%-26s N%-4d C%-3d K%-3d %2dx%-2d s%d %-10s | legacy %7.3f ms %5.1f TF (algo %d, %zu MiB; within 1 GiB "
-             "%7.3f ms algo %d) | graph NCHW %7.3f ms %5.1f TF (engine %lld%s, %zu MiB; %d/%d ran) | graph NHWC %7.3f "
-             "ms %5.1f TF (engine %lld%s; %d/%d ran)\n",
+             "%7.3f ms algo %d) | graph NCHW %7.3f ms %5.1f TF (engine %lld, %zu MiB) | graph NHWC %7.3f ms %5.1f TF "
+             "(engine %lld, %zu MiB)\n",
              g.what, g.n, g.c, g.k, g.h, g.w, g.stride, DIR_NAME[d], l.best, tf(l.best), l.algo, l.mem >> 20,
-             l.best_fdm, l.algo_fdm, a.best, tf(a.best), (long long)a.engine, a.tc ? " tc" : "", a.mem >> 20, a.ran,
-             a.tried, c.best, tf(c.best), (long long)c.engine, c.tc ? " tc" : "", c.ran, c.tried);
+             l.best_fdm, l.algo_fdm, a.ms, tf(a.ms), (long long)a.engine, a.ws_bytes >> 20, c.ms, tf(c.ms),
+             (long long)c.engine, c.ws_bytes >> 20);
+      cg_destroy(&a);
+      cg_destroy(&c);
       fflush(stdout);
     }
     cudaFree(b.x);

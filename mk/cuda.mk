@@ -62,9 +62,10 @@ $(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu kernels/cuda/cuda_kernels.h $(w
 
 # bench/cudnn_probe.cu: cuDNN's legacy against its graph API on the UNets'
 # convolutions (a measurement program for the GPU machine; tools/gpu-bundle.sh)
-$(BUILD)/gpu/bin/cudnn_probe: bench/cudnn_probe.cu
+$(BUILD)/gpu/bin/cudnn_probe: bench/cudnn_probe.cu kernels/cuda/nn_conv_cudnn_graph.cu kernels/cuda/nn_conv_cudnn_graph.cuh
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -Xcompiler -Wno-deprecated-declarations,-static-libstdc++,-static-libgcc -o $@ $< $(CUDA_LDLIBS)
+	$(NVCC) $(NVCCFLAGS) -Xcompiler -static-libstdc++,-static-libgcc -o $@ bench/cudnn_probe.cu \
+	  kernels/cuda/nn_conv_cudnn_graph.cu $(CUDA_LDLIBS)
 
 $(CUDA_PLUGIN): $(CUDA_OBJ)
 	@mkdir -p $(dir $@)

@@ -246,7 +246,7 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
   if (mw > c->ws_bytes) c->ws_bytes = mw;
   if (cg_enabled() && !cast) {
     /* the graph API where it has an engine (timed: one that beats the legacy algorithm's time) */
-    cg_geom geo = {p->N, ci, hi, wi, co, c->hr, c->wr, G, p->kh, p->kw, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw};
+    cg_geom geo = {p->N, ci, hi, wi, co, c->hr, c->wr, G, p->kh, p->kw, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw, 0};
     float legacy_ms[3] = {-1, -1, -1};
     if (timed) {
       for (int i = 0; i < nf; i++) if (rf[i].algo == c->fwd && rf[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[0] = rf[i].time;

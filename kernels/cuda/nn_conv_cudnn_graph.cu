@@ -46,9 +46,12 @@ int cg_enabled(void) {
     }                                                                              \
   } while (0)
 
-static cudnnStatus_t make_tensor(int64_t uid, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+/* a [d0, d1, d2, d3] float32 tensor, NCHW or (nhwc) channels last */
+static cudnnStatus_t make_tensor(int64_t uid, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int nhwc,
                                  cudnnBackendDescriptor_t *t) {
-  int64_t dims[4] = {d0, d1, d2, d3}, strides[4] = {d1 * d2 * d3, d2 * d3, d3, 1}, align = ALIGN;
+  int64_t dims[4] = {d0, d1, d2, d3}, align = ALIGN;
+  int64_t strides[4] = {d1 * d2 * d3, d2 * d3, d3, 1};
+  if (nhwc) { strides[1] = 1; strides[2] = d3 * d1; strides[3] = d1; }
   cudnnDataType_t f = CUDNN_DATA_FLOAT;
   cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, t);
   if (!s) s = cudnnBackendSetAttribute(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f);
@@ -137,9 +140,9 @@ int cg_build(cudnnHandle_t h, const cg_geom *g, int dir, int tf32, size_t ws_lim
   cg_plan best = {NULL, -1, 0, -1};
   why[0] = 0;
   {
-    CG(make_tensor(UID_IN, g->n, g->ci, g->hi, g->wi, &tin));
-    CG(make_tensor(UID_FILT, g->co, g->ci / g->g, g->kh, g->kw, &tfilt));
-    CG(make_tensor(UID_OUT, g->n, g->co, g->ho, g->wo, &tout));
+    CG(make_tensor(UID_IN, g->n, g->ci, g->hi, g->wi, g->nhwc, &tin));
+    CG(make_tensor(UID_FILT, g->co, g->ci / g->g, g->kh, g->kw, g->nhwc, &tfilt));
+    CG(make_tensor(UID_OUT, g->n, g->co, g->ho, g->wo, g->nhwc, &tout));
     int64_t dims = 2, pad[2] = {g->ph, g->pw}, str[2] = {g->sh, g->sw}, dil[2] = {g->dh, g->dw};
     cudnnDataType_t f = CUDNN_DATA_FLOAT;
     cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;

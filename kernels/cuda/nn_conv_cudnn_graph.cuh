@@ -11,9 +11,11 @@
 #include <stdint.h>
 
 /* the conv2d relation of nn_conv_cudnn.cu: in image [n, ci, hi, wi], filter
-** [co, ci/g, kh, kw], out image [n, co, ho, wo], all float32 NCHW */
+** [co, ci/g, kh, kw], out image [n, co, ho, wo], all float32, laid out NCHW
+** (fdm's tensors), or NHWC when nhwc (bench/cudnn_probe.cu's comparison) */
 typedef struct {
   int64_t n, ci, hi, wi, co, ho, wo, g, kh, kw, ph, pw, sh, sw, dh, dw;
+  int nhwc;
 } cg_geom;
 
 /* 0 forward (out from in), 1 backward data (in from out), 2 backward filter */
