@@ -428,18 +428,12 @@ if PROFILE then
     if not ok then
       print(("profile %s: FAILED %s"):format(w, tostring(r)))
     else
-      local rows, total, calls = fdm.profile_rows(), 0, 0
-      for _, x in ipairs(rows) do total, calls = total + x.seconds, calls + x.calls end
       local f = results[w].fdm
       local plain = f and f.seconds and (f.unit == "s/step" and f.seconds or f.seconds / f.total) * 1e3
+      local text, total, calls = fdm.profile_report({ per = PROFILE_STEPS, per_name = "step", top = 14 })
       print(("profile %s: %d steps, %.2f ms per step profiled (%.0f kernel calls), %s ms unprofiled; top kernels:")
-        :format(w, PROFILE_STEPS, total / PROFILE_STEPS * 1e3, calls / PROFILE_STEPS,
-          plain and ("%.2f"):format(plain) or "?"))
-      for i = 1, math.min(#rows, 14) do
-        local x = rows[i]
-        print(("profile %s:   %-22s %-22s %6.1f calls %8.3f ms %5.1f %%"):format(w, x.op, x.kernel,
-          x.calls / PROFILE_STEPS, x.seconds / PROFILE_STEPS * 1e3, 100 * x.seconds / math.max(total, 1e-12)))
-      end
+        :format(w, PROFILE_STEPS, total * 1e3, calls, plain and ("%.2f"):format(plain) or "?"))
+      for line in text:gmatch("[^\n]+") do print(("profile %s:   %s"):format(w, line)) end
     end
     collectgarbage(); collectgarbage()
     io.stdout:flush()

@@ -290,6 +290,25 @@ describe("fdm.profile", function()
     assert.truthy(row(fdm.profile_rows(), "mul", "binary", "fake"))
   end)
 
+  it("profile_report: a table of the rows, per step, the largest first, with the total", function()
+    local a = fdm.randn(64, 64)
+    fdm.profile(true)
+    for _ = 1, 4 do local _ = fdm.matmul(a, a) + a end
+    fdm.profile(false)
+    local text, total, calls = fdm.profile_report({ per = 4, per_name = "step", top = 1 })
+    local lines = {}
+    for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.truthy(lines[1]:find("calls/step", 1, true), text)
+    assert.truthy(lines[2]:match("^%a+%s+%a+%s+cpu%s+1%.0%s+[%d.]+%s+[%d.]+%%$"), text)   -- one call per step
+    assert.truthy(lines[3]:find("(1 more rows)", 1, true), text)
+    assert.truthy(lines[4]:match("^total%s+2%.0%s+"), text)
+    assert.are.equal(2, calls)
+    local sum = 0
+    for _, r in ipairs(fdm.profile_rows()) do sum = sum + r.seconds end
+    assert.is_true(math.abs(total - sum / 4) < 1e-12)
+    assert.has_error(function() fdm.profile_report({ per = 0 }) end, "profile_report: per must be a positive number")
+  end)
+
   it("wants a boolean", function()
     local ok, err = pcall(fdm.profile, "yes")
     assert.is_false(ok)

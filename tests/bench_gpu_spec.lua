@@ -22,7 +22,8 @@ describe("bench-gpu", function()
       -- the CUDA-graph rows (emulated on the fake device) and the per-kernel profile
       assert.truthy(out:match("| " .. w .. " | fdm, CUDA graph | fp32 | ~?[%d.]+ |"), w .. " graph missing:\n" .. out)
       assert.truthy(out:match("profile " .. w .. ": 2 steps, [%d.]+ ms per step profiled"), w .. " profile:\n" .. out)
-      assert.truthy(out:match("profile " .. w .. ":%s+conv2d%s+conv2d_forward%s+15%.0 calls"), w .. " profile:\n" .. out)
+      assert.truthy(out:match("profile " .. w .. ":%s+conv2d%s+conv2d_forward%s+fake%s+15%.0%s+[%d.]+%s+[%d.]+%%"),
+        w .. " profile:\n" .. out)
       -- "~" marks a figure extrapolated from part of the run (a slow machine, a sanitizer build)
       assert.truthy(out:match("| " .. w .. " | fdm | fp32 | ~?[%d.]+ |"), w .. " missing:\n" .. out)
       assert.truthy(out:match("| " .. w .. " | fdm, bf16 autocast | bf16 | ~?[%d.]+ |"), w .. " bf16 missing:\n" .. out)

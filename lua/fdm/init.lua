@@ -8,6 +8,7 @@ for k, v in pairs(core) do fdm[k] = v end
 package.loaded["fdm"] = fdm   -- submodules may require "fdm" while it loads
 
 require("fdm.tensor")(fdm, core)          -- printing and Lua-level tensor methods
+require("fdm.profile")(fdm)               -- fdm.profile_report
 
 local function optional(name)
   local ok, mod = pcall(require, name)
