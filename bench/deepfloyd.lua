@@ -85,7 +85,6 @@ L.check_memory(nparam * es * 1.1, args.config)
 
 fdm.manual_seed(0)
 local t0 = fdm.time()
-cli.check_device("bench_deepfloyd", args.device)
 local params = U.random_params(spec, { dtype = args.dtype, device = args.device })
 collectgarbage(); collectgarbage()
 fdm.empty_cache() -- the float32 draws the half matrices were rounded from
@@ -95,8 +94,7 @@ local f = io.open("/proc/self/clear_refs", "w")
 if f then f:write("5"); f:close() end
 print(("random weights: %.1f s, rss %.2f GB"):format(fdm.time() - t0, gb(L.rss())))
 local dev = args.device
-local unet_cast = cli.autocast_of(args.precision)
-local t5_cast = unet_cast and "bfloat16" or nil   -- as IF models: T5 v1.1 outgrows float16's range
+local unet_cast, t5_cast = require("fdm.deepfloyd").autocast_of(args.precision)   -- as IF models
 local function on_dev(t) return dev ~= "cpu" and t:to(dev) or t end
 
 local times = {}

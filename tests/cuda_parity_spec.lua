@@ -7,8 +7,9 @@ local fdm = require "fdm"
 local BIN = os.getenv("FDM_BIN") or "build/fdm"
 local FAKE = os.getenv("FDM_FAKE_BACKEND")
 
-local function run(env)
-  local p = io.popen(env .. " " .. BIN .. " tests/cuda/parity.lua 2>&1; echo \"rc=$?\"")
+-- runs a GPU check script (default the parity suite) with env: its output and exit status
+local function run(env, script)
+  local p = io.popen(env .. " " .. BIN .. " " .. (script or "tests/cuda/parity.lua") .. " 2>&1; echo \"rc=$?\"")
   local out = p:read("a")
   p:close()
   return out, tonumber(out:match("rc=(%d+)%s*$"))
@@ -84,19 +85,15 @@ end)
 describe("GPU DeepFloyd check (tests/cuda/deepfloyd.lua)", function()
   it("passes every case against the fake device, and skips without a CUDA device", function()
     assert.truthy(FAKE and FAKE ~= "", "FDM_FAKE_BACKEND is not set (make test builds it)")
-    local p = io.popen("FDM_IF_DEVICE=fake FDM_FAKE_BACKEND=" .. FAKE .. " " .. BIN .. " tests/cuda/deepfloyd.lua 2>&1; echo rc=$?")
-    local out = p:read("a")
-    p:close()
+    local out, rc = run("FDM_IF_DEVICE=fake FDM_FAKE_BACKEND=" .. FAKE, "tests/cuda/deepfloyd.lua")
     assert.truthy(out:find("deepfloyd on fake: 4 passed, 0 failed", 1, true), out)
-    assert.truthy(out:find("rc=0", 1, true), out)
+    assert.are.equal(0, rc, out)
     local has_cuda = false
     for _, d in ipairs(fdm.devices()) do if d == "cuda" then has_cuda = true end end
     if not has_cuda then
-      p = io.popen("FDM_IF_DEVICE=cuda " .. BIN .. " tests/cuda/deepfloyd.lua 2>&1; echo rc=$?")
-      out = p:read("a")
-      p:close()
+      out, rc = run("FDM_IF_DEVICE=cuda", "tests/cuda/deepfloyd.lua")
       assert.truthy(out:find("^no CUDA device: skipped %("), out)
-      assert.truthy(out:find("rc=0", 1, true), out)
+      assert.are.equal(0, rc, out)
     end
   end)
 end)

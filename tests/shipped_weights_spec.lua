@@ -39,8 +39,8 @@ describe("shipped weights", function()
     assert.is_true(rb > 0 and rb < 0.03, "bf16 vs fp32: " .. rb)
     assert.is_true(rh > 0 and rh < rb, ("fp16 %g, bf16 %g"):format(rh, rb))
     -- the scripts take it as an option
-    local dir = os.tmpname() .. "_ana"
-    local out, rc = H.sh(BIN .. " scripts/anagram.lua --precision bf16 --steps 4 --out " .. dir)
+    local dir = H.tmpdir()
+    local out, rc = H.sh(BIN .. " scripts/anagram.lua --precision bf16 --steps 4 --out " .. dir .. "/anagram.png")
     os.execute("rm -rf " .. dir)
     assert.are.equal(0, rc, out)
   end)

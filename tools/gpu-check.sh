@@ -136,18 +136,6 @@ elif [ "$devs" = "${devs/cuda/}" ]; then
 fi
 
 has_part() { case ",$PARTS," in *",$1,"*) return 0;; esac; return 1; }
-if has_part parity; then
-  echo "== parity ($PARITY_DEVICE)"
-  timeout "${PARITY_TIMEOUT:-150}" env FDM_PARITY_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/parity.lua > "$OUT/parity.log" 2>&1
-  prc=$?
-  tail -3 "$OUT/parity.log"
-  pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
-  if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
-  elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
-  else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
-  fi
-
-fi
 
 # a further check run by fdm: NAME (its log NAME.log), the variable naming
 # its device, the script, its summary line's start, lines of the log to show;
@@ -165,6 +153,15 @@ check() {
   fi
 }
 if has_part parity; then
+  echo "== parity ($PARITY_DEVICE)"
+  timeout "${PARITY_TIMEOUT:-150}" env FDM_PARITY_DEVICE=$PARITY_DEVICE "$FDM" tests/cuda/parity.lua > "$OUT/parity.log" 2>&1
+  prc=$?
+  tail -3 "$OUT/parity.log"
+  pline=$(grep -E "^parity |^no .* device: skipped" "$OUT/parity.log" | tail -1)
+  if [ $prc -eq 0 ] && [ -n "$pline" ]; then summary "ok   parity: $pline ($(elapsed))"
+  elif [ $prc -eq 124 ]; then summary "FAIL parity: timed out after ${PARITY_TIMEOUT:-150}s ($(grep -c '^FAIL' "$OUT/parity.log") failures so far)"
+  else summary "FAIL parity (rc $prc): ${pline:-no summary line} ($(grep -c '^FAIL' "$OUT/parity.log") FAIL lines, see parity.log)"
+  fi
   check nn_edges FDM_EDGES_DEVICE tests/cuda/nn_edges.lua "nn_edges on " 2
   check graphs FDM_GRAPHS_DEVICE tests/cuda/graphs.lua "graphs on " 8
   [ -f "$OUT/graphs.log" ] && grep "^info speed" "$OUT/graphs.log" | while read -r l; do summary "$l"; done
@@ -206,15 +203,19 @@ if has_part tune; then
   tenv="$tenv BENCH_WORKLOADS=cfg_sample,uncond_train BENCH_GPU_JSON=$WORK/tune.json"
   [ "$DRY" = 1 ] && tenv="$tenv FDM_BENCH_DEVICE=fake"
   : > "$OUT/tune.log"
-  for ws in 1024 8192; do
-    echo "== tune: FDM_CUDNN_WORKSPACE_MB=$ws" >> "$OUT/tune.log"
-    timeout 150 env $tenv FDM_CUDNN_WORKSPACE_MB=$ws "$FDM" bench/gpu_bench.lua >> "$OUT/tune.log" 2>&1
-    r=$(sed -n "/FDM_CUDNN_WORKSPACE_MB=$ws\$/,\$p" "$OUT/tune.log" | grep -E '^  fdm +(cfg_sample|uncond_train) ' |
+  # tune_bench LABEL VAR=VALUE: the two workloads with that setting, a summary line
+  tune_bench() {
+    local label=$1 r
+    echo "== tune: $2" >> "$OUT/tune.log"
+    timeout 150 env $tenv "$2" "$FDM" bench/gpu_bench.lua >> "$OUT/tune.log" 2>&1
+    r=$(sed -n "/^== tune: $2\$/,\$p" "$OUT/tune.log" | grep -E '^  fdm +(cfg_sample|uncond_train) ' |
       awk '{printf "%s %s img/s; ", $2, $3}')
-    summary "info tune workspace $ws MiB: ${r:-no result (see tune.log)} ($(elapsed))"
-  done
+    summary "info tune $label: ${r:-no result (see tune.log)} ($(elapsed))"
+  }
+  tune_bench "workspace 1024 MiB" FDM_CUDNN_WORKSPACE_MB=1024
+  tune_bench "workspace 8192 MiB" FDM_CUDNN_WORKSPACE_MB=8192
   # fdm's convolutions on cuDNN's graph API (FDM_CUDNN_API=graph): the parity
-  # suite, then the same two workloads as above
+  # suite, then the same two workloads
   echo "== tune: FDM_CUDNN_API=graph parity" >> "$OUT/tune.log"
   pdev=cuda
   [ "$DRY" = 1 ] && pdev=fake
@@ -222,11 +223,7 @@ if has_part tune; then
   prc=$?
   grep -E "^FAIL|^parity " "$WORK/parity-graph.log" >> "$OUT/tune.log"
   summary "$([ $prc -eq 0 ] && echo "ok  " || echo "FAIL") graph-API parity: $(grep -E '^parity ' "$WORK/parity-graph.log" | tail -1) ($(elapsed))"
-  echo "== tune: FDM_CUDNN_API=graph" >> "$OUT/tune.log"
-  timeout 150 env $tenv FDM_CUDNN_API=graph "$FDM" bench/gpu_bench.lua >> "$OUT/tune.log" 2>&1
-  r=$(sed -n "/FDM_CUDNN_API=graph\$/,\$p" "$OUT/tune.log" | grep -E '^  fdm +(cfg_sample|uncond_train) ' |
-    awk '{printf "%s %s img/s; ", $2, $3}')
-  summary "info tune graph API (1 GiB): ${r:-no result (see tune.log)} ($(elapsed))"
+  tune_bench "graph API (1 GiB)" FDM_CUDNN_API=graph
   # cuDNN's legacy API (fdm's) against its graph API on the UNets' convolutions
   if [ -x "$WORK/bin/cudnn_probe" ]; then
     echo "== tune: bench/cudnn_probe.cu" >> "$OUT/tune.log"

@@ -135,6 +135,14 @@ static void log_direction(const char *what, const Perf *r, int n, int chosen) {
   }
 }
 
+/* the measured time of algorithm a among the timed results, -1 if it has none */
+template <typename Perf, typename Algo>
+static float time_of(const Perf *r, int n, Algo a) {
+  for (int i = 0; i < n; i++)
+    if (r[i].algo == a && r[i].status == CUDNN_STATUS_SUCCESS) return r[i].time;
+  return -1;
+}
+
 /* the first usable result: supported, within the workspace limit; without
 ** TF32 only FMA (or default-math) ones, the descriptor being FMA_MATH too */
 template <typename Perf, typename Algo>
@@ -249,9 +257,9 @@ static int plan_build(const char *op, cudnnHandle_t h, conv_plan *c) {
     cg_geom geo = {p->N, ci, hi, wi, co, c->hr, c->wr, G, p->kh, p->kw, p->ph, p->pw, p->sh, p->sw, p->dh, p->dw, 0};
     float legacy_ms[3] = {-1, -1, -1};
     if (timed) {
-      for (int i = 0; i < nf; i++) if (rf[i].algo == c->fwd && rf[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[0] = rf[i].time;
-      for (int i = 0; i < nd; i++) if (rd[i].algo == c->bwd_data && rd[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[1] = rd[i].time;
-      for (int i = 0; i < nw; i++) if (rw[i].algo == c->bwd_filter && rw[i].status == CUDNN_STATUS_SUCCESS) legacy_ms[2] = rw[i].time;
+      legacy_ms[0] = time_of(rf, nf, c->fwd);
+      legacy_ms[1] = time_of(rd, nd, c->bwd_data);
+      legacy_ms[2] = time_of(rw, nw, c->bwd_filter);
     }
     for (int d = 0; d < 3; d++) {
       char why[160];

@@ -70,11 +70,19 @@ end
 local NAMES = { "embedding", "eps", "variance", "sample", "upscaled" }
 local TOL32 = { embedding = 1e-4, eps = 1e-4, variance = 1e-4, sample = 1e-3, upscaled = 1e-3 }
 
+-- the CPU's results, each computed once (the float32 ones are also the half cases' reference)
+local cpu_runs = {}
+local function on_cpu(precision, half_weights)
+  local key = precision .. (half_weights and "/half" or "")
+  cpu_runs[key] = cpu_runs[key] or pipeline("cpu", precision, half_weights)
+  return cpu_runs[key]
+end
+
 -- dev's results against the CPU's; spread: the CPU's own distance to float32 (half precisions)
 local function compare(precision, half_weights)
-  local cpu = pipeline("cpu", precision, half_weights)
+  local cpu = on_cpu(precision, half_weights)
   local dev = pipeline(DEV, precision, half_weights)
-  local ref = precision ~= "fp32" and pipeline("cpu", "fp32", half_weights) or nil
+  local ref = precision ~= "fp32" and on_cpu("fp32", half_weights) or nil
   local bad = {}
   for _, k in ipairs(NAMES) do
     if dev[k].device ~= DEV then bad[#bad + 1] = k .. " came back on " .. dev[k].device end

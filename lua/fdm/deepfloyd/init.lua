@@ -220,6 +220,13 @@ end
 
 function Model:eval() return self end
 
+-- the fdm.autocast dtypes of a --precision for the UNet and for the T5
+-- encoder (nil: float32); Model:set_precision says why they differ
+function IF.autocast_of(precision)
+  local unet = require("fdm.cli").autocast_of(precision)
+  return unet, unet and "bfloat16" or nil
+end
+
 -- "fp32", "bf16" or "fp16": the operands of the UNet's convolutions and
 -- matrix products (fdm.autocast; float32 sums, float32 weights stay as they
 -- are stored). The T5 encoder follows with bf16 for either half precision:
@@ -227,8 +234,8 @@ function Model:eval() return self end
 -- feed-forward output layers in float32 for that reason), bfloat16's range
 -- is float32's.
 function Model:set_precision(precision)
-  self.autocast = require("fdm.cli").autocast_of(precision)
-  local text = self.autocast and "bfloat16" or nil
+  local text
+  self.autocast, text = IF.autocast_of(precision)
   if text ~= self.text_autocast then self.embed_cache = nil end   -- embeddings of the other precision
   self.text_autocast = text
   self.precision = precision or "fp32"
