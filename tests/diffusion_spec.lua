@@ -265,6 +265,94 @@ describe("visual anagrams and hybrids", function()
     assert.is_true((est(x, 400) - want):abs():max():item() < 1e-5)
   end)
 
+  -- the DCT low-pass against the plain formulas: the 2-D DCT-II of an image,
+  -- its coefficients above `keep` set to zero, the inverse DCT (DCT-III)
+  local function naive_dct_lowpass(img, keep)   -- img: Lua rows [h][w]
+    local h, w = #img, #img[1]
+    local function c(k, n) return k == 0 and math.sqrt(1 / n) or math.sqrt(2 / n) end
+    local coef = {}
+    for u = 0, h - 1 do
+      coef[u] = {}
+      for v = 0, w - 1 do
+        local s = 0
+        if u < keep and v < keep then
+          for i = 0, h - 1 do
+            for j = 0, w - 1 do
+              s = s + img[i + 1][j + 1] * math.cos(math.pi * (i + 0.5) * u / h) * math.cos(math.pi * (j + 0.5) * v / w)
+            end
+          end
+        end
+        coef[u][v] = c(u, h) * c(v, w) * s
+      end
+    end
+    local out = {}
+    for i = 0, h - 1 do
+      out[i + 1] = {}
+      for j = 0, w - 1 do
+        local s = 0
+        for u = 0, keep - 1 do
+          for v = 0, keep - 1 do
+            s = s + c(u, h) * c(v, w) * coef[u][v] * math.cos(math.pi * (i + 0.5) * u / h) * math.cos(math.pi * (j + 0.5) * v / w)
+          end
+        end
+        out[i + 1][j + 1] = s
+      end
+    end
+    return out
+  end
+
+  it("the DCT low-pass is the DCT-II truncation, an exact projection, on any image size", function()
+    fdm.manual_seed(3)
+    local x = fdm.randn(2, 3, 12, 9)
+    local f = { kind = "dct", keep = 4 }
+    local y = D.lowpass(x, f)
+    assert.are.same({ 2, 3, 12, 9 }, y.shape)
+    for _, nc in ipairs({ { 1, 1 }, { 2, 3 } }) do
+      local img = x:narrow(1, nc[1], 1):narrow(2, nc[2], 1):reshape(12, 9):tolist()
+      local want = fdm.tensor(naive_dct_lowpass(img, 4))
+      local got = y:narrow(1, nc[1], 1):narrow(2, nc[2], 1):reshape(12, 9)
+      assert.is_true((got - want):abs():max():item() < 1e-5)
+    end
+    assert.is_true((D.lowpass(y, f) - y):abs():max():item() < 1e-5)            -- L L = L
+    assert.is_true(D.lowpass(x - y, f):abs():max():item() < 1e-5)             -- L H = 0: no leak between bands
+    local c = fdm.full({ 1, 1, 28, 28 }, 0.7)                                  -- a constant is all low band
+    assert.is_true((D.lowpass(c, { kind = "dct", keep = 1 }) - c):abs():max():item() < 1e-5)
+    -- the Gaussian form is unchanged
+    assert.is_true((D.lowpass(x, { kind = "gaussian", kernel = 9, sigma = 1.5 }) - D.lowpass(x, 9, 1.5)):abs():max():item() == 0)
+  end)
+
+  it("hybrid filters: the calibrated default per image size and clear errors", function()
+    assert.are.same({ kind = "dct", keep = 6 }, D.hybrid_filter({ 1, 28, 28 }))
+    assert.are.same({ kind = "gaussian", kernel = 33, sigma = 2 }, D.hybrid_filter({ 3, 64, 64 }))
+    assert.are.same({ kind = "dct", keep = 12 }, D.hybrid_filter({ 1, 56, 56 }))
+    local x = fdm.randn(1, 1, 28, 28)
+    local cases = {
+      { { kind = "dct" }, "keep = a positive integer" },
+      { { kind = "dct", keep = 0 }, "keep = a positive integer" },
+      { { kind = "dct", keep = 29 }, "keeping 29 frequencies needs images of at least 29x29, got 28x28" },
+      { { kind = "box" }, 'low-pass kind must be "gaussian" or "dct", got box' },
+    }
+    for _, cse in ipairs(cases) do
+      local ok, err = pcall(D.lowpass, x, cse[1])
+      assert.is_false(ok)
+      assert.matches(cse[2], err, 1, true)
+    end
+    local ok, err = pcall(D.lowpass, fdm.randn(28, 28), { kind = "dct", keep = 6 })
+    assert.is_false(ok)
+    assert.matches("expected an image batch [N, C, H, W], got 2 dimensions", err, 1, true)
+  end)
+
+  it("hybrids with the DCT filter split the two estimates exactly", function()
+    local toy = toy_model(0.25)
+    local x = fdm.randn(1, 1, 28, 28)
+    local f = D.hybrid_filter(toy.image_shape)
+    local est = D.hybrid(toy, toy:encode(0.5), toy:encode(-0.5), nil, nil, { filter = f })
+    local e1, e2 = toy(x, 400, toy:encode(0.5)), toy(x, 400, toy:encode(-0.5))
+    local e = est(x, 400)
+    assert.is_true((D.lowpass(e, f) - D.lowpass(e1, f)):abs():max():item() < 1e-5)           -- afar: the far estimate's band only
+    assert.is_true(((e - D.lowpass(e, f)) - (e2 - D.lowpass(e2, f))):abs():max():item() < 1e-5)
+  end)
+
   -- the toy model, recording the batch it was called with
   local function recording_toy()
     local toy = toy_model(0.25)

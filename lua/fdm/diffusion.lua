@@ -26,7 +26,8 @@
 --   D.conditional(model, cond)
 --   D.cfg(model, cond, uncond, g)      -- eps = eps_u + g (eps_c - eps_u); var of the cond pass
 --   D.anagram(model, {{cond=, view=}, ...}, uncond, g)   -- mean of view^-1(eps(view(x)))
---   D.hybrid(model, cond_low, cond_high, uncond, g, {kernel = 33, sigma = 2})
+--   D.hybrid(model, cond_low, cond_high, uncond, g, {filter = D.hybrid_filter(model.image_shape)})
+--   D.lowpass(x, filter) ; D.hybrid_filter(image_shape) (Gaussian k33 s2 from 64 px up, DCT below)
 --   D.views.identity / flip / rot90 / rot180 / rot270 / negate / jigsaw(grid, perm)
 -- Samplers: objects a script creates and steps
 --   local s = D.Sampler(model, {x = x_t | n = 4, i_start = 0, timesteps = ...,
@@ -324,13 +325,96 @@ function D.anagram(model, entries, uncond, g)
   end
 end
 
+---------------------------------------------------------------- low-pass filters
+-- A hybrid's low-pass filter is a table:
+--   {kind = "gaussian", kernel = 33, sigma = 2}  the course's blur, chosen for 64x64 images
+--   {kind = "dct", keep = 6}  the orthogonal projection onto the `keep` lowest
+--     DCT-II frequencies of each axis. It is exact band splitting:
+--     lowpass(x - lowpass(x)) = 0, so the near prompt's band adds nothing to what
+--     is seen from afar. A Gaussian passes a quarter of the band around its
+--     half-power frequency into both bands, which on 28x28 digits (strokes 2-3
+--     pixels wide, the whole digit ~20) is where both digits live.
+-- D.hybrid_filter(image_shape) is the calibrated default for that size
+-- (docs/partA.md, "Hybrids on 28x28 digits"): the course's Gaussian from 64
+-- pixels up, below that the DCT projection keeping 6 of every 28 frequencies.
+D.HYBRID_DCT_KEEP_PER_28 = 6
+
+function D.hybrid_filter(image_shape)
+  local h, w = image_shape[#image_shape - 1], image_shape[#image_shape]
+  if math.min(h, w) >= 64 then return { kind = "gaussian", kernel = 33, sigma = 2 } end
+  return { kind = "dct", keep = math.max(1, math.floor(math.min(h, w) * D.HYBRID_DCT_KEEP_PER_28 / 28 + 0.5)) }
+end
+
+function D.filter_name(f)
+  if f.kind == "dct" then return ("DCT low-pass, %d lowest frequencies per axis"):format(f.keep) end
+  return ("Gaussian k%d s%g"):format(f.kernel, f.sigma)
+end
+
+-- check a filter table; returns it with defaults filled in
+function D.check_filter(f, level)
+  level = (level or 1) + 1
+  if type(f) ~= "table" then error("diffusion: a low-pass filter is a table {kind = \"gaussian\" | \"dct\", ...}, got " .. type(f), level) end
+  if f.kind == "dct" then
+    if math.type(f.keep) ~= "integer" or f.keep < 1 then
+      error("diffusion: a DCT low-pass needs keep = a positive integer (frequencies kept per axis), got " .. tostring(f.keep), level)
+    end
+    return { kind = "dct", keep = f.keep }
+  elseif f.kind == "gaussian" or f.kind == nil then
+    return { kind = "gaussian", kernel = f.kernel or 33, sigma = f.sigma or 2 }
+  end
+  error("diffusion: low-pass kind must be \"gaussian\" or \"dct\", got " .. tostring(f.kind), level)
+end
+
+-- P = B B^T over the first `keep` orthonormal DCT-II basis vectors of length n
+-- (symmetric, P P = P); cached per (n, keep, device)
+local dct_cache = {}
+local function dct_projector(n, keep, device)
+  local key = n .. ":" .. keep .. ":" .. device
+  if dct_cache[key] then return dct_cache[key] end
+  local rows = {}
+  for i = 0, n - 1 do
+    local r = {}
+    for j = 0, n - 1 do
+      local s = 1 / n     -- the constant basis vector, sqrt(1/n)^2
+      for f = 1, keep - 1 do
+        s = s + 2 / n * math.cos(math.pi * (i + 0.5) * f / n) * math.cos(math.pi * (j + 0.5) * f / n)
+      end
+      r[j + 1] = s
+    end
+    rows[i + 1] = r
+  end
+  dct_cache[key] = fdm.tensor(rows):to(device)
+  return dct_cache[key]
+end
+
+-- x [N, C, H, W] -> P_H x P_W, each image projected along both axes
+local function dct_lowpass(x, keep)
+  local shape = x.shape
+  if #shape ~= 4 then error(("diffusion.lowpass: expected an image batch [N, C, H, W], got %d dimensions"):format(#shape), 3) end
+  local m, h, w = shape[1] * shape[2], shape[3], shape[4]
+  if keep > h or keep > w then
+    error(("diffusion.lowpass: a DCT low-pass keeping %d frequencies needs images of at least %dx%d, got %dx%d"):format(keep, keep, keep, h, w), 3)
+  end
+  local y = F.matmul(x:contiguous():reshape(m * h, w), dct_projector(w, keep, x.device))   -- rows
+  y = y:reshape(m, h, w):transpose(2, 3):contiguous():reshape(m * w, h)
+  y = F.matmul(y, dct_projector(h, keep, x.device))                                       -- columns
+  return y:reshape(m, w, h):transpose(2, 3):contiguous():reshape(shape[1], shape[2], h, w)
+end
+
+-- D.lowpass(x, filter) with a filter table, or D.lowpass(x, kernel, sigma) for the Gaussian
 function D.lowpass(x, kernel, sigma)
+  if type(kernel) == "table" then
+    local f = D.check_filter(kernel, 2)
+    if f.kind == "dct" then return dct_lowpass(x, f.keep) end
+    kernel, sigma = f.kernel, f.sigma
+  end
   return F.gaussian_blur(x, kernel or 33, sigma or 2)
 end
 
 -- eps = lowpass(eps(x, cond_low)) + highpass(eps(x, cond_high)), each with CFG;
 -- highpass = eps - lowpass(eps); var from the low-frequency conditional pass.
--- opts: kernel, sigma (the low-pass); cfg_low, cfg_high (a guidance scale per
+-- opts: filter (a low-pass filter table, above), or kernel, sigma (the
+-- Gaussian; default the course's k33 s2); cfg_low, cfg_high (a guidance scale per
 -- band, default g); low_above (timesteps t >= low_above take the far prompt's
 -- whole estimate, so the layout is the far digit's before the bands split);
 -- isolate ("far" or "both"): that prompt's pass sees only its own band of x_t,
@@ -338,13 +422,14 @@ end
 -- other prompt's strokes into its band
 function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
   opts = opts or {}
-  local k, s = opts.kernel or 33, opts.sigma or 2
+  local filter = opts.filter and D.check_filter(opts.filter, 2)
+    or { kind = "gaussian", kernel = opts.kernel or 33, sigma = opts.sigma or 2 }
   local g_low, g_high = opts.cfg_low or g, opts.cfg_high or g
   local low_above, isolate = opts.low_above, opts.isolate
   if isolate ~= nil and isolate ~= "far" and isolate ~= "both" then
     error("diffusion.hybrid: isolate must be \"far\" or \"both\", got " .. tostring(isolate), 2)
   end
-  local function lp(v) return D.lowpass(v, k, s) end
+  local function lp(v) return D.lowpass(v, filter) end
   return function(x, t)
     local guided = uncond ~= nil and ((g_low or 1) ~= 1 or (g_high or 1) ~= 1)
     if low_above and t >= low_above then

@@ -1,19 +1,20 @@
 -- Part A 1.9: hybrid images, eps = lowpass(eps(x_t, p1)) + highpass(eps(x_t, p2)),
--- each with CFG; Gaussian kernel 33, sigma 2 (fdm.F.gaussian_blur),
--- highpass = eps - lowpass(eps). Two hybrids: "0" (far) + "1" (near) and
--- "8" (far) + "7" (near). Each row: the hybrid, its low-pass (what is seen
--- from afar) and its high-pass (+0.5) for n samples.
---   ./build/fdm scripts/partA/1_9_hybrids.lua [--prompts "0,1"] [--kernel 33] [--sigma 2] [--n 2]
+-- each with CFG; highpass = eps - lowpass(eps). The low-pass is calibrated
+-- for the image size (D.hybrid_filter): the course's Gaussian (kernel 33,
+-- sigma 2) for 64x64 images, on 28x28 digits the DCT projection keeping the
+-- 6 lowest frequencies per axis (docs/partA.md). Two hybrids: "0" (far) +
+-- "1" (near) and "8" (far) + "7" (near). Each row: the hybrid, its low-pass
+-- (what is seen from afar) and its high-pass (+0.5) for n samples.
+--   ./build/fdm scripts/partA/1_9_hybrids.lua [--prompts "0,1"] [--n 2]
+--     [--filter auto|gaussian|dct] [--keep 6] [--kernel 33 --sigma 2]
 --     [--cfg-low G] [--cfg-high G] [--low-above T] [--isolate far|both]   (variants: docs/partA.md)
 -- Writes out/partA/1_9_hybrids.png.
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D = C.D
 
 local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
-  "seed", "steps", "cfg", "device", "model", "out", "threshold",
+  "seed", "steps", "cfg", "device", "model", "out", "threshold", "filter", "keep", "kernel", "sigma",
   { "prompts", "string", nil, "low-frequency prompt,high-frequency prompt (one hybrid of your own)" },
-  { "kernel", "int", 33, "Gaussian kernel size of the low-pass", min = 1 },
-  { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
   { "n", "int", 2, "samples per hybrid", min = 1 },
   { "cfg-low", "number", nil, "CFG scale of the far (low-pass) prompt (default --cfg)" },
   { "cfg-high", "number", nil, "CFG scale of the near (high-pass) prompt (default --cfg)" },
@@ -21,6 +22,7 @@ local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
   { "isolate", "choice", "none", "a prompt's pass sees only its band of x_t (none, far, both)", choices = { "none", "far", "both" } },
 }, { cfg = 7 })
 local model = C.load_model(args)
+local filter = C.hybrid_filter(args, model)
 C.seed(args)
 local hybrids = { { "0", "1" }, { "8", "7" } }
 if args.prompts then
@@ -31,10 +33,10 @@ local uncond = C.encode(model, "", args)
 local ims, names = {}, {}
 for _, h in ipairs(hybrids) do
   local est = D.hybrid(model, C.encode(model, h[1], args), C.encode(model, h[2], args), uncond, args.cfg,
-    { kernel = args.kernel, sigma = args.sigma, cfg_low = args.cfg_low, cfg_high = args.cfg_high,
+    { filter = filter, cfg_low = args.cfg_low, cfg_high = args.cfg_high,
       low_above = args.low_above, isolate = args.isolate ~= "none" and args.isolate or nil })
   local x = D.sample(model, args.n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
-  local low = D.lowpass(x, args.kernel, args.sigma)
+  local low = D.lowpass(x, filter)
   for i = 1, args.n do
     ims[#ims + 1] = x:narrow(1, i, 1)
     ims[#ims + 1] = low:narrow(1, i, 1)
@@ -45,4 +47,4 @@ end
 local cols = {}
 for i = 1, args.n do cols[#cols + 1] = "hybrid"; cols[#cols + 1] = "low-pass"; cols[#cols + 1] = "high-pass" end
 C.save_grid(C.out_file(args, "1_9_hybrids.png"), ims, { nrow = 3 * args.n, col_captions = cols, row_captions = names,
-  scale = 3, title = string.format("hybrid images, k%d s%g, CFG %g", args.kernel, args.sigma, args.cfg) })
+  scale = 3, title = string.format("hybrid images, %s, CFG %g", D.filter_name(filter), args.cfg) })

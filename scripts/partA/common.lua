@@ -20,6 +20,12 @@ C.OPTIONS = {
   { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
   { "out", "string", "out/partA", "output folder" },
   { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
+  -- the hybrids' low-pass (1_9_hybrids, eval_quality); C.hybrid_filter resolves them
+  { "filter", "choice", "auto", "hybrid low-pass: auto (by image size: dct below 64 px, gaussian k33 s2 from 64), gaussian or dct",
+    choices = { "auto", "gaussian", "dct" } },
+  { "keep", "int", nil, "hybrid DCT low-pass: frequencies kept per axis (default 6 per 28 pixels)", min = 1 },
+  { "kernel", "int", nil, "hybrid Gaussian low-pass: kernel size (default 33)", min = 1 },
+  { "sigma", "number", nil, "hybrid Gaussian low-pass: sigma (default 2)" },
 }
 local SHARED = {}
 for _, o in ipairs(C.OPTIONS) do SHARED[o[1]] = o end
@@ -169,6 +175,31 @@ end
 function C.seed(args)
   fdm.manual_seed(args.seed)
   print(string.format("seed %d", args.seed))
+end
+
+-- The hybrids' low-pass filter from --filter, --keep, --kernel, --sigma:
+-- "auto" takes the filter the given options imply (--keep: DCT, --kernel or
+-- --sigma: Gaussian), else the calibrated one for the model's image size
+-- (D.hybrid_filter). An option of the other filter is a usage error.
+function C.hybrid_filter(args, model)
+  local kind = args.filter
+  local gauss = args.kernel ~= nil or args.sigma ~= nil
+  if kind == "auto" then
+    if args.keep and gauss then cli.usage_error(args.name .. ": --keep (DCT low-pass) and --kernel/--sigma (Gaussian) exclude each other") end
+    kind = args.keep and "dct" or gauss and "gaussian" or D.hybrid_filter(model.image_shape).kind
+  end
+  if kind == "dct" then
+    if gauss then cli.usage_error(args.name .. ": --kernel and --sigma set a Gaussian low-pass; --filter dct takes --keep") end
+    local f = args.keep and { kind = "dct", keep = args.keep } or D.hybrid_filter(model.image_shape)
+    if f.kind ~= "dct" then f = { kind = "dct", keep = math.floor(model.image_shape[3] * D.HYBRID_DCT_KEEP_PER_28 / 28 + 0.5) } end
+    local h, w = model.image_shape[2], model.image_shape[3]
+    if f.keep > math.min(h, w) then
+      cli.usage_error(("%s: --keep %d is more frequencies than a %dx%d image has"):format(args.name, f.keep, h, w))
+    end
+    return f
+  end
+  if args.keep then cli.usage_error(args.name .. ": --keep sets a DCT low-pass; --filter gaussian takes --kernel and --sigma") end
+  return { kind = "gaussian", kernel = args.kernel or 33, sigma = args.sigma or 2 }
 end
 
 function C.timesteps(args) return D.strided_timesteps { steps = args.steps } end

@@ -8,14 +8,19 @@
 --       low-pass readout, as `high` in the high-pass readout, and both.
 -- Readouts (classifier inputs are [0,1] images, the DDPM works in [-1,1]):
 --   sample / view:  (x + 1) / 2 clamped to [0,1]
---   low-pass:       L = gaussian_blur(x, 33, 2) (the spec's lowpass), rescaled
---                   to [0,1] by its per-image min/max, then contrast-stretched
---                   clamp((L - 0.3) / 0.7, 0, 1)
+--   low-pass:       L = the hybrids' low-pass of x (--filter: by default the
+--                   calibrated one for the image size, D.hybrid_filter: on
+--                   28x28 digits the DCT projection keeping 6 frequencies per
+--                   axis), rescaled to [0,1] by its per-image min/max, then
+--                   contrast-stretched clamp((L - 0.3) / 0.7, 0, 1)
 --   high-pass:      clamp(x - L, 0, 1), the positive part (stroke cores on black)
 -- The high-pass is NOT min/max-rescaled: that leaves a mid-gray background
 -- the classifier reads badly (about 18% right on real MNIST digits, against
 -- about 99% for the positive part). The --ref real test digits calibrate every
--- readout: the report lists how often real digits are read right through it.
+-- readout: the report lists how often real digits are read right through it,
+-- and, per hybrid pair, how often a hybrid made of real digits (the far
+-- digit's low-pass plus the near digit's high-pass, clamped to [-1, 1]) is
+-- read both ways: the ceiling the readouts allow.
 --   ./build/fdm scripts/partA/eval_quality.lua [--model weights/ddpm_mnist.safetensors]
 --       [--n 50] [--steps 34] [--cfg 7] [--seed 180] [--pairs "6:9:rot180,2:5:flip"]
 --       [--view rot180] [--hybrid-pairs "0:1,8:7"] [--sections cfg,anagrams,hybrids]
@@ -33,13 +38,11 @@ local DEFAULT_HYBRIDS = "0:1,8:7,1:8,0:6,7:1"
 local LOW_STRETCH = 0.3
 
 local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG, anagrams and hybrids", {
-  "seed", "steps", "cfg", "device", "model", "out", "threshold",
+  "seed", "steps", "cfg", "device", "model", "out", "threshold", "filter", "keep", "kernel", "sigma",
   { "n", "int", 50, "samples per digit (CFG) and per pair (anagrams, hybrids)", min = 1 },
   { "pairs", "string", DEFAULT_PAIRS, "anagram pairs p1:p2[:view], comma-separated (view: " .. table.concat(VIEWS, ", ") .. ")" },
   { "view", "choice", "rot180", "the view of --pairs entries that name none", choices = VIEWS },
   { "hybrid-pairs", "string", DEFAULT_HYBRIDS, "hybrid pairs low:high (far:near), comma-separated" },
-  { "kernel", "int", 33, "Gaussian kernel of the hybrids' low-pass (and its readout)", min = 1 },
-  { "sigma", "number", 2, "Gaussian sigma of the low-pass" },
   { "hybrid-cfg-low", "number", nil, "hybrids: CFG scale of the far (low-pass) prompt (default --cfg)" },
   { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default --cfg)" },
   { "hybrid-isolate", "choice", "none", "hybrids: a prompt's pass sees only its band of x_t (none, far, both)",
@@ -105,6 +108,8 @@ local net = cls.load(args.classifier, { what = "eval_quality: --classifier" })
 local ts = C.timesteps(args)
 local uncond = C.encode(model, "", args)
 local guided = args.cfg ~= 1
+local filter = C.hybrid_filter(args, model)
+local filter_name = D.filter_name(filter)
 print(("model %s (D=%s), classifier %s"):format(args.model, tostring(model.hidden), args.classifier or cls.default_weights()))
 print(("seed %d, n %d, %d steps (%d..%d), cfg %g%s"):format(args.seed, args.n, #ts, ts[1], ts[#ts], args.cfg,
   args.threshold and ", dynamic thresholding" or ""))
@@ -118,7 +123,7 @@ local function minmax01(v)
 end
 local R = {}
 function R.image(x) return M.from_model(x) end
-function R.lowpass(x) return D.lowpass(x, args.kernel, args.sigma) end
+function R.lowpass(x) return D.lowpass(x, filter) end
 function R.low(x)  -- x: model space; the low-pass, normalised and contrast-stretched
   return fdm.clamp((minmax01(R.lowpass(x)) - LOW_STRETCH) / (1 - LOW_STRETCH), 0, 1)
 end
@@ -149,11 +154,11 @@ local result = {
   seed = args.seed, n = args.n, steps = #ts, cfg = args.cfg, threshold = args.threshold or false,
   readouts = {
     image = "(x + 1) / 2 clamped to [0,1]",
-    low = ("gaussian_blur(x, %d, %g), per-image min/max to [0,1], then clamp((v - %.1f) / %.1f, 0, 1)"):format(
-      args.kernel, args.sigma, LOW_STRETCH, 1 - LOW_STRETCH),
-    high = ("clamp(x - gaussian_blur(x, %d, %g), 0, 1) (positive part, no rescaling)"):format(args.kernel, args.sigma),
-    low_plain = "(gaussian_blur(x) + 1) / 2 clamped (the brief's plain low-pass)",
-    high_minmax = "x - gaussian_blur(x), per-image min/max to [0,1] (the brief's readout)",
+    low = ("L = %s of x, per-image min/max to [0,1], then clamp((v - %.1f) / %.1f, 0, 1)"):format(
+      filter_name, LOW_STRETCH, 1 - LOW_STRETCH),
+    high = ("clamp(x - L, 0, 1), L = %s of x (positive part, no rescaling)"):format(filter_name),
+    low_plain = "(L + 1) / 2 clamped (the brief's plain low-pass)",
+    high_minmax = "x - L, per-image min/max to [0,1] (the brief's readout)",
   },
 }
 local lines = {}   -- the human table (printed and written as comments)
@@ -205,6 +210,39 @@ if args.ref > 0 then
         parts[#parts + 1] = ("%s %s"):format(key, fmt(r))
       end
       out("  real p1 digits whose view reads as p2: " .. table.concat(parts, ", "))
+    end
+    if sections.hybrids and #hybrid_list > 0 then
+      -- hybrids made of real digits: the i-th far digit's low-pass plus the
+      -- i-th near digit's high-pass (a digit never paired with itself)
+      local parts = {}
+      ref.hybrids = {}
+      local function of_digit(d)
+        local idx = {}
+        for i = 1, n do if y[i] == d then idx[#idx + 1] = i - 1 end end
+        return idx
+      end
+      for _, h in ipairs(hybrid_list) do
+        local fi, ni = of_digit(h.low), of_digit(h.high)
+        if h.low == h.high then   -- split the digit's images into two halves
+          local half = #fi // 2
+          ni = table.move(fi, half + 1, 2 * half, 1, {})
+          fi = table.move(fi, 1, half, 1, {})
+        end
+        local m = math.min(#fi, #ni)
+        local r = 0 / 0
+        if m > 0 then
+          local function pick(idx) return fdm.index_select(x, 1, fdm.tensor(table.move(idx, 1, m, 1, {}), { dtype = "int64" })) end
+          local far, near = pick(fi), pick(ni)
+          local hyb = fdm.clamp(R.lowpass(far) + near - R.lowpass(near), -1, 1)
+          local a, b, k = predict(R.low(hyb)), predict(R.high(hyb)), 0
+          for j = 1, m do if a[j] == h.low and b[j] == h.high then k = k + 1 end end
+          r = k / m
+        end
+        local key = ("%d:%d"):format(h.low, h.high)
+        ref.hybrids[key] = r
+        parts[#parts + 1] = ("%s %s"):format(key, fmt(r))
+      end
+      out(("  hybrids of real digits (%s) read both ways: %s"):format(filter_name, table.concat(parts, ", ")))
     end
     result.reference = ref
   end
@@ -282,21 +320,21 @@ end
 ---------------------------------------------------------------- (3) hybrids
 if sections.hybrids and #hybrid_list > 0 then
   out("")
-  out(("[hybrids] CFG %g (far %g, near %g)%s, %d samples per pair, lowpass = gaussian_blur(k%d, s%g)"):format(args.cfg,
+  out(("[hybrids] CFG %g (far %g, near %g)%s, %d samples per pair, low-pass = %s"):format(args.cfg,
     args.hybrid_cfg_low or args.cfg, args.hybrid_cfg_high or args.cfg,
     (args.hybrid_low_above and (", far prompt alone for t >= " .. args.hybrid_low_above) or "")
-    .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, args.kernel, args.sigma))
+    .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, filter_name))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
   out("  (positive part of x - lowpass(x), not min/max-rescaled); [plain low | min/max high] = the literal readouts")
   out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high")
   result.hybrids = {}
-  result.hybrid_options = { kernel = args.kernel, sigma = args.sigma, cfg_low = args.hybrid_cfg_low or args.cfg,
+  result.hybrid_options = { filter = filter, cfg_low = args.hybrid_cfg_low or args.cfg,
     cfg_high = args.hybrid_cfg_high or args.cfg, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
   for i, h in ipairs(hybrid_list) do
     local seed = args.seed + 200 + i
     fdm.manual_seed(seed)
     local est = D.hybrid(model, C.encode(model, tostring(h.low), args), C.encode(model, tostring(h.high), args),
-      uncond, args.cfg, { kernel = args.kernel, sigma = args.sigma, cfg_low = args.hybrid_cfg_low,
+      uncond, args.cfg, { filter = filter, cfg_low = args.hybrid_cfg_low,
         cfg_high = args.hybrid_cfg_high, low_above = args.hybrid_low_above,
         isolate = args.hybrid_isolate ~= "none" and args.hybrid_isolate or nil })
     local x, dt = timed_sample(args.n, guided and 3 or 2, function()
