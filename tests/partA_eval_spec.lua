@@ -55,8 +55,20 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
       assert.is_true(in01(h.low) and in01(h.high) and in01(h.both), h.pair)
       assert.is_true(h.both <= math.min(h.low, h.high))
     end
+    -- the calibrated low-pass for 28x28 digits is the default
+    assert.are.same({ kind = "dct", keep = 6 }, r.hybrid_options.filter)
+    for _, h in ipairs(r.hybrids) do
+      assert.is_true(h.blank_low >= 0 and h.blank_low <= 2 and h.blank_high >= 0 and h.blank_high <= 2, h.pair)
+    end
     if r.reference then   -- the MNIST test set was found: calibration of the readouts
       assert.is_true(in01(r.reference.image) and in01(r.reference.low) and in01(r.reference.high))
+      -- hybrids of real digits: the readouts' ceiling per pair
+      assert.is_true(in01(r.reference.hybrids["0:1"]) and in01(r.reference.hybrids["1:8"]))
+      assert.is_true(r.reference.hybrids["0:1"] > 0.5, r.reference.hybrids["0:1"])   -- 0.87 measured
+      -- the blank guard: half the faintest 1 % of real digits (0.46 and 26 measured on 1000 digits)
+      local g = r.blank_guard
+      assert.is_true(g.low_contrast > 0.2 and g.low_contrast < 1, g.low_contrast)
+      assert.is_true(g.high_ink > 10 and g.high_ink < 50, g.high_ink)
     end
     assert.is_true(r.timing.images > 0 and r.timing.images_per_s > 0)
   end)
@@ -82,12 +94,22 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
     assert.are.equal(0, rc, out)
     assert.truthy(out:find("CFG 7 (far 7, near 3), far prompt alone for t >= 900, isolated bands: both", 1, true), out)
     local r = dofile(dir .. "/hyb.txt")
-    assert.are.same({ kernel = 13, sigma = 1.5, cfg_low = 7, cfg_high = 3, low_above = 900, isolate = "both" },
-      r.hybrid_options)
+    assert.are.same({ filter = { kind = "gaussian", kernel = 13, sigma = 1.5 }, cfg_low = 7, cfg_high = 3, low_above = 900,
+      isolate = "both" }, r.hybrid_options)
     assert.are.equal(1, #r.hybrids)
     local out2, rc2 = sh(base .. " --sections hybrids --hybrid-isolate near")
     assert.are.equal(2, rc2, out2)
     assert.truthy(out2:find("near", 1, true), out2)
+    local out3, rc3 = sh(base .. " --sections hybrids --ref 0 --hybrid-pairs 8:7 --keep 4 --report " .. dir .. "/hyb4.txt")
+    assert.are.equal(0, rc3, out3)
+    assert.truthy(out3:find("low-pass = DCT low-pass, 4 lowest frequencies per axis", 1, true), out3)
+    assert.are.same({ kind = "dct", keep = 4 }, dofile(dir .. "/hyb4.txt").hybrid_options.filter)
+    for _, bad in ipairs({ { " --keep 4 --sigma 2", "exclude each other" }, { " --filter dct --kernel 9", "--filter dct takes --keep" },
+        { " --filter gaussian --keep 3", "--filter gaussian takes --kernel and --sigma" }, { " --keep 29", "more frequencies than a 28x28 image has" } }) do
+      local o, c = sh(base .. " --sections hybrids" .. bad[1])
+      assert.are.equal(2, c, o)
+      assert.truthy(o:find(bad[2], 1, true), o)
+    end
   end)
 
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)

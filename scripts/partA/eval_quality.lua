@@ -133,6 +133,31 @@ function R.low_plain(x) return M.from_model(R.lowpass(x)) end
 function R.high_minmax(x) return minmax01(x - R.lowpass(x)) end
 
 local function predict(x01) return cls.predict(net, x01):tolist() end
+
+-- An almost empty band is no reading (the classifier reads a blank image as
+-- a "1"). A hybrid's low band counts only with a contrast (max - min of L)
+-- and its high band only with an ink (sum of the high readout) of at least
+-- half the faintest 1 % of real test digits; a fainter band reads as "blank".
+local function per_image(v, fn) local n = v.shape[1]; return fn(v:reshape(n, v:numel() // n)):tolist() end
+function R.low_contrast(x) return per_image(R.lowpass(x), function(f) return f:max(2) - f:min(2) end) end
+function R.high_ink(x) return per_image(R.high(x), function(f) return f:sum(2) end) end
+local GUARD
+do
+  local okd, ds = pcall(C.mnist_test)
+  if okd then
+    local n = math.min(1000, ds.n or ds.images.shape[1])
+    local x = M.to_model(ds.images:narrow(1, 1, n):contiguous())
+    local function faintest(list) table.sort(list); return list[math.max(1, math.floor(#list * 0.01))] end
+    GUARD = { low = 0.5 * faintest(R.low_contrast(x)), high = 0.5 * faintest(R.high_ink(x)), n = n }
+  end
+end
+local BLANK_READ = -1
+-- the classifier's readings of a band, BLANK_READ where the band is too faint
+local function predict_band(x01, measures, limit)
+  local p = predict(x01)
+  if limit then for i = 1, #p do if measures[i] < limit then p[i] = BLANK_READ end end end
+  return p
+end
 local function share(k, n) return n > 0 and k / n or 0 end
 local function fmt(v) return ("%.3f"):format(v) end
 
@@ -172,7 +197,9 @@ local function ex_pad_row(name)
   while #ex_imgs % 10 ~= 0 do ex_add(BLANK, "") end
   ex_rows[#ex_rows + 1] = name
 end
-local function mark(pred, want) return pred == want and ("ok " .. want) or ("as " .. pred) end
+local function mark(pred, want)
+  return pred == want and ("ok " .. want) or pred == BLANK_READ and "blank" or ("as " .. pred)
+end
 
 ---------------------------------------------------------------- readout calibration
 if args.ref > 0 then
@@ -326,7 +353,14 @@ if sections.hybrids and #hybrid_list > 0 then
     .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, filter_name))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
   out("  (positive part of x - lowpass(x), not min/max-rescaled); [plain low | min/max high] = the literal readouts")
-  out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high")
+  if GUARD then
+    out(("  a band reads as blank below half the faintest 1 %% of %d real digits: low-band contrast %.3f, high-band ink %.2f"):format(
+      GUARD.n, GUARD.low, GUARD.high))
+    result.blank_guard = { low_contrast = GUARD.low, high_ink = GUARD.high, real_digits = GUARD.n }
+  else
+    out("  no MNIST test set: faint bands are not flagged as blank")
+  end
+  out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high | blank low/high")
   result.hybrids = {}
   result.hybrid_options = { filter = filter, cfg_low = args.hybrid_cfg_low or args.cfg,
     cfg_high = args.hybrid_cfg_high or args.cfg, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
@@ -340,11 +374,15 @@ if sections.hybrids and #hybrid_list > 0 then
     local x, dt = timed_sample(args.n, guided and 3 or 2, function()
       return D.sample(model, args.n, C.sampler_opts(args, { estimator = est, timesteps = ts }))
     end)
+    x = fdm.clamp(x, -1, 1)   -- read the image as it is shown (a sampler without clipping may leave [-1, 1])
     local lo, hi = R.low(x), R.high(x)
-    local a, b = predict(lo), predict(hi)
+    local a = predict_band(lo, R.low_contrast(x), GUARD and GUARD.low)
+    local b = predict_band(hi, R.high_ink(x), GUARD and GUARD.high)
     local a2, b2 = predict(R.low_plain(x)), predict(R.high_minmax(x))
-    local k1, k2, kb, l2, h2 = 0, 0, 0, 0, 0
+    local k1, k2, kb, l2, h2, bl, bh = 0, 0, 0, 0, 0, 0, 0
     for j = 1, args.n do
+      if a[j] == BLANK_READ then bl = bl + 1 end
+      if b[j] == BLANK_READ then bh = bh + 1 end
       local o1, o2 = a[j] == h.low, b[j] == h.high
       if o1 then k1 = k1 + 1 end
       if o2 then k2 = k2 + 1 end
@@ -354,10 +392,11 @@ if sections.hybrids and #hybrid_list > 0 then
     end
     local key = ("%d:%d"):format(h.low, h.high)
     local r = { pair = key, low = share(k1, args.n), high = share(k2, args.n), both = share(kb, args.n), n = args.n,
-      low_plain = share(l2, args.n), high_minmax = share(h2, args.n), seed = seed, seconds = dt }
+      low_plain = share(l2, args.n), high_minmax = share(h2, args.n), seed = seed, seconds = dt,
+      blank_low = bl, blank_high = bh }
     result.hybrids[i] = r
-    out(("  %-8s | %3d | %s | %s | %s | %4d | %9s | %12s"):format(key, args.n, fmt(r.low), fmt(r.high), fmt(r.both), seed,
-      fmt(r.low_plain), fmt(r.high_minmax)))
+    out(("  %-8s | %3d | %s | %s | %s | %4d | %9s | %12s | %d/%d"):format(key, args.n, fmt(r.low), fmt(r.high), fmt(r.both), seed,
+      fmt(r.low_plain), fmt(r.high_minmax), bl, bh))
     for j = 1, math.min(3, args.n) do
       ex_add(R.image(x:narrow(1, j, 1)), "hybrid")
       ex_add(lo:narrow(1, j, 1), "lo " .. mark(a[j], h.low))
