@@ -44,7 +44,7 @@ local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG
   { "view", "choice", "rot180", "the view of --pairs entries that name none", choices = VIEWS },
   { "hybrid-pairs", "string", DEFAULT_HYBRIDS, "hybrid pairs low:high (far:near), comma-separated" },
   { "hybrid-cfg-low", "number", nil, "hybrids: CFG scale of the far (low-pass) prompt (default --cfg)" },
-  { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default --cfg)" },
+  { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default 15 on images under 64 px, else --cfg)" },
   { "hybrid-isolate", "choice", "none", "hybrids: a prompt's pass sees only its band of x_t (none, far, both)",
     choices = { "none", "far", "both" } },
   { "hybrid-low-above", "int", nil, "hybrids: timesteps t >= this take the far prompt's whole estimate", min = 0 },
@@ -110,6 +110,7 @@ local uncond = C.encode(model, "", args)
 local guided = args.cfg ~= 1
 local filter = C.hybrid_filter(args, model)
 local filter_name = D.filter_name(filter)
+local hybrid_cfg_high = C.hybrid_cfg_high(args.hybrid_cfg_high, model, args.cfg)
 print(("model %s (D=%s), classifier %s"):format(args.model, tostring(model.hidden), args.classifier or cls.default_weights()))
 print(("seed %d, n %d, %d steps (%d..%d), cfg %g%s"):format(args.seed, args.n, #ts, ts[1], ts[#ts], args.cfg,
   args.threshold and ", dynamic thresholding" or ""))
@@ -348,7 +349,7 @@ end
 if sections.hybrids and #hybrid_list > 0 then
   out("")
   out(("[hybrids] CFG %g (far %g, near %g)%s, %d samples per pair, low-pass = %s"):format(args.cfg,
-    args.hybrid_cfg_low or args.cfg, args.hybrid_cfg_high or args.cfg,
+    args.hybrid_cfg_low or args.cfg, hybrid_cfg_high,
     (args.hybrid_low_above and (", far prompt alone for t >= " .. args.hybrid_low_above) or "")
     .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, filter_name))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
@@ -363,13 +364,13 @@ if sections.hybrids and #hybrid_list > 0 then
   out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high | blank low/high")
   result.hybrids = {}
   result.hybrid_options = { filter = filter, cfg_low = args.hybrid_cfg_low or args.cfg,
-    cfg_high = args.hybrid_cfg_high or args.cfg, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
+    cfg_high = hybrid_cfg_high, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
   for i, h in ipairs(hybrid_list) do
     local seed = args.seed + 200 + i
     fdm.manual_seed(seed)
     local est = D.hybrid(model, C.encode(model, tostring(h.low), args), C.encode(model, tostring(h.high), args),
       uncond, args.cfg, { filter = filter, cfg_low = args.hybrid_cfg_low,
-        cfg_high = args.hybrid_cfg_high, low_above = args.hybrid_low_above,
+        cfg_high = hybrid_cfg_high, low_above = args.hybrid_low_above,
         isolate = args.hybrid_isolate ~= "none" and args.hybrid_isolate or nil })
     local x, dt = timed_sample(args.n, guided and 3 or 2, function()
       return D.sample(model, args.n, C.sampler_opts(args, { estimator = est, timesteps = ts }))
