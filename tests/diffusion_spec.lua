@@ -417,7 +417,46 @@ describe("visual anagrams and hybrids", function()
     end
     local ok, err = pcall(D.hybrid, toy, far, near, un, 7, { isolate = "near" })
     assert.is_false(ok)
-    assert.matches('isolate must be "far" or "both", got near', err, 1, true)
+    assert.matches('isolate must be "far", "both" or "own", got near', err, 1, true)
+  end)
+
+  it("hybrid isolate own: each pass sees the other band from its own previous x0 estimate", function()
+    local toy = recording_toy()
+    local far, near, un = toy:encode(0.5), toy:encode(-0.5), toy:encode(0)
+    local f = { kind = "dct", keep = 3 }
+    local lp = function(v) return D.lowpass(v, f) end
+    local sch = toy.schedule
+    local est = D.hybrid(toy, far, near, un, 7, { filter = f, isolate = "own" })
+    local x1, x2 = fdm.randn(1, 1, 8, 8), fdm.randn(1, 1, 8, 8)
+    -- first step: both passes see x_t itself (one batch of three: far, near, unconditional)
+    toy.inputs = {}
+    local e = est(x1, 600)
+    assert.are.equal(3, toy.inputs[1].shape[1])
+    local g1 = D.guide(toy(x1, 600, far), toy(x1, 600, un), 7)
+    local g2 = D.guide(toy(x1, 600, near), toy(x1, 600, un), 7)
+    assert.is_true(close(e, lp(g1) + g2 - lp(g2)))
+    local own_far = fdm.clamp(D.x0_from_eps(sch, x1, 600, g1), -1, 1)
+    local own_near = fdm.clamp(D.x0_from_eps(sch, x1, 600, g2), -1, 1)
+    -- next step: the far pass sees x's low band and its own x0's high band noised to t; the near pass the reverse
+    local a, b = math.sqrt(sch:abar(300)), math.sqrt(1 - sch:abar(300))
+    fdm.manual_seed(21)
+    local o1 = own_far * a + fdm.randn_like(x2) * b
+    local o2 = own_near * a + fdm.randn_like(x2) * b
+    local x_low, x_high = lp(x2) + o1 - lp(o1), x2 - lp(x2) + lp(o2)
+    toy.inputs = {}
+    fdm.manual_seed(21)
+    e = est(x2, 300)
+    local bt = toy.inputs[1]
+    assert.are.equal(4, bt.shape[1])
+    assert.is_true(close(bt:narrow(1, 1, 1), x_low))
+    assert.is_true(close(bt:narrow(1, 2, 1), x_high))
+    local h1 = D.guide(toy(x_low, 300, far), toy(x_low, 300, un), 7)
+    local h2 = D.guide(toy(x_high, 300, near), toy(x_high, 300, un), 7)
+    assert.is_true(close(e, lp(h1) + h2 - lp(h2)))
+    -- a new run (t not decreasing) starts from x_t again
+    toy.inputs = {}
+    est(x1, 600)
+    assert.are.equal(3, toy.inputs[1].shape[1])
   end)
 end)
 

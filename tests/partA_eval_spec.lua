@@ -57,8 +57,9 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
     end
     -- the calibrated low-pass for 28x28 digits is the default
     assert.are.same({ kind = "dct", keep = 6 }, r.hybrid_options.filter)
-    assert.are.equal(15, r.hybrid_options.cfg_high)   -- the near prompt's calibrated CFG on 28x28 digits
+    assert.are.equal("own", r.hybrid_options.isolate)   -- and the band isolation calibrated with it
     assert.are.equal(7, r.hybrid_options.cfg_low)
+    assert.are.equal(7, r.hybrid_options.cfg_high)
     for _, h in ipairs(r.hybrids) do
       assert.is_true(h.blank_low >= 0 and h.blank_low <= 2 and h.blank_high >= 0 and h.blank_high <= 2, h.pair)
     end

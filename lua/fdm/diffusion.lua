@@ -26,7 +26,7 @@
 --   D.conditional(model, cond)
 --   D.cfg(model, cond, uncond, g)      -- eps = eps_u + g (eps_c - eps_u); var of the cond pass
 --   D.anagram(model, {{cond=, view=}, ...}, uncond, g)   -- mean of view^-1(eps(view(x)))
---   D.hybrid(model, cond_low, cond_high, uncond, g, {filter = D.hybrid_filter(model.image_shape)})
+--   D.hybrid(model, cond_low, cond_high, uncond, g, {filter = D.hybrid_filter(model.image_shape), isolate = "own"})
 --   D.lowpass(x, filter) ; D.hybrid_filter(image_shape) (Gaussian k33 s2 from 64 px up, DCT below)
 --   D.views.identity / flip / rot90 / rot180 / rot270 / negate / jigsaw(grid, perm)
 -- Samplers: objects a script creates and steps
@@ -419,17 +419,24 @@ end
 -- whole estimate, so the layout is the far digit's before the bands split);
 -- isolate ("far" or "both"): that prompt's pass sees only its own band of x_t,
 -- the other band replaced by fresh noise of x_t's level, so it cannot copy the
--- other prompt's strokes into its band
+-- other prompt's strokes into its band; "own": each pass sees its own band of
+-- x_t and, for the other band, its own x0 estimate of the previous step
+-- noised to t (x_t itself on a run's first step). Each prompt then sees an
+-- image of its own digit and draws that digit's strokes, not the other's
+-- (on 28x28 digits the near pass otherwise sharpens the far digit's blur
+-- into strokes); a run starts again when t does not decrease
+-- (docs/partA.md, "Hybrids on 28x28 digits")
 function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
   opts = opts or {}
   local filter = opts.filter and D.check_filter(opts.filter, 2)
     or { kind = "gaussian", kernel = opts.kernel or 33, sigma = opts.sigma or 2 }
   local g_low, g_high = opts.cfg_low or g, opts.cfg_high or g
   local low_above, isolate = opts.low_above, opts.isolate
-  if isolate ~= nil and isolate ~= "far" and isolate ~= "both" then
-    error("diffusion.hybrid: isolate must be \"far\" or \"both\", got " .. tostring(isolate), 2)
+  if isolate ~= nil and isolate ~= "far" and isolate ~= "both" and isolate ~= "own" then
+    error("diffusion.hybrid: isolate must be \"far\", \"both\" or \"own\", got " .. tostring(isolate), 2)
   end
   local function lp(v) return D.lowpass(v, filter) end
+  local own, last_t = {}, nil   -- isolate "own": each pass's x0 estimate of the previous step
   return function(x, t)
     local guided = uncond ~= nil and ((g_low or 1) ~= 1 or (g_high or 1) ~= 1)
     if low_above and t >= low_above then
@@ -441,7 +448,21 @@ function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
       return e1, r[1][2]
     end
     local x_low, x_high = x, x
-    if isolate then
+    local sch = sched_of(model)
+    if isolate == "own" then
+      if last_t == nil or t >= last_t then own = {} end   -- a new run
+      last_t = t
+      local a, b = math.sqrt(sch:abar(t)), math.sqrt(1 - sch:abar(t))
+      local lx = lp(x)
+      if own.far then
+        local o = own.far * a + fdm.randn_like(x) * b
+        x_low = lx + o - lp(o)
+      end
+      if own.near then
+        local o = own.near * a + fdm.randn_like(x) * b
+        x_high = x - lx + lp(o)
+      end
+    elseif isolate then
       local level = math.sqrt(1 - sched_of(model):abar(t))
       local lx = lp(x)
       local n1 = fdm.randn_like(x) * level
@@ -459,6 +480,10 @@ function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
     local r = D.eval_batch(model, jobs, t)
     local e1, e2 = r[1][1], r[2][1]
     if guided then e1, e2 = guide(e1, r[3][1], g_low), guide(e2, (r[4] or r[3])[1], g_high) end
+    if isolate == "own" then
+      own.far = fdm.clamp(D.x0_from_eps(sch, x_low, t, e1), -1, 1)
+      own.near = fdm.clamp(D.x0_from_eps(sch, x_high, t, e2), -1, 1)
+    end
     return lp(e1) + e2 - lp(e2), r[1][2]
   end
 end

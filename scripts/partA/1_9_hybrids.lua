@@ -2,14 +2,14 @@
 -- each with CFG; highpass = eps - lowpass(eps). The low-pass is calibrated
 -- for the image size (D.hybrid_filter): the course's Gaussian (kernel 33,
 -- sigma 2) for 64x64 images, on 28x28 digits the DCT projection keeping the
--- 6 lowest frequencies per axis, with the near prompt's CFG at 15
--- (docs/partA.md). Two hybrids on the MNIST DDPM: "0" (far) + "6" (near) and
--- "1" (far) + "8" (near), the pairs that read both ways (docs/partA.md). Each
--- row: the hybrid, its low-pass (what is seen from afar) and its high-pass
--- (+0.5) for n samples.
+-- 6 lowest frequencies per axis, each prompt's pass seeing the other band
+-- from its own previous estimate (--isolate own; docs/partA.md). Two
+-- hybrids: "0" (far) + "1" (near) and "8" (far) + "7" (near). Each row: the
+-- hybrid, its low-pass (what is seen from afar) and its high-pass (+0.5) for
+-- n samples.
 --   ./build/fdm scripts/partA/1_9_hybrids.lua [--prompts "0,1"] [--n 2]
 --     [--filter auto|gaussian|dct] [--keep 6] [--kernel 33 --sigma 2]
---     [--cfg-low G] [--cfg-high G] [--low-above T] [--isolate far|both]   (variants: docs/partA.md)
+--     [--cfg-low G] [--cfg-high G] [--low-above T] [--isolate auto|none|far|both|own]   (variants: docs/partA.md)
 -- Writes out/partA/1_9_hybrids.png.
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D = C.D
@@ -19,15 +19,16 @@ local args = C.parse("1_9_hybrids", "Part A 1.9: hybrid images", {
   { "prompts", "string", nil, "low-frequency prompt,high-frequency prompt (one hybrid of your own)" },
   { "n", "int", 2, "samples per hybrid", min = 1 },
   { "cfg-low", "number", nil, "CFG scale of the far (low-pass) prompt (default --cfg)" },
-  { "cfg-high", "number", nil, "CFG scale of the near (high-pass) prompt (default 15 on images under 64 px, else --cfg)" },
+  { "cfg-high", "number", nil, "CFG scale of the near (high-pass) prompt (default --cfg)" },
   { "low-above", "int", nil, "timesteps t >= this take the far prompt's whole estimate", min = 0 },
-  { "isolate", "choice", "none", "a prompt's pass sees only its band of x_t (none, far, both)", choices = { "none", "far", "both" } },
+  { "isolate", "choice", "auto", "what each prompt's pass sees of the other band (auto: own under 64 px, else none)",
+    choices = C.ISOLATE_CHOICES },
 }, { cfg = 7 })
 local model = C.load_model(args)
 local filter = C.hybrid_filter(args, model)
-local cfg_high = C.hybrid_cfg_high(args.cfg_high, model, args.cfg)
+local isolate = C.hybrid_isolate(args.isolate, model)
 C.seed(args)
-local hybrids = { { "0", "6" }, { "1", "8" } }
+local hybrids = { { "0", "1" }, { "8", "7" } }
 if args.prompts then
   local p = C.two_prompts(args)
   hybrids = { p }
@@ -36,8 +37,8 @@ local uncond = C.encode(model, "", args)
 local ims, names = {}, {}
 for _, h in ipairs(hybrids) do
   local est = D.hybrid(model, C.encode(model, h[1], args), C.encode(model, h[2], args), uncond, args.cfg,
-    { filter = filter, cfg_low = args.cfg_low, cfg_high = cfg_high,
-      low_above = args.low_above, isolate = args.isolate ~= "none" and args.isolate or nil })
+    { filter = filter, cfg_low = args.cfg_low, cfg_high = args.cfg_high,
+      low_above = args.low_above, isolate = isolate })
   local x = D.sample(model, args.n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local low = D.lowpass(x, filter)
   for i = 1, args.n do
@@ -50,4 +51,5 @@ end
 local cols = {}
 for i = 1, args.n do cols[#cols + 1] = "hybrid"; cols[#cols + 1] = "low-pass"; cols[#cols + 1] = "high-pass" end
 C.save_grid(C.out_file(args, "1_9_hybrids.png"), ims, { nrow = 3 * args.n, col_captions = cols, row_captions = names,
-  scale = 3, title = string.format("hybrid images, %s, CFG %g far / %g near", D.filter_name(filter), args.cfg_low or args.cfg, cfg_high) })
+  scale = 3, title = string.format("hybrid images, %s%s, CFG %g far / %g near", D.filter_name(filter),
+    isolate and (", isolate " .. isolate) or "", args.cfg_low or args.cfg, args.cfg_high or args.cfg) })

@@ -202,16 +202,17 @@ function C.hybrid_filter(args, model)
   return { kind = "gaussian", kernel = args.kernel or 33, sigma = args.sigma or 2 }
 end
 
--- The near (high-pass) prompt's CFG scale when the user gives none: on
--- images under 64 pixels (the 28x28 digits) 15, measured with the DCT
--- low-pass (docs/partA.md: it lets the near digit's strokes win over the far
--- digit's edges); from 64 pixels up, IF's images, the course's --cfg.
-C.HYBRID_NEAR_CFG_SMALL = 15
-function C.hybrid_cfg_high(given, model, cfg)
-  if given then return given end
-  local h, w = model.image_shape[2], model.image_shape[3]
-  if math.min(h, w) < 64 then return C.HYBRID_NEAR_CFG_SMALL end
-  return cfg
+-- The hybrids' band isolation when the user gives none ("auto"): on images
+-- under 64 pixels (the 28x28 digits) "own", each prompt's pass seeing the
+-- other band from its own previous estimate (D.hybrid; docs/partA.md); from
+-- 64 pixels up, IF's images, none, as the course.
+C.ISOLATE_CHOICES = { "auto", "none", "far", "both", "own" }
+function C.hybrid_isolate(choice, model)
+  if choice == "auto" then
+    local h, w = model.image_shape[2], model.image_shape[3]
+    choice = math.min(h, w) < 64 and "own" or "none"
+  end
+  return choice ~= "none" and choice or nil
 end
 
 function C.timesteps(args) return D.strided_timesteps { steps = args.steps } end

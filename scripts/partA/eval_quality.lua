@@ -44,9 +44,9 @@ local args = C.parse("eval_quality", "Part A: classifier-measured quality of CFG
   { "view", "choice", "rot180", "the view of --pairs entries that name none", choices = VIEWS },
   { "hybrid-pairs", "string", DEFAULT_HYBRIDS, "hybrid pairs low:high (far:near), comma-separated" },
   { "hybrid-cfg-low", "number", nil, "hybrids: CFG scale of the far (low-pass) prompt (default --cfg)" },
-  { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default 15 on images under 64 px, else --cfg)" },
-  { "hybrid-isolate", "choice", "none", "hybrids: a prompt's pass sees only its band of x_t (none, far, both)",
-    choices = { "none", "far", "both" } },
+  { "hybrid-cfg-high", "number", nil, "hybrids: CFG scale of the near (high-pass) prompt (default --cfg)" },
+  { "hybrid-isolate", "choice", "auto", "hybrids: what each prompt's pass sees of the other band (auto: own under 64 px, else none)",
+    choices = C.ISOLATE_CHOICES },
   { "hybrid-low-above", "int", nil, "hybrids: timesteps t >= this take the far prompt's whole estimate", min = 0 },
   { "sections", "string", "cfg,anagrams,hybrids", "what to measure (comma-separated subset)" },
   { "ref", "int", 1000, "MNIST test digits for the readout calibration (0 = skip)", min = 0 },
@@ -110,7 +110,8 @@ local uncond = C.encode(model, "", args)
 local guided = args.cfg ~= 1
 local filter = C.hybrid_filter(args, model)
 local filter_name = D.filter_name(filter)
-local hybrid_cfg_high = C.hybrid_cfg_high(args.hybrid_cfg_high, model, args.cfg)
+local hybrid_cfg_high = args.hybrid_cfg_high or args.cfg
+local hybrid_isolate = C.hybrid_isolate(args.hybrid_isolate, model)
 print(("model %s (D=%s), classifier %s"):format(args.model, tostring(model.hidden), args.classifier or cls.default_weights()))
 print(("seed %d, n %d, %d steps (%d..%d), cfg %g%s"):format(args.seed, args.n, #ts, ts[1], ts[#ts], args.cfg,
   args.threshold and ", dynamic thresholding" or ""))
@@ -351,7 +352,7 @@ if sections.hybrids and #hybrid_list > 0 then
   out(("[hybrids] CFG %g (far %g, near %g)%s, %d samples per pair, low-pass = %s"):format(args.cfg,
     args.hybrid_cfg_low or args.cfg, hybrid_cfg_high,
     (args.hybrid_low_above and (", far prompt alone for t >= " .. args.hybrid_low_above) or "")
-    .. (args.hybrid_isolate ~= "none" and (", isolated bands: " .. args.hybrid_isolate) or ""), args.n, filter_name))
+    .. (hybrid_isolate and (", isolated bands: " .. hybrid_isolate) or ""), args.n, filter_name))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
   out("  (positive part of x - lowpass(x), not min/max-rescaled); [plain low | min/max high] = the literal readouts")
   if GUARD then
@@ -364,15 +365,16 @@ if sections.hybrids and #hybrid_list > 0 then
   out("  low:high |   n |   low |  high |  both | seed | plain low | min/max high | blank low/high")
   result.hybrids = {}
   result.hybrid_options = { filter = filter, cfg_low = args.hybrid_cfg_low or args.cfg,
-    cfg_high = hybrid_cfg_high, low_above = args.hybrid_low_above, isolate = args.hybrid_isolate }
+    cfg_high = hybrid_cfg_high, low_above = args.hybrid_low_above, isolate = hybrid_isolate or "none" }
   for i, h in ipairs(hybrid_list) do
     local seed = args.seed + 200 + i
     fdm.manual_seed(seed)
     local est = D.hybrid(model, C.encode(model, tostring(h.low), args), C.encode(model, tostring(h.high), args),
       uncond, args.cfg, { filter = filter, cfg_low = args.hybrid_cfg_low,
         cfg_high = hybrid_cfg_high, low_above = args.hybrid_low_above,
-        isolate = args.hybrid_isolate ~= "none" and args.hybrid_isolate or nil })
-    local x, dt = timed_sample(args.n, guided and 3 or 2, function()
+        isolate = hybrid_isolate })
+    -- far and near passes, with CFG an unconditional pass on each input (one when both see x)
+    local x, dt = timed_sample(args.n, (guided and (hybrid_isolate and 4 or 3) or 2), function()
       return D.sample(model, args.n, C.sampler_opts(args, { estimator = est, timesteps = ts }))
     end)
     x = fdm.clamp(x, -1, 1)   -- read the image as it is shown (a sampler without clipping may leave [-1, 1])
@@ -412,7 +414,7 @@ local rate = timing.seconds > 0 and timing.images / timing.seconds or 0
 local eval_rate = timing.seconds > 0 and timing.evals / timing.seconds or 0
 -- the workload of the defaults (--n 50, 34 steps, the default pairs) in model image-evaluations
 local function count(s) local k = 0; for _ in s:gmatch("[^,]+") do k = k + 1 end; return k end
-local default_evals = 33 * 50 * (10 * 2 + count(DEFAULT_PAIRS) * 4 + count(DEFAULT_HYBRIDS) * 3)
+local default_evals = 33 * 50 * (10 * 2 + count(DEFAULT_PAIRS) * 4 + count(DEFAULT_HYBRIDS) * 4)
 local estimate = eval_rate > 0 and default_evals / eval_rate or 0
 out("")
 out(("timing: %d images (%d model image-evaluations) in %.1f s of sampling: %.2f images/s, %.0f evals/s; %.1f s in all")
