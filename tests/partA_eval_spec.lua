@@ -118,6 +118,22 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 end)
 
+describe("the shipped DDPM's hybrids (1_9_hybrids' pairs, the calibrated defaults)", function()
+  it("read both ways: the far digit from afar, the near digit close up, in at least half the samples", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local out, rc = sh("OMP_NUM_THREADS=2 " .. BIN .. " scripts/partA/eval_quality.lua --sections hybrids --hybrid-pairs 0:1,8:7" ..
+      " --n 12 --ref 0 --out " .. dir)
+    assert.are.equal(0, rc, out)
+    local r = dofile(dir .. "/quality.txt")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.are.equal("own", r.hybrid_options.isolate)
+    for _, h in ipairs(r.hybrids) do   -- measured with --n 50: 1.00 and 0.94
+      assert.is_true(h.both >= 0.5, ("%s: both %.2f (low %.2f, high %.2f)"):format(h.pair, h.both, h.low, h.high))
+    end
+  end)
+end)
+
 describe("the main demo's anagram (scripts/anagram.lua defaults)", function()
   it("is an illusion real digits do not make: under 20 % of real p1 digits read as p2 in the view", function()
     local C = dofile("scripts/partA/common.lua")
