@@ -40,10 +40,7 @@ local function run(op, opts, x, w, b)
   return F[op](x, w, b, opts)
 end
 
-local function rel(a, b)
-  local scale = b:abs():max():item()
-  return (a - b):abs():max():item() / (scale > 0 and scale or 1)
-end
+local rel = H.rel_max
 
 local function bf16(t) return t:to("bfloat16"):float() end
 

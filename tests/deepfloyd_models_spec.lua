@@ -14,10 +14,7 @@ local L = require "fdm.deepfloyd.loader"
 
 local ROOT = "tests/data/deepfloyd-tiny"
 
-local function rel(a, b)
-  local m = b:abs():max():item()
-  return (a - b):abs():max():item() / (m > 0 and m or 1)
-end
+local rel = require("helpers").rel_max
 
 local function golden_names(g)
   local names = {}

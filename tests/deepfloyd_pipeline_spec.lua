@@ -10,10 +10,7 @@ local D = require "fdm.diffusion"
 local ROOT = "tests/data/deepfloyd-tiny"
 local FDM = os.getenv("FDM_BIN") or "./build/fdm"
 
-local function rel(a, b)
-  local m = b:abs():max():item()
-  return (a - b):abs():max():item() / (m > 0 and m or 1)
-end
+local rel = require("helpers").rel_max
 
 describe("deepfloyd scheduler", function()
   local s = S.load(ROOT .. "/scheduler")

@@ -133,6 +133,12 @@ function H.allclose(got, exp, opts)
   return false, msg
 end
 
+-- max |got - exp| relative to max |exp| (absolute where exp is all zero)
+function H.rel_max(got, exp)
+  local m = exp:abs():max():item()
+  return (got - exp):abs():max():item() / (m > 0 and m or 1)
+end
+
 function H.assert_close(got, exp, opts, label)
   if got == nil then error((label or "value") .. ": got nil", 2) end
   local ok, msg = H.allclose(got, exp, opts)
