@@ -325,6 +325,8 @@ describe("visual anagrams and hybrids", function()
     assert.are.same({ kind = "dct", keep = 6 }, D.hybrid_filter({ 1, 28, 28 }))
     assert.are.same({ kind = "gaussian", kernel = 33, sigma = 2 }, D.hybrid_filter({ 3, 64, 64 }))
     assert.are.same({ kind = "dct", keep = 12 }, D.hybrid_filter({ 1, 56, 56 }))
+    assert.are.equal("own", D.hybrid_isolate({ 1, 28, 28 }))
+    assert.is_nil(D.hybrid_isolate({ 3, 64, 64 }))
     local x = fdm.randn(1, 1, 28, 28)
     local cases = {
       { { kind = "dct" }, "keep = a positive integer" },

@@ -334,15 +334,27 @@ end
 --     is seen from afar. A Gaussian passes a quarter of the band around its
 --     half-power frequency into both bands, which on 28x28 digits (strokes 2-3
 --     pixels wide, the whole digit ~20) is where both digits live.
--- D.hybrid_filter(image_shape) is the calibrated default for that size
--- (docs/partA.md, "Hybrids on 28x28 digits"): the course's Gaussian from 64
--- pixels up, below that the DCT projection keeping 6 of every 28 frequencies.
+-- D.hybrid_filter(image_shape) and D.hybrid_isolate(image_shape) are the
+-- calibrated defaults for that size (docs/partA.md, "Hybrids on 28x28
+-- digits"): from 64 pixels up the course's Gaussian and estimator; below,
+-- the DCT projection keeping 6 of every 28 frequencies and isolate "own".
 D.HYBRID_DCT_KEEP_PER_28 = 6
 
+local function min_side(image_shape) return math.min(image_shape[#image_shape - 1], image_shape[#image_shape]) end
+
+-- the DCT cutoff calibrated on 28x28 digits, scaled to the image's smaller side
+function D.dct_keep_for(image_shape)
+  return math.max(1, math.floor(min_side(image_shape) * D.HYBRID_DCT_KEEP_PER_28 / 28 + 0.5))
+end
+
 function D.hybrid_filter(image_shape)
-  local h, w = image_shape[#image_shape - 1], image_shape[#image_shape]
-  if math.min(h, w) >= 64 then return { kind = "gaussian", kernel = 33, sigma = 2 } end
-  return { kind = "dct", keep = math.max(1, math.floor(math.min(h, w) * D.HYBRID_DCT_KEEP_PER_28 / 28 + 0.5)) }
+  if min_side(image_shape) >= 64 then return { kind = "gaussian", kernel = 33, sigma = 2 } end
+  return { kind = "dct", keep = D.dct_keep_for(image_shape) }
+end
+
+function D.hybrid_isolate(image_shape)
+  if min_side(image_shape) >= 64 then return nil end
+  return "own"
 end
 
 function D.filter_name(f)
@@ -452,7 +464,8 @@ function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
     if isolate == "own" then
       if last_t == nil or t >= last_t then own = {} end   -- a new run
       last_t = t
-      local a, b = math.sqrt(sch:abar(t)), math.sqrt(1 - sch:abar(t))
+      local ab = sch:abar(t)
+      local a, b = math.sqrt(ab), math.sqrt(1 - ab)
       local lx = lp(x)
       if own.far then
         local o = own.far * a + fdm.randn_like(x) * b
@@ -463,7 +476,7 @@ function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
         x_high = x - lx + lp(o)
       end
     elseif isolate then
-      local level = math.sqrt(1 - sched_of(model):abar(t))
+      local level = math.sqrt(1 - sch:abar(t))
       local lx = lp(x)
       local n1 = fdm.randn_like(x) * level
       x_low = lx + n1 - lp(n1)

@@ -190,28 +190,23 @@ function C.hybrid_filter(args, model)
   end
   if kind == "dct" then
     if gauss then cli.usage_error(args.name .. ": --kernel and --sigma set a Gaussian low-pass; --filter dct takes --keep") end
-    local f = args.keep and { kind = "dct", keep = args.keep } or D.hybrid_filter(model.image_shape)
-    if f.kind ~= "dct" then f = { kind = "dct", keep = math.floor(model.image_shape[3] * D.HYBRID_DCT_KEEP_PER_28 / 28 + 0.5) } end
+    local keep = args.keep or D.dct_keep_for(model.image_shape)
     local h, w = model.image_shape[2], model.image_shape[3]
-    if f.keep > math.min(h, w) then
-      cli.usage_error(("%s: --keep %d is more frequencies than a %dx%d image has"):format(args.name, f.keep, h, w))
+    if keep > math.min(h, w) then
+      cli.usage_error(("%s: --keep %d is more frequencies than a %dx%d image has"):format(args.name, keep, h, w))
     end
-    return f
+    return { kind = "dct", keep = keep }
   end
   if args.keep then cli.usage_error(args.name .. ": --keep sets a DCT low-pass; --filter gaussian takes --kernel and --sigma") end
   return { kind = "gaussian", kernel = args.kernel or 33, sigma = args.sigma or 2 }
 end
 
--- The hybrids' band isolation when the user gives none ("auto"): on images
--- under 64 pixels (the 28x28 digits) "own", each prompt's pass seeing the
--- other band from its own previous estimate (D.hybrid; docs/partA.md); from
--- 64 pixels up, IF's images, none, as the course.
+-- The hybrids' band isolation: "auto" is the calibrated one for the image
+-- size (D.hybrid_isolate: "own" under 64 pixels, none from 64 up, as the
+-- course); nil for none.
 C.ISOLATE_CHOICES = { "auto", "none", "far", "both", "own" }
 function C.hybrid_isolate(choice, model)
-  if choice == "auto" then
-    local h, w = model.image_shape[2], model.image_shape[3]
-    choice = math.min(h, w) < 64 and "own" or "none"
-  end
+  if choice == "auto" then return D.hybrid_isolate(model.image_shape) end
   return choice ~= "none" and choice or nil
 end
 

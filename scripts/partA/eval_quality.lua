@@ -143,15 +143,14 @@ local function predict(x01) return cls.predict(net, x01):tolist() end
 local function per_image(v, fn) local n = v.shape[1]; return fn(v:reshape(n, v:numel() // n)):tolist() end
 function R.low_contrast(x) return per_image(R.lowpass(x), function(f) return f:max(2) - f:min(2) end) end
 function R.high_ink(x) return per_image(R.high(x), function(f) return f:sum(2) end) end
-local GUARD
-do
+-- the limits from the first 1000 test digits (nil without the test set)
+local function blank_guard()
   local okd, ds = pcall(C.mnist_test)
-  if okd then
-    local n = math.min(1000, ds.n or ds.images.shape[1])
-    local x = M.to_model(ds.images:narrow(1, 1, n):contiguous())
-    local function faintest(list) table.sort(list); return list[math.max(1, math.floor(#list * 0.01))] end
-    GUARD = { low = 0.5 * faintest(R.low_contrast(x)), high = 0.5 * faintest(R.high_ink(x)), n = n }
-  end
+  if not okd then return nil end
+  local n = math.min(1000, ds.n or ds.images.shape[1])
+  local x = M.to_model(ds.images:narrow(1, 1, n):contiguous())
+  local function faintest(list) table.sort(list); return list[math.max(1, math.floor(#list * 0.01))] end
+  return { low = 0.5 * faintest(R.low_contrast(x)), high = 0.5 * faintest(R.high_ink(x)), n = n }
 end
 local BLANK_READ = -1
 -- the classifier's readings of a band, BLANK_READ where the band is too faint
@@ -212,6 +211,11 @@ if args.ref > 0 then
     local n = math.min(args.ref, ds.n or ds.images.shape[1])
     local x = M.to_model(ds.images:narrow(1, 1, n):contiguous())
     local y = ds.labels:narrow(1, 1, n):tolist()
+    local function indices_of(d)   -- 0-based rows of the real digits labelled d
+      local idx = {}
+      for i = 1, n do if y[i] == d then idx[#idx + 1] = i - 1 end end
+      return idx
+    end
     local function acc(x01)
       local p, k = predict(x01), 0
       for i = 1, n do if p[i] == y[i] then k = k + 1 end end
@@ -225,8 +229,7 @@ if args.ref > 0 then
     if sections.anagrams and #pairs_list > 0 then
       local parts = {}
       for _, pr in ipairs(pairs_list) do
-        local idx = {}
-        for i = 1, n do if y[i] == pr.p1 then idx[#idx + 1] = i - 1 end end
+        local idx = indices_of(pr.p1)
         local r = 0 / 0
         if #idx > 0 then
           local xi = fdm.index_select(x, 1, fdm.tensor(idx, { dtype = "int64" }))
@@ -245,13 +248,8 @@ if args.ref > 0 then
       -- i-th near digit's high-pass (a digit never paired with itself)
       local parts = {}
       ref.hybrids = {}
-      local function of_digit(d)
-        local idx = {}
-        for i = 1, n do if y[i] == d then idx[#idx + 1] = i - 1 end end
-        return idx
-      end
       for _, h in ipairs(hybrid_list) do
-        local fi, ni = of_digit(h.low), of_digit(h.high)
+        local fi, ni = indices_of(h.low), indices_of(h.high)
         if h.low == h.high then   -- split the digit's images into two halves
           local half = #fi // 2
           ni = table.move(fi, half + 1, 2 * half, 1, {})
@@ -355,10 +353,11 @@ if sections.hybrids and #hybrid_list > 0 then
     .. (hybrid_isolate and (", isolated bands: " .. hybrid_isolate) or ""), args.n, filter_name))
   out("  read as `low` in the low-pass (min/max-normalised, contrast-stretched) and as `high` in the high-pass")
   out("  (positive part of x - lowpass(x), not min/max-rescaled); [plain low | min/max high] = the literal readouts")
-  if GUARD then
+  local guard = blank_guard()
+  if guard then
     out(("  a band reads as blank below half the faintest 1 %% of %d real digits: low-band contrast %.3f, high-band ink %.2f"):format(
-      GUARD.n, GUARD.low, GUARD.high))
-    result.blank_guard = { low_contrast = GUARD.low, high_ink = GUARD.high, real_digits = GUARD.n }
+      guard.n, guard.low, guard.high))
+    result.blank_guard = { low_contrast = guard.low, high_ink = guard.high, real_digits = guard.n }
   else
     out("  no MNIST test set: faint bands are not flagged as blank")
   end
@@ -379,8 +378,8 @@ if sections.hybrids and #hybrid_list > 0 then
     end)
     x = fdm.clamp(x, -1, 1)   -- read the image as it is shown (a sampler without clipping may leave [-1, 1])
     local lo, hi = R.low(x), R.high(x)
-    local a = predict_band(lo, R.low_contrast(x), GUARD and GUARD.low)
-    local b = predict_band(hi, R.high_ink(x), GUARD and GUARD.high)
+    local a = predict_band(lo, R.low_contrast(x), guard and guard.low)
+    local b = predict_band(hi, R.high_ink(x), guard and guard.high)
     local a2, b2 = predict(R.low_plain(x)), predict(R.high_minmax(x))
     local k1, k2, kb, l2, h2, bl, bh = 0, 0, 0, 0, 0, 0, 0
     for j = 1, args.n do
