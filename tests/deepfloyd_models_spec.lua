@@ -91,6 +91,97 @@ describe("deepfloyd T5 encoder", function()
   end)
 end)
 
+-- config keys whose effect the tiny folders do not exercise (their configs
+-- keep diffusers' defaults), each against diffusers 0.21.4's rule
+describe("deepfloyd UNet config rules", function()
+  local function cfg_with(edit)
+    local c = L.json_decode(L.read_file(ROOT .. "/if-i/unet/config.json"))
+    edit(c)
+    return c
+  end
+  local function has_self_kv(spec, pre)
+    for _, e in ipairs(spec) do if e[1] == pre .. ".to_k.weight" then return true end end
+    return false
+  end
+  local function attention_prefixes(spec)
+    local seen, list = {}, {}
+    for _, e in ipairs(spec) do
+      local pre = e[1]:match("^(.-%.attentions%.%d+)%.to_q%.weight$")
+      if pre and not seen[pre] then seen[pre] = true; list[#list + 1] = pre end
+    end
+    return list
+  end
+
+  it("only_cross_attention: a single true drops self keys everywhere, the mid block included", function()
+    local spec = U.spec(cfg_with(function(c) c.only_cross_attention = true end))
+    local pres = attention_prefixes(spec)
+    assert.is_true(#pres >= 3)
+    for _, pre in ipairs(pres) do assert.is_false(has_self_kv(spec, pre), pre) end
+  end)
+
+  it("only_cross_attention: a per-block list leaves the mid block with self keys unless mid_block_only_cross_attention says", function()
+    local spec = U.spec(cfg_with(function(c) c.only_cross_attention = { true, true, true, true } end))
+    assert.is_true(has_self_kv(spec, "mid_block.attentions.0"))
+    assert.is_false(has_self_kv(spec, "down_blocks.3.attentions.0"))
+    spec = U.spec(cfg_with(function(c)
+      c.only_cross_attention = { true, true, true, true }; c.mid_block_only_cross_attention = true
+    end))
+    assert.is_false(has_self_kv(spec, "mid_block.attentions.0"))
+    spec = U.spec(cfg_with(function(c) c.mid_block_only_cross_attention = true end))
+    assert.is_false(has_self_kv(spec, "mid_block.attentions.0"))
+    assert.is_true(has_self_kv(spec, "down_blocks.3.attentions.0"))
+  end)
+
+  it("an only-cross attention layer attends to the prompt alone (against plain softmax(QK^T/sqrt(d))V)", function()
+    local cfg = cfg_with(function(c) c.only_cross_attention = true end)
+    local spec = U.spec(cfg)
+    fdm.manual_seed(3)
+    local net = U.new(cfg, U.random_params(spec), { collect = false })
+    local a = net.plan.mid.attentions[1]
+    local B, C, H, W, Lc = 2, a.c, 2, 2, 5
+    local x = fdm.randn({ B, C, H, W })
+    local ctx = fdm.randn({ B, Lc, net.plan.context_dim })
+    local got = net:attention(a, x, ctx)
+    -- the reference, one image and one head at a time from plain ops
+    local p, F = net.p, fdm.F
+    local h = F.group_norm(x, net.plan.groups, p[a.pre .. ".group_norm.weight"], p[a.pre .. ".group_norm.bias"], 1e-5)
+    local cn = F.group_norm(ctx:transpose(2, 3), 32, p[a.pre .. ".norm_cross.weight"], p[a.pre .. ".norm_cross.bias"], 1e-5)
+    local function lin(pre, t) return t:matmul(p[pre .. ".weight"]:float():t()) + p[pre .. ".bias"] end
+    local worst = 0
+    for b = 1, B do
+      local tok = h:narrow(1, b, 1):reshape(C, H * W):t()        -- [HW, C]
+      local c = cn:narrow(1, b, 1):reshape(cn.shape[2], Lc):t()  -- [Lc, D]
+      local q, k, v = lin(a.pre .. ".to_q", tok), lin(a.pre .. ".add_k_proj", c), lin(a.pre .. ".add_v_proj", c)
+      local heads = {}
+      for hh = 1, a.heads do
+        local qs, ks, vs = q:narrow(2, (hh - 1) * a.hd + 1, a.hd), k:narrow(2, (hh - 1) * a.hd + 1, a.hd),
+          v:narrow(2, (hh - 1) * a.hd + 1, a.hd)
+        heads[hh] = F.softmax(qs:matmul(ks:t()) / math.sqrt(a.hd), 2):matmul(vs)
+      end
+      local o = lin(a.pre .. ".to_out.0", fdm.cat(heads, 2)):t():reshape(C, H, W) + x:narrow(1, b, 1):reshape(C, H, W)
+      worst = math.max(worst, rel(got:narrow(1, b, 1):reshape(C, H, W), o))
+    end
+    assert.is_true(worst < 1e-5, ("rel %.3g"):format(worst))
+  end)
+
+  it("center_input_sample maps the sample to 2x - 1 first", function()
+    local g = fdm.io.load_safetensors(ROOT .. "/if-i/golden.safetensors")
+    local plain = U.load(ROOT .. "/if-i")
+    local cfg = cfg_with(function(c) c.center_input_sample = true end)
+    local centred = U.new(cfg, plain.p, { collect = false })
+    local x, t, e = g["input.sample"], g["input.timestep"], g["input.encoder_hidden_states"]
+    local a = fdm.no_grad(function() return centred(x, t, e) end)
+    local b = fdm.no_grad(function() return plain(x * 2 - 1, t, e) end)
+    assert.are.equal(0, (a - b):abs():max():item())
+  end)
+
+  it("refuses num_attention_heads, as diffusers 0.21 does", function()
+    local ok, e = pcall(U.spec, cfg_with(function(c) c.num_attention_heads = 8 end))
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("num_attention_heads", 1, true))
+  end)
+end)
+
 describe("deepfloyd loader errors", function()
   local tmp = os.tmpname()
   setup(function()

@@ -80,7 +80,15 @@ function U.spec(cfg)
   end
   local layers = per_block(val(cfg.layers_per_block, 2), nb, "layers_per_block")
   local head_dim = per_block(val(cfg.attention_head_dim, 8), nb, "attention_head_dim")
-  local only_cross = per_block(val(cfg.only_cross_attention, false), nb, "only_cross_attention")
+  local oca = val(cfg.only_cross_attention, false)
+  local only_cross = per_block(oca, nb, "only_cross_attention")
+  -- as diffusers decides it: the config's value, else a single only_cross_attention, else false
+  local mid_only = val(cfg.mid_block_only_cross_attention, nil)
+  if mid_only == nil then mid_only = type(oca) == "boolean" and oca or false end
+  if not null(cfg.num_attention_heads) then
+    -- diffusers 0.21 refuses it too; SimpleCrossAttn blocks take attention_head_dim
+    error("unet config: num_attention_heads is not supported (attention_head_dim gives the heads)", 0)
+  end
   local cad = val(cfg.cross_attention_dim, 1280)
   if type(cad) == "table" then error("unet config: a per-block cross_attention_dim is not supported", 0) end
   local cnorm = val(cfg.cross_attention_norm, nil)
@@ -97,7 +105,7 @@ function U.spec(cfg)
     in_channels = val(cfg.in_channels, 4), out_channels = val(cfg.out_channels, 4),
     cross_norm = cnorm == "group_norm", cad = cad,
     time_embed_act = val(cfg.time_embedding_act_fn, nil), timestep_post_act = val(cfg.timestep_post_act, nil),
-    sample_size = val(cfg.sample_size, 64),
+    sample_size = val(cfg.sample_size, 64), center_input = val(cfg.center_input_sample, false),
   }
   if plan.timestep_post_act ~= nil then error("unet config: timestep_post_act is not supported", 0) end
   act_fn(plan.act)
@@ -199,7 +207,7 @@ function U.spec(cfg)
   local cl = boc[nb]
   plan.mid = {
     resnets = { resnet("mid_block.resnets.0", cl, cl, { mid = true }) },
-    attentions = { attention("mid_block.attentions.0", cl, head_dim[nb], only_cross[nb]) },
+    attentions = { attention("mid_block.attentions.0", cl, head_dim[nb], mid_only) },
   }
   plan.mid.resnets[2] = resnet("mid_block.resnets.1", cl, cl, { mid = true })
 
@@ -470,6 +478,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
     error(("unet: prompt embeddings of width %d, the model takes %d"):format(enc.shape[3], pl.context_dim), 2)
   end
   local emb, ctx = self:embed(n, timestep, enc, class_labels, cap)
+  if pl.center_input then sample = sample * 2 - 1 end
   local h = self:conv("conv_in", sample, (pl.kin - 1) // 2)
   if cap then cap.conv_in = h end
   local skips = { h }
