@@ -226,6 +226,80 @@ describe("scripts/sample.lua on the tiny folders", function()
   end)
 end)
 
+-- a Hugging Face hub cache as diffusers leaves it: models--ORG--NAME/refs/main
+-- holds a commit, snapshots/COMMIT/ the published layout as links to files
+describe("model ids from the Hugging Face cache", function()
+  local IF = require "fdm.deepfloyd"
+  local home = os.tmpname()
+  local abs = io.popen("pwd"):read("l") .. "/" .. ROOT
+  local function link_tree(src, dst) -- every file of src as a link in dst, as the hub's snapshots hold them
+    os.execute(("mkdir -p '%s' && for f in '%s'/*; do ln -s \"$f\" '%s'/; done"):format(dst, src, dst))
+  end
+  setup(function()
+    os.remove(home)
+    local hub = home .. "/hub"
+    local s1 = hub .. "/models--DeepFloyd--IF-I-tiny/snapshots/0123abc"
+    link_tree(abs .. "/if-i/unet", s1 .. "/unet")
+    for _, d in ipairs { "scheduler", "text_encoder", "tokenizer" } do link_tree(abs .. "/" .. d, s1 .. "/" .. d) end
+    os.execute(("echo '{\"_class_name\": \"IFPipeline\"}' > '%s/model_index.json'"):format(s1))
+    os.execute(("mkdir -p '%s/models--DeepFloyd--IF-I-tiny/refs' && printf 0123abc > '%s/models--DeepFloyd--IF-I-tiny/refs/main'")
+      :format(hub, hub))
+    -- stage II without a refs/main: named by its commit
+    local s2 = hub .. "/models--DeepFloyd--IF-II-tiny/snapshots/4567def"
+    link_tree(abs .. "/if-ii/unet", s2 .. "/unet")
+    link_tree(abs .. "/scheduler", s2 .. "/scheduler")
+    link_tree(abs .. "/scheduler", s2 .. "/image_noising_scheduler")
+  end)
+  teardown(function() os.execute("rm -rf " .. home) end)
+
+  it("tells model ids from paths and checkpoint files", function()
+    assert.are.same({ org = "DeepFloyd", repo = "IF-I-M-v1.0", revision = "main", name = "DeepFloyd/IF-I-M-v1.0" },
+      L.hub_id("DeepFloyd/IF-I-M-v1.0"))
+    assert.are.equal("fp16", L.hub_id("DeepFloyd/IF-I-M-v1.0@fp16").revision)
+    for _, not_id in ipairs { "runs/ddpm.safetensors", "/abs/IF-I-M", "a/b/c", "IF-I-M", ROOT .. "/if-i", "./x/y" } do
+      assert.is_nil(L.hub_id(not_id), not_id)
+    end
+  end)
+
+  it("finds the snapshot by refs/main or by commit, and says where it looked otherwise", function()
+    local saved = L.hub_cache
+    L.hub_cache = function() return home .. "/hub" end
+    local ok, e = pcall(function()
+      assert.are.equal(home .. "/hub/models--DeepFloyd--IF-I-tiny/snapshots/0123abc", IF.resolve("DeepFloyd/IF-I-tiny"))
+      assert.are.equal(home .. "/hub/models--DeepFloyd--IF-II-tiny/snapshots/4567def", IF.resolve("DeepFloyd/IF-II-tiny@4567def"))
+      local ok2, e2 = pcall(IF.resolve, "DeepFloyd/IF-II-tiny")
+      assert.is_false(ok2)
+      assert.truthy(tostring(e2):find("no revision 'main' under " .. home .. "/hub/models--DeepFloyd--IF-II-tiny", 1, true), e2)
+      assert.truthy(tostring(e2):find("huggingface-cli download DeepFloyd/IF-II-tiny", 1, true), e2)
+      assert.is_true(IF.is_folder("DeepFloyd/IF-I-M-v1.0")) -- an id goes to IF.load, which says what is missing
+    end)
+    L.hub_cache = saved
+    assert(ok, e)
+  end)
+
+  it("the unet/ sub-folder names the folder above it", function()
+    assert.are.equal(ROOT .. "/if-i", IF.resolve(ROOT .. "/if-i/unet"))
+    assert.are.equal(ROOT .. "/if-i", IF.resolve(ROOT .. "/if-i/unet/"))
+    assert.are.equal(ROOT .. "/if-i", IF.resolve(ROOT .. "/if-i"))
+  end)
+
+  it("sample.lua runs stage I and II from ids (HF_HOME), and an id not downloaded is a usage error", function()
+    local out = home .. "/out"
+    local cmd = ("HF_HOME=%s FDM_CACHE=%s/cache %s scripts/sample.lua --model DeepFloyd/IF-I-tiny " ..
+      "--upsampler DeepFloyd/IF-II-tiny@4567def --prompts 'a red boat' --steps 3 --upsampler-steps 2 --out %s 2>&1")
+      :format(home, home, FDM, out)
+    local p = io.popen(cmd)
+    local text = p:read("a")
+    assert.is_true(p:close(), text)
+    assert.is_true(L.exists(out .. "/sample_upsampled.png"), text)
+    p = io.popen(("HF_HOME=%s %s scripts/partA/1_5_sampling.lua --model DeepFloyd/IF-I-XL-v1.0 2>&1; echo rc=$?"):format(home, FDM))
+    text = p:read("a")
+    p:close()
+    assert.truthy(text:find("rc=2", 1, true), text)
+    assert.truthy(text:find("neither a folder nor in the Hugging Face cache", 1, true), text)
+  end)
+end)
+
 describe("Part A scripts on the tiny IF folders", function()
   local out = os.tmpname()
   setup(function() os.remove(out) end)

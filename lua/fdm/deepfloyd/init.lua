@@ -32,6 +32,29 @@ end
 
 local function isdir(p) return L.exists(p .. "/.") or L.exists(p .. "/config.json") end
 
+-- the model folder a user names: a folder (its unet/ sub-folder names the
+-- folder above it), or a model id that diffusers downloaded into the Hugging
+-- Face cache. fdm itself never downloads.
+function IF.resolve(name)
+  local dir = expand_home(name)
+  if isdir(dir) then
+    local above = dir:match("^(.*)/unet/*$")
+    if above and L.exists(dir .. "/config.json") and not L.exists(dir .. "/unet/config.json") then
+      return above ~= "" and above or "/"
+    end
+    return dir
+  end
+  local id = L.hub_id(dir)
+  if id then
+    local snap, looked = L.hub_snapshot(id)
+    if snap then return snap end
+    error(("deepfloyd: '%s' is neither a folder nor in the Hugging Face cache (no revision '%s' under %s). " ..
+      "fdm does not download: accept the licence on huggingface.co/%s/%s, run `huggingface-cli download %s/%s`, " ..
+      "then pass the id again or the folder it printed"):format(name, id.revision, looked, id.org, id.repo, id.org, id.repo), 0)
+  end
+  error(("deepfloyd: no folder '%s'"):format(dir), 0)
+end
+
 -- sub-folder `name` of dir, or of its parent (tiny layout)
 local function find_sub(dir, name, file)
   for _, d in ipairs { dir .. "/" .. name, dir .. "/../" .. name } do
@@ -266,8 +289,8 @@ end
 -- loads a stage I or stage II folder
 function IF.load(dir, opts)
   opts = opts or {}
-  dir = expand_home(dir)
-  if not isdir(dir) then error(("deepfloyd: no folder '%s'"):format(dir), 0) end
+  local given = dir
+  dir = IF.resolve(dir)
   local udir = L.exists(dir .. "/unet/config.json") and dir .. "/unet" or (L.exists(dir .. "/config.json") and dir or nil)
   if not udir then error(("deepfloyd: '%s' has no unet/config.json (a DeepFloyd IF folder in the diffusers layout expected)"):format(dir), 0) end
   local cfg = L.read_json(udir .. "/config.json", "deepfloyd")
@@ -288,9 +311,7 @@ function IF.load(dir, opts)
       files, opts.variant = f16, "fp16"
     end
   end
-  if not files then
-    error(("deepfloyd: no weights in '%s' (diffusion_pytorch_model[.fp16].safetensors or its .index.json)"):format(udir), 0)
-  end
+  if not files then L.no_weights(udir, "diffusion_pytorch_model", "deepfloyd") end
   local bytes = 0
   for _, f in ipairs(files) do bytes = bytes + file_size(f) end
   L.check_memory(bytes, "the UNet in '" .. udir .. "'")
@@ -321,14 +342,18 @@ function IF.load(dir, opts)
   end
   self.text_model = opts.text_model
   self.prompts = "any text prompt (T5 embeddings); \"\" is the unconditional prompt"
-  self.name = dir
+  self.name = given
   self.num_parameters = net.num_parameters
   return self
 end
 
+-- an IF folder, its unet/ sub-folder, or a model id (found in the cache or not:
+-- IF.load then says where it looked)
 function IF.is_folder(path)
   path = expand_home(path)
-  return L.exists(path .. "/unet/config.json") or L.exists(path .. "/model_index.json")
+  if L.exists(path .. "/unet/config.json") or L.exists(path .. "/model_index.json") then return true end
+  if path:match("/unet/*$") and L.exists(path .. "/config.json") then return true end
+  return L.hub_id(path) ~= nil
 end
 
 -- stage II: x64 [N, 3, h, w] in [-1, 1] (stage I's samples) -> [N, 3, S, S];

@@ -11,6 +11,8 @@
 --       that lists missing names, wrong shapes and (up to a few) unexpected names
 --   L.spec_bytes(spec, bytes_per_el) ; L.mem_available() (bytes, from /proc/meminfo)
 --   L.check_memory(bytes, what)   refuses clearly when bytes exceed available memory
+--   L.hub_id(name) -> {org, repo, revision} for "ORG/NAME[@REVISION]" that is not a path on disk
+--   L.hub_cache() ; L.hub_snapshot(id) -> the snapshot folder a download left, or nil, the repo's cache folder
 local fdm = require "fdm"
 local json = require "fdm.json"
 
@@ -83,14 +85,27 @@ function L.weight_files(dir, base, variant)
   return nil
 end
 
+-- the error for a folder without safetensors weights; PyTorch's pickle files
+-- (.bin) are named, since a user who has them needs to know why they are not read
+function L.no_weights(dir, base, what)
+  local msg = ("%s: no weights in '%s' (expected %s.safetensors, %s.fp16.safetensors or a sharded %s.safetensors.index.json)")
+    :format(what or "load", dir, base, base, base)
+  local bin = base == "model" and "pytorch_model" or base
+  for _, f in ipairs { bin .. ".bin", bin .. ".fp16.bin", bin .. ".bin.index.json", bin .. ".bin.index.fp16.json" } do
+    if exists(dir .. "/" .. f) then
+      msg = msg .. ("; it has %s, a PyTorch pickle, which fdm does not read because loading a pickle can run code: " ..
+        "download the .safetensors files of the same model (the published IF folders have them)"):format(f)
+      break
+    end
+  end
+  error(msg, 0)
+end
+
 function L.weights(dir, opts)
   opts = opts or {}
   local base = opts.base or "diffusion_pytorch_model"
   local files = L.weight_files(dir, base, opts.variant)
-  if not files then
-    error(("load: no weights in '%s' (expected %s.safetensors, %s.fp16.safetensors or a sharded %s.safetensors.index.json)")
-      :format(dir, base, base, base), 0)
-  end
+  if not files then L.no_weights(dir, base) end
   local params = {}
   for _, f in ipairs(files) do
     local t = fdm.io.load_safetensors(f, { mmap = opts.mmap ~= false })
@@ -195,6 +210,42 @@ function L.rss()
   local s = L.read_file("/proc/self/status")
   local kb = s and s:match("VmRSS:%s*(%d+)")
   return kb and tonumber(kb) * 1024 or nil
+end
+
+---------------------------------------------------------------- the Hugging Face cache
+-- a model id as from_pretrained takes it ("DeepFloyd/IF-I-M-v1.0", "@REVISION"
+-- optional), when nothing of that name is on disk; a file name (a checkpoint)
+-- is never an id
+local FILE_EXT = { safetensors = true, ckpt = true, bin = true, pt = true, pth = true, json = true, lua = true, png = true }
+function L.hub_id(name)
+  if type(name) ~= "string" or exists(name) or exists(name .. "/.") then return nil end
+  local org, repo, rev = name:match("^([%w][%w%-%._]*)/([%w][%w%-%._]*)@([%w%-%._]+)$")
+  if not org then org, repo = name:match("^([%w][%w%-%._]*)/([%w][%w%-%._]*)$") end
+  if not org then return nil end
+  local ext = repo:match("%.(%w+)$")
+  if ext and FILE_EXT[ext:lower()] then return nil end
+  return { org = org, repo = repo, revision = rev or "main", name = name }
+end
+
+-- where huggingface_hub keeps its downloads (its own order of settings)
+function L.hub_cache()
+  local function env(k) local v = os.getenv(k); if v and v ~= "" then return v end end
+  local c = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE")
+  if c then return c end
+  if env("HF_HOME") then return env("HF_HOME") .. "/hub" end
+  return (env("XDG_CACHE_HOME") or ((os.getenv("HOME") or "") .. "/.cache")) .. "/huggingface/hub"
+end
+
+-- models--ORG--NAME/refs/REVISION holds the commit whose snapshots/COMMIT/ is
+-- the folder (its files are links into blobs/); a commit hash names it directly
+function L.hub_snapshot(id)
+  local repo_dir = ("%s/models--%s--%s"):format(L.hub_cache(), id.org, id.repo)
+  local commit = id.revision
+  local ref = L.read_file(repo_dir .. "/refs/" .. id.revision)
+  if ref then commit = ref:match("^%s*(%x+)%s*$") or commit end
+  local snap = repo_dir .. "/snapshots/" .. commit
+  if exists(snap .. "/.") then return snap end
+  return nil, repo_dir
 end
 
 return L

@@ -124,6 +124,8 @@ function U.spec(cfg)
     lin("class_embedding.linear_2", ted, ted)
   elseif cet ~= nil then
     error(("unet config: class_embed_type '%s' is not supported (timestep or null)"):format(cet), 0)
+  elseif not null(cfg.num_class_embeds) then
+    error("unet config: num_class_embeds (a class label embedding table) is not supported", 0)
   end
   local ehd = val(cfg.encoder_hid_dim, nil)
   local ehdt = val(cfg.encoder_hid_dim_type, nil)
