@@ -14,8 +14,8 @@ local spec = {
   name = "sample", script = "scripts/sample.lua", common = false,
   summary = "Part 0: sample prompts at several step counts with one seed (DeepFloyd IF stage I, then stage II)",
   options = {
-    { "model", "string", nil, "DeepFloyd IF stage I folder (diffusers layout); default: the shipped MNIST DDPM" },
-    { "upsampler", "string", nil, "DeepFloyd IF stage II folder: upsample every sample to 256x256" },
+    { "model", "string", nil, "DeepFloyd IF stage I: its folder (diffusers layout) or a model id already in the Hugging Face cache (DeepFloyd/IF-I-M-v1.0); default: the shipped MNIST DDPM" },
+    { "upsampler", "string", nil, "DeepFloyd IF stage II (a folder or a cached model id): upsample every sample to 256x256" },
     { "prompt", "string", nil, "one prompt (same as --prompts with one entry)" },
     { "prompts", "string", nil, "comma-separated prompts (default: the course's three; digits for the MNIST model)" },
     { "steps", "ints", { 20, 50, 100 }, "stage I step counts, one grid row each" },

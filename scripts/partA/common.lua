@@ -17,7 +17,7 @@ C.OPTIONS = {
   { "steps", "int", 34, "strided timesteps from ~990 to 0 (34 = the course's 990, 960, ..., 0)", min = 2, max = 1000 },
   { "cfg", "number", 7, "classifier-free guidance scale gamma (1 = none)" },
   { "device", "choice", "cpu", "where the model runs", choices = cli.device_choices() },
-  { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them)" },
+  { "model", "string", M.DEFAULT_WEIGHTS, "model weights (scripts/train_ddpm.lua writes them), or DeepFloyd IF stage I: its folder or a model id already in the Hugging Face cache (docs/deepfloyd.md)" },
   { "out", "string", "out/partA", "output folder" },
   { "threshold", "flag", false, "dynamic thresholding of x0_hat (IF's: 99.5th percentile of |x0|)" },
   -- the hybrids' low-pass (1_9_hybrids, eval_quality); C.hybrid_filter resolves them
