@@ -19,6 +19,9 @@ typedef struct fdm_profile_row {
   double seconds;
 } fdm_profile_row;
 
+/* monotonic wall clock in seconds: the profile's, and fdm.time's */
+double fdm_clock(void);
+
 /* starts (clearing the rows) or stops profiling */
 void fdm_profile_enable(int on);
 /* the rows so far, sorted by time, most first; *n their count */

@@ -17,7 +17,7 @@ static int nrows = 0;
 static double t_begin;
 static int timing;          /* whether the pending call is timed (not inside a capture) */
 
-static double now(void) {
+double fdm_clock(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -47,14 +47,14 @@ static void wait_for(fdm_device dev) {
 void fdm_profile_begin(fdm_device dev) {
   timing = !fdm_backend_capturing(dev);
   if (timing) wait_for(dev);
-  t_begin = now();
+  t_begin = fdm_clock();
 }
 
 int fdm_profile_end(fdm_device dev, const char *op, const char *kernel, int rc) {
   double dt = 0;
   if (timing) {
     wait_for(dev);
-    dt = now() - t_begin;
+    dt = fdm_clock() - t_begin;
   }
   fdm_profile_row *r = NULL;
   for (int i = 0; i < nrows && !r; i++)

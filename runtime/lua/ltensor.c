@@ -777,9 +777,7 @@ static int l_profile_rows(lua_State *L) {
 }
 /* monotonic wall clock in seconds, for progress bars and benchmarks */
 static int l_time(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec * 1e-9);
+  lua_pushnumber(L, (lua_Number)fdm_clock());
   return 1;
 }
 static int l_isatty(lua_State *L) { lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1))); return 1; }
