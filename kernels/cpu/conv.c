@@ -422,13 +422,13 @@ static void bias_grad(int N, int K, size_t S, const float *gy, float *gb) {
   }
 }
 
-/* 3x3 stride-1 convs (most of the UNet's FLOPs) run forward and data
-** gradient through Winograd F(2x2, 3x3) (winograd.c); FDM_NO_WINOGRAD=1
-** in the environment turns it off, for comparisons */
+/* 3x3 stride-1 convs (most of the UNet's FLOPs) run forward and both
+** gradients through Winograd (winograd.c) when the batch gives it enough
+** tiles; FDM_NO_WINOGRAD=1 in the environment turns it off, for comparisons */
 static int use_winograd(const cpu_conv_params *p) {
   static int off = -1;
   if (off < 0) { const char *e = getenv("FDM_NO_WINOGRAD"); off = e && *e && *e != '0'; }
-  return !off && cpu_winograd_ok(p);
+  return !off && cpu_winograd_ok(p) && cpu_winograd_worth(p);
 }
 
 size_t cpu_conv2d_work(const cpu_conv_params *p) {

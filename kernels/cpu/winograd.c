@@ -101,6 +101,23 @@ int cpu_winograd_tile(const cpu_conv_params *p) {
   return tile_cost(4, OH, OW) <= 0.8 * tile_cost(2, OH, OW) ? 4 : 2;
 }
 
+/* Winograd pays only with enough tiles per call. Each call transforms every
+** filter (alpha^2 K C floats) and its GEMMs stream those once per block of
+** tiles, so with few tiles (IF's 8x8 and 16x16 levels at batch 2, a
+** one-image sampler at 7x7) the GEMMs are memory-bound and im2col's one
+** GEMM is faster. Measured forward on the 2-core EPYC, C = K 64 to 1408:
+** with 64 tiles or fewer im2col ran 1.1x-6.7x faster, with 98 or more
+** Winograd did (PERFORMANCE.md 13.1). A forced tile size skips the rule. */
+#define WG_MIN_TILES 96
+
+int cpu_winograd_worth(const cpu_conv_params *p) {
+  int m = cpu_winograd_tile(p);   /* reads FDM_WINOGRAD_TILE once */
+  if (forced) return 1;
+  int OH = p->OH > p->H ? p->OH : p->H, OW = p->OW > p->W ? p->OW : p->W;
+  double tiles = (double)p->N * ((OH + m - 1) / m) * ((OW + m - 1) / m);
+  return tiles >= WG_MIN_TILES;
+}
+
 size_t cpu_winograd_ufloats(int m, int K, int C) { return (size_t)(m + 2) * (m + 2) * K * C; }
 
 size_t cpu_winograd_work(const cpu_conv_params *p) {

@@ -8,6 +8,8 @@
 int cpu_winograd_ok(const cpu_conv_params *p);
 /* the tile size for this conv (FDM_WINOGRAD_TILE=2|4 forces one) */
 int cpu_winograd_tile(const cpu_conv_params *p);
+/* whether this conv has enough tiles for Winograd to beat im2col (always, with a tile size forced) */
+int cpu_winograd_worth(const cpu_conv_params *p);
 /* tests: 2 or 4 forces that tile size from now on, 0 restores the automatic choice */
 void cpu_winograd_force_tile(int m);
 /* floats of the transformed weights U: (m+2)^2 * K * C */
