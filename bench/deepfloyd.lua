@@ -37,6 +37,7 @@ local args = cli.parse_or_exit(arg, {
     { "layers", "int", 0, "T5: build only this many layers and scale the time to 24 (0 = all)", min = 0 },
     { "device", "string", "cpu", "device (the random weights are drawn there)" },
     cli.PRECISION,
+    { "profile", "flag", false, "time every kernel of the last timed step (fdm.profile) and print the table" },
   },
 })
 
@@ -98,6 +99,20 @@ local unet_cast, t5_cast = require("fdm.deepfloyd").autocast_of(args.precision) 
 local function on_dev(t) return dev ~= "cpu" and t:to(dev) or t end
 
 local times = {}
+-- runs one timed call; the last one under fdm.profile with --profile
+local function timed(i, f)
+  local prof = args.profile and i == args.steps
+  if prof then fdm.profile(true) end
+  local ts = fdm.time()
+  f()
+  local dt = fdm.time() - ts
+  if prof then
+    fdm.profile(false)
+    print(fdm.profile_report())
+  end
+  if i > 0 then times[#times + 1] = dt end
+  return dt
+end
 if is_t5 then
   local enc = T5.new(cfg, params)
   params = nil
@@ -106,11 +121,10 @@ if is_t5 then
   local ids = on_dev(fdm.randint(0, cfg.vocab_size, { 1, 77 }))
   local mask = on_dev(fdm.ones(1, 77, { dtype = "int64" }))
   for i = 0, args.steps do
-    local ts = fdm.time()
-    local h = fdm.no_grad(function() return fdm.autocast(t5_cast, function() return enc(ids, mask) end) end)
-    local _ = h:sum():item()
-    local dt = fdm.time() - ts
-    if i > 0 then times[#times + 1] = dt end
+    local dt = timed(i, function()
+      local h = fdm.no_grad(function() return fdm.autocast(t5_cast, function() return enc(ids, mask) end) end)
+      local _ = h:sum():item()
+    end)
     print(("  embedding %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
   end
 else
@@ -124,11 +138,10 @@ else
   local enc = on_dev(fdm.randn(n, 77, 4096))
   local labels = cfg.class_embed_type and 250 or nil
   for i = 0, args.steps do
-    local ts = fdm.time()
-    local out = fdm.no_grad(function() return fdm.autocast(unet_cast, function() return net(x, 500, enc, labels) end) end)
-    local _ = out:sum():item()
-    local dt = fdm.time() - ts
-    if i > 0 then times[#times + 1] = dt end
+    local dt = timed(i, function()
+      local out = fdm.no_grad(function() return fdm.autocast(unet_cast, function() return net(x, 500, enc, labels) end) end)
+      local _ = out:sum():item()
+    end)
     print(("  step %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
   end
 end
@@ -141,9 +154,10 @@ if dev ~= "cpu" then
   devmem = ("; %s memory %.2f GB (live %.2f + cached %.2f)"):format(dev, gb(st.live_bytes + st.cached_bytes),
     gb(st.live_bytes), gb(st.cached_bytes))
 end
-print(("%s: %s %.3f s (median of %d)%s on %s, %s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
+print(("%s: %s %.3f s (%s)%s on %s, %s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
   :format(args.config,
   is_t5 and "seconds per prompt embedding" or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch, cfg.sample_size, cfg.sample_size),
-  med * scale, #times, scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", dev,
+  med * scale, #times == 1 and "one timed run" or #times == 2 and "the faster of 2" or
+    ((#times % 2 == 0 and "lower median of %d" or "median of %d"):format(#times)), scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", dev,
   is_t5 and (t5_cast and "bf16" or "fp32") or args.precision, gb(L.peak_rss()), gb(build_peak), devmem,
   os.getenv("OMP_NUM_THREADS") or "default"))

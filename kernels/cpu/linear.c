@@ -15,12 +15,21 @@
 
 #define LINEAR_BLOCK 256   /* weight rows converted per sgemm */
 
+#define WIDEN_CHUNK ((int64_t)1 << 16)   /* values per thread's turn: large weights widen in parallel */
+
 void cpu_weights_to_float(const fdm_kview *w, int64_t first, int64_t n, float *dst) {
+  if (w->dtype != FDM_FLOAT16 && w->dtype != FDM_BFLOAT16) {
+    memcpy(dst, (const float *)w->data + first, (size_t)n * sizeof(float));
+    return;
+  }
   const uint16_t *h = (const uint16_t *)w->data + first;
-  switch (w->dtype) {
-    case FDM_FLOAT16: for (int64_t i = 0; i < n; i++) dst[i] = fdm_half_to_float(h[i]); break;
-    case FDM_BFLOAT16: for (int64_t i = 0; i < n; i++) dst[i] = fdm_bf16_to_float(h[i]); break;
-    default: memcpy(dst, (const float *)w->data + first, (size_t)n * sizeof(float)); break;
+  int half = w->dtype == FDM_FLOAT16;
+  int64_t chunks = (n + WIDEN_CHUNK - 1) / WIDEN_CHUNK;
+  #pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; c++) {
+    int64_t i = c * WIDEN_CHUNK, k = n - i < WIDEN_CHUNK ? n - i : WIDEN_CHUNK;
+    if (half) fdm_half_to_float_n(h + i, dst + i, (size_t)k);
+    else fdm_bf16_to_float_n(h + i, dst + i, (size_t)k);
   }
 }
 

@@ -1,6 +1,9 @@
 /* dtype.c: element types, their names and the half-precision conversions. */
 #include <string.h>
 #include "fdm.h"
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 static const struct { const char *name; size_t size; } dtypes[FDM_NDTYPE] = {
   [FDM_FLOAT32] = {"float32", 4}, [FDM_FLOAT16] = {"float16", 2},
@@ -68,6 +71,26 @@ uint16_t fdm_float_to_half(float f) {
 }
 
 float fdm_bf16_to_float(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+/* half-precision weights are widened at every use (kernels/cpu/linear.c), so
+** these run over billions of values: one call per value cost as much as the
+** matrix product it fed (IF's 8x8 convs at batch 2) */
+void fdm_half_to_float_n(const uint16_t *h, float *dst, size_t n) {
+  size_t i = 0;
+#ifdef __F16C__
+  /* exact, as the scalar path; a signalling NaN comes back quiet */
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+#endif
+  for (; i < n; i++) dst[i] = fdm_half_to_float(h[i]);
+}
+
+void fdm_bf16_to_float_n(const uint16_t *h, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i++) {   /* a shift: the compiler vectorises it */
+    uint32_t u = (uint32_t)h[i] << 16;
+    memcpy(dst + i, &u, 4);
+  }
+}
 
 uint16_t fdm_float_to_bf16(float f) {
   uint32_t u = f2u(f);

@@ -101,6 +101,9 @@ float fdm_half_to_float(uint16_t h);
 uint16_t fdm_float_to_half(float f);
 float fdm_bf16_to_float(uint16_t h);
 uint16_t fdm_float_to_bf16(float f);
+/* n values at once (the same results; F16C instructions where the build has them) */
+void fdm_half_to_float_n(const uint16_t *h, float *dst, size_t n);
+void fdm_bf16_to_float_n(const uint16_t *h, float *dst, size_t n);
 /* v rounded to dtype d (FDM_BFLOAT16/FDM_FLOAT16, round to nearest even, as
 ** the conversions above) and back to float; FDM_FLOAT32: v itself */
 float fdm_round_to(fdm_dtype d, float v);
