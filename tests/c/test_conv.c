@@ -278,6 +278,27 @@ static void test_conv(void) {
     }
   }
   cpu_convt2_force(-1);
+  /* Winograd only with 96 tiles or more per call (PERFORMANCE.md, "DeepFloyd
+  ** IF on the CPU"), unless a tile size is forced */
+  {
+    struct { cpu_conv_params p; int want; } rule[] = {
+      {mkp(2, 832, 832, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0},     /* IF-I 8x8, batch 2: 8 tiles */
+      {mkp(4, 576, 576, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0},   /* 64 tiles */
+      {mkp(1, 128, 128, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0},   /* 49 tiles */
+      {mkp(2, 128, 128, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1), 1},   /* 98 tiles */
+      {mkp(64, 128, 128, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1), 1},    /* MNIST training, 7x7: 256 tiles */
+      {mkp(2, 192, 192, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), 1},   /* 512 tiles */
+    };
+    for (size_t i = 0; i < sizeof rule / sizeof *rule; i++)
+      if (cpu_winograd_worth(&rule[i].p) != rule[i].want) {
+        failures++;
+        printf("FAIL winograd_worth N%d C%d %dx%d: expected %d\n", rule[i].p.N, rule[i].p.C, rule[i].p.H,
+               rule[i].p.W, rule[i].want);
+      }
+    cpu_winograd_force_tile(4);
+    if (!cpu_winograd_worth(&rule[0].p)) { failures++; printf("FAIL winograd_worth: a forced tile must apply\n"); }
+    cpu_winograd_force_tile(0);
+  }
   /* random Winograd-eligible shapes: automatic tile choice, then every
   ** shape again with F(2x2,3x3) and with F(4x4,3x3) forced */
   for (int tile = 0; tile <= 4; tile += 2) {
