@@ -157,6 +157,29 @@ describe("diffusion samplers on the Gaussian toy model", function()
     assert.is_true(math.abs(v / s2 - 1) < 0.04, "variance " .. v)
   end)
 
+  it("shows a progress bar over the steps when asked (or when the model asks), closed on an error too", function()
+    local model = toy_model(0.25)
+    local text = ""
+    local out = { write = function(_, ...) for _, v in ipairs({ ... }) do text = text .. v end end, flush = function() end }
+    local bar = { desc = "toy", out = out, tty = false, every_percent = 100 }
+    D.sample(model, 2, { shape = { 1, 4, 4 }, steps = 5, cond = model:encode(0.3), progress = bar })
+    assert.truthy(text:find("toy: 100%%|"), text)
+    assert.truthy(text:find("4/4 %["), text)      -- 5 timesteps: 4 steps
+    text = ""
+    D.sample(model, 2, { shape = { 1, 4, 4 }, steps = 5, cond = model:encode(0.3) })
+    assert.are.equal("", text)
+    -- a model's own default, on a terminal: closing redraws the bar and ends its line
+    model.progress = { desc = "toy", out = out, tty = true, ncols = 60 }
+    local s = D.Sampler(model, { n = 1, shape = { 1, 4, 4 }, steps = 5, cond = model:encode(0.3) })
+    s:add_hook(function(_, ev) if ev.i == 2 then error("hook failed") end end)
+    local ok, err = pcall(function() return s:run() end)
+    model.progress = nil
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("hook failed", 1, true))
+    assert.truthy(text:find("1/4 %["), text)      -- step 2 failed in its hook
+    assert.are.equal("\n", text:sub(-1))          -- the bar was closed at the error
+  end)
+
   it("the strided sampler (990 by 30) matches its closed-form statistics", function()
     for _, case in ipairs({ { 0.3, 0.25 }, { -0.5, 0.04 } }) do
       local model = toy_model(case[2])

@@ -549,6 +549,10 @@ function D.Sampler(model, opts)
   if th == true then th = { ratio = 0.995 } end
   self.threshold = th or nil
   self.inpaint = opts.inpaint
+  -- a progress bar over the steps (fdm.progress): a description, or the
+  -- bar's options; a slow model (DeepFloyd IF) asks for one itself
+  self.progress = opts.progress
+  if self.progress == nil then self.progress = model.progress end
   self.hooks = {}
   for _, h in ipairs(opts.hooks or {}) do self.hooks[#self.hooks + 1] = h end
   self.t = self.timesteps[self.i + 1]
@@ -693,13 +697,24 @@ function Sampler:step()
   return self.x
 end
 
+local function progress_bar(self, n)
+  local p = self.progress
+  if not p or self:done() then return nil end
+  local o = { desc = "sampling", unit = "step" }
+  if type(p) == "string" then o.desc = p elseif type(p) == "table" then for k, v in pairs(p) do o[k] = v end end
+  o.total = n and math.min(n, self:steps_left()) or self:steps_left()
+  return require("fdm.progress").bar(o)
+end
+
 -- runs to the end (or n steps); returns x
 function Sampler:run(n)
   local k = 0
+  local bar <close> = progress_bar(self, n)   -- closed on an error too, which keeps its traceback
   fdm.no_grad(function()
     while not self:done() and (n == nil or k < n) do
       self:step()
       k = k + 1
+      if bar then bar:update(1) end
     end
   end)
   return self.x

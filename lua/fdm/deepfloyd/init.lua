@@ -341,6 +341,9 @@ function IF.load(dir, opts)
     self.noising = nd and S.load(nd) or S.new({ beta_schedule = "squaredcos_cap_v2" })
   end
   self.text_model = opts.text_model
+  -- seconds per step on a CPU: the samplers show a bar on a terminal
+  -- (model.progress = false: none; a table: fdm.progress.bar's options)
+  self.progress = { desc = self.stage == 2 and "stage II" or "stage I", disable = not fdm.isatty(2) }
   self.prompts = "any text prompt (T5 embeddings); \"\" is the unconditional prompt"
   self.name = given
   self.num_parameters = net.num_parameters
