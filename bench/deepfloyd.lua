@@ -38,6 +38,9 @@ local args = cli.parse_or_exit(arg, {
     { "device", "string", "cpu", "device (the random weights are drawn there)" },
     cli.PRECISION,
     { "profile", "flag", false, "time every kernel of the last timed step (fdm.profile) and print the table" },
+    { "write", "string", nil, "instead of timing, write the random weights into DIR as a published folder would hold " ..
+      "them (unet/ or text_encoder/, fp16 files, T5 in shards; scheduler/ and tokenizer/ from the tiny test folders), " ..
+      "to run the whole pipeline at full size" },
   },
 })
 
@@ -90,6 +93,59 @@ local params = U.random_params(spec, { dtype = args.dtype, device = args.device 
 collectgarbage(); collectgarbage()
 fdm.empty_cache() -- the float32 draws the half matrices were rounded from
 local build_peak = L.peak_rss()
+
+-- --write: the random weights as a folder in the published layout, loaded by
+-- the same loader as a real one (fp16 files as the published variants hold
+-- them: every tensor in half precision; T5 in two shards named by an index)
+if args.write then
+  local json = require "fdm.json"
+  local dir, tiny = args.write, "tests/data/deepfloyd-tiny"
+  local function sh(cmd) assert(os.execute(cmd), cmd) end
+  local function write(path, text)
+    local f = assert(io.open(path, "wb")); f:write(text); f:close()
+  end
+  local half = {}
+  for k, t in pairs(params) do half[k] = t.dtype == "float32" and t:half() or t end
+  params = nil
+  local stage2 = cfg.class_embed_type ~= nil
+  sh(("mkdir -p '%s/scheduler' '%s/tokenizer' && cp %s/scheduler/scheduler_config.json '%s/scheduler/' && cp %s/tokenizer/* '%s/tokenizer/'")
+    :format(dir, dir, tiny, dir, tiny, dir))
+  if is_t5 then
+    sh(("mkdir -p '%s/text_encoder'"):format(dir))
+    local c = { architectures = { "T5EncoderModel" }, model_type = "t5", is_encoder_decoder = true, torch_dtype = "float16" }
+    for k, v in pairs(cfg) do c[k] = v end
+    write(dir .. "/text_encoder/config.json", json.encode(c))
+    local names = {}
+    for k in pairs(half) do names[#names + 1] = k end
+    table.sort(names)
+    local shards, map, total = { {}, {} }, {}, 0
+    for i, k in ipairs(names) do
+      local which = i <= #names // 2 and 1 or 2
+      local file = ("model.fp16-%05d-of-00002.safetensors"):format(which)
+      shards[which][k] = half[k]
+      map[k] = file
+      total = total + half[k]:numel() * 2
+    end
+    for i = 1, 2 do fdm.io.save_safetensors(("%s/text_encoder/model.fp16-%05d-of-00002.safetensors"):format(dir, i), shards[i]) end
+    write(dir .. "/text_encoder/model.safetensors.index.fp16.json", json.encode({ metadata = { total_size = total }, weight_map = map }))
+  else
+    sh(("mkdir -p '%s/unet'"):format(dir))
+    local c = { _class_name = "UNet2DConditionModel", _diffusers_version = "0.21.4" }
+    for k, v in pairs(cfg) do c[k] = v end
+    write(dir .. "/unet/config.json", json.encode(c))
+    fdm.io.save_safetensors(dir .. "/unet/diffusion_pytorch_model.fp16.safetensors", half)
+    if stage2 then
+      sh(("mkdir -p '%s/image_noising_scheduler' && cp %s/scheduler/scheduler_config.json '%s/image_noising_scheduler/'")
+        :format(dir, tiny, dir))
+    end
+  end
+  if not L.exists(dir .. "/model_index.json") then
+    write(dir .. "/model_index.json", json.encode({ _class_name = stage2 and "IFSuperResolutionPipeline" or "IFPipeline" }))
+  end
+  print(("wrote %s: %s, %.2f GB of float16 weights in %.1f s"):format(dir, is_t5 and "text_encoder/" or "unet/",
+    nparam * 2 / 1e9, fdm.time() - t0))
+  os.exit(0)
+end
 -- from here the peak counts the weights and the inference only (VmHWM reset)
 local f = io.open("/proc/self/clear_refs", "w")
 if f then f:write("5"); f:close() end

@@ -226,6 +226,34 @@ describe("scripts/sample.lua on the tiny folders", function()
   end)
 end)
 
+describe("bench/deepfloyd.lua --write", function()
+  it("writes a real-width T5 as the published fp16 shards, which the loader reads back", function()
+    local T5 = require "fdm.deepfloyd.t5"
+    local dir = os.tmpname()
+    os.remove(dir)
+    local p = io.popen(FDM .. " bench/deepfloyd.lua --config t5-xxl --layers 1 --write " .. dir .. " 2>&1; echo rc=$?")
+    local text = p:read("a")
+    p:close()
+    local ok, err = pcall(function()
+      assert.truthy(text:find("rc=0", 1, true), text)
+      for _, f in ipairs { "text_encoder/config.json", "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/model.fp16-00001-of-00002.safetensors", "text_encoder/model.fp16-00002-of-00002.safetensors",
+        "tokenizer/spiece.model", "scheduler/scheduler_config.json", "model_index.json" } do
+        assert.is_true(L.exists(dir .. "/" .. f), f)
+      end
+      local enc = T5.load(dir .. "/text_encoder")
+      assert.are.equal(2, #enc.files)
+      assert.are.equal(324548608, enc.num_parameters)   -- shared 32128x4096, one layer (d_model 4096, d_ff 10240, 32x64 bias), final norm
+      assert.are.equal("float16", enc.p["encoder.block.0.layer.1.DenseReluDense.wo.weight"].dtype)
+      local h = fdm.no_grad(function() return enc(fdm.tensor({ { 71, 1 } }, { dtype = "int64" })) end)
+      assert.are.same({ 1, 2, 4096 }, h.shape)
+      assert.is_true(h:abs():max():item() < math.huge)
+    end)
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
+end)
+
 -- a Hugging Face hub cache as diffusers leaves it: models--ORG--NAME/refs/main
 -- holds a commit, snapshots/COMMIT/ the published layout as links to files
 describe("model ids from the Hugging Face cache", function()
