@@ -328,6 +328,46 @@ describe("model ids from the Hugging Face cache", function()
   end)
 end)
 
+describe("Part A grids through stage II (C.save_upsampled)", function()
+  it("diffuses the samples only, resizes the inputs, and derives an anagram's view from its sample's result", function()
+    local IF = require "fdm.deepfloyd"
+    local C = dofile("scripts/partA/common.lua")
+    local m1 = IF.load(ROOT .. "/if-i")
+    local m2 = IF.load(ROOT .. "/if-ii", { text_model = m1 })
+    m1.progress, m2.progress = false, false
+    C.IF, C.upsampler, C.upsampler_steps = m1, m2, 2
+    local cond = m1:encode("a red boat")
+    fdm.manual_seed(5)
+    local sample, input = fdm.randn(1, 3, 16, 16):clamp(-1, 1), fdm.rand(1, 3, 16, 16) * 2 - 1
+    local flip = function(y) return y:flip(3) end
+    local upscaled, saved = 0, nil
+    local real_upscale, real_save = IF.upscale, fdm.io.save_grid
+    IF.upscale = function(m, x, ...) upscaled = upscaled + x.shape[1]; return real_upscale(m, x, ...) end
+    fdm.io.save_grid = function(_, t) saved = t end
+    local real_print, printed = print, {}
+    _G.print = function(s) printed[#printed + 1] = s end
+    local ok, err = pcall(function()
+      C.save_upsampled("/nonexistent/grid.png", { sample, sample:flip(3), input },
+        { upsample = { cond, { of = 1, apply = flip }, false } })
+      assert.are.equal(1, upscaled)                        -- one image through stage II
+      local S2 = m2.image_shape[2]
+      assert.are.same({ 3, 3, S2, S2 }, saved.shape)
+      local a, b = saved:narrow(1, 1, 1), saved:narrow(1, 2, 1)
+      assert.are.equal(0, (b - a:flip(3)):abs():max():item())   -- the view of the same result
+      local want = C.to01({ fdm.F.interpolate(input, { size = { S2, S2 }, mode = "bilinear", align_corners = false }) })
+      assert.is_true((saved:narrow(1, 3, 1) - want):abs():max():item() < 1e-6)   -- the input, resized
+      -- a grid without samples writes nothing
+      saved, upscaled = nil, 0
+      C.save_upsampled("/nonexistent/grid.png", { input }, { upsample = {} })
+      assert.is_nil(saved)
+      assert.are.equal(0, upscaled)
+      assert.truthy(printed[#printed]:find("not written (this grid holds no samples", 1, true), printed[#printed])
+    end)
+    IF.upscale, fdm.io.save_grid, _G.print = real_upscale, real_save, real_print
+    assert(ok, err)
+  end)
+end)
+
 describe("Part A scripts on the tiny IF folders", function()
   local out = os.tmpname()
   setup(function() os.remove(out) end)

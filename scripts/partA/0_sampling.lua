@@ -36,6 +36,8 @@ end
 local caps = {}
 for _, p in ipairs(prompts) do for _ = 1, args.n do caps[#caps + 1] = C.caption(p) end end
 local path = C.out_file(args, "0_sampling.png")
-C.save_grid(path, rows, { nrow = #prompts * args.n, row_captions = row_caps, col_captions = caps,
+local ups = {}   -- stage II: every image with its own prompt
+for i = 1, #rows do ups[i] = cond end
+C.save_grid(path, rows, { nrow = #prompts * args.n, row_captions = row_caps, col_captions = caps, upsample = ups,
   title = string.format("samples, seed %d, CFG %g", args.seed, args.cfg) })
 print(string.format("seed %d reused for %s steps (%.1f s)", args.seed, table.concat(counts, "/"), clock()))

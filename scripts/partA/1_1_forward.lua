@@ -19,4 +19,4 @@ for _, t in ipairs(args.ts) do
   caps[#caps + 1] = string.format("t = %d (abar %.3f)", t, model.schedule:abar(t))
 end
 C.save_grid(C.out_file(args, "1_1_forward.png"), ims, { nrow = #ims, captions = caps, scale = 4,
-  title = "forward process" })
+  title = "forward process", upsample = {} })   -- no samples: nothing for stage II

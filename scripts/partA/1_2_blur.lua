@@ -27,4 +27,4 @@ for _, x in ipairs(noisy) do ims[#ims + 1] = x end
 for _, x in ipairs(blurred) do ims[#ims + 1] = x end
 C.save_grid(C.out_file(args, "1_2_blur.png"), ims, { nrow = #noisy, col_captions = caps,
   row_captions = { "noisy", string.format("blur k%d s%g", args.kernel, args.sigma) }, scale = 4,
-  title = "classical denoising" })
+  title = "classical denoising", upsample = {} })   -- no samples: nothing for stage II

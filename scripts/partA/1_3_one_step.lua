@@ -21,8 +21,13 @@ for _, t in ipairs(args.ts) do
   row1[#row1 + 1], row2[#row2 + 1], row3[#row3 + 1] = x0, xt, x0_hat
   caps[#caps + 1] = "t = " .. t
 end
-local ims = {}
-for _, r in ipairs({ row1, row2, row3 }) do for _, x in ipairs(r) do ims[#ims + 1] = x end end
+local ims, ups = {}, {}
+for ri, r in ipairs({ row1, row2, row3 }) do
+  for _, x in ipairs(r) do
+    ims[#ims + 1] = x
+    ups[#ims] = ri == 3 and cond   -- stage II: the estimates; the originals and noisy images are resized
+  end
+end
 C.save_grid(C.out_file(args, "1_3_one_step.png"), ims, { nrow = #args.ts, col_captions = caps,
-  row_captions = { "original", "noisy", "one-step" }, scale = 4,
+  row_captions = { "original", "noisy", "one-step" }, scale = 4, upsample = ups,
   title = string.format("one-step denoising, prompt %s, CFG %g", C.caption(args.prompt), args.cfg) })

@@ -39,11 +39,13 @@ shown[#shown + 1] = iterative
 shown_caps[#shown_caps + 1] = "t = 0"
 local one = D.one_step_denoise(model, xt, t0, cond, { uncond = uncond, cfg = args.cfg })
 local blur = fdm.F.gaussian_blur(xt, 5, 1.5)
-local ims, caps = {}, {}
-for i, x in ipairs(shown) do ims[i], caps[i] = x, shown_caps[i] end
-for _, e in ipairs({ { x0, "original" }, { iterative, "iterative" }, { one, "one-step" }, { blur, "blur k5 s1.5" } }) do
-  ims[#ims + 1], caps[#caps + 1] = e[1], e[2]
+-- stage II: the denoised results; the noisy frames, the original and the blur are resized
+local ims, caps, ups = {}, {}, {}
+for i, x in ipairs(shown) do ims[i], caps[i], ups[i] = x, shown_caps[i], i == #shown and cond end
+for _, e in ipairs({ { x0, "original" }, { iterative, "iterative", cond }, { one, "one-step", cond }, { blur, "blur k5 s1.5" } }) do
+  local k = #ims + 1
+  ims[k], caps[k], ups[k] = e[1], e[2], e[3] or false
 end
-C.save_grid(C.out_file(args, "1_4_iterative.png"), ims, { nrow = #shown, captions = caps, scale = 3,
+C.save_grid(C.out_file(args, "1_4_iterative.png"), ims, { nrow = #shown, captions = caps, scale = 3, upsample = ups,
   title = string.format("from t = %d, %s, CFG %g", t0, C.caption(args.prompt), args.cfg) })
 C.write_gif(C.out_file(args, "1_4_iterative.gif"), gif, { delay_ms = 150 })

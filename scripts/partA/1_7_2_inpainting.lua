@@ -33,20 +33,25 @@ else
   pairs_[#pairs_ + 1] = { x2, C.rect_mask(1, 14, 1, 28), "MNIST 2, top half", d2 }
   pairs_[#pairs_ + 1] = { x3, C.rect_mask(1, 28, 15, 28), "MNIST 3, right half", d3 }
 end
-local ims, names = {}, {}
+local ims, names, ups = {}, {}, {}
 for i, pr in ipairs(pairs_) do
   local x, m = pr[1], pr[2]
   local prompt
   prompt, names[i] = C.image_prompt(args, x, pr[3], pr[4])
   local xs = x:expand(args.n, x.shape[2], x.shape[3], x.shape[4]):contiguous()
-  local out = D.inpaint(model, xs, m, C.sampler_opts(args, { cond = C.encode(model, prompt, args), uncond = uncond,
+  local cond = C.encode(model, prompt, args)
+  local out = D.inpaint(model, xs, m, C.sampler_opts(args, { cond = cond, uncond = uncond,
     cfg = args.cfg, steps = args.steps }))
   ims[#ims + 1] = x
   ims[#ims + 1] = m * 2 - 1
   ims[#ims + 1] = x * (1 - m)   -- the new-content region shown gray
-  for k = 1, args.n do ims[#ims + 1] = out:narrow(1, k, 1) end
+  for k = 1, args.n do
+    ims[#ims + 1] = out:narrow(1, k, 1)
+    ups[#ims] = cond   -- stage II: the results; the original, mask and kept part are resized
+  end
 end
 local cols = { "original", "mask", "kept" }
 for k = 1, args.n do cols[#cols + 1] = "inpainted " .. k end
 C.save_grid(C.out_file(args, "1_7_2_inpainting.png"), ims, { nrow = 3 + args.n, col_captions = cols,
-  row_captions = names, scale = 3, title = string.format("inpainting, %s, CFG %g", C.prompt_title(args), args.cfg) })
+  row_captions = names, scale = 3, upsample = ups,
+  title = string.format("inpainting, %s, CFG %g", C.prompt_title(args), args.cfg) })

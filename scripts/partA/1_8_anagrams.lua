@@ -28,13 +28,16 @@ else
     illusions[#illusions + 1] = { "3", "8", "jigsaw" }
   end
 end
-local ims, caps = {}, {}
+-- stage II: each illusion once, conditioned on its upright prompt; its
+-- transformed view is the view of that 256x256 result
+local ims, caps, ups = {}, {}, {}
 for _, il in ipairs(illusions) do
-  local _, shown = C.anagram(model, { il[1], il[2] }, { "identity", il[3] }, args, args.n)
+  local _, shown, entries = C.anagram(model, { il[1], il[2] }, { "identity", il[3] }, args, args.n)
   for i = 1, args.n do
-    ims[#ims + 1] = shown[1]:narrow(1, i, 1); caps[#caps + 1] = C.caption(il[1])
+    ims[#ims + 1] = shown[1]:narrow(1, i, 1); caps[#caps + 1] = C.caption(il[1]); ups[#ims] = entries[1].cond
     ims[#ims + 1] = shown[2]:narrow(1, i, 1); caps[#caps + 1] = C.caption(il[2]) .. " " .. il[3]
+    ups[#ims] = { of = #ims - 1, apply = entries[2].view.apply }
   end
 end
-C.save_grid(C.out_file(args, "1_8_anagrams.png"), ims, { nrow = 2 * args.n, captions = caps, scale = 4,
+C.save_grid(C.out_file(args, "1_8_anagrams.png"), ims, { nrow = 2 * args.n, captions = caps, scale = 4, upsample = ups,
   title = string.format("visual anagrams, CFG %g, %d steps", args.cfg, args.steps) })

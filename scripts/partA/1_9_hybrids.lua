@@ -34,15 +34,17 @@ if args.prompts then
   hybrids = { p }
 end
 local uncond = C.encode(model, "", args)
-local ims, names = {}, {}
+local ims, names, ups = {}, {}, {}
 for _, h in ipairs(hybrids) do
-  local est = D.hybrid(model, C.encode(model, h[1], args), C.encode(model, h[2], args), uncond, args.cfg,
+  local c_far, c_near = C.encode(model, h[1], args), C.encode(model, h[2], args)
+  local est = D.hybrid(model, c_far, c_near, uncond, args.cfg,
     { filter = filter, cfg_low = args.cfg_low, cfg_high = args.cfg_high,
       low_above = args.low_above, isolate = isolate })
   local x = D.sample(model, args.n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local low = D.lowpass(x, filter)
   for i = 1, args.n do
     ims[#ims + 1] = x:narrow(1, i, 1)
+    ups[#ims] = c_near   -- stage II adds detail: the hybrid on its near prompt; its bands are resized
     ims[#ims + 1] = low:narrow(1, i, 1)
     ims[#ims + 1] = (x - low):narrow(1, i, 1)   -- 0 shows as mid gray
   end
@@ -51,5 +53,6 @@ end
 local cols = {}
 for i = 1, args.n do cols[#cols + 1] = "hybrid"; cols[#cols + 1] = "low-pass"; cols[#cols + 1] = "high-pass" end
 C.save_grid(C.out_file(args, "1_9_hybrids.png"), ims, { nrow = 3 * args.n, col_captions = cols, row_captions = names,
+  upsample = ups,
   scale = 3, title = string.format("hybrid images, %s%s, CFG %g far / %g near", D.filter_name(filter),
     isolate and (", isolate " .. isolate) or "", args.cfg_low or args.cfg, args.cfg_high or args.cfg) })

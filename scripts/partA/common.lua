@@ -457,29 +457,73 @@ function C.save_grid(path, images, opts)
   if C.upsampler then C.save_upsampled(path, images, o) end
 end
 
--- DeepFloyd IF: every image of a grid through stage II (conditioned on the
--- first prompt the script encoded, or opts.upsample_cond), written as FILE_256.png
+-- DeepFloyd IF: a grid at stage II's size, written as FILE_256.png. What
+-- each entry of images is says opts.upsample (a list parallel to images):
+--   false      an input or helper (original, mask, noisy x_t, a band):
+--              resized bilinearly, not diffused
+--   true       a sample: through stage II, conditioned on the script's first prompt
+--   a tensor   a sample, conditioned on that embedding ([1, 77, D], or one per image)
+--   {of = j, apply = f}   f of entry j's stage II result (an anagram's view)
+-- Without opts.upsample every entry is a sample (true). A grid without
+-- samples gets no FILE_256.png.
+local function upsample_spec(o, n)
+  local spec = {}
+  for i = 1, n do
+    local u = o.upsample == nil and true or o.upsample[i]
+    if u == true then u = o.upsample_cond or C.first_cond or true end
+    spec[i] = u or false
+  end
+  return spec
+end
+
 function C.save_upsampled(path, images, o)
   local IF = require "fdm.deepfloyd"
   local m1, m2 = C.IF, C.upsampler
-  local cond = o.upsample_cond or C.first_cond or m1:encode("")
+  local p2 = path:gsub("%.png$", "") .. "_256.png"
+  local spec = upsample_spec(o, #images)
   local uncond = m1:encode("")
-  local list = {}
+  local S2 = m2.image_shape[2]
+  -- the samples, one image per row, with their embeddings
+  local xs, cs, rows = {}, {}, {}
   for i, x in ipairs(images) do
-    if x.shape[2] ~= 3 then x = x:expand(x.shape[1], 3, x.shape[3], x.shape[4]) end
-    list[i] = m2:on_device(x:contiguous())
+    local u = spec[i]
+    if u and not (type(u) == "table" and u.of) then
+      if x.shape[2] ~= 3 then x = x:expand(x.shape[1], 3, x.shape[3], x.shape[4]) end
+      local k = x.shape[1]
+      local c = u == true and uncond or u   -- a tensor: [1, 77, D] or [k, 77, D]
+      if c.shape[1] ~= k then c = c:expand(k, c.shape[2], c.shape[3]) end
+      rows[i] = { first = #xs + 1, count = k }
+      for r = 1, k do xs[#xs + 1] = m2:on_device(x:narrow(1, r, 1):contiguous()); cs[#cs + 1] = m2:on_device(c:narrow(1, r, 1)) end
+    end
   end
-  local x = fdm.cat(list, 1)
-  local n = x.shape[1]
+  if #xs == 0 then
+    print(("%s: not written (this grid holds no samples to upsample)"):format(p2))
+    return
+  end
+  local x, c = fdm.cat(xs, 1), fdm.cat(cs, 1)
+  local up = {}
+  for s = 1, x.shape[1], 4 do -- a few images per stage II run
+    local k = math.min(4, x.shape[1] - s + 1)
+    up[#up + 1] = IF.upscale(m2, x:narrow(1, s, k), c:narrow(1, s, k), uncond, { steps = C.upsampler_steps or 50 })
+  end
+  up = fdm.cat(up, 1)
   local out = {}
-  for s = 1, n, 4 do -- a few images per stage II run
-    local k = math.min(4, n - s + 1)
-    out[#out + 1] = IF.upscale(m2, x:narrow(1, s, k), cond, uncond, { steps = C.upsampler_steps or 50 })
+  for i, im in ipairs(images) do
+    local u = spec[i]
+    if rows[i] then
+      out[i] = up:narrow(1, rows[i].first, rows[i].count)
+    elseif type(u) == "table" and u.of then
+      local j = u.of
+      if not rows[j] then error(("save_upsampled: entry %d derives from entry %d, which is not a sample"):format(i, j), 0) end
+      out[i] = u.apply(up:narrow(1, rows[j].first, rows[j].count))
+    else
+      local y = im.shape[2] ~= 3 and im:expand(im.shape[1], 3, im.shape[3], im.shape[4]) or im
+      out[i] = fdm.F.interpolate(m2:on_device(y:contiguous()), { size = { S2, S2 }, mode = "bilinear", align_corners = false })
+    end
   end
   local o2 = {}
   for k, v in pairs(o) do o2[k] = v end
   o2.scale = 1
-  local p2 = path:gsub("%.png$", "") .. "_256.png"
   fdm.io.save_grid(p2, to01(out), o2)
   print("wrote " .. p2)
 end
@@ -503,17 +547,20 @@ end
 
 -- SDEdit of x (model space) at each course i_start (mapped onto the current
 -- timesteps): returns the images and their captions, the original last
+-- returns the row's images, their captions and what C.save_grid's upsample
+-- takes for them (the edits are samples of cond, the original is an input)
 function C.sdedit_row(model, x, i_starts, args, cond, uncond)
   local ts = C.timesteps(args)
-  local ims, caps = {}, {}
+  local ims, caps, ups = {}, {}, {}
   for _, ic in ipairs(i_starts) do
     local i = C.index_for_course(ts, ic)
     ims[#ims + 1] = D.sdedit(model, x, i, C.sampler_opts(args, { timesteps = ts, cond = cond,
       uncond = uncond, cfg = args.cfg }))
     caps[#caps + 1] = string.format("i_start %d", i)
+    ups[#ups + 1] = cond
   end
-  ims[#ims + 1], caps[#caps + 1] = x, "original"
-  return ims, caps
+  ims[#ims + 1], caps[#caps + 1], ups[#ups + 1] = x, "original", false
+  return ims, caps, ups
 end
 
 -- The main demo's illusion (scripts/anagram.lua): a pair that real digits
@@ -532,7 +579,7 @@ function C.anagram(model, prompts, views, args, n)
   local x = D.sample(model, n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local shown = {}
   for k, e in ipairs(entries) do shown[k] = e.view.apply(x) end
-  return x, shown
+  return x, shown, entries
 end
 
 function C.caption(prompt)
