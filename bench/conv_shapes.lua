@@ -3,8 +3,10 @@
 -- picks the algorithm: default (Winograd where it has enough tiles, else
 -- im2col), FDM_NO_WINOGRAD=1 (im2col), FDM_WINOGRAD_TILE=2|4 (Winograd
 -- forced). PERFORMANCE.md, "DeepFloyd IF on the CPU", compares them.
---   ./build/fdm bench/conv_shapes.lua 832:8:2,576:16:2 [back]    (C:map:N, ...)
--- "back" times forward and backward (input and weight gradients) together.
+--   ./build/fdm bench/conv_shapes.lua 832:8:2,576:16:2 [back] [torch]    (C:map:N, ...)
+-- "back" times forward and backward (input and weight gradients) together;
+-- "torch" also runs bench/torch_conv_shapes.py (PyTorch, 2 threads) on the
+-- same shapes and prints fdm's speed over PyTorch's per shape.
 local fdm = require "fdm"
 local F = fdm.F
 local shapes = {}
@@ -16,7 +18,21 @@ for spec in (arg[1] or "832:8:2,576:16:2,384:32:2,192:64:2"):gmatch("[^,]+") do
   end
   shapes[#shapes + 1] = { tonumber(c), tonumber(hw), tonumber(n) }
 end
-local back = arg[2] == "back"
+local back, with_torch = false, false
+for i = 2, #arg do
+  if arg[i] == "back" then back = true
+  elseif arg[i] == "torch" then with_torch = true
+  else io.stderr:write(("conv_shapes: expected 'back' or 'torch', got '%s'\n"):format(arg[i])); os.exit(2) end
+end
+local torch_ms = {}
+if with_torch then
+  local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
+  local p = io.popen(("/usr/bin/python3 %s/torch_conv_shapes.py %s%s 2>&1"):format(here, arg[1] or "832:8:2,576:16:2,384:32:2,192:64:2",
+    back and " back" or ""))
+  local text = p:read("a")
+  if not p:close() then io.stderr:write("conv_shapes: PyTorch run failed:\n" .. text); os.exit(1) end
+  for c, hw, n, ms in text:gmatch("torch (%d+) (%d+) (%d+) ([%d.]+)") do torch_ms[c .. ":" .. hw .. ":" .. n] = tonumber(ms) end
+end
 for _, s in ipairs(shapes) do
   local C, HW, N = s[1], s[2], s[3]
   local x = fdm.randn(N, C, HW, HW)
@@ -39,6 +55,8 @@ for _, s in ipairs(shapes) do
     collectgarbage()
   end
   local fl = 2 * N * C * C * 9 * HW * HW * (back and 3 or 1)
-  print(("C=K=%4d %3dx%-3d N=%3d  %8.2f ms  %6.1f GFLOP/s%s"):format(C, HW, HW, N, best * 1e3, fl / best / 1e9,
-    back and " (forward + both gradients)" or ""))
+  local tm = torch_ms[C .. ":" .. HW .. ":" .. N]
+  print(("C=K=%4d %3dx%-3d N=%3d  %8.2f ms  %6.1f GFLOP/s%s%s"):format(C, HW, HW, N, best * 1e3, fl / best / 1e9,
+    back and " (forward + both gradients)" or "",
+    tm and ("   PyTorch %8.2f ms   fdm/torch %.2fx"):format(tm, tm / (best * 1e3)) or ""))
 end
