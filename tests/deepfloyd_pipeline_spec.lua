@@ -10,7 +10,8 @@ local D = require "fdm.diffusion"
 local ROOT = "tests/data/deepfloyd-tiny"
 local FDM = os.getenv("FDM_BIN") or "./build/fdm"
 
-local rel = require("helpers").rel_max
+local H = require "helpers"
+local rel = H.rel_max
 
 describe("deepfloyd scheduler", function()
   local s = S.load(ROOT .. "/scheduler")
@@ -231,11 +232,9 @@ describe("bench/deepfloyd.lua --write", function()
     local T5 = require "fdm.deepfloyd.t5"
     local dir = os.tmpname()
     os.remove(dir)
-    local p = io.popen(FDM .. " bench/deepfloyd.lua --config t5-xxl --layers 1 --write " .. dir .. " 2>&1; echo rc=$?")
-    local text = p:read("a")
-    p:close()
+    local text, rc = H.sh(FDM .. " bench/deepfloyd.lua --config t5-xxl --layers 1 --write " .. dir)
     local ok, err = pcall(function()
-      assert.truthy(text:find("rc=0", 1, true), text)
+      assert.are.equal(0, rc, text)
       for _, f in ipairs { "text_encoder/config.json", "text_encoder/model.safetensors.index.fp16.json",
         "text_encoder/model.fp16-00001-of-00002.safetensors", "text_encoder/model.fp16-00002-of-00002.safetensors",
         "tokenizer/spiece.model", "scheduler/scheduler_config.json", "model_index.json" } do
@@ -314,16 +313,13 @@ describe("model ids from the Hugging Face cache", function()
   it("sample.lua runs stage I and II from ids (HF_HOME), and an id not downloaded is a usage error", function()
     local out = home .. "/out"
     local cmd = ("HF_HOME=%s FDM_CACHE=%s/cache %s scripts/sample.lua --model DeepFloyd/IF-I-tiny " ..
-      "--upsampler DeepFloyd/IF-II-tiny@4567def --prompts 'a red boat' --steps 3 --upsampler-steps 2 --out %s 2>&1")
+      "--upsampler DeepFloyd/IF-II-tiny@4567def --prompts 'a red boat' --steps 3 --upsampler-steps 2 --out %s")
       :format(home, home, FDM, out)
-    local p = io.popen(cmd)
-    local text = p:read("a")
-    assert.is_true(p:close(), text)
+    local text, rc = H.sh(cmd)
+    assert.are.equal(0, rc, text)
     assert.is_true(L.exists(out .. "/sample_upsampled.png"), text)
-    p = io.popen(("HF_HOME=%s %s scripts/partA/1_5_sampling.lua --model DeepFloyd/IF-I-XL-v1.0 2>&1; echo rc=$?"):format(home, FDM))
-    text = p:read("a")
-    p:close()
-    assert.truthy(text:find("rc=2", 1, true), text)
+    text, rc = H.sh(("HF_HOME=%s %s scripts/partA/1_5_sampling.lua --model DeepFloyd/IF-I-XL-v1.0"):format(home, FDM))
+    assert.are.equal(2, rc, text)
     assert.truthy(text:find("neither a folder nor in the Hugging Face cache", 1, true), text)
   end)
 end)
