@@ -299,6 +299,12 @@ describe("model ids from the Hugging Face cache", function()
       assert.truthy(tostring(e2):find("no revision 'main' under " .. home .. "/hub/models--DeepFloyd--IF-II-tiny", 1, true), e2)
       assert.truthy(tostring(e2):find("huggingface-cli download DeepFloyd/IF-II-tiny", 1, true), e2)
       assert.is_true(IF.is_folder("DeepFloyd/IF-I-M-v1.0")) -- an id goes to IF.load, which says what is missing
+      -- a ref whose snapshot is gone
+      os.execute(("mkdir -p '%s/hub/models--DeepFloyd--IF-II-tiny/refs' && printf 89ab > '%s/hub/models--DeepFloyd--IF-II-tiny/refs/v1'")
+        :format(home, home))
+      local ok3, e3 = pcall(IF.resolve, "DeepFloyd/IF-II-tiny@v1")
+      assert.is_false(ok3)
+      assert.truthy(tostring(e3):find("refs/v1 names commit 89ab, but " .. home .. "/hub/models--DeepFloyd--IF-II-tiny/snapshots/89ab is missing", 1, true), e3)
     end)
     L.hub_cache = saved
     assert(ok, e)

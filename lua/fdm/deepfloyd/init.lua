@@ -46,11 +46,11 @@ function IF.resolve(name)
   end
   local id = L.hub_id(dir)
   if id then
-    local snap, looked = L.hub_snapshot(id)
+    local snap, _, why = L.hub_snapshot(id)
     if snap then return snap end
-    error(("deepfloyd: '%s' is neither a folder nor in the Hugging Face cache (no revision '%s' under %s). " ..
+    error(("deepfloyd: '%s' is neither a folder nor in the Hugging Face cache (%s). " ..
       "fdm does not download: accept the licence on huggingface.co/%s/%s, run `huggingface-cli download %s/%s`, " ..
-      "then pass the id again or the folder it printed"):format(name, id.revision, looked, id.org, id.repo, id.org, id.repo), 0)
+      "then pass the id again or the folder it printed"):format(name, why, id.org, id.repo, id.org, id.repo), 0)
   end
   error(("deepfloyd: no folder '%s'"):format(dir), 0)
 end

@@ -12,7 +12,7 @@
 --   L.spec_bytes(spec, bytes_per_el) ; L.mem_available() (bytes, from /proc/meminfo)
 --   L.check_memory(bytes, what)   refuses clearly when bytes exceed available memory
 --   L.hub_id(name) -> {org, repo, revision} for "ORG/NAME[@REVISION]" that is not a path on disk
---   L.hub_cache() ; L.hub_snapshot(id) -> the snapshot folder a download left, or nil, the repo's cache folder
+--   L.hub_cache() ; L.hub_snapshot(id) -> the snapshot folder a download left, or nil, the repo's cache folder, why
 local fdm = require "fdm"
 local json = require "fdm.json"
 
@@ -245,7 +245,10 @@ function L.hub_snapshot(id)
   if ref then commit = ref:match("^%s*(%x+)%s*$") or commit end
   local snap = repo_dir .. "/snapshots/" .. commit
   if exists(snap .. "/.") then return snap end
-  return nil, repo_dir
+  if ref then   -- the ref is there, its files are not: an interrupted or cleaned-up download
+    return nil, repo_dir, ("refs/%s names commit %s, but %s is missing"):format(id.revision, commit, snap)
+  end
+  return nil, repo_dir, ("no revision '%s' under %s"):format(id.revision, repo_dir)
 end
 
 return L
