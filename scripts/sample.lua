@@ -18,7 +18,10 @@ local spec = {
     { "upsampler", "string", nil, "DeepFloyd IF stage II (a folder or a cached model id): upsample every sample to 256x256" },
     { "prompt", "string", nil, "one prompt (same as --prompts with one entry)" },
     { "prompts", "string", nil, "comma-separated prompts (default: the course's three; digits for the MNIST model)" },
-    { "steps", "ints", { 20, 50, 100 }, "stage I step counts, one grid row each" },
+    { "steps", "ints", { 20, 50, 100 }, "stage I step counts, one grid row each", min = 2 },
+    { "timesteps", "choice", "auto", "pipeline: IFPipeline's (diffusers' set_timesteps: steps model calls, the last to " ..
+      "the clean image); course: Part A's strided ~990, ..., 0 (steps - 1 model calls); auto: pipeline for DeepFloyd IF, " ..
+      "course for the MNIST DDPM", choices = { "auto", "pipeline", "course" } },
     { "seed", "int", 180, "random seed, reused for every step count" },
     { "cfg", "number", 7, "stage I guidance scale" },
     { "n", "int", 1, "samples per prompt", min = 1 },
@@ -35,6 +38,10 @@ local spec = {
   },
 }
 local args = cli.parse_or_exit(arg, spec)
+if args.timesteps == "auto" then args.timesteps = args.model and "pipeline" or "course" end
+if args.timesteps == "pipeline" and not args.model then
+  cli.usage_error("--timesteps pipeline: IFPipeline's timesteps need a DeepFloyd IF model (--model); the MNIST DDPM takes course")
+end
 if args.graph and not fdm.graph_supported({ device = args.device }) then
   cli.usage_error("--graph: CUDA graphs need --device cuda; device '" .. args.device .. "' has none")
 end
@@ -93,22 +100,31 @@ end
 local cond = batch_cond(conds)
 local n = #prompts * args.n
 
+-- the timesteps of a run of `steps`: IFPipeline's (ending in -1, the clean image) or the course's
+local function timesteps_of(m, steps)
+  if args.timesteps == "pipeline" then return m.scheduler:pipeline_timesteps(steps) end
+  return D.strided_timesteps { steps = steps, T = m.T }
+end
+
 local rows, rows_up, row_caps = {}, {}, {}
 for _, steps in ipairs(args.steps) do
   fdm.manual_seed(args.seed)
   local ts = fdm.time()
-  local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, steps = steps, graph = args.graph })
+  local list = timesteps_of(model, steps)
+  local x = D.sample(model, n, { cond = cond, uncond = uncond, cfg = args.cfg, timesteps = list, graph = args.graph })
   local dt = fdm.time() - ts
-  print(("stage I, %d steps, %s: %.2f s (%.3f s per step)"):format(steps, args.precision, dt, dt / (steps - 1)))
+  print(("stage I, %d steps (%d model calls, %s timesteps), %s: %.2f s (%.3f s per call)"):format(steps, #list - 1,
+    args.timesteps, args.precision, dt, dt / (#list - 1)))
   rows[#rows + 1] = fdm.clamp((x + 1) * 0.5, 0, 1):to("cpu")
   row_caps[#row_caps + 1] = steps .. " steps"
   if m2 then
     local tu = fdm.time()
-    local y = IF.upscale(m2, x, cond, uncond, { steps = args.upsampler_steps, cfg = args.upsampler_cfg,
+    local list2 = timesteps_of(m2, args.upsampler_steps)
+    local y = IF.upscale(m2, x, cond, uncond, { timesteps = list2, cfg = args.upsampler_cfg,
       noise_level = args.noise_level })
     local du = fdm.time() - tu
-    print(("stage II, %d steps, %s: %.2f s (%.3f s per step)"):format(args.upsampler_steps, args.precision, du,
-      du / (args.upsampler_steps - 1)))
+    print(("stage II, %d steps (%d model calls), %s: %.2f s (%.3f s per call)"):format(args.upsampler_steps, #list2 - 1,
+      args.precision, du, du / (#list2 - 1)))
     rows_up[#rows_up + 1] = fdm.clamp((y + 1) * 0.5, 0, 1):to("cpu")
   end
 end

@@ -157,6 +157,22 @@ describe("diffusion samplers on the Gaussian toy model", function()
     assert.is_true(math.abs(v / s2 - 1) < 0.04, "variance " .. v)
   end)
 
+  it("a step to t' = -1 lands on x0_hat and adds no noise (diffusers' last step)", function()
+    local model = toy_model(0.25)
+    local opts = { n = 2, shape = { 1, 4, 4 }, timesteps = { 500, 250, -1 }, cond = model:encode(0.3) }
+    fdm.manual_seed(7)
+    local s = D.Sampler(model, opts)
+    s:step()
+    local x = s:step()
+    assert.is_true(s:done())
+    assert.are.equal(0, (x - s.x0_hat):abs():max():item())
+    local after = fdm.randn(4)
+    -- the same draws without the last step: it took no noise
+    fdm.manual_seed(7)
+    D.Sampler(model, opts):step()
+    assert.are.equal(0, (fdm.randn(4) - after):abs():max():item())
+  end)
+
   it("shows a progress bar over the steps when asked (or when the model asks), closed on an error too", function()
     local model = toy_model(0.25)
     local text = ""

@@ -254,6 +254,23 @@ describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager
     H.assert_close(sample({ emulate = true }), sample(nil), EXACT)
   end)
 
+  it("a list ending in -1 (IFPipeline's): the clean last step runs eagerly and draws no noise", function()
+    if not fdm.supports("fake", "copy") then return end
+    fdm.manual_seed(7)
+    local model = M.new { hidden = 4, device = "fake" }
+    model:eval()
+    local function sample(graph)
+      return flow.with_rng(8, function()
+        local x = D.sample(model, 2, { timesteps = { 900, 600, 300, 0, -1 }, graph = graph })
+        return x, fdm.randn(4, { device = "fake" })   -- the stream after: the same draws taken
+      end)
+    end
+    local a, ra = sample(nil)
+    local b, rb = sample({ emulate = true })
+    H.assert_close(b, a, EXACT)
+    H.assert_close(rb, ra, EXACT, "the random stream after sampling")
+  end)
+
   it("graph = true on the CPU is the clear error", function()
     local model = M.new { hidden = 4 }
     H.raises(function() D.Sampler(model, { n = 1, steps = 3, graph = true }) end,

@@ -590,13 +590,16 @@ local function x0_numbers(sch, t, s)
   return s
 end
 
+-- a step to t' < 0 lands on the clean image (abar 1): x' is x0_hat and no
+-- noise is added, as diffusers' step() does at t = 0 (lists ending in -1:
+-- the deepfloyd scheduler's pipeline_timesteps)
 local function step_numbers(sch, t, tn)
   local ab, abn = sch:abar(t), sch:abar(tn)
   local alpha = ab / abn
   local beta = 1 - alpha
   local small = beta * (1 - abn) / (1 - ab)
   return x0_numbers(sch, t, {
-    t = t,
+    t = t, noise_gate = tn < 0 and 0 or 1,
     c_x0 = math.sqrt(abn) * beta / (1 - ab), c_x = math.sqrt(alpha) * (1 - abn) / (1 - ab),
     noise_small = math.sqrt(small), noise_large = math.sqrt(beta),        -- D.step_variance's kinds
     log_beta = math.log(beta), log_small = math.log(math.max(small, 1e-20)),
@@ -621,7 +624,7 @@ local function step_work(self, x, s, last)
   local eps, v = fdm.no_grad(function() return self.estimator(x, s.t) end)
   local x0 = predict(self, x, eps, s)
   local xn = x0 * s.c_x0 + x * s.c_x
-  if self.add_variance then
+  if self.add_variance and s.noise_gate ~= 0 then
     local kind = self.variance
     if v ~= nil and kind == nil then kind = "learned_range" end
     if kind == "learned_range" then
@@ -645,9 +648,11 @@ end
 -- Graph mode (opts.graph): the step's numbers go to device tensors (t as
 -- int64 [1]) before each step; the first step runs eagerly with them, the
 -- second is captured into a graph that reads x from one tensor and writes
--- x' back into it, the others replay it. The last step of an inpainting
--- run (other work) runs eagerly.
+-- x' back into it, the others replay it. A step to the clean image
+-- (t' < 0) and the last step of an inpainting run (other work) run eagerly.
 local function graph_step(self, s, last)
+  -- the step to the clean image adds no noise: other work than the graph's, so eager
+  if s.noise_gate == 0 then return step_work(self, self.x, s, last) end
   local G = self._graph
   if not G.vals then
     G.vals = {}

@@ -361,7 +361,8 @@ end
 
 -- stage II: x64 [N, 3, h, w] in [-1, 1] (stage I's samples) -> [N, 3, S, S];
 -- upscaled bilinearly (align_corners), noised to noise_level, concatenated to
--- the input of every step; CFG 4 by default; dynamic thresholding max 1.0
+-- the input of every step; CFG 4 by default; dynamic thresholding max 1.0;
+-- IFSuperResolutionPipeline's timesteps for opts.steps (50), or opts.timesteps
 function IF.upscale(m2, x64, cond, uncond, opts)
   opts = opts or {}
   local n = x64.shape[1]
@@ -375,7 +376,8 @@ function IF.upscale(m2, x64, cond, uncond, opts)
   m2.low_res = m2.noising:add_noise(up, noise, level)
   m2.noise_level = level
   local g = opts.cfg or 4
-  local timesteps = opts.timesteps or D.strided_timesteps { steps = opts.steps or 50, T = m2.T }
+  -- IFSuperResolutionPipeline's timesteps (set_timesteps(steps), the last step to the clean image)
+  local timesteps = opts.timesteps or m2.scheduler:pipeline_timesteps(opts.steps or 50)
   local c = cond
   if c.shape[1] ~= n then c = c:expand(n, c.shape[2], c.shape[3]) end
   local ok, res = pcall(D.sample, m2, n, {

@@ -8,6 +8,9 @@
 --   s.betas, s.alphas, s.alphas_cumprod         -- float32 [T]
 --   s:set_timesteps(list)                       -- any descending list (default: the course's 990, 960, ..., 0)
 --   s:previous_timestep(t)                      -- the next entry, -1 after the last
+--   s:pipeline_timesteps(n)                     -- IFPipeline's n timesteps (set_timesteps(n): the config's
+--                                               -- timestep_spacing and steps_offset), then -1: the list
+--                                               -- fdm.diffusion's samplers step through to the clean image
 --   s:variance(t, v)                            -- learned_range log variance for predicted v in [-1, 1]
 --   s:threshold(x0)                             -- dynamic thresholding (ratio, sample_max_value)
 --   s:step(model_output, t, sample, noise)      -- prev_sample, pred_original_sample
@@ -82,6 +85,38 @@ function S:set_timesteps(list)
   self.timesteps = list
   self.prev = {}
   for i, t in ipairs(list) do self.prev[t] = list[i + 1] or -1 end
+end
+
+-- DDPMScheduler.set_timesteps(n) of diffusers 0.21: "leading" (the default,
+-- and what IF's configs get), "trailing" or "linspace" spacing, plus
+-- steps_offset. The trailing -1 is the step after the last timestep, to
+-- alphas_cumprod = 1 and without noise, as diffusers' step() takes it.
+local function round_half_even(x)   -- np.round
+  local f = math.floor(x)
+  local d = x - f
+  if d > 0.5 or (d == 0.5 and f % 2 == 1) then f = f + 1 end
+  return math.tointeger(f)
+end
+
+function S:pipeline_timesteps(n)
+  local T, c = self.T, self.config
+  n = math.tointeger(n)
+  if not n or n < 1 or n > T then error(("scheduler: %s inference steps (1 to %d expected)"):format(tostring(n), T), 2) end
+  local spacing = c.timestep_spacing or "leading"
+  local ts = {}
+  if spacing == "leading" then
+    local ratio = T // n
+    for i = n - 1, 0, -1 do ts[#ts + 1] = i * ratio + (c.steps_offset or 0) end
+  elseif spacing == "trailing" then
+    local ratio = T / n
+    for i = 0, n - 1 do ts[#ts + 1] = round_half_even(T - i * ratio) - 1 end
+  elseif spacing == "linspace" then
+    for i = n - 1, 0, -1 do ts[#ts + 1] = round_half_even(n == 1 and 0 or i * (T - 1) / (n - 1)) end
+  else
+    error(("scheduler: timestep_spacing '%s' is not supported (leading, trailing, linspace)"):format(spacing), 2)
+  end
+  ts[#ts + 1] = -1
+  return ts
 end
 
 function S:previous_timestep(t)
