@@ -61,10 +61,10 @@ local t_start = fdm.time()
 local model, m2
 local ok, err = pcall(function()
   if args.model then
-    model = IF.load(args.model, { variant = args.variant, device = args.device, precision = args.precision })
+    model = IF.load(args.model, { variant = args.variant, device = args.device, precision = args.precision, stage = 1 })
     if args.upsampler then
       m2 = IF.load(args.upsampler, { variant = args.variant, text_model = model, device = args.device,
-        precision = args.precision })
+        precision = args.precision, stage = 2 })
     end
   else
     if args.upsampler then error("--upsampler needs --model (a DeepFloyd IF stage I folder)", 0) end

@@ -83,11 +83,12 @@ function C.load_model(args)
   local IF = require "fdm.deepfloyd"
   if IF.is_folder(args.model) then
     -- DeepFloyd IF stage I (64x64 RGB, T5 prompts); --upsampler: stage II
-    local ok, m = pcall(IF.load, args.model, { device = args.device, precision = args.precision })
+    local ok, m = pcall(IF.load, args.model, { device = args.device, precision = args.precision, stage = 1 })
     if not ok then cli.usage_error(args.name .. ": --model: " .. tostring(m)) end
     C.IF, C.size, C.channels = m, m.image_shape[2], m.image_shape[1]
     if args.upsampler then
-      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device, precision = args.precision })
+      local ok2, m2 = pcall(IF.load, args.upsampler, { text_model = m, device = args.device, precision = args.precision,
+        stage = 2 })
       if not ok2 then cli.usage_error(args.name .. ": --upsampler: " .. tostring(m2)) end
       C.upsampler = m2
     end

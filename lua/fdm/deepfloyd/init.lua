@@ -2,6 +2,7 @@
 --
 --   local IF = require "fdm.deepfloyd"
 --   local m1 = IF.load("~/IF-I-M-v1.0")            -- stage I: unet/, scheduler/, text_encoder/, tokenizer/
+--                                                  -- (opts.stage = 1 or 2: refuse the other stage clearly)
 --   local m2 = IF.load("~/IF-II-M-v1.0", {text_model = m1})   -- stage II (takes stage I's embeddings)
 --   local c = m1:encode("a lithograph of waterfalls")  -- [1, 77, D] (cached on disk by prompt and model)
 --   local eps, var = m1(x_t, t, c)                 -- the Part A interface: eps and the raw learned_range v
@@ -294,7 +295,16 @@ function IF.load(dir, opts)
   local udir = L.exists(dir .. "/unet/config.json") and dir .. "/unet" or (L.exists(dir .. "/config.json") and dir or nil)
   if not udir then error(("deepfloyd: '%s' has no unet/config.json (a DeepFloyd IF folder in the diffusers layout expected)"):format(dir), 0) end
   local cfg = L.read_json(udir .. "/config.json", "deepfloyd")
-  U.spec(cfg) -- unsupported block types fail here, before any weight is read
+  local _, plan = U.spec(cfg) -- unsupported block types fail here, before any weight is read
+  local stage = plan.class_embed and 2 or 1
+  -- a stage I folder given for stage II or the other way round (opts.stage: the one expected)
+  if opts.stage and opts.stage ~= stage then
+    local kind = { "stage I (64x64 from a prompt, e.g. IF-I-M-v1.0)", "stage II (the 256x256 upsampler, e.g. IF-II-M-v1.0)" }
+    error(("deepfloyd: '%s' holds a %s model, but a %s model is expected here%s"):format(given,
+      stage == 2 and "stage II" or "stage I", opts.stage == 2 and "stage II" or "stage I",
+      opts.stage == 1 and " (--model takes " .. kind[1] .. "; --upsampler takes " .. kind[2] .. ")"
+        or " (--upsampler takes " .. kind[2] .. ")"), 0)
+  end
   local files = L.weight_files(udir, "diffusion_pytorch_model", opts.variant)
   local function total(list)
     local b = 0
