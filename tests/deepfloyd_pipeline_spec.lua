@@ -84,6 +84,22 @@ describe("deepfloyd tokenizer", function()
     assert.are.equal(2, tok.eos_id)
     assert.are.equal(0, tok.unk_id)
   end)
+  it("refuses a cut spiece.model (wherever it is cut, between two pieces too) instead of a shorter vocabulary", function()
+    local full = L.read_file(dir .. "/spiece.model")
+    local cuts = {}
+    for n = 1, #full - 1, 2003 do cuts[#cuts + 1] = n end
+    assert.are.equal(0x0a, full:byte(1))            -- field 1 (a piece), length-delimited
+    assert.is_true(full:byte(2) < 0x80)
+    cuts[#cuts + 1] = 2 + full:byte(2)               -- exactly one whole piece
+    for _, n in ipairs(cuts) do
+      local ok, err = pcall(Tok.parse_model, full:sub(1, n))
+      assert.is_false(ok, "cut at " .. n)
+      assert.truthy(tostring(err):find("spiece.model is truncated or corrupt", 1, true), err)
+    end
+    local _, err = pcall(Tok.parse_model, full:sub(1, cuts[#cuts]))
+    assert.truthy(err:find("(1 pieces, then no trainer spec)", 1, true), err)
+    assert.are.equal(1000, #Tok.parse_model(full).pieces)
+  end)
   for _, e in ipairs(g.entries) do
     it("ids, mask and length of " .. ("%q"):format(e.prompt):sub(1, 60), function()
       local ids, mask, toks, n = tok:encode(e.prompt, { max_length = 77 })

@@ -18,11 +18,15 @@ local Tok = {}
 Tok.__index = Tok
 
 ---------------------------------------------------------------- protobuf
-local function varint(s, pos)
+local CORRUPT = "tokenizer: spiece.model is truncated or corrupt (%s)"
+
+-- a varint within s[..limit]
+local function varint(s, pos, limit)
   local v, shift = 0, 0
   while true do
-    local b = s:byte(pos)
-    if not b then error("tokenizer: truncated varint in spiece.model", 0) end
+    local b = pos <= limit and s:byte(pos)
+    if not b then error(CORRUPT:format("a number runs past the end of its message"), 0) end
+    if shift > 63 then error(CORRUPT:format("a number of more than 64 bits"), 0) end
     pos = pos + 1
     v = v | ((b & 0x7f) << shift)
     if b < 0x80 then return v, pos end
@@ -30,25 +34,32 @@ local function varint(s, pos)
   end
 end
 
--- calls fn(field, wire, value, pos) for each field of the message s[i..j]
+-- calls fn(field, wire, value, pos) for each field of the message s[i..j];
+-- a field that runs past j (a cut file) is an error, not a shorter field
 local function fields(s, i, j, fn)
   local pos = i
+  local function need(n)
+    if n < 0 or pos + n - 1 > j then error(CORRUPT:format("a field runs past the end of its message"), 0) end
+  end
   while pos <= j do
     local key
-    key, pos = varint(s, pos)
+    key, pos = varint(s, pos, j)
     local field, wire = key >> 3, key & 7
     if wire == 0 then
       local v
-      v, pos = varint(s, pos)
+      v, pos = varint(s, pos, j)
       fn(field, wire, v)
     elseif wire == 1 then
+      need(8)
       fn(field, wire, s:sub(pos, pos + 7)); pos = pos + 8
     elseif wire == 2 then
       local len
-      len, pos = varint(s, pos)
+      len, pos = varint(s, pos, j)
+      need(len)
       fn(field, wire, nil, pos, pos + len - 1)
       pos = pos + len
     elseif wire == 5 then
+      need(4)
       fn(field, wire, s:sub(pos, pos + 3)); pos = pos + 4
     else
       error("tokenizer: unsupported protobuf wire type " .. wire .. " in spiece.model", 0)
@@ -71,6 +82,7 @@ function Tok.parse_model(s)
       end)
       m.pieces[#m.pieces + 1] = p
     elseif f == 2 and w == 2 then
+      m.has_trainer = true
       fields(s, a, b, function(f2, w2, v2)
         if w2 == 0 then
           if f2 == 3 then m.trainer.model_type = v2
@@ -79,6 +91,7 @@ function Tok.parse_model(s)
         end
       end)
     elseif f == 3 and w == 2 then
+      m.has_normalizer = true
       local n = m.normalizer
       fields(s, a, b, function(f2, w2, v2, a2, b2)
         if f2 == 1 and w2 == 2 then n.name = s:sub(a2, b2)
@@ -90,6 +103,11 @@ function Tok.parse_model(s)
     end
   end)
   if #m.pieces == 0 then error("tokenizer: spiece.model holds no pieces", 0) end
+  -- sentencepiece writes the pieces, then its trainer and normalizer specs: a
+  -- file cut between two pieces parses, but has neither
+  if not m.has_trainer or not m.has_normalizer then
+    error(CORRUPT:format(("%d pieces, then no %s spec"):format(#m.pieces, m.has_trainer and "normalizer" or "trainer")), 0)
+  end
   if m.trainer.model_type and m.trainer.model_type ~= 1 then
     error(("tokenizer: spiece.model is not a unigram model (model_type %d)"):format(m.trainer.model_type), 0)
   end
