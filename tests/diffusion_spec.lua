@@ -615,6 +615,17 @@ describe("Part A scripts (tiny random model)", function()
     assert.are.equal(0, rc2, out2)
   end)
 
+  it("inpainting: masks must pair with images (count, and --mask alone), a usage error before any work", function()
+    local img = dir .. "/user.png"
+    fdm.io.write_png(img, fdm.ones(3, 28, 28))
+    local out, rc = sh(BIN .. " scripts/partA/1_7_2_inpainting.lua --image " .. img .. " --mask " .. img .. "," .. img)
+    assert.are.equal(2, rc, out)
+    assert.truthy(out:find("1 images but 2 masks (one --mask per --image", 1, true), out)
+    out, rc = sh(BIN .. " scripts/partA/1_7_2_inpainting.lua --mask " .. img)
+    assert.are.equal(2, rc, out)
+    assert.truthy(out:find("--mask needs --image", 1, true), out)
+  end)
+
   it("prepares user images: gray, resized, cropped, inverted on a light background", function()
     local C = dofile("scripts/partA/common.lua")
     local im = fdm.ones(3, 40, 50)

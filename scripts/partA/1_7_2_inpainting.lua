@@ -9,6 +9,7 @@
 -- Writes out/partA/1_7_2_inpainting.png (original, mask, masked input, n results per row).
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local D, M = C.D, C.M
+local cli = require "fdm.cli"
 
 local args = C.parse("1_7_2_inpainting", "Part A 1.7.2: RePaint inpainting", {
   "seed", "steps", "cfg", "device", "model", "out", "threshold", C.IMAGE_PROMPT_OPTION,
@@ -21,8 +22,15 @@ C.seed(args)
 local uncond = C.encode(model, "", args)
 local x1, d1 = C.test_image(1)
 local pairs_ = { { x1, C.rect_mask(9, 20, 9, 20), "test image", d1 } }
+if args.mask and not args.image then
+  cli.usage_error("1_7_2_inpainting: --mask needs --image (one mask per image)")
+end
 if args.image then
   local ims, ms = C.split(args.image), C.split(args.mask or "")
+  if args.mask and #ms ~= #ims then   -- a mask for the wrong image would not be noticed
+    cli.usage_error(("1_7_2_inpainting: %d images but %d masks (one --mask per --image, in the same order; " ..
+      "without --mask each image gets the default square)"):format(#ims, #ms))
+  end
   for i, p in ipairs(ims) do
     local m = ms[i] and ms[i] ~= "" and C.load_mask(ms[i]) or C.rect_mask(9, 20, 9, 20)
     pairs_[#pairs_ + 1] = { M.to_model(C.load_image(p)), m, p:match("([^/]*)$") }

@@ -178,7 +178,8 @@ function Model:free_text_encoder()
 end
 
 local function load_embedding_file(path)
-  local t = fdm.io.load_safetensors(path)
+  local ok, t = pcall(L.load_safetensors, path)
+  if not ok then error(("deepfloyd: the embeddings file of prompt '@%s': %s"):format(path, t), 0) end
   local e = t.prompt_embeds
   if not e then
     local k, v = next(t)

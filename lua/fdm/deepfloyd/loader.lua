@@ -11,6 +11,7 @@
 --       that lists missing names, wrong shapes and (up to a few) unexpected names
 --   L.spec_bytes(spec, bytes_per_el) ; L.mem_available() (bytes, from /proc/meminfo)
 --   L.check_memory(bytes, what)   refuses clearly when bytes exceed available memory
+--   L.load_safetensors(path, opts)  fdm.io's, its errors about the file only
 --   L.hub_id(name) -> {org, repo, revision} for "ORG/NAME[@REVISION]" that is not a path on disk
 --   L.hub_cache() ; L.hub_snapshot(id) -> the snapshot folder a download left, or nil, the repo's cache folder, why
 local fdm = require "fdm"
@@ -101,6 +102,14 @@ function L.no_weights(dir, base, what)
   error(msg, 0)
 end
 
+-- fdm.io.load_safetensors with its error as a message about the file, without
+-- the Lua position of this call (a user's file being bad is not a bug here)
+function L.load_safetensors(path, opts)
+  local ok, t, meta = pcall(fdm.io.load_safetensors, path, opts)
+  if not ok then error((tostring(t):gsub("^[^:]*:%d+: ", "")), 0) end
+  return t, meta
+end
+
 function L.weights(dir, opts)
   opts = opts or {}
   local base = opts.base or "diffusion_pytorch_model"
@@ -108,7 +117,7 @@ function L.weights(dir, opts)
   if not files then L.no_weights(dir, base) end
   local params = {}
   for _, f in ipairs(files) do
-    local t = fdm.io.load_safetensors(f, { mmap = opts.mmap ~= false })
+    local t = L.load_safetensors(f, { mmap = opts.mmap ~= false })
     for k, v in pairs(t) do params[k] = v end
   end
   return params, files
