@@ -75,6 +75,18 @@ if not ok then
   io.stderr:write("sample: " .. tostring(err) .. "\n")
   os.exit(2)
 end
+-- step counts and the noise level against the models' T (a usage error, before any work)
+for _, steps in ipairs(args.steps) do
+  if steps > model.T then cli.usage_error(("--steps %d: the model has %d timesteps"):format(steps, model.T)) end
+end
+if m2 then
+  if args.upsampler_steps > m2.T then
+    cli.usage_error(("--upsampler-steps %d: the upsampler has %d timesteps"):format(args.upsampler_steps, m2.T))
+  end
+  if args.noise_level >= m2.noising.T then
+    cli.usage_error(("--noise-level %d: expected 0 to %d"):format(args.noise_level, m2.noising.T - 1))
+  end
+end
 local prompts = split(args.prompts or args.prompt or (args.model and COURSE_PROMPTS or "a 3,seven,the digit nine"))
 if #prompts == 0 then io.stderr:write("sample: no prompts\n"); os.exit(2) end
 

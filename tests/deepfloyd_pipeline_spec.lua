@@ -258,6 +258,17 @@ describe("scripts/sample.lua on the tiny folders", function()
     assert.are.equal(2, rc, text)
     assert.truthy(text:find("--upsampler: deepfloyd: '" .. ROOT .. "/if-i' holds a stage I model, but a stage II model", 1, true), text)
   end)
+  it("step counts and the noise level beyond the models' timesteps are usage errors", function()
+    for _, case in ipairs {
+      { "--steps 1500", "--steps 1500: the model has 1000 timesteps" },
+      { "--upsampler " .. ROOT .. "/if-ii --upsampler-steps 2000", "--upsampler-steps 2000: the upsampler has 1000 timesteps" },
+      { "--upsampler " .. ROOT .. "/if-ii --noise-level 1000", "--noise-level 1000: expected 0 to 999" },
+    } do
+      local text, rc = H.sh(FDM .. " scripts/sample.lua --model " .. ROOT .. "/if-i " .. case[1])
+      assert.are.equal(2, rc, text)
+      assert.truthy(text:find(case[2], 1, true), text)
+    end
+  end)
   it("a missing folder is a usage error (exit 2)", function()
     local p = io.popen(FDM .. " scripts/sample.lua --model /nonexistent/IF-I-M 2>&1; echo rc=$?")
     local text = p:read("a")

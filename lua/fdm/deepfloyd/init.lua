@@ -383,6 +383,9 @@ function IF.upscale(m2, x64, cond, uncond, opts)
   cond, uncond = m2:on_device(cond), uncond and m2:on_device(uncond)
   local up = fdm.F.interpolate(fdm.clamp(x64, -1, 1), { size = { S2, S2 }, mode = "bilinear", align_corners = true })
   local level = opts.noise_level or 250
+  if math.type(level) ~= "integer" or level < 0 or level >= m2.noising.T then
+    error(("deepfloyd: noise_level %s outside 0 to %d"):format(tostring(level), m2.noising.T - 1), 2)
+  end
   local noise = fdm.randn_like(up)
   m2.low_res = m2.noising:add_noise(up, noise, level)
   m2.noise_level = level
