@@ -79,7 +79,10 @@ local function gb(b) return (b or 0) / 1e9 end
 local cfg = CONFIGS[args.config]()
 local is_t5 = args.config == "t5-xxl"
 local full_layers = cfg.num_layers
-if is_t5 and args.layers > 0 then cfg.num_layers = args.layers end
+if is_t5 and args.layers > 0 then
+  if args.layers > full_layers then cli.usage_error(("--layers %d: T5-XXL has %d"):format(args.layers, full_layers)) end
+  cfg.num_layers = args.layers
+end
 local spec = is_t5 and (T5.spec(cfg)) or (U.spec(cfg))
 local nparam = L.spec_params(spec)
 local es = args.dtype == "float32" and 4 or 2
@@ -99,10 +102,14 @@ local build_peak = L.peak_rss()
 -- them: every tensor in half precision; T5 in two shards named by an index)
 if args.write then
   local json = require "fdm.json"
-  local dir, tiny = args.write, "tests/data/deepfloyd-tiny"
-  local function sh(cmd) assert(os.execute(cmd), cmd) end
+  local dir, tiny = args.write, (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../tests/data/deepfloyd-tiny"
+  local function sh(cmd)
+    if not os.execute(cmd) then cli.usage_error(("--write %s: cannot create the folder or copy into it (%s)"):format(dir, cmd)) end
+  end
   local function write(path, text)
-    local f = assert(io.open(path, "wb")); f:write(text); f:close()
+    local f, e = io.open(path, "wb")
+    if not f then cli.usage_error(("--write %s: %s"):format(dir, e)) end
+    f:write(text); f:close()
   end
   local half = {}
   for k, t in pairs(params) do half[k] = t.dtype == "float32" and t:half() or t end
