@@ -115,8 +115,8 @@ if args.write then
   for k, t in pairs(params) do half[k] = t.dtype == "float32" and t:half() or t end
   params = nil
   local stage2 = cfg.class_embed_type ~= nil
-  sh(("mkdir -p '%s/scheduler' '%s/tokenizer' && cp %s/scheduler/scheduler_config.json '%s/scheduler/' && cp %s/tokenizer/* '%s/tokenizer/'")
-    :format(dir, dir, tiny, dir, tiny, dir))
+  sh(("mkdir -p '%s/scheduler' '%s/tokenizer' && cp %s/scheduler/scheduler_config.json '%s/scheduler/' && cp %s/tokenizer/spiece.model %s/tokenizer/tokenizer_config.json %s/tokenizer/special_tokens_map.json '%s/tokenizer/'")
+    :format(dir, dir, tiny, dir, tiny, tiny, tiny, dir))
   if is_t5 then
     sh(("mkdir -p '%s/text_encoder'"):format(dir))
     local c = { architectures = { "T5EncoderModel" }, model_type = "t5", is_encoder_decoder = true, torch_dtype = "float16" }
