@@ -108,7 +108,8 @@ describe("Part A quality (eval_quality.lua, tiny random model)", function()
     assert.truthy(out3:find("low-pass = DCT low-pass, 4 lowest frequencies per axis", 1, true), out3)
     assert.are.same({ kind = "dct", keep = 4 }, dofile(dir .. "/hyb4.txt").hybrid_options.filter)
     for _, bad in ipairs({ { " --keep 4 --sigma 2", "exclude each other" }, { " --filter dct --kernel 9", "--filter dct takes --keep" },
-        { " --filter gaussian --keep 3", "--filter gaussian takes --kernel and --sigma" }, { " --keep 29", "more frequencies than a 28x28 image has" } }) do
+        { " --filter gaussian --keep 3", "--filter gaussian takes --kernel and --sigma" }, { " --keep 29", "more frequencies than a 28x28 image has" },
+        { " --kernel 57", "--kernel 57 is too large for 28x28 images (reflect padding: at most 55)" } }) do
       local o, c = sh(base .. " --sections hybrids" .. bad[1])
       assert.are.equal(2, c, o)
       assert.truthy(o:find(bad[2], 1, true), o)

@@ -199,7 +199,13 @@ function C.hybrid_filter(args, model)
     return { kind = "dct", keep = keep }
   end
   if args.keep then cli.usage_error(args.name .. ": --keep sets a DCT low-pass; --filter gaussian takes --kernel and --sigma") end
-  return { kind = "gaussian", kernel = args.kernel or 33, sigma = args.sigma or 2 }
+  local kernel = args.kernel or 33
+  local side = math.min(model.image_shape[2], model.image_shape[3])
+  if kernel // 2 >= side then   -- the blur pads by reflection, which needs more pixels than half the kernel
+    cli.usage_error(("%s: --kernel %d is too large for %dx%d images (reflect padding: at most %d)"):format(args.name,
+      kernel, model.image_shape[2], model.image_shape[3], 2 * side - 1))
+  end
+  return { kind = "gaussian", kernel = kernel, sigma = args.sigma or 2 }
 end
 
 -- The hybrids' band isolation: "auto" is the calibrated one for the image
