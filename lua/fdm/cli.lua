@@ -53,7 +53,7 @@ function cli.is_usage_error(e) return getmetatable(e) == UsageError end
 cli.COMMON = {
   { "epochs", "int", 10, "training epochs", min = 1 },
   { "batch", "int", 64, "batch size", min = 1 },
-  { "lr", "number", 1e-2, "learning rate (Adam)" },
+  { "lr", "number", 1e-2, "learning rate (Adam)", min = 0 },
   { "hidden", "int", 64, "UNet hidden width D", min = 1 },
   { "seed", "int", 0, "random seed (model init, data order, noise)" },
   { "subset", "int", 0, "train on the first N training images (0 = all)", min = 0 },
