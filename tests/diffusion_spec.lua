@@ -626,6 +626,29 @@ describe("Part A scripts (tiny random model)", function()
     assert.truthy(out:find("--mask needs --image", 1, true), out)
   end)
 
+  it("--strokes is parsed strictly; Gaussian kernels and widths are checked before any work", function()
+    local C = dofile("scripts/partA/common.lua")
+    assert.are.same({ { { 7, 6 }, { 20, 6.5 } }, { { 1, 2 }, { 3, 4 }, { 5, 6 } } }, C.parse_strokes("7,6 20,6.5; 1,2 3,4  5,6"))
+    for bad, why in pairs { ["abc"] = "'abc' is not a point", ["7,6_20,6"] = "'7,6_20,6' is not a point",
+        ["3,4"] = "needs two points or more", [" ; "] = "no polyline", ["1,2 3,x"] = "'3,x' is not a point" } do
+      local strokes, err = C.parse_strokes(bad)
+      assert.is_nil(strokes, bad)
+      assert.truthy(err:find(why, 1, true), err)
+    end
+    for _, case in ipairs {
+      { "1_2_blur.lua --kernel 4", "--kernel 4: a Gaussian kernel size must be odd" },
+      { "1_2_blur.lua --kernel 61", "--kernel 61 is too large for 28x28 images (reflect padding: at most 55)" },
+      { "1_2_blur.lua --sigma 0", "--sigma expects a number >= 0.001" },
+      { "1_9_hybrids.lua --kernel 12", "--kernel 12: a Gaussian kernel size must be odd" },
+      { "1_7_1_sketches.lua --strokes abc", "--strokes: 'abc' is not a point x,y" },
+      { "1_7_1_sketches.lua --width 0", "--width expects a number >= 0.1" },
+    } do
+      local out, rc = sh(BIN .. " scripts/partA/" .. case[1] .. " --model " .. weights .. " --out " .. dir .. "/bad")
+      assert.are.equal(2, rc, out)
+      assert.truthy(out:find(case[2], 1, true), out)
+    end
+  end)
+
   it("prepares user images: gray, resized, cropped, inverted on a light background", function()
     local C = dofile("scripts/partA/common.lua")
     local im = fdm.ones(3, 40, 50)

@@ -9,12 +9,13 @@ local args = C.parse("1_2_blur", "Part A 1.2: Gaussian-blur denoising of the noi
   "seed", "device", "model", "out",
   { "ts", "ints", { 250, 500, 750 }, "timesteps", min = 0, max = 999 },
   { "kernel", "int", 5, "Gaussian kernel size (odd)", min = 1 },
-  { "sigma", "number", 1.5, "Gaussian sigma (pixels)" },
+  { "sigma", "number", 1.5, "Gaussian sigma (pixels)", min = 1e-3 },
   { "image", "string", nil, "a PNG or JPEG to use instead of the MNIST test image" },
 })
 local model = C.load_model(args)
 C.seed(args)
 local x0 = args.image and M.to_model(C.load_image(args.image)) or C.test_image(1)
+C.check_gaussian_kernel(args.name, args.kernel, x0.shape)
 local noisy, blurred, caps = {}, {}, {}
 for _, t in ipairs(args.ts) do
   local xt = D.forward(model, x0, t)

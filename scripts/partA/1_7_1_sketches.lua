@@ -9,12 +9,13 @@
 -- Writes out/partA/1_7_1_sketches.png.
 local C = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/common.lua")
 local M = C.M
+local cli = require "fdm.cli"
 
 local args = C.parse("1_7_1_sketches", "Part A 1.7.1: SDEdit on a web image and hand-drawn sketches", {
   "seed", "steps", "cfg", "device", "model", "out", "threshold", C.IMAGE_PROMPT_OPTION,
   { "image", "string", nil, "the web image (any PNG or JPEG); default a synthetic one" },
   { "strokes", "string", nil, "an extra sketch: polylines 'x,y x,y ...' separated by ';' (28x28 pixel units)" },
-  { "width", "number", 2.6, "stroke width in pixels" },
+  { "width", "number", 2.6, "stroke width in pixels", min = 0.1 },
   { "i-starts", "ints", { 1, 3, 5, 7, 10, 20 }, "indices into 990, 960, ..., 0", min = 0, max = C.I_START_MAX },
 }, { cfg = 7 })
 local model = C.load_model(args)
@@ -26,7 +27,9 @@ for _, sk in ipairs(C.SKETCHES) do
   images[#images + 1] = { M.to_model(C.render_strokes(sk.strokes, { width = args.width })), sk.name, sk.digit }
 end
 if args.strokes then
-  images[#images + 1] = { M.to_model(C.render_strokes(C.parse_strokes(args.strokes), { width = args.width })),
+  local strokes, why = C.parse_strokes(args.strokes)
+  if not strokes then cli.usage_error("1_7_1_sketches: --strokes: " .. why .. " (polylines 'x,y x,y ...' separated by ';')") end
+  images[#images + 1] = { M.to_model(C.render_strokes(strokes, { width = args.width })),
     "sketch: --strokes" }
 end
 local ims, cols, names, ups = {}, nil, {}, {}

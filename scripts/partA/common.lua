@@ -25,7 +25,7 @@ C.OPTIONS = {
     choices = { "auto", "gaussian", "dct" } },
   { "keep", "int", nil, "hybrid DCT low-pass: frequencies kept per axis (default 6 per 28 pixels)", min = 1 },
   { "kernel", "int", nil, "hybrid Gaussian low-pass: kernel size (default 33)", min = 1 },
-  { "sigma", "number", nil, "hybrid Gaussian low-pass: sigma (default 2)" },
+  { "sigma", "number", nil, "hybrid Gaussian low-pass: sigma (default 2)", min = 1e-3 },
 }
 local SHARED = {}
 for _, o in ipairs(C.OPTIONS) do SHARED[o[1]] = o end
@@ -182,6 +182,18 @@ end
 -- "auto" takes the filter the given options imply (--keep: DCT, --kernel or
 -- --sigma: Gaussian), else the calibrated one for the model's image size
 -- (D.hybrid_filter). An option of the other filter is a usage error.
+-- a Gaussian kernel size the blur takes on images of image_shape ([C, H, W]):
+-- odd, and at most 2 * side - 1 (the blur pads by reflection)
+function C.check_gaussian_kernel(name, kernel, image_shape)
+  if kernel % 2 == 0 then cli.usage_error(("%s: --kernel %d: a Gaussian kernel size must be odd"):format(name, kernel)) end
+  local h, w = image_shape[#image_shape - 1], image_shape[#image_shape]
+  local side = math.min(h, w)
+  if kernel // 2 >= side then
+    cli.usage_error(("%s: --kernel %d is too large for %dx%d images (reflect padding: at most %d)"):format(name,
+      kernel, h, w, 2 * side - 1))
+  end
+end
+
 function C.hybrid_filter(args, model)
   local kind = args.filter
   local gauss = args.kernel ~= nil or args.sigma ~= nil
@@ -200,11 +212,7 @@ function C.hybrid_filter(args, model)
   end
   if args.keep then cli.usage_error(args.name .. ": --keep sets a DCT low-pass; --filter gaussian takes --kernel and --sigma") end
   local kernel = args.kernel or 33
-  local side = math.min(model.image_shape[2], model.image_shape[3])
-  if kernel // 2 >= side then   -- the blur pads by reflection, which needs more pixels than half the kernel
-    cli.usage_error(("%s: --kernel %d is too large for %dx%d images (reflect padding: at most %d)"):format(args.name,
-      kernel, model.image_shape[2], model.image_shape[3], 2 * side - 1))
-  end
+  C.check_gaussian_kernel(args.name, kernel, model.image_shape)
   return { kind = "gaussian", kernel = kernel, sigma = args.sigma or 2 }
 end
 
@@ -401,13 +409,22 @@ function C.render_strokes(strokes, opts)
 end
 
 -- "x,y x,y ...; x,y ..." (pixels of a 28x28 canvas) -> strokes
+-- "x,y x,y ...;x,y ..." -> polylines; nil and the reason for anything else
+-- (a stray word would otherwise drop a point without a word)
 function C.parse_strokes(s)
   local strokes = {}
   for part in (s .. ";"):gmatch("(.-);") do
     local line = {}
-    for x, y in part:gmatch("(%-?[%d%.]+),(%-?[%d%.]+)") do line[#line + 1] = { tonumber(x), tonumber(y) } end
+    for word in part:gmatch("%S+") do
+      local x, y = word:match("^([^,]+),([^,]+)$")
+      x, y = tonumber(x), tonumber(y)
+      if not x or not y then return nil, ("'%s' is not a point x,y"):format(word) end
+      line[#line + 1] = { x, y }
+    end
+    if #line == 1 then return nil, ("a polyline needs two points or more, got '%s'"):format(part) end
     if #line > 0 then strokes[#strokes + 1] = line end
   end
+  if #strokes == 0 then return nil, "no polyline" end
   return strokes
 end
 
