@@ -243,11 +243,18 @@ describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager
     end)
   end
 
-  it("dynamic thresholding (a quantile per sample) on the fake device", function()
-    if not fdm.supports("fake", "copy") then return end
+  -- a small DDPM on the fake device (nil without it)
+  local function fake_model()
+    if not fdm.supports("fake", "copy") then return nil end
     fdm.manual_seed(7)
-    local model = M.new { hidden = 4, device = "fake" }
-    model:eval()
+    local m = M.new { hidden = 4, device = "fake" }
+    m:eval()
+    return m
+  end
+
+  it("dynamic thresholding (a quantile per sample) on the fake device", function()
+    local model = fake_model()
+    if not model then return end
     local function sample(graph)
       return flow.with_rng(8, function() return D.sample(model, 2, { steps = 7, threshold = true, graph = graph }) end)
     end
@@ -255,10 +262,8 @@ describe("the DDPM sampler (fdm.diffusion) with graph (emulated) gives the eager
   end)
 
   it("a list ending in -1 (IFPipeline's): the clean last step runs eagerly and draws no noise", function()
-    if not fdm.supports("fake", "copy") then return end
-    fdm.manual_seed(7)
-    local model = M.new { hidden = 4, device = "fake" }
-    model:eval()
+    local model = fake_model()
+    if not model then return end
     local function sample(graph)
       return flow.with_rng(8, function()
         local x = D.sample(model, 2, { timesteps = { 900, 600, 300, 0, -1 }, graph = graph })
