@@ -151,6 +151,29 @@ describe("deepfloyd model interface", function()
     local e2 = m1b:encode("a lithograph of waterfalls")
     assert.are.equal(0, (e2 - e):abs():max():item())
   end)
+  it("encode: the disk cache is keyed by the tokenizer too (the same T5 with another vocabulary)", function()
+    m1:encode("a red boat")   -- cached with the tiny folders' tokenizer
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute(("mkdir -p '%s/a' && cp -r %s/if-i/unet '%s/a/' && cp -r %s/scheduler %s/text_encoder %s/tokenizer '%s/'")
+      :format(dir, ROOT, dir, ROOT, ROOT, ROOT, dir))
+    local ok, err = pcall(function()
+      local same = IF.load(dir .. "/a")
+      same.text_dir = m1.text_dir                      -- the very same T5 files: the cache serves
+      same.text_encoder = function() error("the disk cache was not used") end
+      same:encode("a red boat")
+      local f = assert(io.open(dir .. "/tokenizer/tokenizer_config.json", "ab")); f:write(" "); f:close()
+      local other = IF.load(dir .. "/a")
+      other.text_dir = m1.text_dir
+      local encoded = false
+      local real = other.text_encoder
+      other.text_encoder = function(...) encoded = true; return real(...) end
+      other:encode("a red boat")
+      assert.is_true(encoded, "a changed tokenizer must not reuse the cached embedding")
+    end)
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
   it("encode: embeddings from a file (@path.safetensors)", function()
     local p = os.tmpname() .. ".safetensors"
     fdm.io.save_safetensors(p, { prompt_embeds = fdm.ones(77, 64) })

@@ -209,8 +209,18 @@ function Model:encode(prompt)
     local id = tdir .. "|" .. table.concat(files, ",")
     for _, f in ipairs(files) do id = id .. "|" .. file_size(f) end
     local cfgs = L.read_file(tdir .. "/config.json") or ""
+    -- the tokenizer's files too (their content, hashed once per model): the
+    -- same T5 weights with another vocabulary give other embeddings
+    if not src.tokenizer_hash then
+      local kdir = src.tok_dir or find_sub(src.dir, "tokenizer", "spiece.model") or ""
+      local h = {}
+      for i, f in ipairs { "spiece.model", "tokenizer_config.json", "special_tokens_map.json" } do
+        h[i] = fnv(L.read_file(kdir .. "/" .. f) or "")
+      end
+      src.tokenizer_hash = table.concat(h, ",")
+    end
     -- a half-precision encoder's embeddings are cached apart from float32 ones
-    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
+    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. src.tokenizer_hash .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
     path = IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors"
     if L.exists(path) then
       local ok, e = pcall(function()
