@@ -107,7 +107,8 @@ int cpu_winograd_tile(const cpu_conv_params *p) {
 ** one-image sampler at 7x7) the GEMMs are memory-bound and im2col's one
 ** GEMM is faster. Measured forward on the 2-core EPYC, C = K 64 to 1408:
 ** with 64 tiles or fewer im2col ran 1.1x-6.7x faster, with 98 or more
-** Winograd did (PERFORMANCE.md 13.1). A forced tile size skips the rule. */
+** Winograd did (PERFORMANCE.md, "DeepFloyd IF on the CPU"). A forced tile
+** size skips the rule. */
 #define WG_MIN_TILES 96
 
 int cpu_winograd_worth(const cpu_conv_params *p) {
