@@ -590,16 +590,13 @@ local function x0_numbers(sch, t, s)
   return s
 end
 
--- a step to t' < 0 lands on the clean image (abar 1): x' is x0_hat and no
--- noise is added, as diffusers' step() does at t = 0 (lists ending in -1:
--- the deepfloyd scheduler's pipeline_timesteps)
 local function step_numbers(sch, t, tn)
   local ab, abn = sch:abar(t), sch:abar(tn)
   local alpha = ab / abn
   local beta = 1 - alpha
   local small = beta * (1 - abn) / (1 - ab)
   return x0_numbers(sch, t, {
-    t = t, noise_gate = tn < 0 and 0 or 1,
+    t = t,
     c_x0 = math.sqrt(abn) * beta / (1 - ab), c_x = math.sqrt(alpha) * (1 - abn) / (1 - ab),
     noise_small = math.sqrt(small), noise_large = math.sqrt(beta),        -- D.step_variance's kinds
     log_beta = math.log(beta), log_small = math.log(math.max(small, 1e-20)),
@@ -619,12 +616,15 @@ end
 
 function Sampler:predict_x0(eps) return predict(self, self.x, eps, x0_numbers(self.sch, self.t, {})) end
 
--- the tensor work of one step from x: returns x', x0_hat, eps
-local function step_work(self, x, s, last)
+-- the tensor work of one step from x: returns x', x0_hat, eps. clean: the
+-- step goes to t' < 0, the clean image (abar 1): x' is x0_hat and no noise is
+-- added, as diffusers' step() does at t = 0 (lists ending in -1: the
+-- deepfloyd scheduler's pipeline_timesteps)
+local function step_work(self, x, s, last, clean)
   local eps, v = fdm.no_grad(function() return self.estimator(x, s.t) end)
   local x0 = predict(self, x, eps, s)
   local xn = x0 * s.c_x0 + x * s.c_x
-  if self.add_variance and s.noise_gate ~= 0 then
+  if self.add_variance and not clean then
     local kind = self.variance
     if v ~= nil and kind == nil then kind = "learned_range" end
     if kind == "learned_range" then
@@ -650,9 +650,9 @@ end
 -- second is captured into a graph that reads x from one tensor and writes
 -- x' back into it, the others replay it. A step to the clean image
 -- (t' < 0) and the last step of an inpainting run (other work) run eagerly.
-local function graph_step(self, s, last)
+local function graph_step(self, s, last, clean)
   -- the step to the clean image adds no noise: other work than the graph's, so eager
-  if s.noise_gate == 0 then return step_work(self, self.x, s, last) end
+  if clean then return step_work(self, self.x, s, last, true) end
   local G = self._graph
   if not G.vals then
     G.vals = {}
@@ -688,9 +688,10 @@ function Sampler:step()
   local t, tn = self.t, self.timesteps[self.i + 2]
   local last = self.i + 1 >= #self.timesteps - 1
   local s = step_numbers(self.sch, t, tn)
+  local clean = tn < 0
   local x, x0, eps
-  if self._graph then x, x0, eps = graph_step(self, s, last)
-  else x, x0, eps = step_work(self, self.x, s, last) end
+  if self._graph then x, x0, eps = graph_step(self, s, last, clean)
+  else x, x0, eps = step_work(self, self.x, s, last, clean) end
   self.i = self.i + 1
   self.t = tn
   if last and self._graph and self._graph.g then self._graph.g:free(); self._graph.g = nil end
