@@ -132,13 +132,18 @@ Model.__call = function(self, x, t, cond)
   return out
 end
 
+-- the folders of the text encoder and of its tokenizer (nil where there is none)
+function Model:text_folders()
+  return self.text_dir or find_sub(self.dir, "text_encoder", "config.json"),
+    self.tok_dir or find_sub(self.dir, "tokenizer", "spiece.model")
+end
+
 function Model:text_encoder()
   if self.text_model and self.text_model ~= self then return self.text_model:text_encoder() end
   if self.t5 then return self.t5, self.tok end
   local T5 = require "fdm.deepfloyd.t5"
   local Tok = require "fdm.deepfloyd.tokenizer"
-  local tdir = self.text_dir or find_sub(self.dir, "text_encoder", "config.json")
-  local kdir = self.tok_dir or find_sub(self.dir, "tokenizer", "spiece.model")
+  local tdir, kdir = self:text_folders()
   if not tdir then
     error(("deepfloyd: '%s' has no text_encoder/ (a stage II folder: pass the stage I model, or embeddings as @file.safetensors)")
       :format(self.dir), 0)
@@ -202,7 +207,7 @@ function Model:encode(prompt)
   self.embed_cache = self.embed_cache or {}
   if self.embed_cache[prompt] then return self.embed_cache[prompt] end
   local src = (self.text_model and self.text_model ~= self) and self.text_model or self
-  local tdir = src.text_dir or find_sub(src.dir, "text_encoder", "config.json")
+  local tdir, kdir = src:text_folders()
   local key, path
   if tdir and self.disk_cache ~= false then
     local files = L.weight_files(tdir, "model", src.variant) or {}
@@ -212,10 +217,9 @@ function Model:encode(prompt)
     -- the tokenizer's files too (their content, hashed once per model): the
     -- same T5 weights with another vocabulary give other embeddings
     if not src.tokenizer_hash then
-      local kdir = src.tok_dir or find_sub(src.dir, "tokenizer", "spiece.model") or ""
       local h = {}
       for i, f in ipairs { "spiece.model", "tokenizer_config.json", "special_tokens_map.json" } do
-        h[i] = fnv(L.read_file(kdir .. "/" .. f) or "")
+        h[i] = fnv(kdir and L.read_file(kdir .. "/" .. f) or "")
       end
       src.tokenizer_hash = table.concat(h, ",")
     end
@@ -374,10 +378,9 @@ end
 -- an IF folder, its unet/ sub-folder, or a model id (found in the cache or not:
 -- IF.load then says where it looked)
 function IF.is_folder(path)
-  path = expand_home(path)
-  if L.exists(path .. "/unet/config.json") or L.exists(path .. "/model_index.json") then return true end
-  if path:match("/unet/*$") and L.exists(path .. "/config.json") then return true end
-  return L.hub_id(path) ~= nil
+  if L.hub_id(expand_home(path)) then return true end
+  local ok, dir = pcall(IF.resolve, path)
+  return ok and (L.exists(dir .. "/unet/config.json") or L.exists(dir .. "/model_index.json"))
 end
 
 -- stage II: x64 [N, 3, h, w] in [-1, 1] (stage I's samples) -> [N, 3, S, S];
