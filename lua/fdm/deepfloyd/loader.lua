@@ -103,10 +103,11 @@ function L.no_weights(dir, base, what)
 end
 
 -- fdm.io.load_safetensors with its error as a message about the file, without
--- the Lua position of this call (a user's file being bad is not a bug here)
+-- the Lua position of this call (a user's file being bad is not a bug here):
+-- called straight from pcall, the C function's error carries no position
 function L.load_safetensors(path, opts)
   local ok, t, meta = pcall(fdm.io.load_safetensors, path, opts)
-  if not ok then error((tostring(t):gsub("^[^:]*:%d+: ", "")), 0) end
+  if not ok then error(t, 0) end
   return t, meta
 end
 
