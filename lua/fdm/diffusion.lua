@@ -348,7 +348,7 @@ function D.dct_keep_for(image_shape)
 end
 
 function D.hybrid_filter(image_shape)
-  if min_side(image_shape) >= 64 then return { kind = "gaussian", kernel = 33, sigma = 2 } end
+  if min_side(image_shape) >= 64 then return D.check_filter { kind = "gaussian" } end
   return { kind = "dct", keep = D.dct_keep_for(image_shape) }
 end
 
@@ -362,7 +362,8 @@ function D.filter_name(f)
   return ("Gaussian k%d s%g"):format(f.kernel, f.sigma)
 end
 
--- check a filter table; returns it with defaults filled in
+-- check a filter table; returns it with defaults filled in (the Gaussian's:
+-- the course's kernel 33, sigma 2)
 function D.check_filter(f, level)
   level = (level or 1) + 1
   if type(f) ~= "table" then error("diffusion: a low-pass filter is a table {kind = \"gaussian\" | \"dct\", ...}, got " .. type(f), level) end
@@ -415,12 +416,9 @@ end
 
 -- D.lowpass(x, filter) with a filter table, or D.lowpass(x, kernel, sigma) for the Gaussian
 function D.lowpass(x, kernel, sigma)
-  if type(kernel) == "table" then
-    local f = D.check_filter(kernel, 2)
-    if f.kind == "dct" then return dct_lowpass(x, f.keep) end
-    kernel, sigma = f.kernel, f.sigma
-  end
-  return F.gaussian_blur(x, kernel or 33, sigma or 2)
+  local f = D.check_filter(type(kernel) == "table" and kernel or { kernel = kernel, sigma = sigma }, 2)
+  if f.kind == "dct" then return dct_lowpass(x, f.keep) end
+  return F.gaussian_blur(x, f.kernel, f.sigma)
 end
 
 -- eps = lowpass(eps(x, cond_low)) + highpass(eps(x, cond_high)), each with CFG;
@@ -440,8 +438,7 @@ end
 -- (docs/partA.md, "Hybrids on 28x28 digits")
 function D.hybrid(model, cond_low, cond_high, uncond, g, opts)
   opts = opts or {}
-  local filter = opts.filter and D.check_filter(opts.filter, 2)
-    or { kind = "gaussian", kernel = opts.kernel or 33, sigma = opts.sigma or 2 }
+  local filter = D.check_filter(opts.filter or { kernel = opts.kernel, sigma = opts.sigma }, 2)
   local g_low, g_high = opts.cfg_low or g, opts.cfg_high or g
   local low_above, isolate = opts.low_above, opts.isolate
   if isolate ~= nil and isolate ~= "far" and isolate ~= "both" and isolate ~= "own" then

@@ -178,10 +178,6 @@ function C.seed(args)
   print(string.format("seed %d", args.seed))
 end
 
--- The hybrids' low-pass filter from --filter, --keep, --kernel, --sigma:
--- "auto" takes the filter the given options imply (--keep: DCT, --kernel or
--- --sigma: Gaussian), else the calibrated one for the model's image size
--- (D.hybrid_filter). An option of the other filter is a usage error.
 -- a Gaussian kernel size the blur takes on images of image_shape ([C, H, W]):
 -- odd, and at most 2 * side - 1 (the blur pads by reflection)
 function C.check_gaussian_kernel(name, kernel, image_shape)
@@ -194,6 +190,10 @@ function C.check_gaussian_kernel(name, kernel, image_shape)
   end
 end
 
+-- The hybrids' low-pass filter from --filter, --keep, --kernel, --sigma:
+-- "auto" takes the filter the given options imply (--keep: DCT, --kernel or
+-- --sigma: Gaussian), else the calibrated one for the model's image size
+-- (D.hybrid_filter). An option of the other filter is a usage error.
 function C.hybrid_filter(args, model)
   local kind = args.filter
   local gauss = args.kernel ~= nil or args.sigma ~= nil
@@ -211,9 +211,9 @@ function C.hybrid_filter(args, model)
     return { kind = "dct", keep = keep }
   end
   if args.keep then cli.usage_error(args.name .. ": --keep sets a DCT low-pass; --filter gaussian takes --kernel and --sigma") end
-  local kernel = args.kernel or 33
-  C.check_gaussian_kernel(args.name, kernel, model.image_shape)
-  return { kind = "gaussian", kernel = kernel, sigma = args.sigma or 2 }
+  local f = D.check_filter { kind = "gaussian", kernel = args.kernel, sigma = args.sigma }
+  C.check_gaussian_kernel(args.name, f.kernel, model.image_shape)
+  return f
 end
 
 -- The hybrids' band isolation: "auto" is the calibrated one for the image
