@@ -302,6 +302,15 @@ case("conv2d grouped, strided, 1x1 and 5x5", CONV, function()
            input({ 4, 2 * g, 1, 1 }, "randn", { grad = true }), g }
 end, function(x, w, w1, g) return F.conv2d(x, w, nil, { padding = 2, stride = { 2, 1 }, groups = g }), F.conv2d(x, w1) end,
   { last_is_param = true })
+-- weights stored in half precision (DeepFloyd IF's memory-mapped fp16/bf16
+-- files): the kernel widens them; the result is the float32 convolution of
+-- the widened weights on both devices
+for _, dt in ipairs { "float16", "bfloat16" } do
+  case("conv2d " .. dt .. " weight", CONV, function()
+    local n, c, k, h = R(1, 3), R(1, 6), R(1, 7), R(3, 17)
+    return { input({ n, c, h, h + 1 }, "randn", { grad = true }), const(fdm.randn(k, c, 3, 3):to(dt)), input({ k }, "randn", { grad = true }) }
+  end, function(x, w, b) return F.conv2d(x, w, b, { padding = 1 }), F.conv2d(x, w:to("float32"), nil, { stride = 2 }) end)
+end
 case("conv_transpose2d", CONV, function()
   local n, c, k, h = R(1, 3), R(1, 6), R(1, 5), R(2, 9)
   return { input({ n, c, h, h + 1 }, "randn", { grad = true }), input({ c, k, 4, 4 }, "randn", { grad = true }), input({ k }, "randn", { grad = true }) }
@@ -396,6 +405,22 @@ end))
 case("autocast conv_transpose2d (stride 2, output_padding 1)", AC_CONV, ac_convt_inputs, autocast(function(x, w)
   return F.conv_transpose2d(x, w, nil, { stride = 2, output_padding = 1 })
 end))
+
+-- IF's path under --precision: half-precision weights inside an autocast
+-- region (fp16 weights with bf16 compute narrow through float32 on both devices)
+for _, ac in ipairs { "bfloat16", "float16" } do
+  for _, dt in ipairs { "float16", "bfloat16" } do
+    local function run(f) return function(...) return fdm.autocast(ac, f, ...) end end
+    case(("autocast %s linear, %s weight"):format(ac, dt), MM, function()
+      local m, i, o = rsize(), rsize(), rsize()
+      return { input({ m, i }, "randn", { grad = true }), const(fdm.randn(o, i):to(dt)) }
+    end, run(function(x, w) return F.linear(x, w) end))
+    case(("autocast %s conv2d, %s weight"):format(ac, dt), AC_CONV, function()
+      local n, c, k, h = R(1, 3), R(1, 6), R(1, 7), R(3, 17)
+      return { input({ n, c, h, h }, "randn", { grad = true }), const(fdm.randn(k, c, 3, 3):to(dt)) }
+    end, run(function(x, w) return F.conv2d(x, w, nil, { padding = 1 }) end))
+  end
+end
 
 -- random draws: bit-identical for the same seed and offset
 local function draws(dev)
