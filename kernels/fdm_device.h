@@ -53,7 +53,7 @@ typedef struct fdm_plugin_host {
   void (*reclaim)(void);
 } fdm_plugin_host;
 /* 3: the kernel table's counter_add, random_at, adam_multi_at slots and the
-** backend's graph functions */
-#define FDM_PLUGIN_ABI 3
+** backend's graph functions; 4: the group_norm_act_forward slot */
+#define FDM_PLUGIN_ABI 4
 typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
 #endif

@@ -56,6 +56,9 @@ typedef struct {
   float eps;
 } fdm_norm_params;
 
+/* the activation fused after a normalisation (group_norm_act) */
+typedef enum { FDM_ACT_NONE, FDM_ACT_GELU, FDM_ACT_SILU } fdm_act;
+
 /* torchvision gaussian blur of P planes H x W, reflect padding, separable
 ** kernels wx [kx] (along W) and wy [ky] (along H) */
 typedef struct {
@@ -121,6 +124,11 @@ typedef struct {
   X(group_norm_backward, (const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight, \
                           const fdm_kview *mean, const fdm_kview *rstd, const fdm_kview *gy,    \
                           const fdm_kview *gx, const fdm_kview *gweight, const fdm_kview *gbias)) \
+  /* y = act(group_norm(x) * scale + shift): scale/shift [N*C] (one per (n, c)) or NULL; inference     \
+  ** only (the op runs the composite when gradients are wanted) */                             \
+  X(group_norm_act_forward, (const fdm_norm_params *p, fdm_act act, const fdm_kview *x,        \
+                             const fdm_kview *weight, const fdm_kview *bias, const fdm_kview *scale, \
+                             const fdm_kview *shift, const fdm_kview *y))                      \
   X(layer_norm_forward, (const fdm_norm_params *p, const fdm_kview *x, const fdm_kview *weight, \
                          const fdm_kview *bias, const fdm_kview *y, const fdm_kview *mean,      \
                          const fdm_kview *rstd))                                              \

@@ -49,6 +49,15 @@ describe("backend interface", function()
       "cannot load backend plugin '/nonexistent/plugin.so'")
   end)
 
+  it("a plugin that refuses to register without a word is named as one built for another fdm", function()
+    local dir = H.tmpdir()
+    H.writeall(dir .. "/silent.c", "int fdm_backend_plugin_register(const void *host) { (void)host; return -1; }\n")
+    local out, rc = H.sh(("cc -shared -fPIC -o '%s/silent.so' '%s/silent.c'"):format(dir, dir))
+    assert(rc == 0, "cc failed: " .. tostring(out))
+    H.raises(function() return fdm.load_backend(dir .. "/silent.so") end,
+      "refused to register: built for another fdm (this one has plugin ABI")
+  end)
+
   if not have_fake then
     it("has the fake device (make test builds it)", function() error("FDM_FAKE_BACKEND was not loaded") end)
     return

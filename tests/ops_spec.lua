@@ -227,6 +227,15 @@ for _, n in ipairs { "group_norm", "group_norm_g1", "group_norm_noaffine" } do
   table.insert(CASES.norm, { n, function(p, x, w, bias) return F.group_norm(x, p.groups, w, bias, p.eps) end,
     tol = SUMTOL, gtol = SUMTOL })
 end
+-- group_norm_act: the first output with gradients (the composite of group_norm, mul, add and the
+-- activation), the second from the fused kernel (no gradients); both against the same reference
+for _, n in ipairs { "group_norm_act_gelu_scale_shift", "group_norm_act_silu", "group_norm_act_scale_3d" } do
+  table.insert(CASES.norm, { n, function(p, x, w, bias, a4, a5)
+    local o = { act = p.act, scale = p.scale and a4 or nil, shift = p.shift and (p.scale and a5 or a4) or nil }
+    return F.group_norm_act(x, p.groups, w, bias, 1e-5, o),
+      fdm.no_grad(function() return F.group_norm_act(x, p.groups, w, bias, 1e-5, o) end)
+  end, tol = SUMTOL, gtol = SUMTOL })
+end
 for _, n in ipairs { "layer_norm", "layer_norm_2dims", "layer_norm_noaffine" } do
   table.insert(CASES.norm, { n, function(p, x, w, bias) return F.layer_norm(x, p.normalized_shape, w, bias, p.eps) end,
     tol = SUMTOL, gtol = SUMTOL })

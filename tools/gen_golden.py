@@ -473,6 +473,32 @@ def define_cases():
     ln("layer_norm_2dims", g.randn(2, 3, 4, 5), [4, 5], True)
     ln("layer_norm_noaffine", g.randn(4, 6), [6], False, eps=1e-3)
 
+    # act(group_norm(x) * scale + shift), scale/shift per (n, c); two outputs, both the reference: fdm's
+    # second one is the fused kernel's (run without gradients), its first the composite's
+    def gna(name, x, G_, act, scale_shape=None, shift_shape=None):
+        N, C = x.shape[0], x.shape[1]
+        ins = [x, g.randn(C), g.randn(C)]
+        if scale_shape:
+            ins.append(1.0 + 0.5 * g.randn(*scale_shape))
+        if shift_shape:
+            ins.append(g.randn(*shift_shape))
+
+        def f(p, x, w, b, *rest):
+            h = F.group_norm(x, p["groups"], w, b, 1e-5)
+            bc = [N, C] + [1] * (x.dim() - 2)
+            rest = list(rest)
+            if p["scale"]:
+                h = h * rest.pop(0).reshape(bc)
+            if p["shift"]:
+                h = h + rest.pop(0).reshape(bc)
+            h = {"gelu": F.gelu, "silu": F.silu, "none": lambda t: t}[p["act"]](h)
+            return (h, h)
+        case("norm", name, f, ins, {"groups": G_, "act": act, "scale": bool(scale_shape), "shift": bool(shift_shape)})
+
+    gna("group_norm_act_gelu_scale_shift", g.randn(2, 6, 4, 5, scale=2.0) + 0.5, 3, "gelu", [2, 6, 1, 1], [2, 6])
+    gna("group_norm_act_silu", g.randn(2, 4, 3, 3), 2, "silu")
+    gna("group_norm_act_scale_3d", g.randn(3, 4, 6), 4, "none", [3, 4])
+
     # ---------------------------------------------------------- activations
     G = "act"
     g = Gen("act")

@@ -188,8 +188,9 @@ if has_part deepfloyd; then
   if [ "$DRY" = 1 ]; then
     ifspeed t5-xxl bf16 --layers 1 --steps 1
   else
-    for prec in fp32 bf16 fp16; do ifspeed if-i-m $prec --steps 3; done
-    for prec in fp32 bf16; do ifspeed if-ii-m $prec --steps 3; done
+    # --profile: the kernel table of the last step in deepfloyd.log (where the GPU's time goes)
+    for prec in fp32 bf16 fp16; do ifspeed if-i-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done
+    for prec in fp32 bf16; do ifspeed if-ii-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done
     ifspeed if-i-xl bf16 --steps 3
     for prec in fp32 bf16; do ifspeed t5-xxl $prec --steps 3; done
   fi

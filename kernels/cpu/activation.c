@@ -1,5 +1,6 @@
 /*
-** activation.c: exact (erf) GELU and its derivative.
+** activation.c: exact (erf) GELU and its derivative; the activations fused
+** after a normalisation (cpu_act_inplace).
 ** gelu(x) = x Phi(x), Phi(x) = 0.5 (1 + erf(x/sqrt2)) = 0.5 erfc(-x/sqrt2);
 ** gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2)/sqrt(2 pi).
 ** The erfc form gives the same values without the cancellation of 1 + erf for
@@ -39,6 +40,15 @@ static void cpu_gelu_grad_span(int64_t n, const float *x, const float *gy, float
     float cdf = 0.5f * cpu_v_erfcf(v * -(float)M_SQRT1_2);
     float pdf = INV_SQRT_2PI * cpu_v_expf(-0.5f * v * v);
     gx[i] = gy[i] * (cdf + v * pdf);
+  }
+}
+
+void cpu_act_inplace(fdm_act act, int64_t n, float *y) {
+  if (act == FDM_ACT_GELU) {
+    cpu_gelu_span(n, y, y);
+  } else if (act == FDM_ACT_SILU) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] * (1.0f / (1.0f + cpu_v_expf(-y[i])));
   }
 }
 

@@ -93,6 +93,9 @@ void cpu_batch_norm_gelu_forward(int N, int C, int S, const float *x, const floa
 /* group norm: x [N, C, S], G groups, weight/bias [C] or NULL; mean/rstd [N*G] */
 void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
                             const float *bias, float eps, float *y, float *mean, float *rstd);
+/* y = act(group_norm(x) * scale + shift); scale, shift [N*C] or NULL (1, 0) */
+void cpu_group_norm_act_forward(int N, int C, int S, int G, fdm_act act, const float *x, const float *weight,
+                                const float *bias, const float *scale, const float *shift, float eps, float *y);
 void cpu_group_norm_backward(int N, int C, int S, int G, const float *x, const float *weight,
                              const float *mean, const float *rstd, const float *gy,
                              float *gx, float *gweight, float *gbias);
@@ -112,5 +115,7 @@ void cpu_softmax_backward(int64_t outer, int64_t D, int64_t inner, int log, cons
 /* exact-erf GELU and its derivative, vectorisable */
 void cpu_gelu_forward(int64_t n, const float *x, float *y);
 void cpu_gelu_backward(int64_t n, const float *x, const float *gy, float *gx);
+/* y = act(y) in place over n elements, on the calling thread (for use inside parallel loops) */
+void cpu_act_inplace(fdm_act act, int64_t n, float *y);
 
 #endif

@@ -159,6 +159,16 @@ void cpu_batch_norm_backward(int N, int C, int S, const float *x, const float *w
 
 /* ---------------------------------------------------------------- group norm */
 
+/* mean and 1/sqrt(biased variance + eps) of the L values at xb */
+static void slice_stats(const float *xb, int64_t L, float eps, float *mean, float *rstd) {
+  double k = L ? xb[0] : 0, s1 = 0, s2 = 0;
+  cpu_shifted_sums(xb, L, k, &s1, &s2);
+  double m = L ? s1 / L : 0, var = L ? s2 / L - m * m : 0;
+  if (var < 0) var = 0;
+  *mean = (float)(k + m);
+  *rstd = (float)(1.0 / sqrt(var + eps));
+}
+
 void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
                             const float *bias, float eps, float *y, float *mean, float *rstd) {
   if (G <= 0) return; /* the caller checks shapes; just never divide by zero */
@@ -167,11 +177,8 @@ void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const fl
 #pragma omp parallel for schedule(static) if (blocks * L >= PAR_MIN)
   for (int64_t ng = 0; ng < blocks; ng++) {
     const float *xb = x + ng * L;
-    double k = L ? xb[0] : 0, s1 = 0, s2 = 0;
-    cpu_shifted_sums(xb, L, k, &s1, &s2);
-    double m = L ? s1 / L : 0, var = L ? s2 / L - m * m : 0;
-    if (var < 0) var = 0;
-    float fm = (float)(k + m), fr = (float)(1.0 / sqrt(var + eps));
+    float fm, fr;
+    slice_stats(xb, L, eps, &fm, &fr);
     mean[ng] = fm;
     rstd[ng] = fr;
     int g = (int)(ng % G);
@@ -182,6 +189,39 @@ void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const fl
       float *yr = y + ng * L + (int64_t)j * S;
 #pragma omp simd
       for (int s = 0; s < S; s++) yr[s] = (xr[s] - fm) * a + b;
+    }
+  }
+}
+
+/* group_norm, then mul, add and the activation, in one pass per slice after
+** its statistics instead of four passes over the whole tensor (the ops are
+** memory-bound on large maps: DeepFloyd IF's ResNet blocks). The same
+** formulas; roundings may differ by FMA contraction and libmvec's expf. */
+void cpu_group_norm_act_forward(int N, int C, int S, int G, fdm_act act, const float *x, const float *weight,
+                                const float *bias, const float *scale, const float *shift, float eps, float *y) {
+  if (G <= 0) return;
+  int Cg = C / G;
+  int64_t L = (int64_t)Cg * S, blocks = (int64_t)N * G;
+#pragma omp parallel for schedule(static) if (blocks * L >= PAR_MIN)
+  for (int64_t ng = 0; ng < blocks; ng++) {
+    const float *xb = x + ng * L;
+    float fm, fr;
+    slice_stats(xb, L, eps, &fm, &fr);
+    int64_t n = ng / G;
+    int g = (int)(ng % G);
+    for (int j = 0; j < Cg; j++) {
+      int c = g * Cg + j;
+      int64_t nc = n * C + c;
+      float a = (weight ? weight[c] : 1.0f) * fr, b = bias ? bias[c] : 0.0f;
+      float sc = scale ? scale[nc] : 1.0f, sh = shift ? shift[nc] : 0.0f;
+      const float *xr = xb + (int64_t)j * S;
+      float *yr = y + ng * L + (int64_t)j * S;
+#pragma omp simd
+      for (int s = 0; s < S; s++) {
+        float h = (xr[s] - fm) * a + b;
+        yr[s] = h * sc + sh;
+      }
+      cpu_act_inplace(act, S, yr);
     }
   }
 }
@@ -372,6 +412,14 @@ int cpu_kernel_group_norm_forward(const fdm_norm_params *p, const fdm_kview *x, 
                                   const fdm_kview *rstd) {
   cpu_group_norm_forward(p->N, p->C, p->S, p->G, x->data, VDATA(weight), VDATA(bias), p->eps, y->data,
                          mean->data, rstd->data);
+  return 0;
+}
+
+int cpu_kernel_group_norm_act_forward(const fdm_norm_params *p, fdm_act act, const fdm_kview *x,
+                                      const fdm_kview *weight, const fdm_kview *bias, const fdm_kview *scale,
+                                      const fdm_kview *shift, const fdm_kview *y) {
+  cpu_group_norm_act_forward(p->N, p->C, p->S, p->G, act, x->data, VDATA(weight), VDATA(bias), VDATA(scale),
+                             VDATA(shift), p->eps, y->data);
   return 0;
 }
 

@@ -367,7 +367,10 @@ static int setup_failed(const char *what) {
 }
 
 extern "C" __attribute__((visibility("default"))) int fdm_backend_plugin_register(const fdm_plugin_host *h) {
-  if (!h || h->abi != FDM_PLUGIN_ABI) return -1;
+  if (!h) return -1;
+  if (h->abi != FDM_PLUGIN_ABI)
+    return h->seterror("the CUDA plugin was built for plugin ABI %d, this fdm has %d: rebuild it (make)",
+                       FDM_PLUGIN_ABI, h->abi);
   host = h;
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);

@@ -121,6 +121,13 @@ static __device__ __forceinline__ float nn_gelu_grad(float x) {
   return cdf + x * pdf;
 }
 
+/* ---- the activations fused after a normalisation (fdm_act) ---- */
+static __device__ __forceinline__ float nn_act(fdm_act act, float v) {
+  if (act == FDM_ACT_GELU) return nn_gelu(v);
+  if (act == FDM_ACT_SILU) return v * (1.0f / (1.0f + expf(-v)));
+  return v;
+}
+
 /* ---- float16/bfloat16 weights ---- */
 static inline int nn_is_half(const fdm_kview *w) { return w->dtype == FDM_FLOAT16 || w->dtype == FDM_BFLOAT16; }
 /* dst[i] = float(src[first + i]) for i < n, on the stream */

@@ -15,7 +15,8 @@
 ** gy * gelu'(pre) in both the reduction and the elementwise pass instead of
 ** storing it (the slot's work buffer is not needed).
 ** Group and layer norm reduce contiguous slices: one block per slice
-** computes the statistics and writes the output in the same launch.
+** computes the statistics and writes the output in the same launch;
+** group_norm_act also scales, shifts and activates there.
 */
 #include "nn_common.cuh"
 
@@ -320,13 +321,9 @@ extern "C" int cuda_kernel_batch_norm_gelu_backward(const fdm_batch_norm_params 
 /* one block per slice of L contiguous elements (group norm: (n, g), Cg
 ** channels of S; layer norm: a row, Cg = 1 with S = D and per-element
 ** affine): statistics, then the normalised output */
-static __global__ void gn_forward(const float *x, const float *w, const float *b, int G, int Cg, int64_t S,
-                                  int layer, float eps, float *y, float *mean, float *rstd) {
-  __shared__ double sh[64];
-  __shared__ float stat[2];
-  int64_t ng = blockIdx.x, L = (int64_t)Cg * S;
-  const float *xb = x + ng * L;
-  float *yb = y + ng * L;
+/* the mean and 1/sqrt(biased variance + eps) of the slice's L values, by the whole block, into stat[0..1]
+** (shared; every thread sees them on return) */
+static __device__ void slice_stats(const float *xb, int64_t L, float eps, double *sh, float *stat) {
   double k = L ? (double)xb[0] : 0.0, s1 = 0.0, s2 = 0.0;
   for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
     double d = (double)xb[i] - k;
@@ -339,11 +336,23 @@ static __global__ void gn_forward(const float *x, const float *w, const float *b
     if (var < 0) var = 0;
     stat[0] = (float)(k + m);
     stat[1] = (float)(1.0 / sqrt(var + eps));
-    mean[ng] = stat[0];
-    rstd[ng] = stat[1];
   }
   __syncthreads();
+}
+
+static __global__ void gn_forward(const float *x, const float *w, const float *b, int G, int Cg, int64_t S,
+                                  int layer, float eps, float *y, float *mean, float *rstd) {
+  __shared__ double sh[64];
+  __shared__ float stat[2];
+  int64_t ng = blockIdx.x, L = (int64_t)Cg * S;
+  const float *xb = x + ng * L;
+  float *yb = y + ng * L;
+  slice_stats(xb, L, eps, sh, stat);
   float fm = stat[0], fr = stat[1];
+  if (threadIdx.x == 0) {
+    mean[ng] = fm;
+    rstd[ng] = fr;
+  }
   int g = (int)(ng % G);
   for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
     int64_t c = layer ? i : g * Cg + i / S;
@@ -351,6 +360,26 @@ static __global__ void gn_forward(const float *x, const float *w, const float *b
       yb[i] = (xb[i] - fm) * fr * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
     else
       yb[i] = (xb[i] - fm) * ((w ? w[c] : 1.0f) * fr) + (b ? b[c] : 0.0f);
+  }
+}
+
+/* group_norm_act: one block per (n, g) slice as gn_forward, then y = act(gn(x) * scale + shift) with
+** scale/shift per (n, c) */
+static __global__ void gn_act_forward(const float *x, const float *w, const float *b, const float *scale,
+                                      const float *shift, int C, int G, int Cg, int64_t S, fdm_act act, float eps,
+                                      float *y) {
+  __shared__ double sh[64];
+  __shared__ float stat[2];
+  int64_t ng = blockIdx.x, L = (int64_t)Cg * S, n = ng / G;
+  const float *xb = x + ng * L;
+  float *yb = y + ng * L;
+  slice_stats(xb, L, eps, sh, stat);
+  float fm = stat[0], fr = stat[1];
+  int g = (int)(ng % G);
+  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+    int64_t c = g * Cg + i / S, nc = n * C + c;
+    float h = (xb[i] - fm) * ((w ? w[c] : 1.0f) * fr) + (b ? b[c] : 0.0f);
+    yb[i] = nn_act(act, h * (scale ? scale[nc] : 1.0f) + (shift ? shift[nc] : 0.0f));
   }
 }
 
@@ -437,6 +466,20 @@ extern "C" int cuda_kernel_group_norm_forward(const fdm_norm_params *p, const fd
   gn_forward<<<(unsigned)blocks, slice_threads(L), 0, fdm_cuda_stream()>>>(
       nn_f(x), nn_f(weight), nn_f(bias), p->G, p->C / p->G, p->S, 0, p->eps, nn_f(y), nn_f(mean), nn_f(rstd));
   NN_LAUNCHED("group_norm");
+  return 0;
+}
+
+extern "C" int cuda_kernel_group_norm_act_forward(const fdm_norm_params *p, fdm_act act, const fdm_kview *x,
+                                                  const fdm_kview *weight, const fdm_kview *bias,
+                                                  const fdm_kview *scale, const fdm_kview *shift,
+                                                  const fdm_kview *y) {
+  if (p->G <= 0) return fdm_cuda_seterror("group_norm_act: %d groups", p->G);
+  int64_t blocks = (int64_t)p->N * p->G, L = (int64_t)(p->C / p->G) * p->S;
+  if (blocks <= 0) return 0;
+  gn_act_forward<<<(unsigned)blocks, slice_threads(L), 0, fdm_cuda_stream()>>>(
+      nn_f(x), nn_f(weight), nn_f(bias), nn_f(scale), nn_f(shift), p->C, p->G, p->C / p->G, p->S, act, p->eps,
+      nn_f(y));
+  NN_LAUNCHED("group_norm_act");
   return 0;
 }
 

@@ -192,5 +192,10 @@ int fdm_backend_load(const char *path) {
     return fdm_seterror("'%s' is not an fdm backend plugin (no fdm_backend_plugin_register)", path);
   }
   /* the plugin stays loaded: its backend table and kernels are used until exit */
-  return reg(&host);
+  unsigned long errors = fdm_error_count();
+  if (reg(&host) == 0) return 0;
+  if (fdm_error_count() == errors)   /* refused without a word: a plugin of another ABI (its kernel table differs) */
+    return fdm_seterror("backend plugin '%s' refused to register: built for another fdm (this one has plugin ABI %d); "
+                        "rebuild it with this fdm", path, FDM_PLUGIN_ABI);
+  return -1;
 }

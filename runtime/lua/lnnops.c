@@ -204,6 +204,38 @@ static int l_group_norm(lua_State *L) {
   return 1;
 }
 
+/* F.group_norm_act(x, groups, weight, bias, eps, {scale =, shift =, act = "gelu"|"silu"|"none"}) */
+static int l_group_norm_act(lua_State *L) {
+  static const char *const acts[] = {"none", "gelu", "silu", NULL};
+  fdm_tensor *x = fdm_lua_check(L, 1);
+  lua_Integer g = luaL_checkinteger(L, 2);
+  fdm_lua_range(L, g, 1, INT_MAX, "group_norm_act", "groups");
+  fdm_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
+  double eps = luaL_optnumber(L, 5, 1e-5);
+  fdm_tensor *scale = NULL, *shift = NULL;
+  int act = FDM_ACT_NONE;
+  if (!lua_isnoneornil(L, 6)) {
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_getfield(L, 6, "scale");
+    scale = opt_tensor(L, -1);
+    lua_getfield(L, 6, "shift");
+    shift = opt_tensor(L, -1);
+    lua_getfield(L, 6, "act");
+    if (!lua_isnil(L, -1)) {
+      const char *name = lua_tostring(L, -1);
+      act = -1;
+      for (int i = 0; name && acts[i]; i++)
+        if (strcmp(name, acts[i]) == 0) act = i;
+      if (act < 0)
+        return fdm_lua_errorf(L, "group_norm_act: act must be \"gelu\", \"silu\" or \"none\", got %s",
+                              name ? name : luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);   /* scale and shift stay on the stack while the op runs */
+  }
+  fdm_lua_push(L, fdm_group_norm_act(x, (int)g, w, b, eps, scale, shift, (fdm_act)act));
+  return 1;
+}
+
 static int l_layer_norm(lua_State *L) {
   fdm_tensor *x = fdm_lua_check(L, 1);
   int64_t ns[FDM_MAXDIM];
@@ -317,6 +349,7 @@ static const luaL_Reg F_funcs[] = {
   {"batch_norm", l_batch_norm},
   {"batch_norm_gelu", l_batch_norm_gelu},
   {"group_norm", l_group_norm},
+  {"group_norm_act", l_group_norm_act},
   {"layer_norm", l_layer_norm},
   {"softmax", l_softmax},
   {"log_softmax", l_log_softmax},

@@ -10,6 +10,7 @@
 #ifndef FDM_NNOPS_H
 #define FDM_NNOPS_H
 #include "fdm.h"
+#include "fdm_kernels.h"   /* fdm_act */
 
 typedef enum { FDM_REDUCE_NONE = 0, FDM_REDUCE_MEAN, FDM_REDUCE_SUM } fdm_reduction;
 typedef enum { FDM_INTERP_NEAREST = 0, FDM_INTERP_BILINEAR } fdm_interp_mode;
@@ -51,6 +52,10 @@ fdm_tensor *fdm_batch_norm_gelu(fdm_tensor *x, fdm_tensor *running_mean, fdm_ten
                                 double eps);
 /* x [N, C, ...], groups divides C, weight/bias [C] or NULL */
 fdm_tensor *fdm_group_norm(fdm_tensor *x, int groups, fdm_tensor *weight, fdm_tensor *bias, double eps);
+/* act(group_norm(x) * scale + shift), scale/shift [N, C] (or [N, C, 1, ...]) or NULL: one fused pass
+** without gradients, the composite of the four ops (and their autograd) with them */
+fdm_tensor *fdm_group_norm_act(fdm_tensor *x, int groups, fdm_tensor *weight, fdm_tensor *bias, double eps,
+                               fdm_tensor *scale, fdm_tensor *shift, fdm_act act);
 /* normalises over the last nd dims, which must equal nshape; weight/bias of shape nshape or NULL */
 fdm_tensor *fdm_layer_norm(fdm_tensor *x, int nd, const int64_t *nshape, fdm_tensor *weight,
                            fdm_tensor *bias, double eps);

@@ -638,23 +638,107 @@ done:
   return out;
 }
 
-fdm_tensor *fdm_group_norm(fdm_tensor *x, int groups, fdm_tensor *w, fdm_tensor *b, double eps) {
+/* group norm's input [N, C, ...], groups and weight/bias [C] checked into *p */
+static int check_group_norm(const char *op, fdm_tensor *x, int groups, fdm_tensor *w, fdm_tensor *b, double eps,
+                            fdm_norm_params *p) {
   char b1[128];
-  const char *op = "group_norm";
-  fdm_tensor *chk[3] = {x, w, b};
-  if (nn_check(op, 3, chk)) return NULL;
-  if (x->ndim < 2) { fdm_seterror("%s: expected input [N, C, ...], got %s", op, SHP(x, b1)); return NULL; }
-  if (check_int_range(op, x)) return NULL;
+  if (x->ndim < 2) return fdm_seterror("%s: expected input [N, C, ...], got %s", op, SHP(x, b1));
+  if (check_int_range(op, x)) return -1;
   int64_t N = x->shape[0], C = x->shape[1], S = 1;
   for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
-  if (groups < 1 || C % groups) {
-    fdm_seterror("%s: %lld channels are not divisible into %d groups; input %s", op, (long long)C, groups, SHP(x, b1));
+  if (groups < 1 || C % groups)
+    return fdm_seterror("%s: %lld channels are not divisible into %d groups; input %s", op, (long long)C, groups,
+                        SHP(x, b1));
+  if (check_vec(op, "weight", w, C, x) || check_vec(op, "bias", b, C, x)) return -1;
+  if (S * C > 0x7fffffffLL) return fdm_seterror("%s: input %s too large", op, SHP(x, b1));
+  *p = (fdm_norm_params){(int)N, (int)C, (int)S, groups, (float)eps};
+  return 0;
+}
+
+fdm_tensor *fdm_group_norm(fdm_tensor *x, int groups, fdm_tensor *w, fdm_tensor *b, double eps) {
+  const char *op = "group_norm";
+  fdm_tensor *chk[3] = {x, w, b};
+  fdm_norm_params p;
+  if (nn_check(op, 3, chk) || check_group_norm(op, x, groups, w, b, eps, &p)) return NULL;
+  return norm_run(op, 0, &p, (int64_t)p.N * groups, x, w, b);
+}
+
+/* a per-(n, c) operand of group_norm_act: shape [N, C] or [N, C, 1, ...] with at most x's dims */
+static int check_per_channel(const char *op, const char *what, const fdm_tensor *v, const fdm_tensor *x) {
+  char b1[128], b2[128];
+  if (!v) return 0;
+  int ok = v->ndim >= 2 && v->ndim <= x->ndim && v->shape[0] == x->shape[0] && v->shape[1] == x->shape[1];
+  for (int d = 2; ok && d < v->ndim; d++) ok = v->shape[d] == 1;
+  if (!ok)
+    return fdm_seterror("%s: %s has shape %s, expected [%lld, %lld] (or with trailing 1s) for input %s", op, what,
+                        SHP(v, b1), (long long)x->shape[0], (long long)x->shape[1], SHP(x, b2));
+  return 0;
+}
+
+/* act(t) as the unary op of the same name; t itself (retained) without one */
+static fdm_tensor *apply_act(fdm_act act, fdm_tensor *t) {
+  if (act == FDM_ACT_NONE) { fdm_retain(t); return t; }
+  return fdm_unary(act == FDM_ACT_GELU ? FDM_GELU : FDM_SILU, t);
+}
+
+/* v [N, C, 1...] viewed with x's number of dims, to broadcast over x */
+static fdm_tensor *per_channel_view(fdm_tensor *v, const fdm_tensor *x) {
+  int64_t shape[FDM_MAXDIM];
+  shape[0] = x->shape[0];
+  shape[1] = x->shape[1];
+  for (int d = 2; d < x->ndim; d++) shape[d] = 1;
+  return fdm_reshape(v, x->ndim, shape);
+}
+
+/* the composite of group_norm_act, recorded op by op (their nodes give the backward) */
+static fdm_tensor *group_norm_act_composite(fdm_tensor *x, int groups, fdm_tensor *w, fdm_tensor *b, double eps,
+                                            fdm_tensor *scale, fdm_tensor *shift, fdm_act act) {
+  fdm_tensor *h = fdm_group_norm(x, groups, w, b, eps);
+  fdm_tensor *ops[2] = {scale, shift};
+  for (int k = 0; k < 2 && h; k++) {
+    if (!ops[k]) continue;
+    fdm_tensor *v = per_channel_view(ops[k], x);
+    fdm_tensor *r = v ? fdm_binary(k == 0 ? FDM_MUL : FDM_ADD, h, v) : NULL;
+    fdm_release(v);
+    fdm_release(h);
+    h = r;
+  }
+  fdm_tensor *y = h ? apply_act(act, h) : NULL;
+  fdm_release(h);
+  return y;
+}
+
+fdm_tensor *fdm_group_norm_act(fdm_tensor *x, int groups, fdm_tensor *w, fdm_tensor *b, double eps,
+                               fdm_tensor *scale, fdm_tensor *shift, fdm_act act) {
+  const char *op = "group_norm_act";
+  fdm_tensor *chk[5] = {x, w, b, scale, shift};
+  fdm_norm_params p;
+  if (nn_check(op, 5, chk) || check_group_norm(op, x, groups, w, b, eps, &p) ||
+      check_per_channel(op, "scale", scale, x) || check_per_channel(op, "shift", shift, x))
+    return NULL;
+  if (act != FDM_ACT_NONE && act != FDM_ACT_GELU && act != FDM_ACT_SILU) {
+    fdm_seterror("%s: unknown activation %d", op, (int)act);
     return NULL;
   }
-  if (check_vec(op, "weight", w, C, x) || check_vec(op, "bias", b, C, x)) return NULL;
-  if (S * C > 0x7fffffffLL) { fdm_seterror("%s: input %s too large", op, SHP(x, b1)); return NULL; }
-  fdm_norm_params p = {(int)N, (int)C, (int)S, groups, (float)eps};
-  return norm_run(op, 0, &p, N * groups, x, w, b);
+  int grads = 0;
+  for (int i = 0; i < 5; i++) grads |= chk[i] && chk[i]->requires_grad;
+  if (grads && fdm_grad_enabled()) return group_norm_act_composite(x, groups, w, b, eps, scale, shift, act);
+  fdm_tensor *xc = fdm_contiguous(x), *wc = contig_or_null(w), *bc = contig_or_null(b);
+  fdm_tensor *sc = contig_or_null(scale), *shc = contig_or_null(shift);
+  fdm_tensor *out = fdm_empty(FDM_FLOAT32, x->ndim, x->shape, x->device);
+  if (xc && (!w || wc) && (!b || bc) && (!scale || sc) && (!shift || shc) && out) {
+    fdm_kview vx, vw, vb, vs, vsh, vy;
+    if (FDM_KERNEL(x->device, op, group_norm_act_forward, &p, act, kv(xc, &vx), kv(wc, &vw), kv(bc, &vb),
+                   kv(sc, &vs), kv(shc, &vsh), kv(out, &vy))) {
+      fdm_release(out);
+      out = NULL;
+    }
+  } else {
+    fdm_release(out);
+    out = NULL;
+  }
+  fdm_release(xc); fdm_release(wc); fdm_release(bc); fdm_release(sc); fdm_release(shc);
+  return out;
 }
 
 static int check_layer_norm_shapes(const char *op, fdm_tensor *x, int nd, const int64_t *nshape, fdm_tensor *w,

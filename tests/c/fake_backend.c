@@ -68,7 +68,8 @@ static void drop_kernels(void) {
 }
 
 int fdm_backend_plugin_register(const fdm_plugin_host *h) {
-  if (h->abi != FDM_PLUGIN_ABI) return -1;
+  if (h->abi != FDM_PLUGIN_ABI)
+    return h->seterror("the fake backend was built for plugin ABI %d, this fdm has %d", FDM_PLUGIN_ABI, h->abi);
   const fdm_backend *cpu = h->get(FDM_CPU);
   if (!cpu) return -1;
   kernels = *cpu->kernels;

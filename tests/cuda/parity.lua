@@ -342,6 +342,22 @@ case("group_norm", NORM, function()
   local g = R(1, 4)
   return { input({ R(1, 4), 2 * g, R(1, 9), R(1, 9) }, "randn", { grad = true }), input({ 2 * g }, "randn", { grad = true }), input({ 2 * g }, "randn", { grad = true }), g }
 end, function(x, w, b, g) return F.group_norm(x, g, w, b, 1e-5) end, { last_is_param = true })
+-- the fused kernel (no gradients) and the composite (with them), each activation
+case("group_norm_act", NORM, function()
+  local g, n = R(1, 4), R(1, 4)
+  return { input({ n, 2 * g, R(1, 9), R(1, 9) }, "randn", { grad = true }), input({ 2 * g }, "randn", { grad = true }),
+           input({ 2 * g }, "randn", { grad = true }), input({ n, 2 * g, 1, 1 }, "randn", { grad = true }),
+           input({ n, 2 * g }, "randn", { grad = true }), g }
+end, function(x, w, b, sc, sh, g)
+  local out = {}
+  for _, act in ipairs { "gelu", "silu", "none" } do
+    local o = { scale = sc, shift = sh, act = act }
+    out[#out + 1] = fdm.no_grad(function() return F.group_norm_act(x, g, w, b, 1e-5, o) end)
+  end
+  out[#out + 1] = F.group_norm_act(x, g, w, b, 1e-5, { scale = sc, shift = sh, act = "gelu" })
+  out[#out + 1] = fdm.no_grad(function() return F.group_norm_act(x, g, nil, nil, 1e-5, { act = "silu" }) end)
+  return table.unpack(out)
+end, { last_is_param = true })
 case("layer_norm", NORM, function()
   local d = rsize()
   return { input({ R(1, 9), R(1, 5), d }, "randn", { grad = true }), input({ d }, "randn", { grad = true }), input({ d }, "randn", { grad = true }) }

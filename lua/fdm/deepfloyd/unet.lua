@@ -350,13 +350,29 @@ function Net:gn(pre, x, groups, eps)
   return F.group_norm(x, groups, self.p[pre .. ".weight"], self.p[pre .. ".bias"], eps)
 end
 
+-- act(group_norm(x) * scale + shift) (opts.scale, opts.shift: [N, C, 1, 1] or nil): one fused pass
+-- for the gelu and silu of IF's configs, group_norm then the activation for others
+local FUSED_ACT = { gelu = "gelu", silu = "silu", swish = "silu" }
+function Net:gn_act(pre, x, groups, eps, opts)
+  local fused = FUSED_ACT[self.plan.act]
+  local w, b = self.p[pre .. ".weight"], self.p[pre .. ".bias"]
+  opts = opts or {}
+  if fused then
+    return F.group_norm_act(x, groups, w, b, eps, { scale = opts.scale, shift = opts.shift, act = fused })
+  end
+  local h = F.group_norm(x, groups, w, b, eps)
+  if opts.scale then h = h * opts.scale end
+  if opts.shift then h = h + opts.shift end
+  return self.act(h)
+end
+
 function Net:temb_mlp(pre, x)
   return self:linear(pre .. ".linear_2", self.act(self:linear(pre .. ".linear_1", x)))
 end
 
 function Net:resnet(r, x, temb, scale)
   local pl = self.plan
-  local h = self.act(self:gn(r.pre .. ".norm1", x, pl.groups, pl.eps))
+  local h = self:gn_act(r.pre .. ".norm1", x, pl.groups, pl.eps)
   if r.up then
     x = F.interpolate(x, { scale_factor = 2, mode = "nearest" })
     h = F.interpolate(h, { scale_factor = 2, mode = "nearest" })
@@ -371,14 +387,12 @@ function Net:resnet(r, x, temb, scale)
   local n, c = t.shape[1], t.shape[2]
   t = t:reshape(n, c, 1, 1)
   if pl.scale_shift then
-    h = self:gn(r.pre .. ".norm2", h, pl.groups, pl.eps)
     local co = r.cout
-    local sc, sh = t:narrow(2, 1, co), t:narrow(2, co + 1, co)
-    h = h * (sc + 1) + sh
+    h = self:gn_act(r.pre .. ".norm2", h, pl.groups, pl.eps, { scale = t:narrow(2, 1, co) + 1, shift = t:narrow(2, co + 1, co) })
   else
-    h = self:gn(r.pre .. ".norm2", h + t, pl.groups, pl.eps)
+    h = self:gn_act(r.pre .. ".norm2", h + t, pl.groups, pl.eps)
   end
-  h = self:conv(r.pre .. ".conv2", self.act(h), 1)
+  h = self:conv(r.pre .. ".conv2", h, 1)
   if r.shortcut then x = self:conv(r.pre .. ".conv_shortcut", x, 0) end
   local out = x + h
   if scale ~= 1 then out = out * (1 / scale) end
