@@ -169,8 +169,13 @@ static void slice_stats(const float *xb, int64_t L, float eps, float *mean, floa
   *rstd = (float)(1.0 / sqrt(var + eps));
 }
 
-void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
-                            const float *bias, float eps, float *y, float *mean, float *rstd) {
+/* group norm over (n, g) slices; then, for group_norm_act, y * scale + shift per (n, c) and the activation
+** in the same pass over the slice (the four ops in one: they are memory-bound on large maps, DeepFloyd IF's
+** ResNet blocks). mean/rstd: NULL or [N*G]. The composite's formulas; roundings may differ by FMA contraction
+** and libmvec's expf. */
+static void group_norm_slices(int N, int C, int S, int G, fdm_act act, const float *x, const float *weight,
+                              const float *bias, const float *scale, const float *shift, float eps, float *y,
+                              float *mean, float *rstd) {
   if (G <= 0) return; /* the caller checks shapes; just never divide by zero */
   int Cg = C / G;
   int64_t L = (int64_t)Cg * S, blocks = (int64_t)N * G;
@@ -179,51 +184,36 @@ void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const fl
     const float *xb = x + ng * L;
     float fm, fr;
     slice_stats(xb, L, eps, &fm, &fr);
-    mean[ng] = fm;
-    rstd[ng] = fr;
-    int g = (int)(ng % G);
-    for (int j = 0; j < Cg; j++) {
-      int c = g * Cg + j;
-      float a = (weight ? weight[c] : 1.0f) * fr, b = bias ? bias[c] : 0.0f;
-      const float *xr = xb + (int64_t)j * S;
-      float *yr = y + ng * L + (int64_t)j * S;
-#pragma omp simd
-      for (int s = 0; s < S; s++) yr[s] = (xr[s] - fm) * a + b;
-    }
-  }
-}
-
-/* group_norm, then mul, add and the activation, in one pass per slice after
-** its statistics instead of four passes over the whole tensor (the ops are
-** memory-bound on large maps: DeepFloyd IF's ResNet blocks). The same
-** formulas; roundings may differ by FMA contraction and libmvec's expf. */
-void cpu_group_norm_act_forward(int N, int C, int S, int G, fdm_act act, const float *x, const float *weight,
-                                const float *bias, const float *scale, const float *shift, float eps, float *y) {
-  if (G <= 0) return;
-  int Cg = C / G;
-  int64_t L = (int64_t)Cg * S, blocks = (int64_t)N * G;
-#pragma omp parallel for schedule(static) if (blocks * L >= PAR_MIN)
-  for (int64_t ng = 0; ng < blocks; ng++) {
-    const float *xb = x + ng * L;
-    float fm, fr;
-    slice_stats(xb, L, eps, &fm, &fr);
+    if (mean) mean[ng] = fm;
+    if (rstd) rstd[ng] = fr;
     int64_t n = ng / G;
     int g = (int)(ng % G);
     for (int j = 0; j < Cg; j++) {
       int c = g * Cg + j;
-      int64_t nc = n * C + c;
       float a = (weight ? weight[c] : 1.0f) * fr, b = bias ? bias[c] : 0.0f;
-      float sc = scale ? scale[nc] : 1.0f, sh = shift ? shift[nc] : 0.0f;
       const float *xr = xb + (int64_t)j * S;
       float *yr = y + ng * L + (int64_t)j * S;
+      if (!scale && !shift) {
 #pragma omp simd
-      for (int s = 0; s < S; s++) {
-        float h = (xr[s] - fm) * a + b;
-        yr[s] = h * sc + sh;
+        for (int s = 0; s < S; s++) yr[s] = (xr[s] - fm) * a + b;
+      } else {
+        float sc = scale ? scale[n * C + c] : 1.0f, sh = shift ? shift[n * C + c] : 0.0f;
+#pragma omp simd
+        for (int s = 0; s < S; s++) yr[s] = ((xr[s] - fm) * a + b) * sc + sh;
       }
       cpu_act_inplace(act, S, yr);
     }
   }
+}
+
+void cpu_group_norm_forward(int N, int C, int S, int G, const float *x, const float *weight,
+                            const float *bias, float eps, float *y, float *mean, float *rstd) {
+  group_norm_slices(N, C, S, G, FDM_ACT_NONE, x, weight, bias, NULL, NULL, eps, y, mean, rstd);
+}
+
+void cpu_group_norm_act_forward(int N, int C, int S, int G, fdm_act act, const float *x, const float *weight,
+                                const float *bias, const float *scale, const float *shift, float eps, float *y) {
+  group_norm_slices(N, C, S, G, act, x, weight, bias, scale, shift, eps, y, NULL, NULL);
 }
 
 void cpu_group_norm_backward(int N, int C, int S, int G, const float *x, const float *weight,
