@@ -14,7 +14,8 @@ local L = require "fdm.deepfloyd.loader"
 
 local ROOT = "tests/data/deepfloyd-tiny"
 
-local rel = require("helpers").rel_max
+local H = require "helpers"
+local rel = H.rel_max
 
 local function golden_names(g)
   local names = {}
@@ -173,6 +174,72 @@ describe("deepfloyd UNet config rules", function()
     local a = fdm.no_grad(function() return centred(x, t, e) end)
     local b = fdm.no_grad(function() return plain(x * 2 - 1, t, e) end)
     assert.are.equal(0, (a - b):abs():max():item())
+  end)
+
+  it("names a config number that is not what diffusers would build (type, range, divisibility)", function()
+    local cases = {
+      { function(c) c.layers_per_block = -3 end, "layers_per_block[1] must be an integer >= 1, got -3" },
+      { function(c) c.layers_per_block = "two" end, "layers_per_block[1] must be an integer >= 1, got 'two'" },
+      { function(c) c.layers_per_block = { 2, 2, 2.5, 2 } end, "layers_per_block[3] must be an integer >= 1, got 2.5" },
+      { function(c) c.block_out_channels = { 16, 32, 1e12, 64 } end, "block_out_channels[3] must be an integer >= 1" },
+      { function(c) c.attention_head_dim = 0 end, "attention_head_dim[1] must be an integer >= 1, got 0" },
+      { function(c) c.norm_num_groups = 0 end, "norm_num_groups must be an integer >= 1, got 0" },
+      { function(c) c.norm_num_groups = 7 end, "norm_num_groups 7 does not divide block_out_channels[1] = 16" },
+      { function(c) c.norm_eps = "x" end, "norm_eps must be a positive number, got 'x'" },
+      { function(c) c.resnet_out_scale_factor = 0 end, "resnet_out_scale_factor must be a positive number, got 0" },
+      { function(c) c.in_channels = 0 end, "in_channels must be an integer >= 1, got 0" },
+      { function(c) c.conv_out_kernel = 2 end, "conv_out_kernel must be odd" },
+      { function(c) c.addition_embed_type_num_heads = 0 end, "addition_embed_type_num_heads must be an integer >= 1, got 0" },
+      { function(c) c.encoder_hid_dim = -64 end, "encoder_hid_dim must be an integer >= 1, got -64" },
+      { function(c) c.cross_attention_dim = 64.5 end, "cross_attention_dim must be an integer >= 1, got 64.5" },
+    }
+    for _, k in ipairs(cases) do
+      local ok, e = pcall(U.spec, cfg_with(k[1]))
+      assert.is_false(ok, k[2])
+      assert.truthy(tostring(e):find("unet config: " .. k[2], 1, true), tostring(e))
+    end
+  end)
+
+  it("names a T5 or scheduler config number that is missing or out of range", function()
+    local t5cfg = L.json_decode(L.read_file(ROOT .. "/text_encoder/config.json"))
+    local function t5_with(k, v) local c = {} for a, b in pairs(t5cfg) do c[a] = b end c[k] = v return c end
+    for _, k in ipairs {
+      { "num_heads", 0, "t5 config: num_heads must be an integer >= 1, got 0" },
+      { "d_kv", 16.5, "t5 config: d_kv must be an integer >= 1, got 16.5" },
+      { "num_layers", "2", "t5 config: num_layers must be an integer >= 1, got '2'" },
+      { "relative_attention_num_buckets", -1, "relative_attention_num_buckets must be an integer >= 1, got -1" },
+      { "layer_norm_epsilon", 0, "t5 config: layer_norm_epsilon must be a positive number, got 0" },
+      { "feed_forward_proj", 7, "t5 config: feed_forward_proj must be a string, got 7" },
+      { "d_model", L.null, "t5 config: 'd_model' is missing" },
+    } do
+      local ok, e = pcall(T5.config, t5_with(k[1], k[2]))
+      assert.is_false(ok, k[3])
+      assert.truthy(tostring(e):find(k[3], 1, true), tostring(e))
+    end
+    local S = require "fdm.deepfloyd.scheduler"
+    for _, k in ipairs {
+      { { num_train_timesteps = -5 }, "scheduler: num_train_timesteps must be an integer in 2..100000, got -5" },
+      { { num_train_timesteps = 1e9 }, "num_train_timesteps must be an integer in 2..100000" },
+      { { dynamic_thresholding_ratio = 1.5 }, "dynamic_thresholding_ratio must be a finite number in [0, 1], got 1.5" },
+      { { sample_max_value = -1 }, "scheduler: sample_max_value must be a positive number, got -1" },
+      { { thresholding = "yes" }, "scheduler: thresholding must be true or false, got yes" },
+      { { steps_offset = -1 }, "scheduler: steps_offset must be an integer >= 0, got -1" },
+      { { beta_schedule = "linear", beta_end = 2 }, "scheduler: beta_end must be a finite number in [0, 1], got 2" },
+    } do
+      local ok, e = pcall(S.new, k[1])
+      assert.is_false(ok, k[2])
+      assert.truthy(tostring(e):find(k[2], 1, true), tostring(e))
+    end
+    S.new(L.json_decode(L.read_file(ROOT .. "/scheduler/scheduler_config.json")))   -- the real one still loads
+  end)
+
+  it("warns when the weights hold tensors the config does not use (a config of a smaller model)", function()
+    local plain = U.load(ROOT .. "/if-i")
+    local cfg = cfg_with(function(c) c.mid_block_only_cross_attention = true end)
+    local out = H.capture_stderr(function() U.new(cfg, plain.p, { collect = false, what = "unet 'X'" }) end)
+    assert.truthy(out:find("unet 'X': 4 tensors in the weights are not used by its config", 1, true), out)
+    assert.truthy(out:find("mid_block.attentions.0.to_k.bias", 1, true), out)
+    assert.are.equal("", H.capture_stderr(function() U.new(cfg_with(function() end), plain.p, { collect = false }) end))
   end)
 
   it("refuses num_attention_heads (as diffusers 0.21 does) and a class label table, rather than ignore them", function()

@@ -429,6 +429,16 @@ function H.slurp(path)
   return s
 end
 
+-- what f() writes with io.stderr:write, instead of writing it
+function H.capture_stderr(f)
+  local real, buf = io.stderr, {}
+  io.stderr = { write = function(self, ...) for _, v in ipairs { ... } do buf[#buf + 1] = tostring(v) end return self end }
+  local ok, err = pcall(f)
+  io.stderr = real
+  if not ok then error(err, 0) end
+  return table.concat(buf)
+end
+
 -- a fresh empty directory
 function H.tmpdir()
   local d = os.tmpname()

@@ -28,6 +28,35 @@ function L.json_decode(s) return json.decode(s, JSON_OPTS) end
 L.null = json.null
 function L.is_null(v) return v == nil or v == L.null end
 
+-- a config's numbers that fdm computes shapes and loops with, named (where: "unet config", ...) when
+-- they are not what diffusers or transformers would build
+local function show(v) return type(v) == "string" and ("'" .. v .. "'") or tostring(v) end
+function L.config_int(v, where, what, lo, hi)
+  if math.type(v) ~= "integer" or v < lo or (hi and v > hi) then
+    error(("%s: %s must be an integer %s, got %s"):format(where, what,
+      hi and ("in %d..%d"):format(lo, hi) or (">= " .. lo), show(v)), 0)
+  end
+  return v
+end
+function L.config_ints(list, where, what, lo)
+  for i, v in ipairs(list) do L.config_int(v, where, ("%s[%d]"):format(what, i), lo) end
+  return list
+end
+-- a finite number in [lo, hi] (nil bounds: none)
+function L.config_number(v, where, what, lo, hi)
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge or (lo and v < lo) or (hi and v > hi) then
+    local range = lo and hi and (" in [%g, %g]"):format(lo, hi) or ""
+    error(("%s: %s must be a finite number%s, got %s"):format(where, what, range, show(v)), 0)
+  end
+  return v
+end
+function L.config_positive(v, where, what)
+  if type(v) ~= "number" or not (v > 0) or v == math.huge then
+    error(("%s: %s must be a positive number, got %s"):format(where, what, show(v)), 0)
+  end
+  return v
+end
+
 local function exists(p)
   local f = io.open(p, "rb")
   if f then f:close(); return true end

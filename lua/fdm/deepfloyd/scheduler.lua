@@ -43,6 +43,20 @@ function S.new(cfg)
   if vt ~= "learned_range" and vt ~= "fixed_small" and vt ~= "fixed_large" then
     error(("scheduler: variance_type '%s' is not supported (learned_range, fixed_small, fixed_large)"):format(vt), 0)
   end
+  local W = "scheduler"
+  -- diffusers' own schedules have 1000 steps; a config far beyond that is a broken file, not a model
+  L.config_int(c.num_train_timesteps, W, "num_train_timesteps", 2, 100000)
+  L.config_number(c.dynamic_thresholding_ratio, W, "dynamic_thresholding_ratio", 0, 1)
+  L.config_positive(c.sample_max_value, W, "sample_max_value")
+  L.config_positive(c.clip_sample_range, W, "clip_sample_range")
+  if c.beta_schedule == "linear" then
+    L.config_number(c.beta_start, W, "beta_start", 0, 1)
+    L.config_number(c.beta_end, W, "beta_end", 0, 1)
+  end
+  if c.steps_offset ~= nil then L.config_int(c.steps_offset, W, "steps_offset", 0) end
+  for _, k in ipairs { "thresholding", "clip_sample" } do
+    if type(c[k]) ~= "boolean" then error(("scheduler: %s must be true or false, got %s"):format(k, tostring(c[k])), 0) end
+  end
   local self = setmetatable({ config = c }, S)
   local T = c.num_train_timesteps
   self.T = T

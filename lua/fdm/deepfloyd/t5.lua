@@ -23,10 +23,15 @@ function T5.config(cfg)
     buckets = null(cfg.relative_attention_num_buckets) and 32 or cfg.relative_attention_num_buckets,
     max_distance = null(cfg.relative_attention_max_distance) and 128 or cfg.relative_attention_max_distance,
   }
-  for _, k in ipairs { "d_model", "d_ff", "d_kv", "heads", "layers", "vocab" } do
-    if type(c[k]) ~= "number" then error(("t5 config: '%s' is missing"):format(k), 0) end
+  local names = { d_model = "d_model", d_ff = "d_ff", d_kv = "d_kv", heads = "num_heads", layers = "num_layers",
+    vocab = "vocab_size", buckets = "relative_attention_num_buckets", max_distance = "relative_attention_max_distance" }
+  for _, k in ipairs { "d_model", "d_ff", "d_kv", "heads", "layers", "vocab", "buckets", "max_distance" } do
+    if null(c[k]) then error(("t5 config: '%s' is missing"):format(names[k]), 0) end
+    L.config_int(c[k], "t5 config", names[k], 1)
   end
+  L.config_positive(c.eps, "t5 config", "layer_norm_epsilon")
   local ffp = null(cfg.feed_forward_proj) and "relu" or cfg.feed_forward_proj
+  if type(ffp) ~= "string" then error(("t5 config: feed_forward_proj must be a string, got %s"):format(tostring(ffp)), 0) end
   c.gated = ffp:match("^gated%-") ~= nil
   local act = c.gated and ffp:sub(7) or ffp
   if act == "gelu" and c.gated then act = "gelu_new" end -- transformers maps gated-gelu to gelu_new

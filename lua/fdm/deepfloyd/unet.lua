@@ -19,6 +19,7 @@
 -- "text" (attention pooling), encoder_hid_dim_type "text_proj", class_embed_type
 -- "timestep" (stage II's noise level). Other block types raise an error naming them.
 local fdm = require "fdm"
+local L = require "fdm.deepfloyd.loader"
 local F = fdm.F
 
 local U = {}
@@ -35,6 +36,11 @@ local function per_block(v, n, what)
   for i = 1, n do out[i] = v end
   return out
 end
+
+local W = "unet config"
+local function int_min(v, what, lo) return L.config_int(v, W, what, lo) end
+local function ints_min(list, what, lo) return L.config_ints(list, W, what, lo) end
+local function positive(v, what) return L.config_positive(v, W, what) end
 
 local function act_fn(name)
   if name == "gelu" then return function(x) return F.gelu(x) end end
@@ -65,6 +71,7 @@ function U.spec(cfg)
   local boc = cfg.block_out_channels
   if type(boc) ~= "table" or #boc == 0 then error("unet config: block_out_channels missing", 0) end
   local nb = #boc
+  ints_min(boc, "block_out_channels", 1)
   local dtypes, utypes = cfg.down_block_types, cfg.up_block_types
   if type(dtypes) ~= "table" or #dtypes ~= nb then error("unet config: down_block_types must list one type per block_out_channels entry", 0) end
   if type(utypes) ~= "table" or #utypes ~= nb then error("unet config: up_block_types must list one type per block_out_channels entry", 0) end
@@ -78,8 +85,8 @@ function U.spec(cfg)
   if val(cfg.dual_cross_attention, false) or val(cfg.use_linear_projection, false) then
     error("unet config: dual_cross_attention / use_linear_projection are not supported", 0)
   end
-  local layers = per_block(val(cfg.layers_per_block, 2), nb, "layers_per_block")
-  local head_dim = per_block(val(cfg.attention_head_dim, 8), nb, "attention_head_dim")
+  local layers = ints_min(per_block(val(cfg.layers_per_block, 2), nb, "layers_per_block"), "layers_per_block", 1)
+  local head_dim = ints_min(per_block(val(cfg.attention_head_dim, 8), nb, "attention_head_dim"), "attention_head_dim", 1)
   local oca = val(cfg.only_cross_attention, false)
   local only_cross = per_block(oca, nb, "only_cross_attention")
   -- as diffusers decides it: the config's value, else a single only_cross_attention, else false
@@ -91,11 +98,17 @@ function U.spec(cfg)
   end
   local cad = val(cfg.cross_attention_dim, 1280)
   if type(cad) == "table" then error("unet config: a per-block cross_attention_dim is not supported", 0) end
+  int_min(cad, "cross_attention_dim", 1)
   local cnorm = val(cfg.cross_attention_norm, nil)
   if cnorm ~= nil and cnorm ~= "group_norm" then error(("unet config: cross_attention_norm '%s' is not supported"):format(cnorm), 0) end
-  local groups = val(cfg.norm_num_groups, 32)
+  local groups = int_min(val(cfg.norm_num_groups, 32), "norm_num_groups", 1)
+  for i, c in ipairs(boc) do
+    if c % groups ~= 0 then
+      error(("unet config: norm_num_groups %d does not divide block_out_channels[%d] = %d"):format(groups, i, c), 0)
+    end
+  end
   local c0 = boc[1]
-  local ted = val(cfg.time_embedding_dim, c0 * 4)
+  local ted = int_min(val(cfg.time_embedding_dim, c0 * 4), "time_embedding_dim", 1)
   local plan = {
     nb = nb, c0 = c0, ted = ted, groups = groups, eps = val(cfg.norm_eps, 1e-5),
     act = val(cfg.act_fn, "silu"), scale_shift = tss == "scale_shift",
@@ -108,9 +121,19 @@ function U.spec(cfg)
     sample_size = val(cfg.sample_size, 64), center_input = val(cfg.center_input_sample, false),
   }
   if plan.timestep_post_act ~= nil then error("unet config: timestep_post_act is not supported", 0) end
+  positive(plan.eps, "norm_eps")
+  positive(plan.out_scale, "resnet_out_scale_factor")
+  positive(plan.mid_scale, "mid_block_scale_factor")
+  L.config_number(plan.freq_shift, W, "freq_shift")
+  int_min(plan.in_channels, "in_channels", 1)
+  int_min(plan.out_channels, "out_channels", 1)
+  int_min(plan.sample_size, "sample_size", 1)
   act_fn(plan.act)
   if plan.time_embed_act then act_fn(plan.time_embed_act) end
   local kin, kout = val(cfg.conv_in_kernel, 3), val(cfg.conv_out_kernel, 3)
+  for _, k in ipairs { { kin, "conv_in_kernel" }, { kout, "conv_out_kernel" } } do
+    if int_min(k[1], k[2], 1) % 2 == 0 then error(("unet config: %s must be odd (the padding keeps the size), got %d"):format(k[2], k[1]), 0) end
+  end
   plan.kin, plan.kout = kin, kout
   local temb_ch = ted
 
@@ -131,6 +154,7 @@ function U.spec(cfg)
   local ehdt = val(cfg.encoder_hid_dim_type, nil)
   if ehdt == nil and ehd ~= nil then ehdt = "text_proj" end
   if ehdt == "text_proj" then
+    int_min(ehd, "encoder_hid_dim", 1)
     plan.hid_proj = true
     lin("encoder_hid_proj", ehd, cad)
   elseif ehdt ~= nil then
@@ -140,7 +164,7 @@ function U.spec(cfg)
   local aet = val(cfg.addition_embed_type, nil)
   if aet == "text" then
     local from = ehd or cad
-    plan.add_embed = { dim = from, heads = val(cfg.addition_embed_type_num_heads, 64) }
+    plan.add_embed = { dim = from, heads = int_min(val(cfg.addition_embed_type_num_heads, 64), "addition_embed_type_num_heads", 1) }
     if from % plan.add_embed.heads ~= 0 then error("unet config: addition_embed_type_num_heads does not divide the text width", 0) end
     norm("add_embedding.norm1", from)
     add("add_embedding.pool.positional_embedding", { 1, from })
@@ -299,11 +323,18 @@ U.Net = Net
 function U.new(cfg, params, opts)
   opts = opts or {}
   local spec, plan = U.spec(cfg)
-  require("fdm.deepfloyd.loader").check(params, spec, opts.what or "unet")
+  local unused = L.check(params, spec, opts.what or "unet")
+  if #unused > 0 then
+    -- diffusers warns here too: a published file holds exactly its model's tensors, so extras mean a config
+    -- that builds a smaller model than the weights were trained as (refusing could refuse a real folder)
+    io.stderr:write(("deepfloyd: %s: %d tensors in the weights are not used by its config (%s%s); "
+      .. "check that config.json belongs to these weights\n"):format(opts.what or "unet", #unused,
+      table.concat(unused, ", ", 1, math.min(#unused, 3)), #unused > 3 and ", ..." or ""))
+  end
   local self = setmetatable({ cfg = cfg, plan = plan, spec = spec }, Net)
   self.p = prepare(params, spec)
   self.act = act_fn(plan.act)
-  self.num_parameters = require("fdm.deepfloyd.loader").spec_params(spec)
+  self.num_parameters = L.spec_params(spec)
   -- fdm's collector runs after as many new bytes as were alive: with gigabytes
   -- of weights, dead activations would pile up to the weights' size; a large
   -- model collects after every block instead (opts.collect = false to skip)
@@ -577,7 +608,6 @@ end
 -- loads DIR/unet (or DIR itself when it holds config.json)
 function U.load(dir, opts)
   opts = opts or {}
-  local L = require "fdm.deepfloyd.loader"
   local udir = dir
   if not L.exists(dir .. "/config.json") and L.exists(dir .. "/unet/config.json") then udir = dir .. "/unet" end
   if not L.exists(udir .. "/config.json") then
