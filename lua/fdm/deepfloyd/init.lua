@@ -98,8 +98,16 @@ IF.Model = Model
 
 -- eps, var = model(x_t, t, cond); stage II: the noisy upscaled image and its
 -- noise level come from model.low_res / model.noise_level (set by IF.upscale)
+-- cond: embeddings from model:encode, a prompt (encoded here, cached), or nil for the unconditional ""
 Model.__call = function(self, x, t, cond)
-  if cond == nil then cond = self:encode("") end
+  if cond == nil then cond = self:encode("") elseif type(cond) == "string" then cond = self:encode(cond) end
+  if not fdm.is_tensor(x) then error(("deepfloyd: the image x_t must be a tensor, got %s"):format(type(x)), 2) end
+  if type(t) ~= "number" and not fdm.is_tensor(t) then
+    error(("deepfloyd: the timestep must be a number or a tensor, got %s"):format(type(t)), 2)
+  end
+  if not fdm.is_tensor(cond) then
+    error(("deepfloyd: cond must be prompt embeddings (model:encode(prompt)), a prompt or nil, got %s"):format(type(cond)), 2)
+  end
   local n = x.shape[1]
   if type(t) ~= "number" and t:numel() == 1 then t = t:reshape(1):tolist()[1] end
   -- the UNet runs on the model's device; the results go back to the device of

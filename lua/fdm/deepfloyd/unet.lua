@@ -508,6 +508,15 @@ end
 
 function Net:forward(sample, timestep, enc, class_labels, cap)
   local pl = self.plan
+  if not fdm.is_tensor(sample) or sample:dim() ~= 4 then
+    error(("unet: the sample must be a tensor [N, %d, H, W], got %s"):format(pl.in_channels,
+      fdm.is_tensor(sample) and L.shape_str(sample.shape) or type(sample)), 2)
+  end
+  if sample.dtype ~= "float32" then error(("unet: the sample must be float32, got %s"):format(sample.dtype), 2) end
+  if not fdm.is_tensor(enc) or enc:dim() ~= 3 then
+    error(("unet: prompt embeddings must be a tensor [N, L, %d] (model:encode(prompt)), got %s"):format(pl.context_dim,
+      fdm.is_tensor(enc) and L.shape_str(enc.shape) or type(enc)), 2)
+  end
   local n = sample.shape[1]
   if sample.shape[2] ~= pl.in_channels then
     error(("unet: the sample has %d channels, the model takes %d"):format(sample.shape[2], pl.in_channels), 2)
