@@ -307,6 +307,22 @@ describe("fdm -i with piped input (the REPL, non-interactive)", function()
     assert.truthy(out:find("fdm.", 1, true))
   end)
 
+  it("help()'s model examples run as printed (the shipped DDPM's lines; IF needs its weights)", function()
+    local out = fdm({"-e", "help()"})
+    local code, seen = {}, false
+    for _, l in ipairs(lines(out)) do
+      if l:match("^Models") then seen = true
+      elseif seen and l:match("^  ") and not l:find("deepfloyd", 1, true) then code[#code + 1] = (l:gsub("%-%-.*$", "")) end
+    end
+    assert.are.equal(3, #code, out)
+    local H = require "helpers"
+    local dir = H.tmpdir()
+    local res, rc = H.sh(("cd %s && %s -e %s"):format(q(dir), q(BIN), q("fdm.manual_seed(1) " .. table.concat(code, " "))))
+    assert.are.equal(0, rc, res)
+    assert.is_true(H.exists(dir .. "/sevens.png"), res)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
   it("respects os.exit inside the REPL", function()
     local out, _, code = fdm({"-i"}, {stdin = "1\nos.exit(5)\n2\n"})
     assert.are.equal(5, code)
@@ -338,6 +354,13 @@ describe("REPL tab completion candidates (fdm_repl_complete)", function()
   it("is absent unless FDM_TESTING is set", function()
     local out = fdm({"-e", "print(fdm_repl_complete)"})
     assert.are.equal("nil\n", out)
+  end)
+
+  it("offers the modules that load on first use, and completes inside one once named", function()
+    local r = complete("", {"fdm.dif", "fdm.deep", "fdm.diffusion.samp"})
+    assert.are.equal("fdm.diffusion", r["fdm.dif"])
+    assert.are.equal("fdm.deepfloyd", r["fdm.deep"])
+    assert.truthy(has(words(r["fdm.diffusion.samp"]), "fdm.diffusion.sample"), r["fdm.diffusion.samp"])
   end)
 
   it("completes globals and keywords", function()

@@ -116,3 +116,14 @@ describe("runtime", function()
   end)
 end)
 
+
+describe("fdm's modules that load on first use", function()
+  it("fdm.diffusion, fdm.deepfloyd, ... are the modules require gives; other names stay nil", function()
+    local fdm = require "fdm"
+    for _, name in ipairs { "diffusion", "ddpm_model", "deepfloyd", "unet", "flow", "models", "weights", "checkpoint", "classifier", "train" } do
+      assert.are.equal(require("fdm." .. name), fdm[name], name)
+    end
+    assert.is_nil(fdm.no_such_module)
+    assert.is_nil(rawget(fdm, "no_such_module"))
+  end)
+end)

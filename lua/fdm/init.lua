@@ -25,4 +25,19 @@ fdm.progress = optional "fdm.progress"
 fdm.data = optional "fdm.data"
 fdm.graph = optional "fdm.graph"
 
+-- the model and experiment modules load on first use (fdm.diffusion.sample(...) in the REPL, with no
+-- require); __methods lists them for the REPL's tab completion
+local lazy = {}
+for _, name in ipairs { "diffusion", "ddpm_model", "deepfloyd", "unet", "flow", "models", "weights", "checkpoint",
+                        "classifier", "train" } do lazy[name] = {} end
+setmetatable(fdm, {
+  __methods = lazy,
+  __index = function(t, k)
+    if lazy[k] == nil then return nil end
+    local mod = require("fdm." .. k)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
+
 return fdm

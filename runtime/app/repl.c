@@ -545,6 +545,11 @@ static int l_help(lua_State *L) {
     "  x = fdm.ones(3, {requires_grad = true})\n"
     "  (x * x):sum():backward()\n"
     "  x.grad                         -- 2 * x\n"
+    "Models (fdm.diffusion, fdm.ddpm_model, fdm.deepfloyd, ... load on first use):\n"
+    "  m = fdm.ddpm_model.load()      -- the shipped MNIST DDPM (docs/partA.md)\n"
+    "  x = fdm.diffusion.sample(m, 4, {cond = m:encode(\"7\"), uncond = m:encode(\"\"), cfg = 5})\n"
+    "  fdm.io.save_grid(\"sevens.png\", fdm.ddpm_model.from_model(x))\n"
+    "  m = fdm.deepfloyd.load(\"DeepFloyd/IF-I-M-v1.0\")   -- IF, with its weights (docs/deepfloyd.md)\n"
     "Ctrl-C interrupts a running chunk; Ctrl-D leaves. History is kept in\n"
     "~/.fdm_history (FDM_HISTORY overrides).\n",
     docs ? docs : "docs/api.md", docs ? "" : " in the fdm source tree");
