@@ -32,16 +32,9 @@ if args.strokes then
   images[#images + 1] = { M.to_model(C.render_strokes(strokes, { width = args.width })),
     "sketch: --strokes" }
 end
-local ims, cols, names, ups = {}, nil, {}, {}
+local rows = {}
 for i, im in ipairs(images) do
-  local prompt
-  prompt, names[i] = C.image_prompt(args, im[1], im[2], im[3])
-  local row, caps, up = C.sdedit_row(model, im[1], args.i_starts, args, C.encode(model, prompt, args), uncond)
-  for j, r in ipairs(row) do
-    local k = #ims + 1
-    ims[k], ups[k] = r, up[j]
-  end
-  cols = caps
+  local prompt, name = C.image_prompt(args, im[1], im[2], im[3])
+  rows[i] = { x = im[1], cond = C.encode(model, prompt, args), name = name }
 end
-C.save_grid(C.out_file(args, "1_7_1_sketches.png"), ims, { nrow = #cols, col_captions = cols, row_captions = names, upsample = ups,
-  scale = 3, title = string.format("SDEdit of sketches, %s, CFG %g", C.prompt_title(args), args.cfg) })
+C.save_sdedit_grid(model, rows, args, uncond, "1_7_1_sketches.png", string.format("SDEdit of sketches, %s, CFG %g", C.prompt_title(args), args.cfg))

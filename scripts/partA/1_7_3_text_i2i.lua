@@ -16,15 +16,6 @@ C.seed(args)
 local x = args.image and M.to_model(C.load_image(args.image)) or C.test_image(1)
 local prompts = C.split(args.prompts)
 local uncond = C.encode(model, "", args)
-local ims, cols, names, ups = {}, nil, {}, {}
-for _, p in ipairs(prompts) do
-  local row, caps, up = C.sdedit_row(model, x, args.i_starts, args, C.encode(model, p, args), uncond)
-  for j, r in ipairs(row) do
-    local k = #ims + 1
-    ims[k], ups[k] = r, up[j]
-  end
-  cols = caps
-  names[#names + 1] = C.caption(p)
-end
-C.save_grid(C.out_file(args, "1_7_3_text_i2i.png"), ims, { nrow = #cols, col_captions = cols, row_captions = names, upsample = ups,
-  scale = 3, title = string.format("text-conditional SDEdit, CFG %g", args.cfg) })
+local rows = {}
+for i, p in ipairs(prompts) do rows[i] = { x = x, cond = C.encode(model, p, args), name = C.caption(p) } end
+C.save_sdedit_grid(model, rows, args, uncond, "1_7_3_text_i2i.png", string.format("text-conditional SDEdit, CFG %g", args.cfg))

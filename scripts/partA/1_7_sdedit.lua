@@ -30,16 +30,9 @@ else
     images[#images + 1] = { x, "MNIST test " .. k, d }
   end
 end
-local ims, cols, names, ups = {}, nil, {}, {}
+local rows = {}
 for i, im in ipairs(images) do
-  local prompt
-  prompt, names[i] = C.image_prompt(args, im[1], im[2], im[3])
-  local row, caps, up = C.sdedit_row(model, im[1], args.i_starts, args, C.encode(model, prompt, args), uncond)
-  for j, r in ipairs(row) do
-    local k = #ims + 1
-    ims[k], ups[k] = r, up[j]
-  end
-  cols = caps
+  local prompt, name = C.image_prompt(args, im[1], im[2], im[3])
+  rows[i] = { x = im[1], cond = C.encode(model, prompt, args), name = name }
 end
-C.save_grid(C.out_file(args, "1_7_sdedit.png"), ims, { nrow = #cols, col_captions = cols, row_captions = names, upsample = ups,
-  scale = 3, title = string.format("SDEdit, %s, CFG %g", C.prompt_title(args), args.cfg) })
+C.save_sdedit_grid(model, rows, args, uncond, "1_7_sdedit.png", string.format("SDEdit, %s, CFG %g", C.prompt_title(args), args.cfg))

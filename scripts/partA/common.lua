@@ -570,9 +570,9 @@ function C.write_gif(path, frames, opts)
 end
 
 -- SDEdit of x (model space) at each course i_start (mapped onto the current
--- timesteps): returns the images and their captions, the original last
--- returns the row's images, their captions and what C.save_grid's upsample
--- takes for them (the edits are samples of cond, the original is an input)
+-- timesteps): returns the row's images (the original last), their captions
+-- and what C.save_grid's upsample takes for them (the edits are samples of
+-- cond, the original is an input)
 function C.sdedit_row(model, x, i_starts, args, cond, uncond)
   local ts = C.timesteps(args)
   local ims, caps, ups = {}, {}, {}
@@ -585,6 +585,22 @@ function C.sdedit_row(model, x, i_starts, args, cond, uncond)
   end
   ims[#ims + 1], caps[#caps + 1], ups[#ups + 1] = x, "original", false
   return ims, caps, ups
+end
+
+-- one SDEdit row per entry of rows ({x = image, cond = embedding, name = row caption}), saved as one grid
+-- (OUT/file, with its stage II version when --upsampler is given)
+function C.save_sdedit_grid(model, rows, args, uncond, file, title)
+  local ims, cols, names, ups = {}, nil, {}, {}
+  for i, r in ipairs(rows) do
+    local row, caps, up = C.sdedit_row(model, r.x, args.i_starts, args, r.cond, uncond)
+    for j, im in ipairs(row) do
+      local k = #ims + 1
+      ims[k], ups[k] = im, up[j]
+    end
+    cols, names[i] = caps, r.name
+  end
+  C.save_grid(C.out_file(args, file), ims, { nrow = #cols, col_captions = cols, row_captions = names, upsample = ups,
+    scale = 3, title = title })
 end
 
 -- The main demo's illusion (scripts/anagram.lua): a pair that real digits
