@@ -318,9 +318,6 @@ extern "C" int cuda_kernel_batch_norm_gelu_backward(const fdm_batch_norm_params 
 
 /* ---------------------------------------------------------------- group / layer norm */
 
-/* one block per slice of L contiguous elements (group norm: (n, g), Cg
-** channels of S; layer norm: a row, Cg = 1 with S = D and per-element
-** affine): statistics, then the normalised output */
 /* the mean and 1/sqrt(biased variance + eps) of the slice's L values, by the whole block, into stat[0..1]
 ** (shared; every thread sees them on return) */
 static __device__ void slice_stats(const float *xb, int64_t L, float eps, double *sh, float *stat) {
@@ -340,6 +337,9 @@ static __device__ void slice_stats(const float *xb, int64_t L, float eps, double
   __syncthreads();
 }
 
+/* one block per slice of L contiguous elements (group norm: (n, g), Cg
+** channels of S; layer norm: a row, Cg = 1 with S = D and per-element
+** affine): statistics, then the normalised output */
 static __global__ void gn_forward(const float *x, const float *w, const float *b, int G, int Cg, int64_t S,
                                   int layer, float eps, float *y, float *mean, float *rstd) {
   __shared__ double sh[64];
