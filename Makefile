@@ -65,7 +65,8 @@ $(BUILD)/lua/fdm/core.so: $(CORE_OBJ)
 
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/tests/?.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" FDM_BIN="$(CURDIR)/$(BUILD)/fdm" \
-          FDM_FAKE_BACKEND="$(CURDIR)/$(BUILD)/tests/fdm_fake_backend.so" FDM_BUILD="$(CURDIR)/$(BUILD)" OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2}
+          FDM_FAKE_BACKEND="$(CURDIR)/$(BUILD)/tests/fdm_fake_backend.so" FDM_BUILD="$(CURDIR)/$(BUILD)" OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+          FDM_DEVICE=$${FDM_DEVICE:-cpu}
 
 test: all $(TEST_DEPS)
 	$(LUA_ENV) $(SAN_ENV) lua5.4 /usr/bin/busted --lpath="" --cpath="" -o utfTerminal tests/

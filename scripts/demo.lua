@@ -18,7 +18,8 @@ local opts = cli.parse_or_exit(arg, {
     { "lr", "number", 3e-3, "learning rate (Adam, cosine-annealed to 1e-4)", min = 0 },
     { "euler", "int", 100, "Euler steps of the sampler", min = 4 },
     { "out", "string", "out", "output folder (demo.png, demo_loss.png)" },
-    { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+    { "device", "choice", "auto", "where the model runs (auto: the GPU when there is one; FDM_DEVICE sets the default)",
+      choices = { "auto", "cpu", "cuda" } },
   },
 })
 fdm.manual_seed(opts.seed)

@@ -29,7 +29,7 @@ local spec = {
     { "upsampler-cfg", "number", 4, "stage II guidance scale" },
     { "noise-level", "int", 250, "stage II noise level of the upscaled image", min = 0 },
     { "variant", "string", nil, "weights variant to prefer (fp16)" },
-    { "device", "choice", "cpu", "where the models run (the T5 encoder too; images come back to the CPU to be saved)",
+    { "device", "choice", "auto", "where the models run (the T5 encoder too; images come back to the CPU to be saved; auto: the GPU when there is one, FDM_DEVICE sets the default)",
       choices = cli.device_choices() },
     cli.PRECISION,
     { "out", "string", "out/sample", "output folder" },

@@ -335,6 +335,44 @@ describe("fdm -i with piped input (the REPL, non-interactive)", function()
   end)
 end)
 
+describe("--device auto (every script's default)", function()
+  local H = require "helpers"
+  local function run(env, extra)
+    local dir = H.tmpdir()
+    local out, rc = H.sh(("env -u FDM_DEVICE %s %s -e %s scripts/partA/1_1_forward.lua --out %s %s"):format(env, q(BIN),
+      q("fdm.load_backend(os.getenv('FDM_FAKE_BACKEND'))"), q(dir), extra or ""))
+    os.execute("rm -rf " .. q(dir))
+    return out, rc
+  end
+
+  it("is the CPU on a machine without a GPU, said nowhere", function()
+    local out, rc = run("")
+    assert.are.equal(0, rc, out)
+    assert.is_nil(out:find("running on", 1, true), out)
+  end)
+
+  it("is FDM_DEVICE when set, and the run says so; --device still wins", function()
+    local out, rc = run("FDM_DEVICE=fake")
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("1_1_forward: running on fake (FDM_DEVICE=fake)", 1, true), out)
+    out, rc = run("FDM_DEVICE=fake", "--device cpu")
+    assert.are.equal(0, rc, out)
+    assert.is_nil(out:find("running on", 1, true), out)
+  end)
+
+  it("names FDM_DEVICE when the device it sets is not there (exit 2)", function()
+    local out, rc = run("FDM_DEVICE=bogus")
+    assert.are.equal(2, rc, out)
+    assert.truthy(out:find("1_1_forward: FDM_DEVICE=bogus: unknown device 'bogus'", 1, true), out)
+  end)
+
+  it("is listed by --help as the default", function()
+    local out = fdm({"scripts/partA/1_1_forward.lua", "--help"})
+    assert.truthy(out:find("--device auto|cpu|cuda", 1, true), out)
+    assert.truthy(out:find("(default: auto)", 1, true), out)
+  end)
+end)
+
 describe("REPL tab completion candidates (fdm_repl_complete)", function()
   -- returns the candidates for each text, computed in a fresh fdm
   local function complete(setup, texts)

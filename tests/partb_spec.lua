@@ -113,7 +113,7 @@ describe("fdm.cli", function()
   it("--help returns the listing with types and defaults", function()
     local a, help = cli.parse({ "--help" }, spec)
     assert.is_nil(a)
-    for _, w in ipairs({ "--epochs N", "(default: 5)", "--dataset mnist|fashion", "--device cpu|cuda",
+    for _, w in ipairs({ "--epochs N", "(default: 5)", "--dataset mnist|fashion", "--device auto|cpu|cuda",
                          "--resume", "--cfg X", "--pure-noise", "--help" }) do
       assert.truthy(help:find(w, 1, true), "help lacks " .. w)
     end

@@ -96,6 +96,7 @@ describe("every script's command line", function()
   local HELPERS = {
     ["C.load_model"] = { "model", "device", "upsampler", "precision" }, ["C.seed"] = { "seed" }, ["C.sampler_opts"] = { "threshold" },
     ["C.timesteps"] = { "steps" }, ["C.sdedit_row"] = { "steps", "cfg", "threshold" },
+    ["C.save_sdedit_grid"] = { "steps", "cfg", "threshold", "i_starts", "out" },
     ["C.anagram"] = { "steps", "cfg", "threshold" }, ["C.out_file"] = { "out" },
     ["C.two_prompts"] = { "prompts" }, ["C.hybrid_filter"] = { "filter", "keep", "kernel", "sigma" }, ["C.image_prompt"] = { "prompt" }, ["C.prompt_title"] = { "prompt" },
     ["train.run"] = { "epochs", "resume", "out", "device", "max_batches", "stop_after", "autocast", "graph" },

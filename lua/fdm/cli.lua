@@ -58,7 +58,8 @@ cli.COMMON = {
   { "seed", "int", 0, "random seed (model init, data order, noise)" },
   { "subset", "int", 0, "train on the first N training images (0 = all)", min = 0 },
   { "dataset", "choice", "mnist", "training data", choices = { "mnist", "fashion" } },
-  { "device", "choice", "cpu", "where the model runs", choices = { "cpu", "cuda" } },
+  { "device", "choice", "auto", "where the model runs (auto: the GPU when there is one; FDM_DEVICE sets the default)",
+    choices = { "auto", "cpu", "cuda" } },
   { "resume", "flag", false, "continue from OUT/checkpoint.safetensors" },
   { "out", "string", nil, "output directory" },
   { "steps", "int", 300, "sampling steps T", min = 1 },
@@ -326,6 +327,8 @@ function cli.parse(argv, spec)
   end
   args.given = given
   args.script = spec.name
+  -- --device auto is resolved here, so no caller ever sees "auto"; device_by says how
+  if args.device == "auto" then args.device, args.device_by = cli.auto_device() end
   return args
 end
 
@@ -334,7 +337,7 @@ end
 -- backend plugin (the tests' "fake" device, run through `fdm -e`)
 function cli.device_choices()
   local fdm = require "fdm"
-  local list, seen = { "cpu", "cuda" }, { cpu = true, cuda = true }
+  local list, seen = { "auto", "cpu", "cuda" }, { auto = true, cpu = true, cuda = true }
   local ok, devs = pcall(fdm.devices)
   for _, d in ipairs(ok and devs or {}) do
     if not seen[d] then seen[d] = true; list[#list + 1] = d end
@@ -360,14 +363,28 @@ end
 
 -- For scripts: a --device that is not there (no CUDA device, no CUDA build)
 -- is said once, up front, without a traceback: the reason on stderr, exit 2.
-function cli.check_device(name, device)
+-- label: where the device came from (default "--device DEVICE")
+function cli.check_device(name, device, label)
   if not device or device == "cpu" then return end
   local fdm = require "fdm"
   local ok, err = pcall(fdm.zeros, { 1 }, { device = device })
   if not ok then
-    io.stderr:write(("%s: --device %s: %s\n"):format(name or "fdm", device, (tostring(err):gsub("^.-: to: ", ""))))
+    io.stderr:write(("%s: %s: %s\n"):format(name or "fdm", label or ("--device " .. device),
+      (tostring(err):gsub("^.-: to: ", ""))))
     os.exit(2)
   end
+end
+
+-- --device auto (every script's default): FDM_DEVICE when set, else the GPU
+-- when a CUDA device answers, else the CPU. Returns the device and where it
+-- came from ("FDM_DEVICE" or "auto"). A GPU is never left idle by a
+-- default, and a machine without one runs as before.
+function cli.auto_device()
+  local env = os.getenv("FDM_DEVICE")
+  if env and env ~= "" and env ~= "auto" then return env, "FDM_DEVICE" end
+  local fdm = require "fdm"
+  if pcall(fdm.zeros, { 1 }, { device = "cuda" }) then return "cuda", "auto" end
+  return "cpu", "auto"
 end
 
 -- For scripts: --help prints the list and exits 0; a misuse raises a usage
@@ -379,7 +396,13 @@ function cli.parse_or_exit(argv, spec)
     io.stdout:flush()
     os.exit(0)
   end
-  cli.check_device(spec.name, args.device)
+  local by = args.device_by
+  local label = by == "FDM_DEVICE" and ("FDM_DEVICE=" .. args.device) or nil
+  cli.check_device(spec.name, args.device, label)
+  if by and args.device ~= "cpu" then   -- a run that leaves the CPU by default says so once
+    io.stderr:write(("%s: running on %s (%s)\n"):format(spec.name or "fdm", args.device,
+      label or "--device auto found it; --device cpu keeps the CPU"))
+  end
   return args
 end
 
