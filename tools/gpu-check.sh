@@ -123,6 +123,12 @@ cd "$ROOT"
 devs=$("$FDM" -e 'print(table.concat(fdm.devices(), ","))' 2>&1)
 why=$("$FDM" -e 'local ok, e = pcall(fdm.zeros, {1}, {device = "cuda"}) print(ok and "cuda ok" or e)' 2>&1)
 summary "info devices: $devs; cuda: $why"
+# a script's default device (--device auto): the GPU when one answers
+auto=$(env -u FDM_DEVICE "$FDM" scripts/partA/1_6_cfg.lua --steps 2 --out "$OUT/auto-device" 2>&1 | grep "running on" | head -1)
+if [ "$DRY" = 1 ]; then summary "info --device auto: ${auto:-the CPU (no GPU here)}"
+elif [ -n "${auto##*running on cuda*}" ] || [ -z "$auto" ]; then summary "FAIL parity auto-device: --device auto stayed on the CPU"
+else summary "ok   --device auto: $auto"
+fi
 
 PARTS=${GPU_CHECK_PARTS:-parity,bench}
 PARITY_DEVICE=cuda
