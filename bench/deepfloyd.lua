@@ -38,6 +38,8 @@ local args = cli.parse_or_exit(arg, {
     { "device", "string", "cpu", "device (the random weights are drawn there)" },
     cli.PRECISION,
     { "profile", "flag", false, "time every kernel of the last timed step (fdm.profile) and print the table" },
+    { "graph", "flag", false, "UNet: the step as a CUDA graph (warm-up eager, step 1 captured, then replays; " ..
+      "emulated on a device without graphs, e.g. the tests' fake one)" },
     { "write", "string", nil, "instead of timing, write the random weights into DIR as a published folder would hold " ..
       "them (unet/ or text_encoder/, fp16 files, T5 in shards; scheduler/ and tokenizer/ from the tiny test folders), " ..
       "to run the whole pipeline at full size" },
@@ -78,6 +80,11 @@ local CONFIGS = {
 local function gb(b) return (b or 0) / 1e9 end
 local cfg = CONFIGS[args.config]()
 local is_t5 = args.config == "t5-xxl"
+if args.graph then
+  if is_t5 then cli.usage_error("--graph: the UNet configurations only (if-i-m, if-i-xl, if-ii-m)") end
+  if args.device == "cpu" then cli.usage_error("--graph: CUDA graphs need --device cuda (the CPU has none)") end
+  if args.profile then cli.usage_error("--graph and --profile: a replay has no per-kernel times; profile without --graph") end
+end
 local full_layers = cfg.num_layers
 if is_t5 and args.layers > 0 then
   if args.layers > full_layers then cli.usage_error(("--layers %d: T5-XXL has %d"):format(args.layers, full_layers)) end
@@ -200,13 +207,22 @@ else
   local x = on_dev(fdm.randn(n, cfg.in_channels, S, S))
   local enc = on_dev(fdm.randn(n, 77, 4096))
   local labels = cfg.class_embed_type and 250 or nil
+  -- --graph: t as a device tensor (as a graphed sampler passes it), the step captured once, then replayed
+  local t = args.graph and on_dev(fdm.tensor({ 500 }, { dtype = "int64" })) or 500
+  local emulate = args.graph and not fdm.graph_supported({ device = dev })
+  local function step() return fdm.no_grad(function() return fdm.autocast(unet_cast, function() return net(x, t, enc, labels) end) end) end
+  local g, out
   for i = 0, args.steps do
     local dt = timed(i, function()
-      local out = fdm.no_grad(function() return fdm.autocast(unet_cast, function() return net(x, 500, enc, labels) end) end)
+      if not args.graph or i == 0 then out = step()
+      elseif not g then g, out = fdm.graph(step, { device = dev, emulate = emulate })
+      else g:replay() end
       local _ = out:sum():item()
     end)
-    print(("  step %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
+    print(("  step %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or
+      (args.graph and (i == 1 and " (captured)" or " (replayed)") or "")))
   end
+  if emulate then print("  (graph emulated: no capture on device " .. dev .. ")") end
 end
 table.sort(times)
 local med = times[(#times + 1) // 2]
@@ -217,10 +233,11 @@ if dev ~= "cpu" then
   devmem = ("; %s memory %.2f GB (live %.2f + cached %.2f)"):format(dev, gb(st.live_bytes + st.cached_bytes),
     gb(st.live_bytes), gb(st.cached_bytes))
 end
-print(("%s: %s %.3f s (%s)%s on %s, %s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
+print(("%s: %s %.3f s (%s)%s on %s, %s%s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
   :format(args.config,
   is_t5 and "seconds per prompt embedding" or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch, cfg.sample_size, cfg.sample_size),
   med * scale, #times == 1 and "one timed run" or #times == 2 and "the faster of 2" or
     ((#times % 2 == 0 and "lower median of %d" or "median of %d"):format(#times)), scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", dev,
-  is_t5 and (t5_cast and "bf16" or "fp32") or args.precision, gb(L.peak_rss()), gb(build_peak), devmem,
+  is_t5 and (t5_cast and "bf16" or "fp32") or args.precision, args.graph and ", CUDA graph" or "", gb(L.peak_rss()),
+  gb(build_peak), devmem,
   os.getenv("OMP_NUM_THREADS") or "default"))

@@ -33,8 +33,8 @@ local spec = {
       choices = cli.device_choices() },
     cli.PRECISION,
     { "out", "string", "out/sample", "output folder" },
-    { "graph", "flag", false, "CUDA graphs: capture one stage I step and replay it (--device cuda; the MNIST DDPM: " ..
-      "DeepFloyd's UNet reads t on the host, which a capture refuses)" },
+    { "graph", "flag", false, "CUDA graphs: capture one sampling step (of each stage) and replay it (--device cuda; " ..
+      "the same numbers as without)" },
   },
 }
 local args = cli.parse_or_exit(arg, spec)
@@ -133,7 +133,7 @@ for _, steps in ipairs(args.steps) do
     local tu = fdm.time()
     local list2 = timesteps_of(m2, args.upsampler_steps)
     local y = IF.upscale(m2, x, cond, uncond, { timesteps = list2, cfg = args.upsampler_cfg,
-      noise_level = args.noise_level })
+      noise_level = args.noise_level, graph = args.graph })
     local du = fdm.time() - tu
     print(("stage II, %d steps (%d model calls), %s: %.2f s (%.3f s per call)"):format(args.upsampler_steps, #list2 - 1,
       args.precision, du, du / (#list2 - 1)))

@@ -99,6 +99,35 @@ describe("DeepFloyd IF on the fake device", function()
     assert.is_true(diff(yf, yc) <= 1e-6, "stage II " .. diff(yf, yc))
   end)
 
+  it("graph mode (emulated capture): both stages, strided and pipeline timesteps, fp32 and bf16, equal eager bit for bit", function()
+    local function run(a, b, graph, ts)
+      fdm.manual_seed(7)
+      local c, u = a:encode("a man wearing a hat"), a:encode("")
+      local x = D.sample(a, 2, { cond = c, uncond = u, cfg = 7, steps = 5, timesteps = ts, graph = graph })
+      local y = IF.upscale(b, x, c, u, { steps = 3, cfg = 4, graph = graph })
+      return x, y
+    end
+    for _, prec in ipairs { "fp32", "bf16" } do
+      f1:set_precision(prec); f2:set_precision(prec)
+      for _, ts in ipairs { false, f1.scheduler:pipeline_timesteps(4) } do
+        local xe, ye = run(f1, f2, nil, ts or nil)
+        local xg, yg = run(f1, f2, { emulate = true }, ts or nil)
+        assert.are.equal(0, diff(xg, xe:to("cpu")), prec)
+        assert.are.equal(0, diff(yg, ye:to("cpu")), prec)
+      end
+    end
+    f1:set_precision("fp32"); f2:set_precision("fp32")
+  end)
+
+  it("a timestep tensor on the device: the table's row equals the host sinusoid; outside 0..T-1 it is an error", function()
+    local x, c = fdm.randn(1, 3, 16, 16), m1:encode("a man wearing a hat")
+    local a = m1(x, 421, c)
+    local b = f1(x:to("fake"), fdm.tensor({ 421 }, { dtype = "int64" }):to("fake"), c:to("fake"))
+    assert.are.equal(0, diff(b, a))
+    H.raises(function() return f1(x:to("fake"), fdm.tensor({ 1000 }, { dtype = "int64" }):to("fake"), c:to("fake")) end,
+      "unet: timestep 1000 outside the model's 0..999")
+  end)
+
   it("model:to moves a loaded model back and forth; an unknown device is an error", function()
     local m = IF.load(ROOT .. "/if-i")
     m.disk_cache = false
@@ -221,5 +250,18 @@ describe("bench/deepfloyd.lua on a device", function()
     assert.truthy(out:match("fake memory [%d.]+ GB %(live"), out)
     local bad, rc2 = H.sh(FDM .. " bench/deepfloyd.lua --precision fp8")
     assert.are.equal(2, rc2, bad)
+  end)
+
+  it("--graph is for the UNets on a device, without --profile (usage errors, exit 2)", function()
+    if not have_fake then pending("no fake device") return end
+    for _, c in ipairs {
+      { "--graph", "--graph: CUDA graphs need --device cuda (the CPU has none)" },
+      { "--graph --config t5-xxl --device fake", "--graph: the UNet configurations only" },
+      { "--graph --profile --device fake", "--graph and --profile: a replay has no per-kernel times" },
+    } do
+      local out, rc = H.sh(FDM .. " -e \"fdm.load_backend(os.getenv('FDM_FAKE_BACKEND'))\" bench/deepfloyd.lua " .. c[1])
+      assert.are.equal(2, rc, out)
+      assert.truthy(out:find(c[2], 1, true), out)
+    end
   end)
 end)

@@ -193,7 +193,9 @@ if has_part deepfloyd; then
   }
   if [ "$DRY" = 1 ]; then
     ifspeed t5-xxl bf16 --layers 1 --steps 1
+    ifspeed if-i-m fp32 --steps 2 --graph
   else
+    ifspeed if-i-m bf16 --steps 5 --graph   # against the eager bf16 line below
     # --profile: the kernel table of the last step in deepfloyd.log (where the GPU's time goes)
     for prec in fp32 bf16 fp16; do ifspeed if-i-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done
     for prec in fp32 bf16; do ifspeed if-ii-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done

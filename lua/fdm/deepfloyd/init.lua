@@ -109,7 +109,8 @@ Model.__call = function(self, x, t, cond)
     error(("deepfloyd: cond must be prompt embeddings (model:encode(prompt)), a prompt or nil, got %s"):format(type(cond)), 2)
   end
   local n = x.shape[1]
-  if type(t) ~= "number" and t:numel() == 1 then t = t:reshape(1):tolist()[1] end
+  -- a timestep tensor on a device stays there (a sampler in graph mode: the UNet computes its sinusoid there)
+  if type(t) ~= "number" and t.device == "cpu" and t:numel() == 1 then t = t:reshape(1):tolist()[1] end
   -- the UNet runs on the model's device; the results go back to the device of
   -- x, so a caller whose images are on the CPU (a Part A script's own image)
   -- still gets CPU tensors (sampling from noise drawn on model.device: no copy)
@@ -358,6 +359,7 @@ function IF.load(dir, opts)
   self.scheduler = S.load(sdir)
   self.schedule = self.scheduler:schedule()
   self.T = self.schedule.T
+  net.num_timesteps = self.T   -- the rows of its device table of sinusoids (graph mode)
   self.stage = net.plan.class_embed and 2 or 1
   local size = L.is_null(cfg.sample_size) and 64 or cfg.sample_size
   self.image_shape = { net.plan.out_channels // 2, size, size }
@@ -417,7 +419,7 @@ function IF.upscale(m2, x64, cond, uncond, opts)
   if c.shape[1] ~= n then c = c:expand(n, c.shape[2], c.shape[3]) end
   local ok, res = pcall(D.sample, m2, n, {
     cond = c, uncond = uncond, cfg = g, timesteps = timesteps, threshold = m2.threshold,
-    shape = m2.image_shape, add_variance = true })
+    shape = m2.image_shape, add_variance = true, graph = opts.graph })
   m2.low_res = nil
   if not ok then error(res, 0) end
   return res

@@ -479,17 +479,69 @@ function Net:add_embedding(enc)
   return F.layer_norm(a, { a.shape[2] }, p["add_embedding.norm2.weight"], p["add_embedding.norm2.bias"], 1e-5)
 end
 
+-- the sinusoid of t for n images on device dev, from the double-precision
+-- host path. An int64 tensor of timesteps on a device (a sampler in graph
+-- mode keeps the step's t there, and a capture cannot read it on the host)
+-- picks the same rows from a table of every timestep's sinusoid, made on
+-- that device on first use: a one-hot mask times the table, summed over the
+-- timesteps (exact: one nonzero term per sum; a matrix product would be
+-- rounded by autocast or TF32), so graphed and eager steps compute the same
+-- numbers. Stage II's constant noise level on a device is kept per (value, n).
+function Net:sinusoid(t, n, dev)
+  local pl = self.plan
+  if fdm.is_tensor(t) and t.device ~= "cpu" and t.dtype == "int64" then
+    local k = t:numel()
+    if k ~= 1 and k ~= n then error(("unet: %d timesteps for a batch of %d"):format(k, n), 3) end
+    self._sin_table = self._sin_table or {}
+    local tab = self._sin_table[t.device]
+    if not tab then
+      local T, all = self.num_timesteps or 1000, {}
+      for i = 1, T do all[i] = i - 1 end
+      tab = { rows = U.timestep_embedding(all, pl.c0, pl.flip, pl.freq_shift):to(t.device),
+              ids = fdm.arange(0, T, { dtype = "int64", device = t.device }):reshape(1, T) }
+      self._sin_table[t.device] = tab
+    end
+    if not fdm.graph_capturing() then   -- the range is checked where t can be read (eagerly)
+      local lo, hi = t:min():item(), t:max():item()
+      if lo < 0 or hi >= tab.ids:numel() then
+        error(("unet: timestep %d outside the model's 0..%d"):format(lo < 0 and lo or hi, tab.ids:numel() - 1), 0)
+      end
+    end
+    local T, C = tab.ids:numel(), pl.c0
+    local onehot = fdm.eq(t:reshape(k, 1), tab.ids):float()
+    local tp = (onehot:reshape(k, T, 1) * tab.rows:reshape(1, T, C)):sum(2)
+    if k ~= n then tp = tp:expand(n, tp.shape[2]) end
+    return tp
+  end
+  local tp = U.timestep_embedding(tlist(t, n), pl.c0, pl.flip, pl.freq_shift)
+  if dev ~= "cpu" then tp = tp:to(dev) end
+  return tp
+end
+
+-- a large model's collection after each block; the device cache stays while a graph is captured (its
+-- memory is the graph's pool)
+function Net:collect_garbage()
+  collectgarbage()
+  if not fdm.graph_capturing() then fdm.empty_cache() end
+end
+
 -- the 1x77xD prompt embeddings -> everything the blocks share
 function Net:embed(n, timestep, enc, class_labels, cap)
   local pl = self.plan
-  local tp = U.timestep_embedding(tlist(timestep, n), pl.c0, pl.flip, pl.freq_shift)
-  if enc.device ~= "cpu" then tp = tp:to(enc.device) end
+  local tp = self:sinusoid(timestep, n, enc.device)
   local emb = self:temb_mlp("time_embedding", tp)
   if cap then cap.time_proj = tp; cap.time_embedding = emb end
   if pl.class_embed then
     if class_labels == nil then error("unet: this model (stage II) needs class_labels (the noise level)", 3) end
-    local cp = U.timestep_embedding(tlist(class_labels, n), pl.c0, pl.flip, pl.freq_shift)
-    if enc.device ~= "cpu" then cp = cp:to(enc.device) end
+    local cp
+    if type(class_labels) == "number" and enc.device ~= "cpu" then
+      local key = ("%s/%d/%s"):format(class_labels, n, enc.device)
+      self._labels = self._labels or {}
+      cp = self._labels[key]
+      if not cp then cp = self:sinusoid(class_labels, n, enc.device); self._labels[key] = cp end
+    else
+      cp = self:sinusoid(class_labels, n, enc.device)
+    end
     local ce = self:temb_mlp("class_embedding", cp)
     if cap then cap.class_time_proj = cp; cap.class_embedding = ce end
     emb = emb + ce
@@ -560,7 +612,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       res(h)
     end
     if cap then cap[("down_blocks.%d"):format(i - 1)] = h end
-    if self.collect then collectgarbage(); fdm.empty_cache() end
+    if self.collect then self:collect_garbage() end
   end
   local m = pl.mid
   h = self:resnet(m.resnets[1], h, emb, pl.mid_scale)
@@ -584,7 +636,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       if cap then cap[("detail.up_blocks.%d.upsamplers.0"):format(i - 1)] = h end
     end
     if cap then cap[("up_blocks.%d"):format(i - 1)] = h end
-    if self.collect then collectgarbage(); fdm.empty_cache() end
+    if self.collect then self:collect_garbage() end
   end
   h = self:gn("conv_norm_out", h, pl.groups, pl.eps)
   if cap then cap.conv_norm_out = h end
