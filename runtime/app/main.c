@@ -38,7 +38,9 @@ static const char *usage_text =
   "Environment: FDM_LUA_PATH (Lua library directory or ?-templates),\n"
   "FDM_SCRIPTS (where `fdm NAME` looks first), FDM_WEIGHTS (directories of\n"
   "weight files, ':'-separated), FDM_DEBUG=1 (stack traces for usage errors too),\n"
-  "FDM_HISTORY (REPL history file, default ~/.fdm_history).\n";
+  "FDM_HISTORY (REPL history file, default ~/.fdm_history), FDM_DEVICE (the\n"
+  "scripts' default device: --device auto picks it, else the GPU when one\n"
+  "answers, else the CPU).\n";
 
 /* exit status of a usage error: what the user typed was wrong (lua.c has
 ** no such case; 2 is what getopt-style tools use) */
