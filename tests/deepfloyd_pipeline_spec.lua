@@ -181,6 +181,21 @@ describe("deepfloyd model interface", function()
     assert.are.same({ 1, 77, 64 }, e.shape)
     os.remove(p)
   end)
+
+  it("encode: an embeddings file of the wrong width, dtype or with NaN is refused by name", function()
+    local H = require "helpers"
+    for _, c in ipairs {
+      { fdm.randn(1, 77, 32), "embeddings of width 32, the model takes 64" },
+      { fdm.zeros(1, 77, 64):long(), "embeddings must be float32, float16 or bfloat16, got int64" },
+      { fdm.full({ 77, 64 }, 0 / 0), "the embeddings hold NaN or infinite values" },
+      { fdm.full({ 77, 64 }, math.huge), "the embeddings hold NaN or infinite values" },
+    } do
+      local p = os.tmpname() .. ".safetensors"
+      fdm.io.save_safetensors(p, { prompt_embeds = c[1] })
+      H.raises(function() return m1:encode("@" .. p) end, c[2])
+      os.remove(p)
+    end
+  end)
   it("model(x_t, t, cond) returns eps and the raw variance; the sampler runs with CFG", function()
     fdm.manual_seed(3)
     local c, u = m1:encode("a rocket ship"), m1:encode("")

@@ -191,7 +191,8 @@ function Model:free_text_encoder()
   collectgarbage()
 end
 
-local function load_embedding_file(path)
+-- width: the embeddings' last size the model takes
+local function load_embedding_file(path, width)
   local ok, t = pcall(L.load_safetensors, path)
   if not ok then error(("deepfloyd: the embeddings file of prompt '@%s': %s"):format(path, t), 0) end
   local e = t.prompt_embeds
@@ -203,7 +204,16 @@ local function load_embedding_file(path)
   if e == nil then error(("deepfloyd: '%s' holds no tensor"):format(path), 0) end
   if e:dim() == 2 then e = e:unsqueeze(1) end
   if e:dim() ~= 3 or e.shape[1] ~= 1 then error(("deepfloyd: '%s': embeddings must be [77, D] or [1, 77, D]"):format(path), 0) end
-  return e:float():contiguous()
+  if e.dtype ~= "float32" and e.dtype ~= "float16" and e.dtype ~= "bfloat16" then
+    error(("deepfloyd: '%s': embeddings must be float32, float16 or bfloat16, got %s"):format(path, e.dtype), 0)
+  end
+  if width and e.shape[3] ~= width then
+    error(("deepfloyd: '%s': embeddings of width %d, the model takes %d"):format(path, e.shape[3], width), 0)
+  end
+  e = e:float():contiguous()
+  -- e * 0 is 0 for every finite value, NaN for NaN and inf
+  if (e * 0):sum():item() ~= 0 then error(("deepfloyd: '%s': the embeddings hold NaN or infinite values"):format(path), 0) end
+  return e
 end
 
 -- the T5 embedding of a prompt [1, 77, D] (IFPipeline: lower().strip(),
@@ -211,7 +221,7 @@ end
 function Model:encode(prompt)
   if type(prompt) ~= "string" then error("deepfloyd: a prompt must be a string", 2) end
   if prompt:sub(1, 1) == "@" and prompt:match("%.safetensors$") then
-    return self:on_device(load_embedding_file(prompt:sub(2)))
+    return self:on_device(load_embedding_file(prompt:sub(2), self.net.plan.context_dim))
   end
   self.embed_cache = self.embed_cache or {}
   if self.embed_cache[prompt] then return self.embed_cache[prompt] end
