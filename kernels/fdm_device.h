@@ -39,6 +39,11 @@ typedef struct fdm_backend {
   int (*graph_end)(void *graph);
   int (*graph_replay)(void *graph);
   void (*graph_free)(void *graph);
+  /* Optional (NULL: unknown): the bytes a new allocation could still get
+  ** (the device's free memory plus what the allocator caches) and the
+  ** device's total; 0 or -1 with the error set. Lets a loader refuse a model
+  ** that cannot fit before copying any of it. */
+  int (*mem_info)(size_t *available, size_t *total);
 } fdm_backend;
 
 typedef struct fdm_plugin_host {
@@ -53,7 +58,8 @@ typedef struct fdm_plugin_host {
   void (*reclaim)(void);
 } fdm_plugin_host;
 /* 3: the kernel table's counter_add, random_at, adam_multi_at slots and the
-** backend's graph functions; 4: the group_norm_act_forward slot */
+** backend's graph functions; 4: the group_norm_act_forward slot and the
+** backend's mem_info */
 #define FDM_PLUGIN_ABI 4
 typedef int (*fdm_plugin_register_fn)(const fdm_plugin_host *host);
 #endif

@@ -63,6 +63,16 @@ describe("backend interface", function()
     return
   end
 
+  it("device_memory: nil and the reason where the device cannot say (the CPU; the fake without FDM_FAKE_MEMORY)", function()
+    local a, why = fdm.device_memory("cpu")
+    assert.is_nil(a)
+    assert.are.equal("device 'cpu' does not report its memory", why)
+    a, why = fdm.device_memory("fake")
+    assert.is_nil(a)
+    assert.truthy(tostring(why):find("set FDM_FAKE_MEMORY", 1, true), why)
+    H.raises(function() return fdm.device_memory("tpu") end, "unknown device 'tpu'")
+  end)
+
   it("lists the fake device once loaded", function()
     local devs = table.concat(fdm.devices(), ",")
     assert.truthy(devs:find("fake", 1, true), devs)

@@ -239,6 +239,24 @@ describe("scripts/sample.lua --device", function()
   end)
 end)
 
+describe("DeepFloyd IF on a device too small for it", function()
+  it("is refused before anything moves, saying what it needs and what the device has; a model that fits moves", function()
+    if not have_fake then pending("no fake device") return end
+    local code = "fdm.load_backend(os.getenv('FDM_FAKE_BACKEND')) " ..
+      "local ok, e = pcall(fdm.deepfloyd.load, 'tests/data/deepfloyd-tiny/if-i', { device = 'fake' }) print(ok, e) " ..
+      "local m = fdm.deepfloyd.load('tests/data/deepfloyd-tiny/if-i') print(pcall(m.to, m, 'fake')) print(m.device, m.net.device) " ..
+      "print(fdm.backend_stats('fake').live_bytes)"
+    local out, rc = H.sh("FDM_FAKE_MEMORY=2000000 " .. FDM .. " -e \"" .. code .. "\"")
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("deepfloyd: 'tests/data/deepfloyd-tiny/if-i' (UNet) needs 6.9 MB on fake, which has 2.0 MB available of 2.0 MB", 1, true), out)
+    local live = tonumber(out:match("\ncpu\tnil\n(%d+)\n"))   -- nothing moved (the device probe's 4 bytes at most)
+    assert.truthy(live and live <= 4, out)
+    out, rc = H.sh("FDM_FAKE_MEMORY=100000000 " .. FDM .. " -e \"" .. code .. "\"")
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:match("^true"), out)
+  end)
+end)
+
 describe("bench/deepfloyd.lua on a device", function()
   it("moves the random-weight model to --device, runs it under --precision and reports the device's memory", function()
     if not have_fake then pending("no fake device") return end

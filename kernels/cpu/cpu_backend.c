@@ -73,6 +73,7 @@ static const fdm_kernels cpu_kernels = {FDM_ALL_KERNELS(CPU_SLOT)};
 static const fdm_backend cpu_backend = {
   "cpu", cpu_alloc, cpu_release, cpu_memset0, cpu_memcpy, cpu_memcpy, cpu_synchronize,
   cpu_empty_cache, cpu_stats, &cpu_kernels,
-  NULL, NULL, NULL, NULL};   /* no graphs: fdm.graph says so (emulated graphs run anywhere) */
+  NULL, NULL, NULL, NULL,   /* no graphs: fdm.graph says so (emulated graphs run anywhere) */
+  NULL};                    /* memory: the loaders read MemAvailable themselves */
 
 const fdm_backend *fdm_cpu_backend(void) { return &cpu_backend; }

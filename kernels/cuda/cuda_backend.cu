@@ -351,11 +351,24 @@ static void cuda_stats(fdm_backend_stats *st) {
   st->downloads = ndownloads;
 }
 
+/* the driver's free memory plus the cache fdm would give back for it */
+static int cuda_mem_info(size_t *available, size_t *total) {
+  size_t free_b = 0, total_b = 0;
+  cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fdm_cuda_seterror("cuda: cudaMemGetInfo failed: %s", cudaGetErrorString(e));
+  }
+  *available = free_b + cached_bytes;
+  *total = total_b;
+  return 0;
+}
+
 static fdm_kernels kernels;
 static const fdm_backend cuda_backend = {
   "cuda", cuda_alloc, cuda_release, cuda_memset0, cuda_upload, cuda_download, cuda_synchronize,
   cuda_empty_all, cuda_stats, &kernels, fdm_cuda_graph_begin, fdm_cuda_graph_end, fdm_cuda_graph_replay,
-  fdm_cuda_graph_free};
+  fdm_cuda_graph_free, cuda_mem_info};
 
 static int setup_failed(const char *what) {
   if (cublas_workspace) { cudaFree(cublas_workspace); cublas_workspace = NULL; }

@@ -62,6 +62,28 @@ static int l_backend_stats(lua_State *L) {
   return 1;
 }
 
+/* fdm.device_memory(device) -> available, total bytes (what a new allocation
+** could still get, the device's size); nil and the reason where the device
+** cannot say (the CPU: the loaders read MemAvailable) */
+static int l_device_memory(lua_State *L) {
+  const fdm_backend *be = fdm_backend_get(check_device(L, 1));
+  if (!be) return fdm_lua_error(L);
+  size_t avail = 0, total = 0;
+  if (!be->mem_info) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "device '%s' does not report its memory", be->name);
+    return 2;
+  }
+  if (be->mem_info(&avail, &total) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, fdm_lasterror());
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)avail);
+  lua_pushinteger(L, (lua_Integer)total);
+  return 2;
+}
+
 /* fdm.set_tf32(on): lets matrix products and convolutions on the GPU use
 ** TF32 tensor cores (as FDM_TF32=1, which it sets; read by the CUDA kernels
 ** at each call); fdm.get_tf32() */
@@ -82,6 +104,7 @@ static void reclaim(void *ud) { lua_gc((lua_State *)ud, LUA_GCCOLLECT); }
 static const luaL_Reg device_funcs[] = {
   {"devices", l_devices}, {"set_tf32", l_set_tf32}, {"get_tf32", l_get_tf32},
   {"load_backend", l_load_backend}, {"supports", l_supports}, {"backend_stats", l_backend_stats},
+  {"device_memory", l_device_memory},
   {NULL, NULL}};
 
 int luaopen_fdm_core(lua_State *L) {

@@ -5,7 +5,8 @@
 ** block carries a tag checked when it is released, and copies in and out are
 ** counted, so a test sees an op that forgot to move data, or freed a block
 ** through the wrong device. FDM_FAKE_WITHOUT=k1,k2 leaves those kernels out
-** (to test the "not implemented on device" error).
+** (to test the "not implemented on device" error); FDM_FAKE_MEMORY=BYTES
+** makes it a device of that size (allocations beyond fail, mem_info says so).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +16,20 @@
 #define HEADER 64   /* keeps the 64-byte alignment of the CPU allocator */
 
 static fdm_kernels kernels;
+static const fdm_plugin_host *host;
 static size_t live_bytes;
 static uint64_t allocs, uploads, downloads, bad_releases;
 
+/* FDM_FAKE_MEMORY=BYTES: the device holds that much (the tests' small GPU) */
+static size_t fake_capacity(void) {
+  const char *env = getenv("FDM_FAKE_MEMORY");
+  return env ? (size_t)strtoull(env, NULL, 10) : 0;
+}
+
 static void *fake_alloc(size_t n) {
   void *p = NULL;
+  size_t cap = fake_capacity();
+  if (cap && live_bytes + n > cap) return NULL;
   if (posix_memalign(&p, 64, HEADER + (n ? n : 1)) != 0) return NULL;
   uint64_t *h = p;
   h[0] = TAG; h[1] = n;
@@ -51,10 +61,20 @@ static void fake_stats(fdm_backend_stats *st) {
   st->cached_bytes = (size_t)bad_releases;
 }
 
+/* a device of FDM_FAKE_MEMORY bytes (the tests' stand-in for a small GPU); unknown without it */
+static int fake_mem_info(size_t *available, size_t *total) {
+  size_t cap = fake_capacity();
+  if (!cap) return host->seterror("fake: its memory size is unknown (set FDM_FAKE_MEMORY)");
+  *total = cap;
+  *available = cap > live_bytes ? cap - live_bytes : 0;
+  return 0;
+}
+
 static const fdm_backend fake = {
   "fake", fake_alloc, fake_release, fake_memset0, fake_upload, fake_download, fake_synchronize,
   NULL, fake_stats, &kernels,
-  NULL, NULL, NULL, NULL};   /* no graphs: the tests run them emulated (fdm.graph{emulate = true}) */
+  NULL, NULL, NULL, NULL,   /* no graphs: the tests run them emulated (fdm.graph{emulate = true}) */
+  fake_mem_info};
 
 /* clears the slots named in FDM_FAKE_WITHOUT (comma-separated) */
 static void drop_kernels(void) {
@@ -70,6 +90,7 @@ static void drop_kernels(void) {
 int fdm_backend_plugin_register(const fdm_plugin_host *h) {
   if (h->abi != FDM_PLUGIN_ABI)
     return h->seterror("the fake backend was built for plugin ABI %d, this fdm has %d", FDM_PLUGIN_ABI, h->abi);
+  host = h;
   const fdm_backend *cpu = h->get(FDM_CPU);
   if (!cpu) return -1;
   kernels = *cpu->kernels;

@@ -313,6 +313,10 @@ end
 function Model:to(dev)
   if dev == self.device then return self end
   fdm.zeros({ 1 }, { device = dev }) -- an unknown or absent device fails here, before anything moves
+  -- the UNet and a loaded T5 together, before either moves
+  local bytes = L.bytes_to_move(self.net.spec, self.net.p, dev)
+  if self.t5 then bytes = bytes + L.bytes_to_move(self.t5.spec, self.t5.p, dev) end
+  L.check_device_memory(bytes, dev, ("deepfloyd: '%s' (%s)"):format(self.dir, self.t5 and "UNet and T5 encoder" or "UNet"))
   self.net:to(dev)
   self.device = dev
   if self.t5 then self.t5:to(dev) end

@@ -219,6 +219,30 @@ function L.mem_available()
   return kb and tonumber(kb) * 1024 or nil
 end
 
+-- the bytes of the tensors of p (name -> tensor, named by spec {{name, shape}, ...}) not yet on dev
+local ELEM = { float32 = 4, float16 = 2, bfloat16 = 2, int64 = 8 }
+function L.bytes_to_move(spec, p, dev)
+  local b = 0
+  for _, e in ipairs(spec) do
+    local t = p[e[1]]
+    if t and t.device ~= dev then b = b + t:numel() * (ELEM[t.dtype] or 4) end
+  end
+  return b
+end
+
+-- refuses, before anything is copied, weights that the device dev cannot hold (what a new allocation could
+-- still get there: its free memory and fdm's cache); a device that does not say is not checked
+function L.check_device_memory(bytes, dev, what)
+  if dev == "cpu" or bytes == 0 or os.getenv("FDM_SKIP_MEMORY_CHECK") then return end
+  local avail, total = fdm.device_memory(dev)
+  if avail and bytes > avail then
+    local function size(b) return b < 1e9 and ("%.1f MB"):format(b / 1e6) or ("%.2f GB"):format(b / 1e9) end
+    error(("%s needs %s on %s, which has %s available of %s; use --device cpu, a smaller model, " ..
+      "or fewer models on the device at once (free_text_encoder() after the prompts are embedded)")
+      :format(what, size(bytes), dev, size(avail), size(total)), 0)
+  end
+end
+
 function L.check_memory(bytes, what)
   local avail = L.mem_available()
   if os.getenv("FDM_SKIP_MEMORY_CHECK") then return avail end

@@ -204,6 +204,7 @@ Enc.__call = function(self, ...) return self:forward(...) end
 -- Net:to); the cached position biases were made on the old device
 function Enc:to(dev)
   if (self.device or "cpu") == dev then return self end
+  L.check_device_memory(L.bytes_to_move(self.spec, self.p, dev), dev, "deepfloyd: the T5 encoder")
   for _, e in ipairs(self.spec) do
     local t = self.p[e[1]]
     if t.device ~= dev then self.p[e[1]] = t:to(dev) end

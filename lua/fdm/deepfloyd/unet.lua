@@ -655,6 +655,7 @@ Net.__call = function(self, ...) return self:forward(...) end
 -- is dropped with the CPU tensor once nothing else holds it
 function Net:to(dev)
   if self.device == dev or (self.device == nil and dev == "cpu") then return self end
+  L.check_device_memory(L.bytes_to_move(self.spec, self.p, dev), dev, "deepfloyd: the UNet")
   for _, e in ipairs(self.spec) do
     local name = e[1]
     local t = self.p[name]
