@@ -345,10 +345,14 @@ describe("--device auto (every script's default)", function()
     return out, rc
   end
 
-  it("is the CPU on a machine without a GPU, said nowhere", function()
+  it("is the CPU on a machine without a GPU, said nowhere; the GPU where one answers, said once", function()
     local out, rc = run("")
     assert.are.equal(0, rc, out)
-    assert.is_nil(out:find("running on", 1, true), out)
+    if pcall(require("fdm").zeros, { 1 }, { device = "cuda" }) then
+      assert.truthy(out:find("1_1_forward: running on cuda (--device auto found it; --device cpu keeps the CPU)", 1, true), out)
+    else
+      assert.is_nil(out:find("running on", 1, true), out)
+    end
   end)
 
   it("is FDM_DEVICE when set, and the run says so; --device still wins", function()
