@@ -18,6 +18,11 @@ int cuda_autocast_operands(const char *op, fdm_dtype to, int n, const fdm_kview 
   memset(out, 0, (size_t)n * sizeof *out);
   for (int i = 0; i < n; i++) {
     if (!in[i]) continue;
+    /* already narrow (IF's fp16 weights under fp16) and aligned as scratch would be: used in place, no copy */
+    if (in[i]->dtype == to && (uintptr_t)in[i]->data % 16 == 0) {
+      out[i].p = in[i]->data;
+      continue;
+    }
     int64_t e = fdm_kview_extent(in[i]);
     out[i].bytes = (size_t)(e > 0 ? e : 1) * 2;
     out[i].p = fdm_cuda_scratch_alloc(out[i].bytes, op);
@@ -30,6 +35,8 @@ int cuda_autocast_operands(const char *op, fdm_dtype to, int n, const fdm_kview 
 }
 
 void cuda_autocast_release(int n, cuda_narrowed *r) {
-  for (int i = 0; i < n; i++)
-    if (r[i].p) { fdm_cuda_scratch_release(r[i].p, r[i].bytes); r[i].p = NULL; }
+  for (int i = 0; i < n; i++) {
+    if (r[i].p && r[i].bytes) fdm_cuda_scratch_release(r[i].p, r[i].bytes);   /* bytes 0: borrowed */
+    r[i].p = NULL;
+  }
 }

@@ -27,8 +27,8 @@ int cuda_autocast_convert(const char *op, const void *src, fdm_dtype from, int64
 /* a scratch block holding v's extent (its first to its last addressed element,
 ** so v's strides stay valid over it) narrowed to `to` */
 typedef struct {
-  void *p;          /* NULL where the source was NULL */
-  size_t bytes;
+  void *p;          /* NULL where the source was NULL; the source's own data when it has the dtype already */
+  size_t bytes;     /* 0 for a borrowed source */
 } cuda_narrowed;
 /* out[i] for each of the n views (a NULL in[i] gives an empty out[i]); -1 with
 ** the error set and nothing held when memory runs out */

@@ -389,12 +389,16 @@ static int run_dir(const char *op, const conv_plan *c, conv_dir d, void *ws, con
     st = cudnn_dir(c, d, ws, in, wf, out, d == CONV_FORWARD ? (void *)out : d == CONV_BACKWARD_DATA ? (void *)in : gw);
   } else {
     fdm_dtype to = c->p.autocast;
+    /* a filter stored in the autocast dtype already (fp16 weights under fp16), aligned as the work buffer, is
+    ** read in place */
+    const void *filt = d != CONV_BACKWARD_FILTER && w->dtype == to && (uintptr_t)w->data % 16 == 0 ? w->data : nb->filt;
     if ((d != CONV_BACKWARD_DATA && cuda_autocast_convert(op, in, FDM_FLOAT32, c->in_elems, nb->in, to)) ||
-        (d != CONV_BACKWARD_FILTER && cuda_autocast_convert(op, w->data, w->dtype, c->w_floats, nb->filt, to)) ||
+        (d != CONV_BACKWARD_FILTER && filt == nb->filt &&
+         cuda_autocast_convert(op, w->data, w->dtype, c->w_floats, nb->filt, to)) ||
         (d != CONV_FORWARD && cuda_autocast_convert(op, out, FDM_FLOAT32, c->out_elems, nb->out, to)))
       return -1;
     void *res = d == CONV_FORWARD ? nb->out : d == CONV_BACKWARD_DATA ? nb->in : nb->filt;
-    st = cudnn_dir(c, d, ws, nb->in, nb->filt, nb->out, res);
+    st = cudnn_dir(c, d, ws, nb->in, filt, nb->out, res);
     if (st == CUDNN_STATUS_SUCCESS) {
       if (d == CONV_FORWARD) return cuda_autocast_convert(op, res, to, c->out_elems, out, FDM_FLOAT32);
       if (d == CONV_BACKWARD_DATA) return cuda_autocast_convert(op, res, to, c->in_elems, in, FDM_FLOAT32);
