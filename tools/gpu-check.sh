@@ -199,7 +199,7 @@ if has_part deepfloyd; then
     # --profile: the kernel table of the last step in deepfloyd.log (where the GPU's time goes)
     for prec in fp32 bf16 fp16; do ifspeed if-i-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done
     for prec in fp32 bf16; do ifspeed if-ii-m $prec --steps 3 $([ $prec = bf16 ] && echo --profile); done
-    ifspeed if-i-xl bf16 --steps 3
+    for prec in bf16 fp16; do ifspeed if-i-xl $prec --steps 3; done   # fp16: the weights read in place
     for prec in fp32 bf16; do ifspeed t5-xxl $prec --steps 3; done
   fi
 fi
