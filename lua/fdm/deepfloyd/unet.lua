@@ -656,6 +656,7 @@ Net.__call = function(self, ...) return self:forward(...) end
 function Net:to(dev)
   if self.device == dev or (self.device == nil and dev == "cpu") then return self end
   L.check_device_memory(L.bytes_to_move(self.spec, self.p, dev), dev, "deepfloyd: the UNet")
+  self._sin_table, self._labels = nil, nil   -- device caches of the sinusoids: no memory left behind
   for _, e in ipairs(self.spec) do
     local name = e[1]
     local t = self.p[name]
