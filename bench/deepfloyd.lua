@@ -33,7 +33,8 @@ local args = cli.parse_or_exit(arg, {
     { "config", "choice", "if-i-m", "configuration", choices = { "if-i-m", "if-i-xl", "if-ii-m", "t5-xxl" } },
     { "dtype", "choice", "float16", "weight storage", choices = { "float16", "bfloat16", "float32" } },
     { "steps", "int", 2, "timed UNet steps / prompt embeddings (after one warm-up)", min = 1 },
-    { "batch", "int", 2, "UNet batch (2 = one CFG step of one image)", min = 1 },
+    { "batch", "int", nil, "UNet batch (default 2: one CFG step of one image); T5: prompts per call (default 1; " ..
+      "the time printed is per prompt)", min = 1 },
     { "layers", "int", 0, "T5: build only this many layers and scale the time to 24 (0 = all)", min = 0 },
     { "device", "string", "cpu", "device (the random weights are drawn there)" },
     cli.PRECISION,
@@ -188,21 +189,23 @@ if is_t5 then
   params = nil
   if dev ~= "cpu" then enc:to(dev) end
   collectgarbage()
-  local ids = on_dev(fdm.randint(0, cfg.vocab_size, { 1, 77 }))
-  local mask = on_dev(fdm.ones(1, 77, { dtype = "int64" }))
+  local B = args.batch or 1   -- prompts per call, as Model:encode_many batches them
+  local ids = on_dev(fdm.randint(0, cfg.vocab_size, { B, 77 }))
+  local mask = on_dev(fdm.ones(B, 77, { dtype = "int64" }))
   for i = 0, args.steps do
     local dt = timed(i, function()
       local h = fdm.no_grad(function() return fdm.autocast(t5_cast, function() return enc(ids, mask) end) end)
       local _ = h:sum():item()
     end)
-    print(("  embedding %d: %.2f s%s"):format(i, dt, i == 0 and " (warm-up)" or ""))
+    if i > 0 then times[#times] = dt / B end
+    print(("  call %d (%d prompt%s): %.2f s%s"):format(i, B, B > 1 and "s" or "", dt, i == 0 and " (warm-up)" or ""))
   end
 else
   local net = U.new(cfg, params)
   params = nil
   if dev ~= "cpu" then net:to(dev) end
   collectgarbage()
-  local n = args.batch
+  local n = args.batch or 2
   local S = cfg.sample_size
   local x = on_dev(fdm.randn(n, cfg.in_channels, S, S))
   local enc = on_dev(fdm.randn(n, 77, 4096))
@@ -235,7 +238,8 @@ if dev ~= "cpu" then
 end
 print(("%s: %s %.3f s (%s)%s on %s, %s%s; peak memory %.2f GB (while building the random weights: %.2f GB)%s; threads %s")
   :format(args.config,
-  is_t5 and "seconds per prompt embedding" or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch, cfg.sample_size, cfg.sample_size),
+  is_t5 and ("seconds per prompt embedding%s"):format((args.batch or 1) > 1 and (" (%d per call)"):format(args.batch) or "")
+    or ("seconds per UNet step (batch %d, %dx%d)"):format(args.batch or 2, cfg.sample_size, cfg.sample_size),
   med * scale, #times == 1 and "one timed run" or #times == 2 and "the faster of 2" or
     ((#times % 2 == 0 and "lower median of %d" or "median of %d"):format(#times)), scale ~= 1 and (" (scaled from %d layers)"):format(cfg.num_layers) or "", dev,
   is_t5 and (t5_cast and "bf16" or "fp32") or args.precision, args.graph and ", CUDA graph" or "", gb(L.peak_rss()),

@@ -93,8 +93,14 @@ if #prompts == 0 then io.stderr:write("sample: no prompts\n"); os.exit(2) end
 local t0 = fdm.time()
 local conds, uncond = {}, nil
 ok, err = pcall(function()
-  uncond = model:encode("")
-  for i, p in ipairs(prompts) do conds[i] = model:encode(p) end
+  if model.encode_many then   -- IF: the prompts not cached go through T5 as one batch
+    local all = model:encode_many({ "", table.unpack(prompts) })
+    uncond = all[1]
+    for i = 1, #prompts do conds[i] = all[i + 1] end
+  else
+    uncond = model:encode("")
+    for i, p in ipairs(prompts) do conds[i] = model:encode(p) end
+  end
 end)
 if not ok then io.stderr:write("sample: " .. tostring(err) .. "\n"); os.exit(2) end
 print(("embedded %d prompts in %.2f s"):format(#prompts + 1, fdm.time() - t0))

@@ -174,6 +174,23 @@ describe("deepfloyd model interface", function()
     os.execute("rm -rf " .. dir)
     assert(ok, err)
   end)
+  it("encode_many: the uncached prompts in one T5 call, the same embeddings as one at a time, in order", function()
+    local a = IF.load(ROOT .. "/if-i"); a.disk_cache = false
+    local b = IF.load(ROOT .. "/if-i"); b.disk_cache = false
+    local t5 = a:text_encoder()
+    local calls, fwd = {}, t5.forward
+    t5.forward = function(self, ids, ...) calls[#calls + 1] = ids.shape[1]; return fwd(self, ids, ...) end
+    local ps = { "a photo of a cat", "", "an oil painting of an old man", "a photo of a cat" }
+    local many = a:encode_many(ps)
+    assert.are.same({ 3 }, calls)   -- one batch of the 3 distinct prompts
+    for i, p in ipairs(ps) do assert.are.equal(0, (many[i] - b:encode(p)):abs():max():item(), p) end
+    a:encode_many({ "", "a photo of a cat" })
+    assert.are.same({ 3 }, calls)   -- all cached: no T5 call
+    t5.forward = fwd
+    local H = require "helpers"
+    H.raises(function() return a:encode_many({ "ok", 42 }) end, "deepfloyd: a prompt must be a string")
+  end)
+
   it("encode: embeddings from a file (@path.safetensors)", function()
     local p = os.tmpname() .. ".safetensors"
     fdm.io.save_safetensors(p, { prompt_embeds = fdm.ones(77, 64) })

@@ -15,9 +15,8 @@ local args = C.parse("0_sampling", "Part A 0: sampling at 20, 50 and 100 steps w
 local counts = args.given.steps and { args.steps } or args.step_counts
 local model = C.load_model(args)
 local prompts = C.split(args.prompts)
-local uncond = C.encode(model, "", args)
-local conds = {}
-for i, p in ipairs(prompts) do conds[i] = C.encode(model, p, args) end
+local conds = C.encode_all(model, prompts, args, true)
+local uncond = table.remove(conds, 1)
 local cond = fdm.cat((function()
   local l = {}
   for i = 1, #prompts do l[i] = C.expand_cond(conds[i], args.n) end

@@ -12,7 +12,7 @@ local args = C.parse("1_6_cfg", "Part A 1.6: classifier-free guidance", {
   { "n", "int", 5, "samples per row", min = 1 },
 }, { prompt = "the digit three", cfg = 7 })
 local model = C.load_model(args)
-local cond, uncond = C.encode(model, args.prompt, args), C.encode(model, "", args)
+local cond, uncond = table.unpack(C.encode_all(model, { args.prompt, "" }, args))
 local rows = {}
 for _, g in ipairs({ 1, args.cfg }) do
   C.seed(args)

@@ -15,7 +15,7 @@ local model = C.load_model(args)
 C.seed(args)
 local x = args.image and M.to_model(C.load_image(args.image)) or C.test_image(1)
 local prompts = C.split(args.prompts)
-local uncond = C.encode(model, "", args)
-local rows = {}
-for i, p in ipairs(prompts) do rows[i] = { x = x, cond = C.encode(model, p, args), name = C.caption(p) } end
+local rows, conds = {}, C.encode_all(model, prompts, args, true)
+local uncond = table.remove(conds, 1)
+for i, p in ipairs(prompts) do rows[i] = { x = x, cond = conds[i], name = C.caption(p) } end
 C.save_sdedit_grid(model, rows, args, uncond, "1_7_3_text_i2i.png", string.format("text-conditional SDEdit, CFG %g", args.cfg))

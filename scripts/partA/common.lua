@@ -119,6 +119,29 @@ function C.encode(model, prompt, args)
   return model:encode(prompt)
 end
 
+-- the embeddings of several prompts, in order: IF runs the ones it has not
+-- cached through T5 as one batch (model:encode_many), which reads T5's
+-- weights once for all of them
+-- (with_uncond: "" too, returned first)
+function C.encode_all(model, prompts, args, with_uncond)
+  if with_uncond then
+    local l = { "" }
+    for _, p in ipairs(prompts) do l[#l + 1] = p end
+    prompts = l
+  end
+  if not (C.IF and model == C.IF) then
+    local out = {}
+    for i, p in ipairs(prompts) do out[i] = C.encode(model, p, args) end
+    return out
+  end
+  local ok, es = pcall(model.encode_many, model, prompts)
+  if not ok then cli.usage_error((args and args.name or "partA") .. ": " .. tostring(es)) end
+  for i, p in ipairs(prompts) do
+    if p ~= "" and not C.first_cond then C.first_cond = es[i] end
+  end
+  return es
+end
+
 -- The --prompt of the image-to-image scripts (SDEdit, sketches, inpainting):
 -- "auto" conditions each image on what it shows, as the course conditions
 -- these edits on a prompt. On the MNIST DDPM that is the image's own digit:
@@ -612,11 +635,12 @@ C.ANAGRAM_DEFAULT = { prompts = "2,7", view = "flip" }
 -- a visual anagram: n samples whose view_k shows prompt_k; returns x and,
 -- per entry, the image as that view shows it
 function C.anagram(model, prompts, views, args, n)
-  local entries = {}
-  for k, p in ipairs(prompts) do
-    entries[k] = { cond = C.encode(model, p, args), view = D.view_by_name(views[k]) }
-  end
-  local est = D.anagram(model, entries, C.encode(model, "", args), args.cfg)
+  local entries, list = {}, {}
+  for k, p in ipairs(prompts) do list[k] = p end
+  list[#list + 1] = ""
+  local embs = C.encode_all(model, list, args)
+  for k in ipairs(prompts) do entries[k] = { cond = embs[k], view = D.view_by_name(views[k]) } end
+  local est = D.anagram(model, entries, embs[#embs], args.cfg)
   local x = D.sample(model, n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local shown = {}
   for k, e in ipairs(entries) do shown[k] = e.view.apply(x) end

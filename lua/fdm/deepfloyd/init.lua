@@ -218,62 +218,97 @@ end
 
 -- the T5 embedding of a prompt [1, 77, D] (IFPipeline: lower().strip(),
 -- padding to 77, all 77 positions kept); cached on disk by prompt and model
-function Model:encode(prompt)
-  if type(prompt) ~= "string" then error("deepfloyd: a prompt must be a string", 2) end
-  if prompt:sub(1, 1) == "@" and prompt:match("%.safetensors$") then
-    return self:on_device(load_embedding_file(prompt:sub(2), self.net.plan.context_dim))
+-- the disk cache's file of prompt's embeddings from src's text encoder (nil when there is no disk cache)
+function Model:embed_cache_path(src, prompt)
+  local tdir, kdir = src:text_folders()
+  if not tdir or self.disk_cache == false then return nil end
+  local files = L.weight_files(tdir, "model", src.variant) or {}
+  local id = tdir .. "|" .. table.concat(files, ",")
+  for _, f in ipairs(files) do id = id .. "|" .. file_size(f) end
+  local cfgs = L.read_file(tdir .. "/config.json") or ""
+  -- the tokenizer's files too (their content, hashed once per model): the
+  -- same T5 weights with another vocabulary give other embeddings
+  if not src.tokenizer_hash then
+    local h = {}
+    for i, f in ipairs { "spiece.model", "tokenizer_config.json", "special_tokens_map.json" } do
+      h[i] = fnv(kdir and L.read_file(kdir .. "/" .. f) or "")
+    end
+    src.tokenizer_hash = table.concat(h, ",")
   end
+  -- a half-precision encoder's embeddings are cached apart from float32 ones
+  local key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. src.tokenizer_hash .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
+  return IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors", tdir
+end
+
+-- the embeddings of prompt from memory or the disk cache, or nil
+local function cached(self, src, prompt)
   self.embed_cache = self.embed_cache or {}
   if self.embed_cache[prompt] then return self.embed_cache[prompt] end
-  local src = (self.text_model and self.text_model ~= self) and self.text_model or self
-  local tdir, kdir = src:text_folders()
-  local key, path
-  if tdir and self.disk_cache ~= false then
-    local files = L.weight_files(tdir, "model", src.variant) or {}
-    local id = tdir .. "|" .. table.concat(files, ",")
-    for _, f in ipairs(files) do id = id .. "|" .. file_size(f) end
-    local cfgs = L.read_file(tdir .. "/config.json") or ""
-    -- the tokenizer's files too (their content, hashed once per model): the
-    -- same T5 weights with another vocabulary give other embeddings
-    if not src.tokenizer_hash then
-      local h = {}
-      for i, f in ipairs { "spiece.model", "tokenizer_config.json", "special_tokens_map.json" } do
-        h[i] = fnv(kdir and L.read_file(kdir .. "/" .. f) or "")
-      end
-      src.tokenizer_hash = table.concat(h, ",")
-    end
-    -- a half-precision encoder's embeddings are cached apart from float32 ones
-    key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. src.tokenizer_hash .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
-    path = IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors"
-    if L.exists(path) then
-      local ok, e = pcall(function()
-        local t, meta = fdm.io.load_safetensors(path)
-        if meta.prompt ~= prompt then error("hash collision") end
-        return t.prompt_embeds
-      end)
-      if ok and e then e = self:on_device(e); self.embed_cache[prompt] = e; return e end
-    end
-  end
-  local t5, tok = src:text_encoder()
-  local Tok = require "fdm.deepfloyd.tokenizer"
-  local ids, mask = tok:encode(Tok.preprocess(prompt), { max_length = 77 })
-  local t0 = fdm.time()
-  local e = fdm.no_grad(function()
-    local ids_t, mask_t = fdm.tensor({ ids }, { dtype = "int64" }), fdm.tensor({ mask }, { dtype = "int64" })
-    return fdm.autocast(src.text_autocast, function() return t5(ids_t, mask_t) end)
+  local path = self:embed_cache_path(src, prompt)
+  if not (path and L.exists(path)) then return nil end
+  local ok, e = pcall(function()
+    local t, meta = fdm.io.load_safetensors(path)
+    if meta.prompt ~= prompt then error("hash collision") end
+    return t.prompt_embeds
   end)
-  src.last_embed_s = fdm.time() - t0
-  e = e:contiguous()
-  if path then
-    os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'")
-    -- the disk cache is written from the CPU (a stage II model shares the
-    -- stage I text encoder, which may sit on another device than self)
-    pcall(fdm.io.save_safetensors, path, { prompt_embeds = e.device == "cpu" and e or e:to("cpu") },
-      { prompt = prompt, text_encoder = tdir })
-  end
+  if not (ok and e) then return nil end
   e = self:on_device(e)
   self.embed_cache[prompt] = e
   return e
+end
+
+local function check_prompt(p)
+  if type(p) ~= "string" then error("deepfloyd: a prompt must be a string", 3) end
+end
+
+-- the [1, 77, D] embeddings of each prompt, in order. The prompts found in
+-- no cache go through T5 together, as one batch: T5-XXL's weights are then
+-- read once for all of them (3 prompts on the CPU: about 1.35x faster than
+-- one at a time). Each is cached in memory and on disk.
+function Model:encode_many(prompts)
+  local out, todo, seen = {}, {}, {}
+  local src = (self.text_model and self.text_model ~= self) and self.text_model or self
+  for i, p in ipairs(prompts) do
+    check_prompt(p)
+    if p:sub(1, 1) == "@" and p:match("%.safetensors$") then
+      out[i] = self:on_device(load_embedding_file(p:sub(2), self.net.plan.context_dim))
+    else
+      out[i] = cached(self, src, p)
+      if not out[i] and not seen[p] then seen[p] = true; todo[#todo + 1] = p end
+    end
+  end
+  if #todo > 0 then
+    local t5, tok = src:text_encoder()
+    local Tok = require "fdm.deepfloyd.tokenizer"
+    local ids, masks = {}, {}
+    for k, p in ipairs(todo) do ids[k], masks[k] = tok:encode(Tok.preprocess(p), { max_length = 77 }) end
+    local t0 = fdm.time()
+    local e = fdm.no_grad(function()
+      local ids_t, mask_t = fdm.tensor(ids, { dtype = "int64" }), fdm.tensor(masks, { dtype = "int64" })
+      return fdm.autocast(src.text_autocast, function() return t5(ids_t, mask_t) end)
+    end)
+    src.last_embed_s = fdm.time() - t0
+    local cache_dir = false
+    for k, p in ipairs(todo) do
+      local ek = e:narrow(1, k, 1):contiguous()
+      local path, tdir = self:embed_cache_path(src, p)
+      if path then
+        if not cache_dir then os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'"); cache_dir = true end
+        -- the disk cache is written from the CPU (a stage II model shares the
+        -- stage I text encoder, which may sit on another device than self)
+        pcall(fdm.io.save_safetensors, path, { prompt_embeds = ek.device == "cpu" and ek or ek:to("cpu") },
+          { prompt = p, text_encoder = tdir })
+      end
+      self.embed_cache[p] = self:on_device(ek)
+    end
+    for i, p in ipairs(prompts) do out[i] = out[i] or self.embed_cache[p] end
+  end
+  return out
+end
+
+function Model:encode(prompt)
+  check_prompt(prompt)
+  return self:encode_many({ prompt })[1]
 end
 
 function Model:eval() return self end
