@@ -170,8 +170,9 @@ local unet_cast, t5_cast = require("fdm.deepfloyd").autocast_of(args.precision) 
 local function on_dev(t) return dev ~= "cpu" and t:to(dev) or t end
 
 local times = {}
--- runs one timed call; the last one under fdm.profile with --profile
-local function timed(i, f)
+-- runs one timed call; the last one under fdm.profile with --profile; per: items the call did (the time
+-- recorded is per item)
+local function timed(i, f, per)
   local prof = args.profile and i == args.steps
   if prof then fdm.profile(true) end
   local ts = fdm.time()
@@ -181,7 +182,7 @@ local function timed(i, f)
     fdm.profile(false)
     print(fdm.profile_report())
   end
-  if i > 0 then times[#times + 1] = dt end
+  if i > 0 then times[#times + 1] = dt / (per or 1) end
   return dt
 end
 if is_t5 then
@@ -196,8 +197,7 @@ if is_t5 then
     local dt = timed(i, function()
       local h = fdm.no_grad(function() return fdm.autocast(t5_cast, function() return enc(ids, mask) end) end)
       local _ = h:sum():item()
-    end)
-    if i > 0 then times[#times] = dt / B end
+    end, B)
     print(("  call %d (%d prompt%s): %.2f s%s"):format(i, B, B > 1 and "s" or "", dt, i == 0 and " (warm-up)" or ""))
   end
 else

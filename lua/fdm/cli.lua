@@ -361,13 +361,18 @@ function cli.autocast_of(precision)
   return a or nil
 end
 
+-- whether device answers (a tensor can be made there), and the reason when it does not
+local function device_answers(device)
+  local fdm = require "fdm"
+  return pcall(fdm.zeros, { 1 }, { device = device })
+end
+
 -- For scripts: a --device that is not there (no CUDA device, no CUDA build)
 -- is said once, up front, without a traceback: the reason on stderr, exit 2.
 -- label: where the device came from (default "--device DEVICE")
 function cli.check_device(name, device, label)
   if not device or device == "cpu" then return end
-  local fdm = require "fdm"
-  local ok, err = pcall(fdm.zeros, { 1 }, { device = device })
+  local ok, err = device_answers(device)
   if not ok then
     io.stderr:write(("%s: %s: %s\n"):format(name or "fdm", label or ("--device " .. device),
       (tostring(err):gsub("^.-: to: ", ""))))
@@ -382,8 +387,7 @@ end
 function cli.auto_device()
   local env = os.getenv("FDM_DEVICE")
   if env and env ~= "" and env ~= "auto" then return env, "FDM_DEVICE" end
-  local fdm = require "fdm"
-  if pcall(fdm.zeros, { 1 }, { device = "cuda" }) then return "cuda", "auto" end
+  if device_answers("cuda") then return "cuda", "auto" end
   return "cpu", "auto"
 end
 
@@ -398,7 +402,7 @@ function cli.parse_or_exit(argv, spec)
   end
   local by = args.device_by
   local label = by == "FDM_DEVICE" and ("FDM_DEVICE=" .. args.device) or nil
-  cli.check_device(spec.name, args.device, label)
+  if by ~= "auto" then cli.check_device(spec.name, args.device, label) end   -- auto chose a device that answered
   if by and args.device ~= "cpu" then   -- a run that leaves the CPU by default says so once
     io.stderr:write(("%s: running on %s (%s)\n"):format(spec.name or "fdm", args.device,
       label or "--device auto found it; --device cpu keeps the CPU"))

@@ -33,9 +33,9 @@ if args.prompts then
   local p = C.two_prompts(args)
   hybrids = { p }
 end
-local all = { "" }
+local all = {}
 for _, h in ipairs(hybrids) do all[#all + 1] = h[1]; all[#all + 1] = h[2] end
-local uncond = C.encode_all(model, all, args)[1]   -- every prompt in one T5 batch (IF); then from the cache
+local uncond = C.encode_all(model, all, args, true)[1]   -- every prompt in one T5 batch (IF); then from the cache
 local ims, names, ups = {}, {}, {}
 for _, h in ipairs(hybrids) do
   local c_far, c_near = C.encode(model, h[1], args), C.encode(model, h[2], args)

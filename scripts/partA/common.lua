@@ -635,12 +635,10 @@ C.ANAGRAM_DEFAULT = { prompts = "2,7", view = "flip" }
 -- a visual anagram: n samples whose view_k shows prompt_k; returns x and,
 -- per entry, the image as that view shows it
 function C.anagram(model, prompts, views, args, n)
-  local entries, list = {}, {}
-  for k, p in ipairs(prompts) do list[k] = p end
-  list[#list + 1] = ""
-  local embs = C.encode_all(model, list, args)
+  local entries, embs = {}, C.encode_all(model, prompts, args, true)
+  local uncond = table.remove(embs, 1)
   for k in ipairs(prompts) do entries[k] = { cond = embs[k], view = D.view_by_name(views[k]) } end
-  local est = D.anagram(model, entries, embs[#embs], args.cfg)
+  local est = D.anagram(model, entries, uncond, args.cfg)
   local x = D.sample(model, n, C.sampler_opts(args, { estimator = est, steps = args.steps }))
   local shown = {}
   for k, e in ipairs(entries) do shown[k] = e.view.apply(x) end

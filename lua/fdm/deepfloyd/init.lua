@@ -216,10 +216,11 @@ local function load_embedding_file(path, width)
   return e
 end
 
--- the T5 embedding of a prompt [1, 77, D] (IFPipeline: lower().strip(),
--- padding to 77, all 77 positions kept); cached on disk by prompt and model
--- the disk cache's file of prompt's embeddings from src's text encoder (nil when there is no disk cache)
-function Model:embed_cache_path(src, prompt)
+-- the disk cache of src's text encoder: a function from a prompt to its
+-- embeddings' file, and the encoder's folder (nil when there is no disk cache).
+-- The key's model part (weight files, sizes, config, tokenizer, precision)
+-- is read once per call of this function, not once per prompt.
+function Model:embed_cache_paths(src)
   local tdir, kdir = src:text_folders()
   if not tdir or self.disk_cache == false then return nil end
   local files = L.weight_files(tdir, "model", src.variant) or {}
@@ -236,15 +237,15 @@ function Model:embed_cache_path(src, prompt)
     src.tokenizer_hash = table.concat(h, ",")
   end
   -- a half-precision encoder's embeddings are cached apart from float32 ones
-  local key = fnv(id .. "|" .. fnv(cfgs) .. "|" .. src.tokenizer_hash .. "|" .. (src.text_autocast or "float32") .. "|" .. prompt)
-  return IF.cache_dir() .. "/deepfloyd/" .. key .. ".safetensors", tdir
+  local model_key = id .. "|" .. fnv(cfgs) .. "|" .. src.tokenizer_hash .. "|" .. (src.text_autocast or "float32") .. "|"
+  local dir = IF.cache_dir() .. "/deepfloyd/"
+  return function(prompt) return dir .. fnv(model_key .. prompt) .. ".safetensors" end, tdir
 end
 
--- the embeddings of prompt from memory or the disk cache, or nil
-local function cached(self, src, prompt)
-  self.embed_cache = self.embed_cache or {}
+-- the embeddings of prompt from memory or the disk cache (path_of: embed_cache_paths' function), or nil
+local function cached(self, path_of, prompt)
   if self.embed_cache[prompt] then return self.embed_cache[prompt] end
-  local path = self:embed_cache_path(src, prompt)
+  local path = path_of and path_of(prompt)
   if not (path and L.exists(path)) then return nil end
   local ok, e = pcall(function()
     local t, meta = fdm.io.load_safetensors(path)
@@ -261,19 +262,25 @@ local function check_prompt(p)
   if type(p) ~= "string" then error("deepfloyd: a prompt must be a string", 3) end
 end
 
--- the [1, 77, D] embeddings of each prompt, in order. The prompts found in
--- no cache go through T5 together, as one batch: T5-XXL's weights are then
--- read once for all of them (3 prompts on the CPU: about 1.35x faster than
--- one at a time). Each is cached in memory and on disk.
+-- the T5 embeddings [1, 77, D] of each prompt, in order (IFPipeline:
+-- lower().strip(), padding to 77, all 77 positions kept). The prompts found
+-- in no cache go through T5 together, as one batch: T5-XXL's weights are
+-- then read once for all of them (3 prompts on the CPU: about 1.35x faster
+-- than one at a time). Each is cached in memory and on disk, by prompt and model.
 function Model:encode_many(prompts)
   local out, todo, seen = {}, {}, {}
   local src = (self.text_model and self.text_model ~= self) and self.text_model or self
+  self.embed_cache = self.embed_cache or {}
+  local path_of, tdir
   for i, p in ipairs(prompts) do
     check_prompt(p)
     if p:sub(1, 1) == "@" and p:match("%.safetensors$") then
       out[i] = self:on_device(load_embedding_file(p:sub(2), self.net.plan.context_dim))
+    elseif self.embed_cache[p] then
+      out[i] = self.embed_cache[p]
     else
-      out[i] = cached(self, src, p)
+      if path_of == nil then path_of, tdir = self:embed_cache_paths(src); path_of = path_of or false end
+      out[i] = cached(self, path_of, p)
       if not out[i] and not seen[p] then seen[p] = true; todo[#todo + 1] = p end
     end
   end
@@ -288,15 +295,13 @@ function Model:encode_many(prompts)
       return fdm.autocast(src.text_autocast, function() return t5(ids_t, mask_t) end)
     end)
     src.last_embed_s = fdm.time() - t0
-    local cache_dir = false
+    if path_of then os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'") end
     for k, p in ipairs(todo) do
       local ek = e:narrow(1, k, 1):contiguous()
-      local path, tdir = self:embed_cache_path(src, p)
-      if path then
-        if not cache_dir then os.execute("mkdir -p '" .. IF.cache_dir() .. "/deepfloyd'"); cache_dir = true end
+      if path_of then
         -- the disk cache is written from the CPU (a stage II model shares the
         -- stage I text encoder, which may sit on another device than self)
-        pcall(fdm.io.save_safetensors, path, { prompt_embeds = ek.device == "cpu" and ek or ek:to("cpu") },
+        pcall(fdm.io.save_safetensors, path_of(p), { prompt_embeds = ek.device == "cpu" and ek or ek:to("cpu") },
           { prompt = p, text_encoder = tdir })
       end
       self.embed_cache[p] = self:on_device(ek)

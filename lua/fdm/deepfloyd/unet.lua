@@ -381,20 +381,15 @@ function Net:gn(pre, x, groups, eps)
   return F.group_norm(x, groups, self.p[pre .. ".weight"], self.p[pre .. ".bias"], eps)
 end
 
--- act(group_norm(x) * scale + shift) (opts.scale, opts.shift: [N, C, 1, 1] or nil): one fused pass
--- for the gelu and silu of IF's configs, group_norm then the activation for others
+-- act(group_norm(x) * scale + shift) (opts.scale, opts.shift: [N, C, 1, 1] or nil): one fused pass,
+-- with the activation in it for the gelu and silu of IF's configs, after it for others
 local FUSED_ACT = { gelu = "gelu", silu = "silu", swish = "silu" }
 function Net:gn_act(pre, x, groups, eps, opts)
   local fused = FUSED_ACT[self.plan.act]
-  local w, b = self.p[pre .. ".weight"], self.p[pre .. ".bias"]
   opts = opts or {}
-  if fused then
-    return F.group_norm_act(x, groups, w, b, eps, { scale = opts.scale, shift = opts.shift, act = fused })
-  end
-  local h = F.group_norm(x, groups, w, b, eps)
-  if opts.scale then h = h * opts.scale end
-  if opts.shift then h = h + opts.shift end
-  return self.act(h)
+  local h = F.group_norm_act(x, groups, self.p[pre .. ".weight"], self.p[pre .. ".bias"], eps,
+    { scale = opts.scale, shift = opts.shift, act = fused or "none" })
+  return fused and h or self.act(h)
 end
 
 function Net:temb_mlp(pre, x)
@@ -486,7 +481,7 @@ end
 -- that device on first use: a one-hot mask times the table, summed over the
 -- timesteps (exact: one nonzero term per sum; a matrix product would be
 -- rounded by autocast or TF32), so graphed and eager steps compute the same
--- numbers. Stage II's constant noise level on a device is kept per (value, n).
+-- numbers.
 function Net:sinusoid(t, n, dev)
   local pl = self.plan
   if fdm.is_tensor(t) and t.device ~= "cpu" and t.dtype == "int64" then
@@ -533,7 +528,7 @@ function Net:embed(n, timestep, enc, class_labels, cap)
   if cap then cap.time_proj = tp; cap.time_embedding = emb end
   if pl.class_embed then
     if class_labels == nil then error("unet: this model (stage II) needs class_labels (the noise level)", 3) end
-    local cp
+    local cp   -- stage II's constant noise level on a device: kept per (value, n), so a capture copies nothing
     if type(class_labels) == "number" and enc.device ~= "cpu" then
       local key = ("%s/%d/%s"):format(class_labels, n, enc.device)
       self._labels = self._labels or {}
