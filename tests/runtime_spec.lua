@@ -21,6 +21,19 @@ describe("runtime", function()
     assert.are.equal(0, select(2, fdm.memory()))
   end)
 
+  it("empties one device's cache with empty_cache(device); an unknown device is an error", function()
+    collectgarbage(); collectgarbage()
+    fdm.empty_cache()
+    local t = fdm.zeros(256, 1024)                  -- 1 MiB
+    t:free()
+    assert.are.equal(1024 * 1024, select(2, fdm.memory()))
+    if fdm.supports("fake", "copy") then assert.are.equal(0, fdm.empty_cache("fake")) end
+    assert.are.equal(1024 * 1024, select(2, fdm.memory()))   -- another device's call left the CPU's cache
+    assert.are.equal(1024 * 1024, fdm.empty_cache("cpu"))
+    assert.are.equal(0, select(2, fdm.memory()))
+    assert.has_error(function() fdm.empty_cache("tpu") end, "unknown device 'tpu' (devices: cpu, cuda)")
+  end)
+
   it("has a monotonic clock with sub-millisecond resolution", function()
     local a = fdm.time()
     local b

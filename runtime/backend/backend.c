@@ -129,11 +129,15 @@ int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const vo
   return rc;
 }
 
-size_t fdm_empty_cache(void) {
+size_t fdm_empty_cache_device(fdm_device dev) {
   ensure_cpu();
+  if (dev < 0 || dev >= FDM_NDEVICE || !backends[dev] || !backends[dev]->empty_cache) return 0;
+  return backends[dev]->empty_cache();
+}
+
+size_t fdm_empty_cache(void) {
   size_t freed = 0;
-  for (int d = 0; d < FDM_NDEVICE; d++)
-    if (backends[d] && backends[d]->empty_cache) freed += backends[d]->empty_cache();
+  for (int d = 0; d < FDM_NDEVICE; d++) freed += fdm_empty_cache_device((fdm_device)d);
   return freed;
 }
 

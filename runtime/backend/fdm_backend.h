@@ -56,7 +56,9 @@ int fdm_backend_capturing(fdm_device dev);
 /* copies between devices: whole storages' bytes, dst and src of equal size */
 int fdm_backend_copy(fdm_device dst_dev, void *dst, fdm_device src_dev, const void *src, size_t nbytes);
 
-/* the CPU allocator's cache of freed blocks (all devices: fdm.empty_cache) */
-size_t fdm_empty_cache(void);    /* frees the caches, returns the bytes released */
+/* the allocators' caches of freed blocks (fdm.empty_cache): every device's,
+** or one device's (a device not registered has none); the bytes released */
+size_t fdm_empty_cache(void);
+size_t fdm_empty_cache_device(fdm_device dev);
 size_t fdm_cached_bytes(void);
 #endif

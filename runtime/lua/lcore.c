@@ -47,6 +47,16 @@ static int l_supports(lua_State *L) {
   return 1;
 }
 
+/* fdm.empty_cache([device]) -> bytes given back: the allocator's cache of
+** freed blocks, of one device or of all; a device's cache is what keeps its
+** allocations cheap (cudaMalloc and cudaFree synchronise), so code that
+** bounds host memory empties the CPU's alone */
+static int l_empty_cache(lua_State *L) {
+  size_t freed = lua_isnoneornil(L, 1) ? fdm_empty_cache() : fdm_empty_cache_device(check_device(L, 1));
+  lua_pushinteger(L, (lua_Integer)freed);
+  return 1;
+}
+
 /* fdm.backend_stats(device) -> {live_bytes, cached_bytes, allocs, uploads, downloads} */
 static int l_backend_stats(lua_State *L) {
   const fdm_backend *be = fdm_backend_get(check_device(L, 1));
@@ -104,7 +114,7 @@ static void reclaim(void *ud) { lua_gc((lua_State *)ud, LUA_GCCOLLECT); }
 static const luaL_Reg device_funcs[] = {
   {"devices", l_devices}, {"set_tf32", l_set_tf32}, {"get_tf32", l_get_tf32},
   {"load_backend", l_load_backend}, {"supports", l_supports}, {"backend_stats", l_backend_stats},
-  {"device_memory", l_device_memory},
+  {"device_memory", l_device_memory}, {"empty_cache", l_empty_cache},
   {NULL, NULL}};
 
 int luaopen_fdm_core(lua_State *L) {

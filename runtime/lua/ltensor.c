@@ -747,7 +747,6 @@ static int l_memory(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)fdm_cached_bytes());
   return 2;
 }
-static int l_empty_cache(lua_State *L) { lua_pushinteger(L, (lua_Integer)fdm_empty_cache()); return 1; }
 /* fdm.profile(true | false): starts (clearing the rows) or stops per-kernel timing */
 static int l_profile(lua_State *L) {
   luaL_checktype(L, 1, LUA_TBOOLEAN);
@@ -902,7 +901,7 @@ static const luaL_Reg functions[] = {
   {"full_like", l_full_like}, {"randn_like", l_randn_like}, {"rand_like", l_rand_like}, {"empty_like", l_empty_like},
   {"manual_seed", l_manual_seed}, {"get_rng_state", l_get_rng_state}, {"set_rng_state", l_set_rng_state},
   {"cat", l_cat}, {"stack", l_stack}, {"no_grad", l_no_grad}, {"set_grad_enabled", l_set_grad_enabled},
-  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"profile", l_profile}, {"profile_rows", l_profile_rows}, {"isatty", l_isatty}, {"time", l_time}, {"is_tensor", l_is_tensor},
+  {"is_grad_enabled", l_is_grad_enabled}, {"memory", l_memory}, {"profile", l_profile}, {"profile_rows", l_profile_rows}, {"isatty", l_isatty}, {"time", l_time}, {"is_tensor", l_is_tensor},
   {NULL, NULL}};
 
 void fdm_open_tensor(lua_State *L) {

@@ -60,6 +60,9 @@ local function compare(got, want, tol)
     return ("|dev - cpu| / |cpu| = %.3g over %.3g"):format(num / den, tol.norm)
   end
   local atol, rtol = tol[1] or 0, tol[2] or 0
+  -- tol.scale: atol grows with the result's largest |cpu| (sums whose rounding
+  -- is relative to their terms, which cancel to a small |cpu| here and there)
+  if tol.scale then atol = atol + tol.scale * w:abs():max():item() end
   local diff = (g - w):abs()
   local okm = g:eq(w):logical_or(gn):logical_or(diff:le(w:abs() * rtol + atol))
   if truthy(okm:all():item()) then return nil end
@@ -82,6 +85,9 @@ do
   assert(compare(fdm.tensor({ 1, 2.001, 0 / 0 }, { device = DEV }), want, { 1e-6, 1e-6 }), "self-check: difference")
   assert(compare(fdm.tensor({ 1, 2, 3 }, { device = DEV }), want, { 1, 1 }), "self-check: NaN")
   if DEV ~= "cpu" then assert(compare(fdm.tensor({ 1, 2, 0 / 0 }), want, EXACT), "self-check: device") end
+  local want2 = fdm.tensor({ 1, 2 })   -- scale: 0.05 off passes 0.03 x max |cpu| (0.06), not 0.02 (0.04)
+  assert(compare(fdm.tensor({ 1, 2.05 }, { device = DEV }), want2, { 0, 0, scale = 0.03 }) == nil, "self-check: scale")
+  assert(compare(fdm.tensor({ 1, 2.05 }, { device = DEV }), want2, { 0, 0, scale = 0.02 }), "self-check: scale too small")
   checks = 0
 end
 
@@ -423,7 +429,12 @@ case("autocast conv_transpose2d (stride 2, output_padding 1)", AC_CONV, ac_convt
 end))
 
 -- IF's path under --precision: half-precision weights inside an autocast
--- region (fp16 weights with bf16 compute narrow through float32 on both devices)
+-- region (fp16 weights with bf16 compute narrow through float32 on both devices).
+-- Under float16 the input's gradient (cuDNN's backward-data on half operands)
+-- was 0.0034 off on 3 of 676 elements on an H200 (2026-11-28), where the
+-- sums of up to 63 products cancel: its error follows the terms, not the
+-- result, so AC_CONV16 adds 2^-10 of the largest |cpu| (about 25 there: 0.024)
+local AC_CONV16 = { AC_CONV[1], AC_CONV[2], scale = 2 ^ -10 }
 for _, ac in ipairs { "bfloat16", "float16" } do
   for _, dt in ipairs { "float16", "bfloat16" } do
     local function run(f) return function(...) return fdm.autocast(ac, f, ...) end end
@@ -431,7 +442,7 @@ for _, ac in ipairs { "bfloat16", "float16" } do
       local m, i, o = rsize(), rsize(), rsize()
       return { input({ m, i }, "randn", { grad = true }), const(fdm.randn(o, i):to(dt)) }
     end, run(function(x, w) return F.linear(x, w) end))
-    case(("autocast %s conv2d, %s weight"):format(ac, dt), AC_CONV, function()
+    case(("autocast %s conv2d, %s weight"):format(ac, dt), ac == "float16" and AC_CONV16 or AC_CONV, function()
       local n, c, k, h = R(1, 3), R(1, 6), R(1, 7), R(3, 17)
       return { input({ n, c, h, h }, "randn", { grad = true }), const(fdm.randn(k, c, 3, 3):to(dt)) }
     end, run(function(x, w) return F.conv2d(x, w, nil, { padding = 1 }) end))

@@ -263,6 +263,16 @@ function L.param_bytes(params)
   return b
 end
 
+-- a large model's collection between its blocks: the dead activations go back
+-- to their allocator. On the CPU its cache is emptied too (bounds resident
+-- memory); a device keeps its cache, whose blocks the next block and step
+-- reuse: emptying it synchronised and cost every IF and T5 call about 0.1 s
+-- in cudaFree/cudaMalloc on an H200 (the eager IF-I-M step took 0.105 s)
+function L.collect(device)
+  collectgarbage()
+  if (device or "cpu") == "cpu" then fdm.empty_cache("cpu") end
+end
+
 -- peak resident memory of this process (VmHWM), bytes
 function L.peak_rss()
   local s = L.read_file("/proc/self/status")

@@ -192,7 +192,7 @@ function Enc:forward(ids, mask, cap)
     end
     h = h + F.linear(ff, p[b .. "1.DenseReluDense.wo.weight"])
     if cap then cap["block." .. i] = h end
-    if self.collect then collectgarbage(); fdm.empty_cache() end
+    if self.collect then L.collect(self.device) end
   end
   h = T5.rms_norm(h, p["encoder.final_layer_norm.weight"], c.eps)
   if cap then cap.last_hidden_state = h end

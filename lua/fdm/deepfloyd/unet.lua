@@ -513,12 +513,8 @@ function Net:sinusoid(t, n, dev)
   return tp
 end
 
--- a large model's collection after each block; the device cache stays while a graph is captured (its
--- memory is the graph's pool)
-function Net:collect_garbage()
-  collectgarbage()
-  if not fdm.graph_capturing() then fdm.empty_cache() end
-end
+-- a large model's collection after each block (L.collect: a device keeps its allocator's cache)
+function Net:collect_garbage() L.collect(self.device) end
 
 -- the 1x77xD prompt embeddings -> everything the blocks share
 function Net:embed(n, timestep, enc, class_labels, cap)
