@@ -396,17 +396,27 @@ function Net:temb_mlp(pre, x)
   return self:linear(pre .. ".linear_2", self.act(self:linear(pre .. ".linear_1", x)))
 end
 
+-- frees old (t:free(): its memory goes back to the allocator now, not at the
+-- next collection; an autograd graph keeps its own reference) and returns new
+local function swap(old, new)
+  old:free()
+  return new
+end
+
+-- a ResNet block frees each intermediate map once used: at 256x256 a map is
+-- 67 MB, and the block's collection comes only at the end of its level
 function Net:resnet(r, x, temb, scale)
   local pl = self.plan
   local h = self:gn_act(r.pre .. ".norm1", x, pl.groups, pl.eps)
+  local own_x = false   -- x is the caller's until resized or projected here
   if r.up then
-    x = F.interpolate(x, { scale_factor = 2, mode = "nearest" })
-    h = F.interpolate(h, { scale_factor = 2, mode = "nearest" })
+    x, own_x = F.interpolate(x, { scale_factor = 2, mode = "nearest" }), true
+    h = swap(h, F.interpolate(h, { scale_factor = 2, mode = "nearest" }))
   elseif r.down then
-    x = F.avg_pool2d(x, 2, { stride = 2 })
-    h = F.avg_pool2d(h, 2, { stride = 2 })
+    x, own_x = F.avg_pool2d(x, 2, { stride = 2 }), true
+    h = swap(h, F.avg_pool2d(h, 2, { stride = 2 }))
   end
-  h = self:conv(r.pre .. ".conv1", h, 1)
+  h = swap(h, self:conv(r.pre .. ".conv1", h, 1))
   local t = temb
   if not pl.skip_time_act then t = self.act(t) end
   t = self:linear(r.pre .. ".time_emb_proj", t)
@@ -414,19 +424,22 @@ function Net:resnet(r, x, temb, scale)
   t = t:reshape(n, c, 1, 1)
   if pl.scale_shift then
     local co = r.cout
-    h = self:gn_act(r.pre .. ".norm2", h, pl.groups, pl.eps, { scale = t:narrow(2, 1, co) + 1, shift = t:narrow(2, co + 1, co) })
+    h = swap(h, self:gn_act(r.pre .. ".norm2", h, pl.groups, pl.eps, { scale = t:narrow(2, 1, co) + 1, shift = t:narrow(2, co + 1, co) }))
   else
-    h = self:gn_act(r.pre .. ".norm2", h + t, pl.groups, pl.eps)
+    h = swap(h, h + t)
+    h = swap(h, self:gn_act(r.pre .. ".norm2", h, pl.groups, pl.eps))
   end
-  h = self:conv(r.pre .. ".conv2", h, 1)
-  if r.shortcut then x = self:conv(r.pre .. ".conv_shortcut", x, 0) end
-  local out = x + h
-  if scale ~= 1 then out = out * (1 / scale) end
+  h = swap(h, self:conv(r.pre .. ".conv2", h, 1))
+  if r.shortcut then
+    local xs = self:conv(r.pre .. ".conv_shortcut", x, 0)
+    if own_x then x:free() end
+    x, own_x = xs, true
+  end
+  local out = swap(h, x + h)
+  if own_x then x:free() end
+  if scale ~= 1 then out = swap(out, out * (1 / scale)) end
   return out
 end
-
--- SimpleCrossAttn (AttnAddedKVProcessor): group-normed spatial tokens attend to
--- [add_k/v_proj(norm_cross(context)), to_k/v(tokens)]; to_out; + residual
 function Net:attention(a, x, ctx)
   local pl = self.plan
   local B, C, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
@@ -581,6 +594,13 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
   local h = self:conv("conv_in", sample, (pl.kin - 1) // 2)
   if cap then cap.conv_in = h end
   local skips = { h }
+  -- a map used up is freed at once, unless a test captures it (cap); a skip's
+  -- maps are freed where the up path concatenates them
+  local function used_up(t) if not cap then t:free() end end
+  local function replace(old, new)
+    used_up(old)
+    return new
+  end
   for i, b in ipairs(pl.down) do
     local nres = 0
     local function res(t)
@@ -592,7 +612,7 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
       h = self:resnet(r, h, emb, pl.out_scale)
       if cap then cap[("detail.down_blocks.%d.resnets.%d"):format(i - 1, j - 1)] = h end
       if b.attentions[j] then
-        h = self:attention(b.attentions[j], h, ctx)
+        h = replace(h, self:attention(b.attentions[j], h, ctx))
         if cap then cap[("detail.down_blocks.%d.attentions.%d"):format(i - 1, j - 1)] = h end
       end
       res(h)
@@ -608,32 +628,35 @@ function Net:forward(sample, timestep, enc, class_labels, cap)
   local m = pl.mid
   h = self:resnet(m.resnets[1], h, emb, pl.mid_scale)
   if cap then cap["detail.mid_block.resnets.0"] = h end
-  h = self:attention(m.attentions[1], h, ctx)
+  h = replace(h, self:attention(m.attentions[1], h, ctx))
   if cap then cap["detail.mid_block.attentions.0"] = h end
-  h = self:resnet(m.resnets[2], h, emb, pl.mid_scale)
+  h = replace(h, self:resnet(m.resnets[2], h, emb, pl.mid_scale))
   if cap then cap["detail.mid_block.resnets.1"] = h; cap.mid_block = h end
   for i, b in ipairs(pl.up) do
     for j, r in ipairs(b.resnets) do
       local s = table.remove(skips)
-      h = self:resnet(r, fdm.cat({ h, s }, 2), emb, pl.out_scale)
+      local hs = fdm.cat({ h, s }, 2)
+      used_up(h)
+      used_up(s)
+      h = swap(hs, self:resnet(r, hs, emb, pl.out_scale))
       if cap then cap[("detail.up_blocks.%d.resnets.%d"):format(i - 1, j - 1)] = h end
       if b.attentions[j] then
-        h = self:attention(b.attentions[j], h, ctx)
+        h = replace(h, self:attention(b.attentions[j], h, ctx))
         if cap then cap[("detail.up_blocks.%d.attentions.%d"):format(i - 1, j - 1)] = h end
       end
     end
     if b.up then
-      h = self:resnet(b.up, h, emb, pl.out_scale)
+      h = replace(h, self:resnet(b.up, h, emb, pl.out_scale))
       if cap then cap[("detail.up_blocks.%d.upsamplers.0"):format(i - 1)] = h end
     end
     if cap then cap[("up_blocks.%d"):format(i - 1)] = h end
     if self.collect then self:collect_garbage() end
   end
-  h = self:gn("conv_norm_out", h, pl.groups, pl.eps)
+  h = replace(h, self:gn("conv_norm_out", h, pl.groups, pl.eps))
   if cap then cap.conv_norm_out = h end
-  h = self.act(h)
+  h = replace(h, self.act(h))
   if cap then cap.conv_act = h end
-  h = self:conv("conv_out", h, (pl.kout - 1) // 2)
+  h = replace(h, self:conv("conv_out", h, (pl.kout - 1) // 2))
   if cap then cap.output = h end
   return h
 end
