@@ -440,32 +440,42 @@ function Net:resnet(r, x, temb, scale)
   if scale ~= 1 then out = swap(out, out * (1 / scale)) end
   return out
 end
+-- the attention block frees every tensor it made but its result when it
+-- returns (its maps and the prompt's projections: 13-26 times the result's
+-- size on the tiny model, which would wait for the level's collection)
 function Net:attention(a, x, ctx)
   local pl = self.plan
   local B, C, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
   local heads, hd = a.heads, a.hd
-  local h = self:gn(a.pre .. ".group_norm", x, pl.groups, 1e-5):reshape(B, C, H * W):transpose(2, 3)
+  local made = {}
+  local function m(t)
+    made[#made + 1] = t
+    return t
+  end
+  local h = m(m(m(self:gn(a.pre .. ".group_norm", x, pl.groups, 1e-5)):reshape(B, C, H * W)):transpose(2, 3))
   if pl.cross_norm then
-    ctx = F.group_norm(ctx:transpose(2, 3), 32, self.p[a.pre .. ".norm_cross.weight"], self.p[a.pre .. ".norm_cross.bias"], 1e-5)
-      :transpose(2, 3)
+    ctx = m(m(F.group_norm(m(ctx:transpose(2, 3)), 32, self.p[a.pre .. ".norm_cross.weight"],
+      self.p[a.pre .. ".norm_cross.bias"], 1e-5)):transpose(2, 3))
   end
-  local function split(t) -- [B, L, C] -> [B, heads, L, hd]
-    return t:reshape(B, t.shape[2], heads, hd):transpose(2, 3)
+  local function split(t) -- [B, L, C] -> [B, heads, L, hd], contiguous
+    return m(m(m(t:reshape(B, t.shape[2], heads, hd)):transpose(2, 3)):contiguous())
   end
-  local q = split(self:linear(a.pre .. ".to_q", h))
-  local ek = self:linear(a.pre .. ".add_k_proj", ctx)
-  local ev = self:linear(a.pre .. ".add_v_proj", ctx)
+  local q = split(m(self:linear(a.pre .. ".to_q", h)))
+  local ek = m(self:linear(a.pre .. ".add_k_proj", ctx))
+  local ev = m(self:linear(a.pre .. ".add_v_proj", ctx))
   local k, v
   if a.only_cross then
     k, v = ek, ev
   else
-    k = fdm.cat({ ek, self:linear(a.pre .. ".to_k", h) }, 2)
-    v = fdm.cat({ ev, self:linear(a.pre .. ".to_v", h) }, 2)
+    k = m(fdm.cat({ ek, m(self:linear(a.pre .. ".to_k", h)) }, 2))
+    v = m(fdm.cat({ ev, m(self:linear(a.pre .. ".to_v", h)) }, 2))
   end
-  local o = F.scaled_dot_product_attention(q:contiguous(), split(k):contiguous(), split(v):contiguous())
-  o = o:transpose(2, 3):reshape(B, H * W, C)
-  o = self:linear(a.pre .. ".to_out.0", o)
-  return o:transpose(2, 3):reshape(B, C, H, W) + x
+  local o = m(F.scaled_dot_product_attention(q, split(k), split(v)))
+  o = m(m(o:transpose(2, 3)):reshape(B, H * W, C))
+  o = m(self:linear(a.pre .. ".to_out.0", o))
+  local out = m(m(o:transpose(2, 3)):reshape(B, C, H, W)) + x
+  for _, t in ipairs(made) do t:free() end
+  return out
 end
 
 -- AttentionPooling + the TextTimeEmbedding around it
