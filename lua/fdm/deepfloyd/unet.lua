@@ -440,9 +440,12 @@ function Net:resnet(r, x, temb, scale)
   if scale ~= 1 then out = swap(out, out * (1 / scale)) end
   return out
 end
--- the attention block frees every tensor it made but its result when it
--- returns (its maps and the prompt's projections: 13-26 times the result's
--- size on the tiny model, which would wait for the level's collection)
+
+-- SimpleCrossAttn (AttnAddedKVProcessor): group-normed spatial tokens attend to
+-- [add_k/v_proj(norm_cross(context)), to_k/v(tokens)]; to_out; + residual.
+-- Every tensor it made but its result is freed when it returns (its maps and
+-- the prompt's projections: 13-26 times the result's size on the tiny model,
+-- which would wait for the level's collection).
 function Net:attention(a, x, ctx)
   local pl = self.plan
   local B, C, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
