@@ -27,11 +27,8 @@ end
 local torch_ms = {}
 if with_torch then
   local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
-  local p = io.popen(("/usr/bin/python3 %s/torch_conv_shapes.py %s%s 2>&1"):format(here, arg[1] or "832:8:2,576:16:2,384:32:2,192:64:2",
-    back and " back" or ""))
-  local text = p:read("a")
-  if not p:close() then io.stderr:write("conv_shapes: PyTorch run failed:\n" .. text); os.exit(1) end
-  for c, hw, n, ms in text:gmatch("torch (%d+) (%d+) (%d+) ([%d.]+)") do torch_ms[c .. ":" .. hw .. ":" .. n] = tonumber(ms) end
+  torch_ms = dofile(here .. "/torch_shapes.lua")("conv_shapes", here .. "/torch_conv_shapes.py",
+    (arg[1] or "832:8:2,576:16:2,384:32:2,192:64:2") .. (back and " back" or ""))
 end
 for _, s in ipairs(shapes) do
   local C, HW, N = s[1], s[2], s[3]

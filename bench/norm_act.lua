@@ -25,10 +25,7 @@ end
 local torch_ms = {}
 if with_torch then
   local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
-  local p = io.popen(("/usr/bin/python3 %s/torch_norm_act.py %s 2>&1"):format(here, spec_arg))
-  local text = p:read("a")
-  if not p:close() then io.stderr:write("norm_act: PyTorch run failed:\n" .. text); os.exit(1) end
-  for c, hw, n, ms in text:gmatch("torch (%d+) (%d+) (%d+) ([%d.]+)") do torch_ms[c .. ":" .. hw .. ":" .. n] = tonumber(ms) end
+  torch_ms = dofile(here .. "/torch_shapes.lua")("norm_act", here .. "/torch_norm_act.py", spec_arg)
 end
 
 local function best_of(f)
